@@ -1,0 +1,47 @@
+//! The `App` interface and the built-in apps.
+//!
+//! The interface is WSGI-shaped so that a Python application can be hosted
+//! behind it later without changing the worker: the request head and a body
+//! reader go in; the app calls [`ResponseSink::start`] once with a status
+//! and headers (like `start_response`) and then streams the body through
+//! [`ResponseSink::write`] (like iterating the WSGI result).
+
+use std::io::{self, Read};
+
+use crate::http::{PeerAddr, RequestHead};
+
+/// One request as an app sees it.
+pub struct Request<'a> {
+    pub head: &'a RequestHead,
+    pub peer: &'a PeerAddr,
+    /// `http` or `https`.
+    pub scheme: &'a str,
+    /// The request body, already de-chunked; reads return 0 at its end.
+    pub body: &'a mut dyn Read,
+}
+
+/// Where an app writes its response.
+pub trait ResponseSink {
+    /// Send the status line and headers. Called exactly once, before any
+    /// body. Without a `Content-Length` header the body is sent chunked
+    /// (HTTP/1.1) or delimited by closing the connection (HTTP/1.0).
+    fn start(&mut self, status: u16, headers: &[(String, String)]) -> io::Result<()>;
+    /// Send part of the body.
+    fn write(&mut self, chunk: &[u8]) -> io::Result<()>;
+}
+
+/// An application hosted by a worker. Loaded once per worker, after fork.
+pub trait App {
+    fn call(&mut self, req: Request<'_>, resp: &mut dyn ResponseSink) -> io::Result<()>;
+}
+
+/// Why an app could not be loaded: the worker exits with code 4 after
+/// logging this.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AppLoadError(pub String);
+
+impl std::fmt::Display for AppLoadError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}

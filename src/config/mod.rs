@@ -1,0 +1,58 @@
+//! Settings: CLI, config file, `GUNICORN_CMD_ARGS`, environment.
+//!
+//! `Settings` is the effective configuration after precedence has been
+//! applied (defaults < config file < `GUNICORN_CMD_ARGS` < command line) and
+//! values have been validated. The master keeps the original arguments and
+//! environment so that a reload (HUP) can load it again the same way.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use serde::Serialize;
+
+/// The effective, validated configuration. Field names are gunicorn's setting
+/// names (they are also the config-file keys).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Settings {
+    /// The positional `APP` argument (`builtin:hello`, `static:DIR`, ...).
+    pub app: Option<String>,
+    /// The config file that was read, if any.
+    pub config: Option<PathBuf>,
+    pub bind: Vec<String>,
+    pub backlog: i32,
+    pub workers: usize,
+    /// Heartbeat timeout in seconds; 0 disables it.
+    pub timeout: u64,
+    pub graceful_timeout: u64,
+    pub max_requests: u64,
+    pub max_requests_jitter: u64,
+    /// Normalised the gunicorn way (0 = unlimited, capped at 8190).
+    pub limit_request_line: usize,
+    /// Normalised (<=0 or >32768 means 32768).
+    pub limit_request_fields: usize,
+    /// Normalised (0 means 8190).
+    pub limit_request_field_size: usize,
+    /// `KEY=VALUE` pairs from `-e/--env`.
+    pub raw_env: Vec<(String, String)>,
+    pub chdir: Option<PathBuf>,
+    /// Resolved uid/gid for `--user`/`--group` (None = keep the master's).
+    pub user: Option<u32>,
+    pub group: Option<u32>,
+    pub umask: u32,
+    pub proc_name: Option<String>,
+    pub worker_tmp_dir: Option<PathBuf>,
+    /// `None` = off, `"-"` = stdout, else a path.
+    pub accesslog: Option<String>,
+    pub access_log_format: String,
+    /// `"-"` = stderr, else a path.
+    pub errorlog: String,
+    /// debug, info, warning, error or critical.
+    pub loglevel: String,
+    /// Server hooks: event name -> shell command.
+    pub hooks: BTreeMap<String, String>,
+    pub daemon: bool,
+    pub pidfile: Option<PathBuf>,
+    pub control_socket: Option<PathBuf>,
+    pub control_socket_mode: u32,
+    pub control_socket_disable: bool,
+}

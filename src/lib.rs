@@ -1,0 +1,10 @@
+//! gunicornd: gunicorn's pre-fork server and process supervisor.
+//!
+//! The binary (`src/main.rs`) parses the configuration and hands over to the
+//! [`arbiter`]; everything else lives in this library so that `gunicornctl`
+//! and the integration tests can share the wire-protocol types.
+
+pub mod app;
+pub mod config;
+pub mod http;
+pub mod log;

@@ -1,0 +1,1 @@
+//! Error log and access log in gunicorn's formats.
