@@ -56,3 +56,4 @@ pub struct Settings {
     pub control_socket_mode: u32,
     pub control_socket_disable: bool,
 }
+pub mod bind;

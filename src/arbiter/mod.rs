@@ -1,0 +1,613 @@
+//! The master: one single-threaded event loop that owns the listeners and the
+//! worker table, and turns every input (signal, worker message, deadline,
+//! child exit) into changes of that table (DESIGN rules 1–3).
+//!
+//! The loop waits in `mio::Poll` until the nearest deadline (a heartbeat that
+//! would go stale, a SIGKILL that is due, a delayed respawn), never on a
+//! fixed tick.
+
+mod command;
+mod exits;
+mod manage;
+mod workers;
+
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::time::{Duration, Instant};
+
+use mio::unix::SourceFd;
+use mio::{Events, Interest, Poll, Token};
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+
+pub use command::{Command, Scale, MASTER_SIGNALS};
+pub use workers::{Retire, StopSent, Worker, WorkerTable};
+
+use crate::config::{Loader, Settings};
+use crate::hooks::Hooks;
+use crate::listeners::{self, Listener, ListenerSpec};
+use crate::scoreboard::Scoreboard;
+use crate::signals::{self, SignalPipe};
+use crate::worker::notify::{self, WorkerMsg};
+
+const SIGNALS: Token = Token(0);
+const WORKER_MSGS: Token = Token(1);
+
+/// SIGKILL follows SIGABRT this long after a heartbeat timeout.
+const ABORT_GRACE: Duration = Duration::from_secs(1);
+/// How long a quick stop (INT/QUIT) waits before SIGKILL.
+const QUICK_STOP_GRACE: Duration = Duration::from_secs(2);
+
+/// Why the master is exiting, and with what status.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Halt {
+    pub reason: Option<String>,
+    pub status: i32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    Running,
+    Stopping { graceful: bool, deadline: Instant },
+}
+
+/// The generation a reload is replacing, kept until the new one is serving
+/// so that a failed reload can fall back to it.
+struct PreviousGeneration {
+    settings: Settings,
+    generation: u64,
+}
+
+/// Counters reported by `show stats`.
+#[derive(Debug, Clone)]
+pub struct Stats {
+    pub started_at: Instant,
+    pub spawned: u64,
+    pub killed: u64,
+    pub reloads: u64,
+}
+
+pub struct Arbiter {
+    loader: Loader,
+    settings: Settings,
+    pid: Pid,
+    listeners: Vec<Listener>,
+    /// Listeners came from systemd or a parent master: never rebind them.
+    inherited_listeners: bool,
+    workers: WorkerTable,
+    scoreboard: Scoreboard,
+    /// Workers wanted (changed by TTIN/TTOU/scale/WINCH, reset by config).
+    target: usize,
+    generation: u64,
+    next_generation: u64,
+    previous: Option<PreviousGeneration>,
+    worker_age: u64,
+    state: State,
+    halt: Option<Halt>,
+    /// Consecutive workers that died before booting, and when the next
+    /// spawn may happen (crash-loop backoff).
+    boot_failures: u32,
+    next_spawn_at: Option<Instant>,
+    poll: Poll,
+    sigpipe: SignalPipe,
+    notify_read: OwnedFd,
+    notify_write: OwnedFd,
+    notify_buf: Vec<u8>,
+    stats: Stats,
+    hooks: Hooks,
+}
+
+/// Run the master until it stops; returns the process exit status.
+pub fn run(loader: Loader, settings: Settings) -> i32 {
+    let mut arbiter = match Arbiter::start(loader, settings) {
+        Ok(a) => a,
+        Err(e) => {
+            tracing::error!("{e}");
+            eprintln!("Error: {e}");
+            return 1;
+        }
+    };
+    let halt = arbiter.run_loop();
+    arbiter.finish(halt)
+}
+
+impl Arbiter {
+    fn start(loader: Loader, settings: Settings) -> Result<Arbiter, String> {
+        let pid = nix::unistd::getpid();
+        tracing::info!("Starting gunicornd {}", env!("CARGO_PKG_VERSION"));
+        if let Some(dir) = &settings.chdir {
+            std::env::set_current_dir(dir)
+                .map_err(|e| format!("cannot change directory to {}: {e}", dir.display()))?;
+        }
+        let mut hooks = Hooks::new(&settings.hooks);
+        hooks.fire("on_starting", &[]);
+        let sigpipe = SignalPipe::new().map_err(|e| format!("cannot create the signal pipe: {e}"))?;
+        sigpipe
+            .forward_to_pipe(MASTER_SIGNALS, true)
+            .map_err(|e| format!("cannot install signal handlers: {e}"))?;
+        let (listeners, inherited_listeners) = open_listeners(&settings)?;
+        for l in &listeners {
+            l.set_nonblocking().map_err(|e| format!("{l}: {e}"))?;
+        }
+        let shown: Vec<String> = listeners.iter().map(|l| l.to_string()).collect();
+        tracing::info!("Listening at: {} ({})", shown.join(","), pid);
+        tracing::info!("Using worker: sync");
+        hooks.fire("when_ready", &[("GUNICORND_WORKERS", settings.workers.to_string())]);
+        let scoreboard = Scoreboard::new(settings.worker_tmp_dir.as_deref())?;
+        let (notify_read, notify_write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+            .map_err(|e| format!("cannot create the worker pipe: {e}"))?;
+        set_nonblocking(notify_read.as_raw_fd());
+        let poll = Poll::new().map_err(|e| format!("cannot create the event loop: {e}"))?;
+        poll.registry()
+            .register(&mut SourceFd(&sigpipe.raw_fd()), SIGNALS, Interest::READABLE)
+            .map_err(|e| format!("event loop: {e}"))?;
+        poll.registry()
+            .register(&mut SourceFd(&notify_read.as_raw_fd()), WORKER_MSGS, Interest::READABLE)
+            .map_err(|e| format!("event loop: {e}"))?;
+        let target = settings.workers;
+        Ok(Arbiter {
+            loader,
+            settings,
+            pid,
+            listeners,
+            inherited_listeners,
+            workers: WorkerTable::default(),
+            scoreboard,
+            target,
+            generation: 1,
+            next_generation: 2,
+            previous: None,
+            worker_age: 0,
+            state: State::Running,
+            halt: None,
+            boot_failures: 0,
+            next_spawn_at: None,
+            poll,
+            sigpipe,
+            notify_read,
+            notify_write,
+            notify_buf: Vec::new(),
+            stats: Stats { started_at: Instant::now(), spawned: 0, killed: 0, reloads: 0 },
+            hooks,
+        })
+    }
+
+    /// The event loop. Returns why it ended.
+    fn run_loop(&mut self) -> Halt {
+        let mut events = Events::with_capacity(64);
+        self.manage();
+        loop {
+            let timeout = self.next_deadline().map(|d| d.saturating_duration_since(Instant::now()));
+            if let Err(e) = self.poll.poll(&mut events, timeout) {
+                if e.kind() != std::io::ErrorKind::Interrupted {
+                    tracing::error!("Event loop failed: {e}");
+                    self.begin_stop(false);
+                }
+            }
+            for event in events.iter() {
+                match event.token() {
+                    SIGNALS => {
+                        for sig in self.sigpipe.drain() {
+                            self.on_signal(sig);
+                        }
+                    }
+                    WORKER_MSGS => self.read_worker_messages(),
+                    _ => {}
+                }
+            }
+            self.enforce_deadlines(Instant::now());
+            if let State::Stopping { .. } = self.state {
+                if self.workers.is_empty() {
+                    return self.halt.take().unwrap_or(Halt { reason: None, status: 0 });
+                }
+            } else {
+                self.manage();
+            }
+        }
+    }
+
+    fn on_signal(&mut self, sig: Signal) {
+        if sig == Signal::SIGCHLD {
+            tracing::debug!("Handling signal: chld");
+        } else {
+            tracing::info!("Handling signal: {}", signals::short_name(sig));
+        }
+        match Command::from_signal(sig) {
+            Some(cmd) => self.handle(cmd),
+            None => tracing::info!("Ignoring unknown signal: {}", signals::short_name(sig)),
+        }
+    }
+
+    /// The one handler for every command, whatever asked for it.
+    pub fn handle(&mut self, cmd: Command) {
+        match cmd {
+            Command::Reap => self.reap(),
+            Command::Stop { graceful } => self.begin_stop(graceful),
+            Command::Scale(scale) => self.scale(scale),
+            Command::ReopenLogs => self.reopen_logs(),
+            Command::StopWorkers => self.stop_workers(),
+            Command::Reload => self.reload(),
+            Command::Upgrade => {
+                tracing::warn!("USR2 signal ignored: binary upgrade is not supported by this version of gunicornd.")
+            }
+        }
+    }
+
+    fn scale(&mut self, scale: Scale) {
+        if self.state != State::Running {
+            return;
+        }
+        let old = self.target;
+        self.target = match scale {
+            Scale::To(n) => n.max(1),
+            Scale::By(d) => (old as i64 + d).max(1) as usize,
+        };
+        self.target_changed(old);
+    }
+
+    /// Log and announce a new worker target (`nworkers_changed`).
+    fn target_changed(&mut self, old: usize) {
+        if self.target != old {
+            tracing::info!("Number of workers: {old} -> {}", self.target);
+            self.hooks.fire(
+                "nworkers_changed",
+                &[("GUNICORND_WORKERS", self.target.to_string()), ("GUNICORND_OLD_WORKERS", old.to_string())],
+            );
+        }
+    }
+
+    fn reopen_logs(&mut self) {
+        if let Err(e) = crate::log::reopen() {
+            tracing::error!("Cannot reopen log files: {e}");
+        }
+        for w in self.workers.iter() {
+            let _ = kill(w.pid, Signal::SIGUSR1);
+        }
+    }
+
+    /// WINCH: only meaningful when daemonized (a terminal sends it on resize).
+    fn stop_workers(&mut self) {
+        if !self.settings.daemon {
+            tracing::info!("SIGWINCH ignored. Not daemonized");
+            return;
+        }
+        tracing::info!("graceful stop of workers");
+        let old = self.target;
+        self.target = 0;
+        self.target_changed(old);
+        for pid in self.workers.oldest_first(Worker::running) {
+            self.send_stop(pid, Signal::SIGTERM);
+        }
+    }
+
+    /// Re-read the configuration and roll a new generation of workers in;
+    /// the old ones retire as the new ones boot (see `manage`).
+    fn reload(&mut self) {
+        tracing::info!("Hang up: Master");
+        let new = match self.loader.load() {
+            Ok(crate::config::Startup::Run(s)) => s,
+            Ok(_) => {
+                tracing::error!("Reload failed: the configuration asks to print or check, not to run; keeping the running configuration.");
+                return;
+            }
+            Err(e) => {
+                tracing::error!("Reload failed, keeping the running configuration: {e}");
+                return;
+            }
+        };
+        if let Err(e) = crate::log::reconfigure(&crate::log::LogConfig::from_settings(&new)) {
+            tracing::error!("Reload: cannot apply the new log settings ({e}); keeping the previous ones.");
+        }
+        if let Err(e) = crate::log::reopen() {
+            tracing::error!("Cannot reopen log files: {e}");
+        }
+        if new.binds != self.settings.binds && !self.inherited_listeners {
+            if let Err(e) = self.rebind(&new) {
+                tracing::error!("Reload failed, keeping the running configuration: {e}");
+                return;
+            }
+        }
+        let old_target = self.target;
+        if new.workers != self.settings.workers || self.target == 0 {
+            self.target = new.workers;
+        }
+        self.hooks.set_commands(&new.hooks);
+        self.stats.reloads += 1;
+        let old_settings = std::mem::replace(&mut self.settings, new);
+        self.previous = Some(PreviousGeneration { settings: old_settings, generation: self.generation });
+        self.generation = self.next_generation;
+        self.next_generation += 1;
+        for w in self.workers.iter_mut() {
+            if w.running() && w.retire.is_none() {
+                w.retire = Some(Retire::Generation);
+            }
+        }
+        self.boot_failures = 0;
+        self.next_spawn_at = None;
+        tracing::info!("Reloading: starting generation {} with {} workers", self.generation, self.target);
+        self.hooks.fire("on_reload", &[("GUNICORND_WORKERS", self.target.to_string())]);
+        self.target_changed(old_target);
+    }
+
+    /// New sockets first, then the old ones go (workers of the old
+    /// generation keep their copies until they retire).
+    fn rebind(&mut self, new: &Settings) -> Result<(), String> {
+        let spec = ListenerSpec {
+            binds: &new.binds,
+            backlog: new.backlog,
+            umask: new.umask,
+            owner: (new.user, new.group),
+        };
+        let fresh = listeners::create_all(&spec, &[], 1)?;
+        for l in &fresh {
+            l.set_nonblocking().map_err(|e| format!("{l}: {e}"))?;
+        }
+        let old = std::mem::replace(&mut self.listeners, fresh);
+        let kept: Vec<_> = self.listeners.iter().map(|l| l.addr().clone()).collect();
+        for l in old {
+            let still_bound = kept.contains(l.addr());
+            l.close(!still_bound);
+        }
+        let shown: Vec<String> = self.listeners.iter().map(|l| l.to_string()).collect();
+        tracing::info!("Listening at: {} ({})", shown.join(","), self.pid);
+        Ok(())
+    }
+
+    /// A failed reload: the old generation goes back to serving.
+    fn roll_back(&mut self, reason: &str) {
+        let Some(prev) = self.previous.take() else { return };
+        tracing::error!(
+            "Reload failed: {reason} Keeping generation {} serving; fix the configuration and reload again.",
+            prev.generation
+        );
+        let failed = self.generation;
+        self.generation = prev.generation;
+        self.settings = prev.settings;
+        if let Err(e) = crate::log::reconfigure(&crate::log::LogConfig::from_settings(&self.settings)) {
+            tracing::error!("Cannot restore the previous log settings: {e}");
+        }
+        for pid in self.workers.oldest_first(|w| w.generation == failed && w.running()) {
+            self.send_stop(pid, Signal::SIGTERM);
+        }
+        for w in self.workers.iter_mut() {
+            if w.generation == prev.generation && w.retire == Some(Retire::Generation) {
+                w.retire = None;
+            }
+        }
+        self.boot_failures = 0;
+        self.next_spawn_at = None;
+    }
+
+    /// TERM (graceful) or INT/QUIT (quick); a quick request during a
+    /// graceful stop escalates it.
+    fn begin_stop(&mut self, graceful: bool) {
+        let now = Instant::now();
+        match self.state {
+            State::Stopping { graceful: false, .. } => return,
+            State::Stopping { graceful: true, deadline } if !graceful => {
+                tracing::info!("Quick shutdown requested");
+                self.state = State::Stopping { graceful: false, deadline: deadline.min(now + QUICK_STOP_GRACE) };
+            }
+            State::Stopping { .. } => return,
+            State::Running => {
+                let grace = if graceful {
+                    Duration::from_secs(self.settings.graceful_timeout)
+                } else {
+                    QUICK_STOP_GRACE
+                };
+                self.state = State::Stopping { graceful, deadline: now + grace };
+                self.close_listeners();
+            }
+        }
+        let sig = if graceful { Signal::SIGTERM } else { Signal::SIGQUIT };
+        for pid in self.workers.oldest_first(|_| true) {
+            self.send_stop(pid, sig);
+        }
+    }
+
+    fn close_listeners(&mut self) {
+        // Unix socket files are removed only by their owner (DESIGN rule 4).
+        let unlink = !self.inherited_listeners;
+        for l in self.listeners.drain(..) {
+            l.close(unlink);
+        }
+    }
+
+    /// Send a stop signal once; a different (stronger) one may follow.
+    fn send_stop(&mut self, pid: Pid, sig: Signal) {
+        let now = Instant::now();
+        let grace = if sig == Signal::SIGTERM {
+            Duration::from_secs(self.settings.graceful_timeout)
+        } else {
+            QUICK_STOP_GRACE
+        };
+        let Some(w) = self.workers.get_mut(pid) else { return };
+        if w.stop.is_some_and(|s| s.signal == sig) || w.killed {
+            return;
+        }
+        w.stop = Some(StopSent { signal: sig, at: now, kill_at: now + grace });
+        if let Err(e) = kill(pid, sig) {
+            tracing::debug!("kill({pid}, {sig}): {e}");
+        }
+    }
+
+    fn send_kill(&mut self, pid: Pid) {
+        if let Some(w) = self.workers.get_mut(pid) {
+            if w.killed {
+                return;
+            }
+            w.killed = true;
+            self.stats.killed += 1;
+            if let Err(e) = kill(pid, Signal::SIGKILL) {
+                tracing::debug!("kill({pid}, SIGKILL): {e}");
+            }
+        }
+    }
+
+    /// The earliest moment something must happen without outside input.
+    fn next_deadline(&self) -> Option<Instant> {
+        let now = Instant::now();
+        let timeout = Duration::from_secs(self.settings.timeout);
+        let mut next: Option<Instant> = None;
+        let mut consider = |t: Instant| next = Some(next.map_or(t, |n| n.min(t)));
+        if let State::Stopping { deadline, .. } = self.state {
+            consider(deadline);
+        } else if let Some(t) = self.next_spawn_at {
+            consider(t);
+        }
+        for w in self.workers.iter().filter(|w| !w.killed) {
+            if let Some(stop) = w.stop {
+                consider(stop.kill_at);
+            } else if let Some(at) = w.aborted_at {
+                consider(at + ABORT_GRACE);
+            } else if !timeout.is_zero() {
+                let silence = self.scoreboard.slot(w.slot).silence();
+                consider(now + timeout.saturating_sub(silence) + Duration::from_millis(1));
+            }
+        }
+        next
+    }
+
+    /// Heartbeat timeouts, overdue stops, a stop that ran out of time.
+    fn enforce_deadlines(&mut self, now: Instant) {
+        let timeout = Duration::from_secs(self.settings.timeout);
+        let mut abort = Vec::new();
+        let mut kill_now = Vec::new();
+        for w in self.workers.iter().filter(|w| !w.killed) {
+            if let Some(stop) = w.stop {
+                if now >= stop.kill_at {
+                    kill_now.push((w.pid, "did not stop in time"));
+                }
+            } else if let Some(at) = w.aborted_at {
+                if now >= at + ABORT_GRACE {
+                    kill_now.push((w.pid, "still there after SIGABRT"));
+                }
+            } else if !timeout.is_zero() && self.scoreboard.slot(w.slot).silence() > timeout {
+                abort.push(w.pid);
+            }
+        }
+        if let State::Stopping { deadline, .. } = self.state {
+            if now >= deadline {
+                for w in self.workers.iter().filter(|w| !w.killed) {
+                    kill_now.push((w.pid, "graceful timeout expired"));
+                }
+            }
+        }
+        for pid in abort {
+            let booted = self.workers.get(pid).is_some_and(Worker::booted);
+            let during = if booted { "" } else { " while booting" };
+            crate::log::critical!("WORKER TIMEOUT (pid:{pid}){during}");
+            if let Some(w) = self.workers.get_mut(pid) {
+                w.aborted_at = Some(now);
+            }
+            let _ = kill(pid, Signal::SIGABRT);
+        }
+        for (pid, why) in kill_now {
+            if self.workers.get(pid).is_some_and(|w| !w.killed) {
+                tracing::warn!("Worker (pid:{pid}) {why}; sending SIGKILL");
+                self.send_kill(pid);
+            }
+        }
+    }
+
+    fn read_worker_messages(&mut self) {
+        let mut buf = [0u8; 4096];
+        loop {
+            match nix::unistd::read(&self.notify_read, &mut buf) {
+                Ok(0) => break,
+                Ok(n) => self.notify_buf.extend_from_slice(&buf[..n]),
+                Err(nix::errno::Errno::EINTR) => continue,
+                Err(_) => break,
+            }
+        }
+        let mut pending = std::mem::take(&mut self.notify_buf);
+        for (pid, msg) in notify::decode_all(&mut pending) {
+            self.on_worker_message(Pid::from_raw(pid as i32), msg);
+        }
+        self.notify_buf = pending;
+    }
+
+    fn on_worker_message(&mut self, pid: Pid, msg: WorkerMsg) {
+        let Some(w) = self.workers.get_mut(pid) else { return };
+        match msg {
+            WorkerMsg::Booted => {
+                w.booted_at = Some(Instant::now());
+                self.boot_failures = 0;
+                self.next_spawn_at = None;
+                tracing::debug!("Worker (pid:{pid}) booted");
+            }
+            WorkerMsg::Recycle => {
+                if w.retire.is_none() {
+                    w.retire = Some(Retire::Recycle);
+                }
+            }
+        }
+    }
+
+    /// Leave: stop what is left, log why, report the exit status.
+    fn finish(mut self, halt: Halt) -> i32 {
+        self.close_listeners();
+        for w in self.workers.iter() {
+            let _ = kill(w.pid, Signal::SIGKILL);
+        }
+        while !self.workers.is_empty() {
+            match nix::sys::wait::wait() {
+                Ok(status) => {
+                    if let Some(pid) = status.pid() {
+                        self.workers.remove(pid);
+                    }
+                }
+                Err(_) => break,
+            }
+        }
+        if halt.status == 0 {
+            tracing::info!("Shutting down: Master");
+        } else {
+            tracing::error!("Shutting down: Master");
+        }
+        self.hooks.fire("on_exit", &[("GUNICORND_EXIT_STATUS", halt.status.to_string())]);
+        if let Some(reason) = &halt.reason {
+            if halt.status == 0 {
+                tracing::info!("Reason: {reason}");
+            } else {
+                tracing::error!("Reason: {reason}");
+            }
+        }
+        halt.status
+    }
+
+    /// Descriptors a forked worker must close (they are the master's).
+    fn master_fds(&self) -> Vec<RawFd> {
+        let mut fds = vec![self.poll.as_raw_fd(), self.notify_read.as_raw_fd()];
+        fds.extend(self.sigpipe.fds());
+        fds
+    }
+}
+
+fn open_listeners(settings: &Settings) -> Result<(Vec<Listener>, bool), String> {
+    let inherited: Vec<RawFd> = match std::env::var("GUNICORN_FD") {
+        Ok(v) => {
+            std::env::remove_var("GUNICORN_FD");
+            listeners::parse_fd_list(&v)?
+        }
+        Err(_) => Vec::new(),
+    };
+    let spec = ListenerSpec {
+        binds: &settings.binds,
+        backlog: settings.backlog,
+        umask: settings.umask,
+        owner: (settings.user, settings.group),
+    };
+    let from_fds = !inherited.is_empty()
+        || settings.binds.iter().any(|b| matches!(b, crate::config::bind::BindAddr::Fd(_)));
+    let ls = listeners::create_all(&spec, &inherited, listeners::BIND_ATTEMPTS)?;
+    Ok((ls, from_fds))
+}
+
+fn set_nonblocking(fd: RawFd) {
+    use nix::fcntl::{fcntl, FcntlArg, OFlag};
+    // SAFETY: fd is a descriptor we just created and own.
+    let bfd = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
+    if let Ok(flags) = fcntl(bfd, FcntlArg::F_GETFL) {
+        let _ = fcntl(bfd, FcntlArg::F_SETFL(OFlag::from_bits_truncate(flags) | OFlag::O_NONBLOCK));
+    }
+}

@@ -1,0 +1,110 @@
+//! The worker table: the master's truth about its children (DESIGN rule 2).
+
+use std::collections::BTreeMap;
+use std::time::Instant;
+
+use nix::sys::signal::Signal;
+use nix::unistd::Pid;
+
+/// Why a worker should make way once a replacement has booted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Retire {
+    /// Part of an older generation (a reload is rolling it over).
+    Generation,
+    /// Served its `max_requests` and asked to be replaced.
+    Recycle,
+}
+
+/// A stop signal that was sent, so that it is never sent twice.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StopSent {
+    pub signal: Signal,
+    pub at: Instant,
+    /// SIGKILL goes out at this time if the worker is still there.
+    pub kill_at: Instant,
+}
+
+#[derive(Debug, Clone)]
+pub struct Worker {
+    pub pid: Pid,
+    /// Spawn order across the master's life (gunicorn's `age`).
+    pub age: u64,
+    pub generation: u64,
+    /// Index of its scoreboard slot.
+    pub slot: usize,
+    pub spawned_at: Instant,
+    pub booted_at: Option<Instant>,
+    pub retire: Option<Retire>,
+    pub stop: Option<StopSent>,
+    /// When SIGABRT was sent for a heartbeat timeout.
+    pub aborted_at: Option<Instant>,
+    /// SIGKILL was sent by us (so its exit is not blamed on the OOM killer).
+    pub killed: bool,
+}
+
+impl Worker {
+    pub fn booted(&self) -> bool {
+        self.booted_at.is_some()
+    }
+
+    /// Still serving and not asked to stop.
+    pub fn running(&self) -> bool {
+        self.stop.is_none() && self.aborted_at.is_none()
+    }
+
+    /// Counts towards the target: running and not waiting to be replaced.
+    pub fn live(&self) -> bool {
+        self.running() && self.retire.is_none()
+    }
+}
+
+/// Workers by pid.
+#[derive(Debug, Default)]
+pub struct WorkerTable {
+    by_pid: BTreeMap<i32, Worker>,
+}
+
+impl WorkerTable {
+    pub fn insert(&mut self, w: Worker) {
+        self.by_pid.insert(w.pid.as_raw(), w);
+    }
+
+    pub fn remove(&mut self, pid: Pid) -> Option<Worker> {
+        self.by_pid.remove(&pid.as_raw())
+    }
+
+    pub fn get_mut(&mut self, pid: Pid) -> Option<&mut Worker> {
+        self.by_pid.get_mut(&pid.as_raw())
+    }
+
+    pub fn get(&self, pid: Pid) -> Option<&Worker> {
+        self.by_pid.get(&pid.as_raw())
+    }
+
+    pub fn len(&self) -> usize {
+        self.by_pid.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.by_pid.is_empty()
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &Worker> {
+        self.by_pid.values()
+    }
+
+    pub fn iter_mut(&mut self) -> impl Iterator<Item = &mut Worker> {
+        self.by_pid.values_mut()
+    }
+
+    /// Pids of the workers matching `pred`, oldest (lowest age) first.
+    pub fn oldest_first(&self, pred: impl Fn(&Worker) -> bool) -> Vec<Pid> {
+        let mut ws: Vec<&Worker> = self.by_pid.values().filter(|w| pred(w)).collect();
+        ws.sort_by_key(|w| w.age);
+        ws.into_iter().map(|w| w.pid).collect()
+    }
+
+    pub fn count(&self, pred: impl Fn(&Worker) -> bool) -> usize {
+        self.by_pid.values().filter(|w| pred(w)).count()
+    }
+}

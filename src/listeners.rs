@@ -1,0 +1,355 @@
+//! Listening sockets: creation from bind addresses, adoption of inherited
+//! file descriptors (`fd://N`, `GUNICORN_FD`, systemd's `LISTEN_FDS`), and
+//! removal of unix socket files by their owner.
+//!
+//! The master creates every listener before forking; workers inherit them and
+//! accept on them. Listeners are left *blocking* in the master's view but are
+//! switched to non-blocking once before the first fork: `O_NONBLOCK` lives in
+//! the shared open file description, and the workers want non-blocking
+//! accepts (several workers race for one connection).
+
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use nix::sys::socket::{
+    self, bind, getsockname, listen, setsockopt, sockopt, AddressFamily, Backlog, SockFlag,
+    SockType, SockaddrLike, SockaddrStorage, UnixAddr,
+};
+use nix::sys::stat::{umask, Mode};
+
+use crate::config::bind::BindAddr;
+
+/// How many times a bind is attempted before giving up, like gunicorn.
+pub const BIND_ATTEMPTS: u32 = 5;
+
+/// What kind of socket a listener is, and where it listens.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ListenAddr {
+    Tcp(SocketAddr),
+    Unix(PathBuf),
+}
+
+/// One listening socket owned by the master.
+#[derive(Debug)]
+pub struct Listener {
+    fd: OwnedFd,
+    addr: ListenAddr,
+    /// True when we created the unix socket file and so must remove it.
+    owns_path: bool,
+    /// Shown as `https://` in `Listening at:` (TLS lands later).
+    pub tls: bool,
+}
+
+impl Listener {
+    pub fn addr(&self) -> &ListenAddr {
+        &self.addr
+    }
+
+    pub fn raw_fd(&self) -> RawFd {
+        self.fd.as_raw_fd()
+    }
+
+    pub fn is_unix(&self) -> bool {
+        matches!(self.addr, ListenAddr::Unix(_))
+    }
+
+    /// Switch the shared open file description to non-blocking (see module doc).
+    pub fn set_nonblocking(&self) -> nix::Result<()> {
+        use nix::fcntl::{fcntl, FcntlArg, OFlag};
+        let flags = OFlag::from_bits_truncate(fcntl(&self.fd, FcntlArg::F_GETFL)?);
+        fcntl(&self.fd, FcntlArg::F_SETFL(flags | OFlag::O_NONBLOCK))?;
+        Ok(())
+    }
+
+    /// Never unlink the socket file of this listener (inherited from a parent
+    /// master or from systemd: someone else owns it).
+    pub fn disown_path(&mut self) {
+        self.owns_path = false;
+    }
+
+    /// Close the socket; remove its file if we created it and `unlink` is set.
+    pub fn close(self, unlink: bool) {
+        if unlink && self.owns_path {
+            if let ListenAddr::Unix(path) = &self.addr {
+                if let Err(e) = std::fs::remove_file(path) {
+                    if e.kind() != std::io::ErrorKind::NotFound {
+                        tracing::warn!("Could not remove {}: {}", path.display(), e);
+                    }
+                }
+            }
+        }
+        drop(self.fd);
+    }
+}
+
+impl AsFd for Listener {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+}
+
+impl fmt::Display for Listener {
+    /// gunicorn's form: `http://127.0.0.1:8000`, `http://[::1]:8000`, `unix:/path`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let scheme = if self.tls { "https" } else { "http" };
+        match &self.addr {
+            ListenAddr::Tcp(SocketAddr::V4(a)) => write!(f, "{scheme}://{}:{}", a.ip(), a.port()),
+            ListenAddr::Tcp(SocketAddr::V6(a)) => write!(f, "{scheme}://[{}]:{}", a.ip(), a.port()),
+            ListenAddr::Unix(p) => write!(f, "unix:{}", p.display()),
+        }
+    }
+}
+
+/// What the listeners are made from.
+pub struct ListenerSpec<'a> {
+    pub binds: &'a [BindAddr],
+    pub backlog: i32,
+    pub umask: u32,
+    /// Owner to give unix socket files (the workers' uid/gid).
+    pub owner: (Option<u32>, Option<u32>),
+}
+
+/// Create every listener: inherited fds (from `fd://N` binds or `inherited`)
+/// take precedence over addresses, as in gunicorn (reference §1.14).
+///
+/// Blocking: binding retries sleep a second between attempts. Only call it
+/// before the event loop starts (or accept one attempt on reload via
+/// `attempts = 1`).
+pub fn create_all(
+    spec: &ListenerSpec<'_>,
+    inherited: &[RawFd],
+    attempts: u32,
+) -> Result<Vec<Listener>, String> {
+    let mut fds: Vec<RawFd> = spec
+        .binds
+        .iter()
+        .filter_map(|b| match b {
+            BindAddr::Fd(n) => Some(*n),
+            _ => None,
+        })
+        .collect();
+    fds.extend_from_slice(inherited);
+    if !fds.is_empty() {
+        return fds.iter().map(|&fd| adopt_fd(fd, spec.backlog)).collect();
+    }
+    let mut listeners = Vec::with_capacity(spec.binds.len());
+    for bind_addr in spec.binds {
+        listeners.push(bind_with_retries(bind_addr, spec, attempts)?);
+    }
+    Ok(listeners)
+}
+
+/// Wrap a listening socket we inherited (fd://N, GUNICORN_FD, LISTEN_FDS).
+/// Its file, if it is a unix socket, belongs to whoever created it.
+pub fn adopt_fd(fd: RawFd, backlog: i32) -> Result<Listener, String> {
+    // SAFETY: fcntl(F_GETFD) only checks that the descriptor number is open.
+    if unsafe { libc::fcntl(fd, libc::F_GETFD) } < 0 {
+        return Err(format!("fd://{fd}: no such open file descriptor"));
+    }
+    // SAFETY: the fd is open (checked above) and handed to us to own.
+    let owned = unsafe { OwnedFd::from_raw_fd(fd) };
+    let kind: SockType = socket::getsockopt(&owned, sockopt::SockType)
+        .map_err(|e| format!("fd://{fd} is not a socket: {e}"))?;
+    if kind != SockType::Stream {
+        return Err(format!("fd://{fd} is not a stream socket"));
+    }
+    let addr = local_addr(owned.as_raw_fd()).map_err(|e| format!("fd://{fd}: {e}"))?;
+    set_cloexec(&owned);
+    // Re-listen like gunicorn so the configured backlog applies.
+    listen(&owned, backlog_of(backlog)).map_err(|e| format!("fd://{fd}: listen: {e}"))?;
+    Ok(Listener { fd: owned, addr, owns_path: false, tls: false })
+}
+
+fn bind_with_retries(
+    bind_addr: &BindAddr,
+    spec: &ListenerSpec<'_>,
+    attempts: u32,
+) -> Result<Listener, String> {
+    let shown = describe(bind_addr);
+    let mut last_err = String::new();
+    for attempt in 1..=attempts.max(1) {
+        match bind_one(bind_addr, spec) {
+            Ok(l) => return Ok(l),
+            Err(e) => {
+                if e.0 == nix::errno::Errno::EADDRINUSE {
+                    tracing::error!("Connection in use: {shown}");
+                } else if e.0 == nix::errno::Errno::EADDRNOTAVAIL {
+                    tracing::error!("Invalid address: {shown}");
+                }
+                tracing::error!("connection to {shown} failed: {}", e.1);
+                last_err = e.1;
+                if attempt < attempts {
+                    tracing::debug!("Retrying in 1 second.");
+                    std::thread::sleep(Duration::from_secs(1));
+                }
+            }
+        }
+    }
+    Err(format!("Can't connect to {shown}: {last_err}"))
+}
+
+fn describe(b: &BindAddr) -> String {
+    match b {
+        BindAddr::Tcp { host, port } if host.contains(':') => format!("[{host}]:{port}"),
+        BindAddr::Tcp { host, port } => format!("{host}:{port}"),
+        BindAddr::Unix(p) => format!("unix:{}", p.display()),
+        BindAddr::Fd(n) => format!("fd://{n}"),
+    }
+}
+
+type BindError = (nix::errno::Errno, String);
+
+fn bind_one(b: &BindAddr, spec: &ListenerSpec<'_>) -> Result<Listener, BindError> {
+    match b {
+        BindAddr::Tcp { host, port } => bind_tcp(host, *port, spec.backlog),
+        BindAddr::Unix(path) => bind_unix(path, spec),
+        BindAddr::Fd(_) => unreachable!("fd binds are adopted, not bound"),
+    }
+}
+
+fn resolve(host: &str, port: u16) -> Result<SocketAddr, BindError> {
+    use std::net::ToSocketAddrs;
+    let host = if host.is_empty() { "0.0.0.0" } else { host };
+    if let Ok(ip) = host.parse::<IpAddr>() {
+        return Ok(SocketAddr::new(ip, port));
+    }
+    (host, port)
+        .to_socket_addrs()
+        .map_err(|e| (nix::errno::Errno::EADDRNOTAVAIL, format!("cannot resolve {host}: {e}")))?
+        .next()
+        .ok_or_else(|| (nix::errno::Errno::EADDRNOTAVAIL, format!("{host} has no address")))
+}
+
+fn bind_tcp(host: &str, port: u16, backlog: i32) -> Result<Listener, BindError> {
+    let addr = resolve(host, port)?;
+    let family = if addr.is_ipv4() { AddressFamily::Inet } else { AddressFamily::Inet6 };
+    let err = |e: nix::errno::Errno| (e, e.desc().to_string());
+    let fd = socket::socket(family, SockType::Stream, SockFlag::SOCK_CLOEXEC, None).map_err(err)?;
+    setsockopt(&fd, sockopt::ReuseAddr, &true).map_err(err)?;
+    if addr.is_ipv6() {
+        // Listen on IPv6 only, as an explicit [::] bind asks; 0.0.0.0 is separate.
+        let _ = setsockopt(&fd, sockopt::Ipv6V6Only, &true);
+    }
+    setsockopt(&fd, sockopt::TcpNoDelay, &true).map_err(err)?;
+    bind(fd.as_raw_fd(), &SockaddrStorage::from(addr)).map_err(err)?;
+    listen(&fd, backlog_of(backlog)).map_err(err)?;
+    let actual = local_addr(fd.as_raw_fd()).map_err(|e| (nix::errno::Errno::EINVAL, e))?;
+    Ok(Listener { fd, addr: actual, owns_path: false, tls: false })
+}
+
+fn bind_unix(path: &Path, spec: &ListenerSpec<'_>) -> Result<Listener, BindError> {
+    use std::os::unix::fs::FileTypeExt;
+    let err = |e: nix::errno::Errno| (e, e.desc().to_string());
+    match std::fs::symlink_metadata(path) {
+        Ok(meta) if meta.file_type().is_socket() => {
+            std::fs::remove_file(path).map_err(|e| {
+                (nix::errno::Errno::EACCES, format!("cannot replace {}: {e}", path.display()))
+            })?;
+        }
+        Ok(_) => {
+            return Err((nix::errno::Errno::EEXIST, format!("{} is not a socket", path.display())))
+        }
+        Err(_) => {}
+    }
+    let fd = socket::socket(AddressFamily::Unix, SockType::Stream, SockFlag::SOCK_CLOEXEC, None)
+        .map_err(err)?;
+    let addr = UnixAddr::new(path).map_err(err)?;
+    // The socket file's mode comes from the umask in force at bind time.
+    let old = umask(Mode::from_bits_truncate(spec.umask as libc::mode_t));
+    let bound = bind(fd.as_raw_fd(), &addr);
+    umask(old);
+    bound.map_err(err)?;
+    if spec.owner.0.is_some() || spec.owner.1.is_some() {
+        let uid = spec.owner.0.map(nix::unistd::Uid::from_raw);
+        let gid = spec.owner.1.map(nix::unistd::Gid::from_raw);
+        nix::unistd::chown(path, uid, gid).map_err(err)?;
+    }
+    listen(&fd, backlog_of(spec.backlog)).map_err(err)?;
+    Ok(Listener { fd, addr: ListenAddr::Unix(path.to_path_buf()), owns_path: true, tls: false })
+}
+
+fn backlog_of(n: i32) -> Backlog {
+    Backlog::new(n.clamp(1, libc::SOMAXCONN.max(65535))).unwrap_or(Backlog::MAXCONN)
+}
+
+fn set_cloexec(fd: &OwnedFd) {
+    use nix::fcntl::{fcntl, FcntlArg, FdFlag};
+    let _ = fcntl(fd, FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC));
+}
+
+/// The address a socket is bound to.
+fn local_addr(fd: RawFd) -> Result<ListenAddr, String> {
+    let ss: SockaddrStorage = getsockname(fd).map_err(|e| format!("getsockname: {e}"))?;
+    if let Some(v4) = ss.as_sockaddr_in() {
+        return Ok(ListenAddr::Tcp(SocketAddr::from(*v4)));
+    }
+    if let Some(v6) = ss.as_sockaddr_in6() {
+        return Ok(ListenAddr::Tcp(SocketAddr::from(*v6)));
+    }
+    if let Some(un) = ss.as_unix_addr() {
+        let path = un.path().map(Path::to_path_buf).unwrap_or_default();
+        return Ok(ListenAddr::Unix(path));
+    }
+    Err(format!("unsupported address family {:?}", ss.family()))
+}
+
+/// `GUNICORN_FD`-style list: `3,4,5`.
+pub fn fd_list(listeners: &[Listener]) -> String {
+    listeners.iter().map(|l| l.raw_fd().to_string()).collect::<Vec<_>>().join(",")
+}
+
+/// Parse `GUNICORN_FD` (comma-separated fd numbers).
+pub fn parse_fd_list(s: &str) -> Result<Vec<RawFd>, String> {
+    s.split(',')
+        .filter(|p| !p.trim().is_empty())
+        .map(|p| p.trim().parse::<RawFd>().map_err(|_| format!("GUNICORN_FD: bad fd '{p}'")))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tcp_listener_on_ephemeral_port_displays_like_gunicorn() {
+        let spec = ListenerSpec {
+            binds: &[BindAddr::Tcp { host: "127.0.0.1".into(), port: 0 }],
+            backlog: 16,
+            umask: 0,
+            owner: (None, None),
+        };
+        let ls = create_all(&spec, &[], 1).unwrap();
+        let shown = ls[0].to_string();
+        assert!(shown.starts_with("http://127.0.0.1:"), "{shown}");
+        assert_ne!(shown, "http://127.0.0.1:0");
+    }
+
+    #[test]
+    fn unix_listener_replaces_stale_socket_and_refuses_regular_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.sock");
+        let spec_binds = [BindAddr::Unix(path.clone())];
+        let spec = ListenerSpec { binds: &spec_binds, backlog: 16, umask: 0o077, owner: (None, None) };
+        let first = create_all(&spec, &[], 1).unwrap();
+        drop(first); // leaves a stale socket file behind
+        let second = create_all(&spec, &[], 1).unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o700, "socket created under the umask");
+        second.into_iter().for_each(|l| l.close(true));
+        assert!(!path.exists(), "owner removes its socket file");
+
+        std::fs::write(&path, b"data").unwrap();
+        let err = create_all(&spec, &[], 1).unwrap_err();
+        assert!(err.contains("is not a socket"), "{err}");
+    }
+
+    #[test]
+    fn fd_lists_round_trip() {
+        assert_eq!(parse_fd_list("3,4, 5").unwrap(), vec![3, 4, 5]);
+        assert!(parse_fd_list("3,x").is_err());
+    }
+}

@@ -1,0 +1,178 @@
+//! The scoreboard: a shared-memory table with one slot per worker, written by
+//! the worker and read by the master.
+//!
+//! gunicorn's heartbeat touches a temporary file with `utime` every loop
+//! pass (reference §2.1), which blocks on slow disks (§6 item 8) and, because
+//! the file starts with a wall-clock mtime, never times out a worker that hangs
+//! while booting (§1.6). Here the master maps the table (`MAP_SHARED`) before
+//! forking, stamps a slot with the spawn time, and the worker stores the
+//! monotonic clock into it: no system call per heartbeat, and a boot hang
+//! times out like any other hang. `CLOCK_MONOTONIC` is system-wide, so the
+//! master and the workers compare the same clock.
+//!
+//! With `--worker-tmp-dir DIR` the table is backed by an unlinked file in DIR
+//! instead of anonymous memory (for hosts that want it on a given tmpfs).
+
+use std::path::Path;
+use std::ptr::NonNull;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::time::Duration;
+
+use nix::sys::mman::{mmap, mmap_anonymous, MapFlags, ProtFlags};
+
+/// Most workers one master can run at once.
+pub const CAPACITY: usize = 16384;
+
+/// One worker's shared state. Only the owning worker writes `heartbeat_ns`,
+/// `booted` and `requests`; only the master writes `pid` (when it hands the
+/// slot out and when it frees it).
+#[repr(C, align(64))]
+pub struct Slot {
+    pid: AtomicU32,
+    booted: AtomicU32,
+    heartbeat_ns: AtomicU64,
+    requests: AtomicU64,
+}
+
+/// The shared table. Created once by the master; inherited by every worker.
+pub struct Scoreboard {
+    base: NonNull<Slot>,
+    free: Vec<usize>,
+}
+
+/// Nanoseconds on `CLOCK_MONOTONIC`.
+pub fn monotonic_ns() -> u64 {
+    let ts = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC)
+        .expect("CLOCK_MONOTONIC is always available");
+    ts.tv_sec() as u64 * 1_000_000_000 + ts.tv_nsec() as u64
+}
+
+impl Scoreboard {
+    /// Map the table, anonymous or (with `dir`) backed by an unlinked file.
+    pub fn new(dir: Option<&Path>) -> Result<Self, String> {
+        let len = std::num::NonZeroUsize::new(CAPACITY * std::mem::size_of::<Slot>())
+            .expect("non-zero size");
+        let prot = ProtFlags::PROT_READ | ProtFlags::PROT_WRITE;
+        let ptr = match dir {
+            None => {
+                // SAFETY: a fresh anonymous mapping; no existing memory is aliased.
+                unsafe { mmap_anonymous(None, len, prot, MapFlags::MAP_SHARED | MapFlags::MAP_NORESERVE) }
+                    .map_err(|e| format!("cannot map the worker scoreboard: {e}"))?
+            }
+            Some(dir) => {
+                let file = tempfile::tempfile_in(dir).map_err(|e| {
+                    format!("cannot create the heartbeat file in {}: {e}", dir.display())
+                })?;
+                file.set_len(len.get() as u64)
+                    .map_err(|e| format!("cannot size the heartbeat file in {}: {e}", dir.display()))?;
+                // SAFETY: maps a file we just created and nobody else can open
+                // (it is unlinked); the mapping outlives the fd by design.
+                unsafe { mmap(None, len, prot, MapFlags::MAP_SHARED, &file, 0) }
+                    .map_err(|e| format!("cannot map the heartbeat file: {e}"))?
+            }
+        };
+        let free = (0..CAPACITY).rev().collect();
+        Ok(Scoreboard { base: ptr.cast(), free })
+    }
+
+    /// Take a free slot for a worker about to be forked, stamped with "now"
+    /// as its first heartbeat (so a hang during boot times out).
+    pub fn allocate(&mut self) -> Option<usize> {
+        let idx = self.free.pop()?;
+        let slot = self.slot(idx);
+        slot.pid.store(0, Ordering::Relaxed);
+        slot.booted.store(0, Ordering::Relaxed);
+        slot.requests.store(0, Ordering::Relaxed);
+        slot.heartbeat_ns.store(monotonic_ns(), Ordering::Release);
+        Some(idx)
+    }
+
+    /// Record the pid of the worker in slot `idx` (master side, after fork).
+    pub fn set_pid(&self, idx: usize, pid: u32) {
+        self.slot(idx).pid.store(pid, Ordering::Release);
+    }
+
+    /// Give a reaped worker's slot back.
+    pub fn release(&mut self, idx: usize) {
+        self.slot(idx).pid.store(0, Ordering::Release);
+        self.free.push(idx);
+    }
+
+    pub fn slot(&self, idx: usize) -> &Slot {
+        assert!(idx < CAPACITY);
+        // SAFETY: idx is in bounds of the mapping, which lives as long as self;
+        // all fields are atomics, so shared access across processes is sound.
+        unsafe { &*self.base.as_ptr().add(idx) }
+    }
+}
+
+impl Slot {
+    /// Worker: "I am alive" (one relaxed store, no system call but the vDSO clock).
+    pub fn beat(&self) {
+        self.heartbeat_ns.store(monotonic_ns(), Ordering::Release);
+    }
+
+    pub fn mark_booted(&self) {
+        self.booted.store(1, Ordering::Release);
+        self.beat();
+    }
+
+    pub fn count_request(&self) -> u64 {
+        self.requests.fetch_add(1, Ordering::Relaxed) + 1
+    }
+
+    pub fn booted(&self) -> bool {
+        self.booted.load(Ordering::Acquire) != 0
+    }
+
+    pub fn requests(&self) -> u64 {
+        self.requests.load(Ordering::Relaxed)
+    }
+
+    /// How long since the worker last reported.
+    pub fn silence(&self) -> Duration {
+        let last = self.heartbeat_ns.load(Ordering::Acquire);
+        Duration::from_nanos(monotonic_ns().saturating_sub(last))
+    }
+}
+
+// The mapping is deliberately never unmapped: it lives for the whole process
+// (master or worker), and unmapping in a worker would not free anything.
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slots_are_shared_with_a_forked_child() {
+        let mut board = Scoreboard::new(None).unwrap();
+        let idx = board.allocate().unwrap();
+        // SAFETY: the child only touches the shared slot and exits.
+        match unsafe { nix::unistd::fork() }.unwrap() {
+            nix::unistd::ForkResult::Child => {
+                board.slot(idx).mark_booted();
+                board.slot(idx).count_request();
+                unsafe { libc::_exit(0) };
+            }
+            nix::unistd::ForkResult::Parent { child } => {
+                nix::sys::wait::waitpid(child, None).unwrap();
+            }
+        }
+        assert!(board.slot(idx).booted());
+        assert_eq!(board.slot(idx).requests(), 1);
+        assert!(board.slot(idx).silence() < Duration::from_secs(5));
+        board.release(idx);
+        let again = board.allocate().unwrap();
+        assert!(!board.slot(again).booted(), "a reused slot starts clean");
+    }
+
+    #[test]
+    fn file_backed_board_in_a_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut board = Scoreboard::new(Some(dir.path())).unwrap();
+        let idx = board.allocate().unwrap();
+        board.slot(idx).beat();
+        assert!(board.slot(idx).silence() < Duration::from_secs(1));
+        assert!(Scoreboard::new(Some(Path::new("/nonexistent/dir"))).is_err());
+    }
+}

@@ -1,0 +1,133 @@
+//! What runs in a worker process, from the moment `fork()` returns in the
+//! child until it exits (reference §2.2, §2.3).
+//!
+//! Exit codes, as gunicorn's: 0 normal, 1 aborted (SIGABRT after a heartbeat
+//! timeout), 3 the worker failed to boot, 4 the app failed to load.
+
+pub mod connection;
+pub mod notify;
+pub mod signals;
+pub mod sync;
+
+use std::os::fd::RawFd;
+
+use nix::unistd::{Gid, Pid, Uid};
+
+use crate::config::Settings;
+use crate::listeners::Listener;
+use crate::scoreboard::Slot;
+
+pub const EXIT_OK: i32 = 0;
+pub const EXIT_ABORTED: i32 = 1;
+pub const WORKER_BOOT_ERROR: i32 = 3;
+pub const APP_LOAD_ERROR: i32 = 4;
+
+/// What the master hands a freshly forked worker.
+pub struct WorkerSetup<'a> {
+    pub age: u64,
+    pub master_pid: Pid,
+    pub listeners: &'a [Listener],
+    pub slot: &'a Slot,
+    /// Write end of the worker→master message pipe.
+    pub notify_fd: RawFd,
+    pub settings: &'a Settings,
+    /// Requests before asking to be recycled (jitter applied); 0 = never.
+    pub max_requests: u64,
+    /// Descriptors that belong to the master alone (its event loop, signal
+    /// pipe, control socket): closed first thing in the child.
+    pub master_fds: Vec<RawFd>,
+    /// The signal mask to restore once the worker's handlers are in place
+    /// (the master blocks every signal across fork).
+    pub signal_mask: nix::sys::signal::SigSet,
+}
+
+/// Run the worker to completion. Never returns: the process exits.
+pub fn run(setup: WorkerSetup<'_>) -> ! {
+    let code = match boot(&setup) {
+        Ok((mut app, sigpipe)) => {
+            tracing::debug!("Worker booted (pid: {})", std::process::id());
+            sync::serve(&setup, app.as_mut(), &sigpipe)
+        }
+        Err(code) => code,
+    };
+    tracing::info!("Worker exiting (pid: {})", std::process::id());
+    crate::hooks::spawn(
+        &setup.settings.hooks,
+        "worker_exit",
+        &[
+            ("GUNICORND_PID", setup.master_pid.to_string()),
+            ("GUNICORND_WORKER_PID", std::process::id().to_string()),
+            ("GUNICORND_WORKER_AGE", setup.age.to_string()),
+            ("GUNICORND_WORKER_EXIT", format!("exit {code}")),
+        ],
+    );
+    // _exit: skip atexit handlers and destructors inherited from the master
+    // (they belong to the master's resources: pidfile, sockets).
+    // SAFETY: terminating the process is always sound.
+    unsafe { libc::_exit(code) }
+}
+
+/// Everything between fork and serving. Errors carry the exit code.
+type Booted = (Box<dyn crate::app::App>, crate::signals::SignalPipe);
+
+fn boot(setup: &WorkerSetup<'_>) -> Result<Booted, i32> {
+    for &fd in &setup.master_fds {
+        let _ = nix::unistd::close(fd);
+    }
+    let sigpipe = signals::install().map_err(|e| {
+        tracing::error!("Exception in worker process: cannot install signal handlers: {e}");
+        WORKER_BOOT_ERROR
+    })?;
+    let _ = nix::sys::signal::sigprocmask(
+        nix::sys::signal::SigmaskHow::SIG_SETMASK,
+        Some(&setup.signal_mask),
+        None,
+    );
+    // Die with the master (it would otherwise be noticed only at the next
+    // parent-pid check); TERM so that a request in flight still completes.
+    let _ = nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGTERM);
+    if nix::unistd::getppid() != setup.master_pid {
+        tracing::info!("Parent changed, shutting down: <Worker {}>", std::process::id());
+        return Err(EXIT_OK);
+    }
+    tracing::info!("Booting worker with pid: {}", std::process::id());
+    let settings = setup.settings;
+    for (k, v) in &settings.raw_env {
+        // SAFETY (set_var): the worker process is single-threaded.
+        std::env::set_var(k, v);
+    }
+    drop_privileges(settings.user, settings.group).map_err(|e| {
+        tracing::error!("Exception in worker process: {e}");
+        WORKER_BOOT_ERROR
+    })?;
+    let spec = settings.app.as_deref().unwrap_or_default();
+    let app = crate::app::load(spec).map_err(|e| {
+        tracing::error!("Failed to load application '{spec}': {e}");
+        APP_LOAD_ERROR
+    })?;
+    setup.slot.mark_booted();
+    notify::send(setup.notify_fd, notify::WorkerMsg::Booted).map_err(|e| {
+        tracing::error!("Exception in worker process: cannot reach the master: {e}");
+        WORKER_BOOT_ERROR
+    })?;
+    Ok((app, sigpipe))
+}
+
+/// Switch to the configured group, then user (the group first: once the
+/// uid is dropped we may no longer change the gid).
+fn drop_privileges(user: Option<u32>, group: Option<u32>) -> Result<(), String> {
+    if let Some(gid) = group {
+        let gid = Gid::from_raw(gid);
+        if gid != Gid::effective() {
+            nix::unistd::setgroups(&[gid]).ok();
+            nix::unistd::setgid(gid).map_err(|e| format!("cannot switch to group {gid}: {e}"))?;
+        }
+    }
+    if let Some(uid) = user {
+        let uid = Uid::from_raw(uid);
+        if uid != Uid::effective() {
+            nix::unistd::setuid(uid).map_err(|e| format!("cannot switch to user {uid}: {e}"))?;
+        }
+    }
+    Ok(())
+}
