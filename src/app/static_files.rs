@@ -181,11 +181,13 @@ fn decode_relative_path(raw_path: &str) -> Option<PathBuf> {
 }
 
 /// Errors that mean "nothing servable here" rather than a server fault.
+/// (Matched on errno: the `ErrorKind`s for these are newer than our MSRV.)
 fn is_not_found(e: &io::Error) -> bool {
-    matches!(
-        e.kind(),
-        ErrorKind::NotFound | ErrorKind::NotADirectory | ErrorKind::InvalidFilename
-    ) || e.raw_os_error() == Some(libc::ELOOP)
+    e.kind() == ErrorKind::NotFound
+        || matches!(
+            e.raw_os_error(),
+            Some(libc::ENOENT | libc::ENOTDIR | libc::ELOOP | libc::ENAMETOOLONG)
+        )
 }
 
 /// Open `path` if it is a regular file. `O_NONBLOCK` keeps a FIFO swapped in
@@ -334,7 +336,15 @@ mod tests {
     #[test]
     fn missing_is_404() {
         let site = Site::new();
-        for path in ["/nope", "/hello.txt/x", "/docs/nope.html", "*", ""] {
+        let too_long = format!("/{}", "a".repeat(300));
+        for path in [
+            "/nope",
+            "/hello.txt/x",
+            "/docs/nope.html",
+            "*",
+            "",
+            &too_long,
+        ] {
             let sent = site.get(path);
             assert_eq!(sent.status, Some(404), "{path}");
             assert_eq!(sent.body_str(), "Not Found\n");

@@ -55,7 +55,9 @@ use state::{Outputs, Shared};
 
 /// Log an error at gunicorn's CRITICAL level (an ERROR event marked
 /// `critical = true`; shown as `[CRITICAL]`, and the only errors that pass
-/// `--log-level critical`). Takes what `tracing::error!` takes.
+/// `--log-level critical`). Takes fields and a format message like
+/// `tracing::error!` (but no `target:`/`parent:`), e.g.
+/// `critical!(code = 4, "App failed to load: {err}")`.
 #[macro_export]
 macro_rules! critical {
     ($($arg:tt)+) => {
