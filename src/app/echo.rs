@@ -1,0 +1,158 @@
+//! `builtin:echo`: answers with a JSON description of the request it got,
+//! for testing what the server parsed (headers, body de-chunking, peer).
+
+use std::borrow::Cow;
+use std::io;
+
+use serde::Serialize;
+
+use super::{App, Request, ResponseSink};
+use crate::http::PeerAddr;
+
+/// Answers `200 application/json` describing the request (see
+/// [`EchoDocument`]).
+pub struct EchoApp;
+
+impl App for EchoApp {
+    fn call(&mut self, req: Request<'_>, resp: &mut dyn ResponseSink) -> io::Result<()> {
+        echo(req, resp)
+    }
+}
+
+/// The JSON document the echo app sends. Field order is the output order.
+#[derive(Debug, Serialize)]
+pub struct EchoDocument<'a> {
+    pub method: &'a str,
+    pub path: &'a str,
+    pub query: &'a str,
+    pub uri: &'a str,
+    /// `HTTP/1.1`.
+    pub version: String,
+    /// `[name, value]` pairs in the order received.
+    pub headers: Vec<[&'a str; 2]>,
+    /// The de-chunked body, invalid UTF-8 replaced.
+    pub body: Cow<'a, str>,
+    /// Body size in bytes (before any UTF-8 replacement).
+    pub body_length: usize,
+    /// `host:port` for TCP peers, `unix` for unix-socket peers.
+    pub peer: String,
+    pub scheme: &'a str,
+}
+
+impl<'a> EchoDocument<'a> {
+    pub fn new(req: &'a Request<'_>, body: &'a [u8]) -> Self {
+        let head = req.head;
+        EchoDocument {
+            method: &head.method,
+            path: &head.path,
+            query: &head.query,
+            uri: &head.uri,
+            version: format!("HTTP/{}.{}", head.version.0, head.version.1),
+            headers: head
+                .headers
+                .iter()
+                .map(|(n, v)| [n.as_str(), v.as_str()])
+                .collect(),
+            body: String::from_utf8_lossy(body),
+            body_length: body.len(),
+            peer: match req.peer {
+                PeerAddr::Tcp(addr) => addr.to_string(),
+                PeerAddr::Unix => "unix".to_string(),
+            },
+            scheme: req.scheme,
+        }
+    }
+}
+
+/// Read the whole body and answer with its [`EchoDocument`]. Shared with
+/// `builtin:debug`.
+pub(super) fn echo(req: Request<'_>, resp: &mut dyn ResponseSink) -> io::Result<()> {
+    let mut body = Vec::new();
+    req.body.read_to_end(&mut body)?;
+    let mut json = serde_json::to_vec(&EchoDocument::new(&req, &body)).map_err(io::Error::other)?;
+    json.push(b'\n');
+    resp.start(
+        200,
+        &[
+            ("Content-Type".to_string(), "application/json".to_string()),
+            ("Content-Length".to_string(), json.len().to_string()),
+        ],
+    )?;
+    resp.write(&json)
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::{json, Value};
+
+    use super::*;
+    use crate::app::testing::{call, head, RecordingSink};
+
+    #[test]
+    fn describes_the_request() {
+        let mut app = EchoApp;
+        let head = head(
+            "POST",
+            "/a/b%20c?x=1&y",
+            &[("Host", "example.com"), ("X-Dup", "1"), ("x-dup", "2")],
+        );
+        let sent = call(&mut app, &head, b"hello \xff");
+        assert_eq!(sent.status, Some(200));
+        assert_eq!(sent.header("Content-Type"), Some("application/json"));
+        assert_eq!(
+            sent.header("Content-Length"),
+            Some(sent.body.len().to_string().as_str())
+        );
+        let doc: Value = serde_json::from_slice(&sent.body).unwrap();
+        assert_eq!(
+            doc,
+            json!({
+                "method": "POST",
+                "path": "/a/b%20c",
+                "query": "x=1&y",
+                "uri": "/a/b%20c?x=1&y",
+                "version": "HTTP/1.1",
+                "headers": [["Host", "example.com"], ["X-Dup", "1"], ["x-dup", "2"]],
+                "body": "hello \u{fffd}",
+                "body_length": 7,
+                "peer": "127.0.0.1:50000",
+                "scheme": "http",
+            })
+        );
+    }
+
+    #[test]
+    fn unix_peer_and_https() {
+        let head = head("GET", "/", &[]);
+        let mut body: &[u8] = b"";
+        let mut sink = RecordingSink::default();
+        let req = Request {
+            head: &head,
+            peer: &PeerAddr::Unix,
+            scheme: "https",
+            body: &mut body,
+        };
+        EchoApp.call(req, &mut sink).unwrap();
+        let doc: Value = serde_json::from_slice(&sink.body).unwrap();
+        assert_eq!(doc["peer"], "unix");
+        assert_eq!(doc["scheme"], "https");
+        assert_eq!(doc["body_length"], 0);
+    }
+
+    #[test]
+    fn ipv6_peer_keeps_brackets() {
+        let head = head("GET", "/", &[]);
+        let peer = crate::app::testing::tcp_peer("[::1]:8080");
+        let mut body: &[u8] = b"";
+        let mut sink = RecordingSink::default();
+        let req = Request {
+            head: &head,
+            peer: &peer,
+            scheme: "http",
+            body: &mut body,
+        };
+        EchoApp.call(req, &mut sink).unwrap();
+        let doc: Value = serde_json::from_slice(&sink.body).unwrap();
+        assert_eq!(doc["peer"], "[::1]:8080");
+    }
+}

@@ -1,1 +1,0 @@
-//! Error log and access log in gunicorn's formats.
