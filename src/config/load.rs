@@ -143,7 +143,7 @@ impl Loader {
     /// `GUNICORN_CMD_ARGS`, split like a shell would and parsed like argv.
     fn cmd_args_from_env(&self) -> Result<Parsed, ConfigError> {
         let Some(text) = self.env.get("GUNICORN_CMD_ARGS") else {
-            return Ok(Parsed::Layer(Cli::default()));
+            return Ok(Parsed::Layer(Box::default()));
         };
         let words = shlex::split(text).ok_or_else(|| {
             ConfigError::new("cannot split GUNICORN_CMD_ARGS: unbalanced quotes or trailing \\")
@@ -359,7 +359,7 @@ fn existing_dir(
 
 /// The result of parsing one argv.
 enum Parsed {
-    Layer(Cli),
+    Layer(Box<Cli>),
     /// `--help`/`--version`: exit code and text to print.
     Exit(i32, String),
 }
@@ -369,7 +369,7 @@ fn parse_layer(
     origin: &Origin,
 ) -> Result<Parsed, ConfigError> {
     match Cli::try_parse_from(args) {
-        Ok(cli) => Ok(Parsed::Layer(cli)),
+        Ok(cli) => Ok(Parsed::Layer(Box::new(cli))),
         Err(e) if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) => {
             Ok(Parsed::Exit(0, e.render().to_string()))
         }
