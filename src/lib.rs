@@ -5,6 +5,12 @@
 //! and the integration tests can share the wire-protocol types.
 
 pub mod app;
+pub mod arbiter;
 pub mod config;
+pub mod hooks;
 pub mod http;
+pub mod listeners;
 pub mod log;
+pub mod scoreboard;
+pub mod signals;
+pub mod worker;

@@ -20,7 +20,7 @@ use nix::sys::socket::{
 };
 use nix::sys::stat::{umask, Mode};
 
-use crate::config::bind::BindAddr;
+use crate::config::BindAddr;
 
 /// How many times a bind is attempted before giving up, like gunicorn.
 pub const BIND_ATTEMPTS: u32 = 5;

@@ -98,6 +98,10 @@ pub struct Arbiter {
 
 /// Run the master until it stops; returns the process exit status.
 pub fn run(loader: Loader, settings: Settings) -> i32 {
+    if let Err(e) = crate::log::init(&crate::log::LogConfig::from_settings(&settings)) {
+        eprintln!("Error: {e}");
+        return 1;
+    }
     let mut arbiter = match Arbiter::start(loader, settings) {
         Ok(a) => a,
         Err(e) => {
@@ -495,7 +499,7 @@ impl Arbiter {
         for pid in abort {
             let booted = self.workers.get(pid).is_some_and(Worker::booted);
             let during = if booted { "" } else { " while booting" };
-            crate::log::critical!("WORKER TIMEOUT (pid:{pid}){during}");
+            crate::critical!("WORKER TIMEOUT (pid:{pid}){during}");
             if let Some(w) = self.workers.get_mut(pid) {
                 w.aborted_at = Some(now);
             }
@@ -598,7 +602,7 @@ fn open_listeners(settings: &Settings) -> Result<(Vec<Listener>, bool), String> 
         owner: (settings.user, settings.group),
     };
     let from_fds = !inherited.is_empty()
-        || settings.binds.iter().any(|b| matches!(b, crate::config::bind::BindAddr::Fd(_)));
+        || settings.binds.iter().any(|b| matches!(b, crate::config::BindAddr::Fd(_)));
     let ls = listeners::create_all(&spec, &inherited, listeners::BIND_ATTEMPTS)?;
     Ok((ls, from_fds))
 }

@@ -3,12 +3,37 @@
 //! `Settings` is the effective configuration after precedence has been
 //! applied (defaults < config file < `GUNICORN_CMD_ARGS` < command line) and
 //! values have been validated. The master keeps the original arguments and
-//! environment so that a reload (HUP) can load it again the same way.
+//! environment (a [`Loader`]) so that a reload (HUP) can load it again the
+//! same way, re-reading the config file.
+//!
+//! ```no_run
+//! use gunicornd::config::{Loader, Startup};
+//! let loader = Loader::from_process();
+//! match loader.load() {
+//!     Ok(Startup::Run(settings)) => { /* serve */ }
+//!     Ok(_) => { /* print/check/help: see src/main.rs */ }
+//!     Err(e) => eprintln!("Error: {e}"),
+//! }
+//! ```
+
+mod bind;
+mod cli;
+pub mod defaults;
+mod error;
+mod file;
+mod load;
+mod print;
+mod values;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use serde::Serialize;
+
+pub use bind::{parse_address, BindAddr};
+pub use cli::command;
+pub use error::{ConfigError, EXIT_INVALID, EXIT_USAGE};
+pub use load::{default_control_socket, Loader, Startup, ENV_VARS};
 
 /// The effective, validated configuration. Field names are gunicorn's setting
 /// names (they are also the config-file keys).
@@ -18,7 +43,12 @@ pub struct Settings {
     pub app: Option<String>,
     /// The config file that was read, if any.
     pub config: Option<PathBuf>,
+    /// The bind addresses as given.
     pub bind: Vec<String>,
+    /// `bind`, parsed, in the same order; relative Unix socket paths are
+    /// made absolute (against `chdir`, else the starting directory).
+    #[serde(skip)]
+    pub binds: Vec<BindAddr>,
     pub backlog: i32,
     pub workers: usize,
     /// Heartbeat timeout in seconds; 0 disables it.
@@ -34,26 +64,31 @@ pub struct Settings {
     pub limit_request_field_size: usize,
     /// `KEY=VALUE` pairs from `-e/--env`.
     pub raw_env: Vec<(String, String)>,
+    /// Absolute; None = stay in the starting directory.
     pub chdir: Option<PathBuf>,
     /// Resolved uid/gid for `--user`/`--group` (None = keep the master's).
     pub user: Option<u32>,
     pub group: Option<u32>,
     pub umask: u32,
+    /// None = derive it from the app.
     pub proc_name: Option<String>,
+    /// Absolute, an existing directory; None = the system temporary directory.
     pub worker_tmp_dir: Option<PathBuf>,
-    /// `None` = off, `"-"` = stdout, else a path.
+    /// `None` = off, `"-"` = stdout, else an absolute path.
     pub accesslog: Option<String>,
     pub access_log_format: String,
-    /// `"-"` = stderr, else a path.
+    /// `"-"` = stderr, else an absolute path.
     pub errorlog: String,
     /// debug, info, warning, error or critical.
     pub loglevel: String,
     /// Server hooks: event name -> shell command.
     pub hooks: BTreeMap<String, String>,
     pub daemon: bool,
+    /// Absolute.
     pub pidfile: Option<PathBuf>,
+    /// Absolute: the configured path or [`default_control_socket`]; None only
+    /// if no default could be chosen (neither `XDG_RUNTIME_DIR` nor `HOME`).
     pub control_socket: Option<PathBuf>,
     pub control_socket_mode: u32,
     pub control_socket_disable: bool,
 }
-pub mod bind;

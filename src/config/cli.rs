@@ -1,0 +1,280 @@
+//! The command line (also the syntax of `GUNICORN_CMD_ARGS`).
+//!
+//! Every setting is an `Option` (or a flag that can only switch something on)
+//! so that a value given here can be told apart from one left out: defaults
+//! are applied only after the config file and `GUNICORN_CMD_ARGS` have had
+//! their say. For the same reason the defaults are written into the help text
+//! instead of clap's `default_value`; a test keeps the two in step.
+
+use std::path::PathBuf;
+
+use clap::{ArgAction, CommandFactory, Parser};
+
+use super::values;
+
+const AFTER_LONG_HELP: &str = "\
+Settings are taken from, lowest to highest precedence: the defaults (where \
+PORT sets the default bind to 0.0.0.0:$PORT and WEB_CONCURRENCY the default \
+number of workers), the config file, GUNICORN_CMD_ARGS, and the command line.
+
+The config file is the one given with -c/--config (on the command line or in \
+GUNICORN_CMD_ARGS), else ./gunicornd.toml if it exists. It is TOML, and its \
+keys are gunicorn's setting names: bind, backlog, workers, timeout, \
+graceful_timeout, max_requests, max_requests_jitter, limit_request_line, \
+limit_request_fields, limit_request_field_size, raw_env, chdir, user, group, \
+umask, proc_name, worker_tmp_dir, accesslog, access_log_format, errorlog, \
+loglevel, daemon, pidfile, control_socket, control_socket_mode, \
+control_socket_disable and app, plus a [hooks] table. --print-config prints \
+one with every setting.
+
+GUNICORN_CMD_ARGS holds more options in the command line's syntax, split like \
+a shell would (e.g. GUNICORN_CMD_ARGS=\"--workers 4 --bind 0.0.0.0:80\").";
+
+/// One layer of settings as given on a command line, in `GUNICORN_CMD_ARGS`
+/// or (converted) in the config file. `None` means "not given here".
+#[derive(Parser, Debug, Clone, Default, PartialEq)]
+#[command(
+    name = "gunicornd",
+    version,
+    about = "gunicorn's pre-fork server and process supervisor, in Rust",
+    long_about = "gunicorn's pre-fork server and process supervisor, in Rust.\n\n\
+        A single-threaded master binds the listening sockets and keeps a pool of \
+        pre-forked workers serving APP, driven by signals and by gunicornctl over \
+        a control socket.",
+    after_long_help = AFTER_LONG_HELP,
+    args_override_self = true
+)]
+pub struct Cli {
+    /// The application to serve: builtin:hello, builtin:echo, builtin:debug
+    /// (each optionally followed by ?QUERY) or static:DIR. May also come from
+    /// the config file's `app` key.
+    #[arg(value_name = "APP", value_parser = values::non_empty)]
+    pub app: Option<String>,
+
+    /// The config file to read [default: ./gunicornd.toml if it exists]
+    #[arg(short = 'c', long = "config", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    /// Address to listen on: HOST, HOST:PORT, [IPV6]:PORT, unix:PATH or
+    /// fd://FD. Repeat to listen on several [default: 127.0.0.1:8000, or
+    /// 0.0.0.0:$PORT if PORT is set]
+    #[arg(short = 'b', long = "bind", value_name = "ADDRESS", value_parser = values::bind)]
+    pub bind: Option<Vec<String>>,
+
+    /// Maximum number of pending connections (the listen() backlog)
+    /// [default: 2048]
+    #[arg(long = "backlog", value_name = "INT", value_parser = values::backlog)]
+    pub backlog: Option<i32>,
+
+    /// Number of worker processes [default: 1, or $WEB_CONCURRENCY if set]
+    #[arg(short = 'w', long = "workers", value_name = "INT", value_parser = values::positive_int)]
+    pub workers: Option<usize>,
+
+    /// Seconds a worker may go silent before it is killed and replaced; 0
+    /// disables the check [default: 30]
+    #[arg(short = 't', long = "timeout", value_name = "INT", value_parser = values::non_negative_int)]
+    pub timeout: Option<u64>,
+
+    /// Seconds workers get to finish their requests after a graceful stop or
+    /// restart before they are killed [default: 30]
+    #[arg(long = "graceful-timeout", value_name = "INT", value_parser = values::non_negative_int)]
+    pub graceful_timeout: Option<u64>,
+
+    /// Requests a worker serves before it is replaced; 0 disables
+    /// [default: 0]
+    #[arg(long = "max-requests", value_name = "INT", value_parser = values::non_negative_int)]
+    pub max_requests: Option<u64>,
+
+    /// Add a random 0..=INT to each worker's --max-requests so workers are
+    /// not replaced all at once [default: 0]
+    #[arg(long = "max-requests-jitter", value_name = "INT", value_parser = values::non_negative_int)]
+    pub max_requests_jitter: Option<u64>,
+
+    /// Maximum size of the HTTP request line in bytes; 0 means unlimited,
+    /// values above 8190 mean 8190 [default: 4094]
+    #[arg(long = "limit-request-line", value_name = "INT", value_parser = values::limit)]
+    pub limit_request_line: Option<usize>,
+
+    /// Maximum number of HTTP request header fields; 0 or above 32768 means
+    /// 32768 [default: 100]
+    #[arg(long = "limit-request-fields", value_name = "INT", value_parser = values::limit)]
+    pub limit_request_fields: Option<usize>,
+
+    /// Maximum size of one HTTP request header field in bytes; 0 means 8190
+    /// [default: 8190]
+    #[arg(
+        long = "limit-request-field_size",
+        visible_alias = "limit-request-field-size",
+        value_name = "INT",
+        value_parser = values::limit
+    )]
+    pub limit_request_field_size: Option<usize>,
+
+    /// Set an environment variable for the workers. Repeatable
+    /// [default: none]
+    #[arg(short = 'e', long = "env", value_name = "KEY=VALUE", value_parser = values::env_pair)]
+    pub raw_env: Option<Vec<(String, String)>>,
+
+    /// Change to this directory before loading the app; relative paths in
+    /// other settings are taken from there [default: the current directory]
+    #[arg(long = "chdir", value_name = "DIR")]
+    pub chdir: Option<PathBuf>,
+
+    /// Run workers as this user (a name or a uid) [default: the master's
+    /// user]
+    #[arg(short = 'u', long = "user", value_name = "USER", value_parser = values::user)]
+    pub user: Option<u32>,
+
+    /// Run workers as this group (a name or a gid) [default: the master's
+    /// group]
+    #[arg(short = 'g', long = "group", value_name = "GROUP", value_parser = values::group)]
+    pub group: Option<u32>,
+
+    /// Umask for files and Unix sockets the server creates; a leading 0
+    /// means octal, as in 0022 [default: 0]
+    #[arg(short = 'm', long = "umask", value_name = "UMASK", value_parser = values::umask)]
+    pub umask: Option<u32>,
+
+    /// Process name shown by ps and top [default: the app]
+    #[arg(short = 'n', long = "name", value_name = "NAME", value_parser = values::non_empty)]
+    pub proc_name: Option<String>,
+
+    /// Existing directory for the workers' heartbeat files; a tmpfs such as
+    /// /dev/shm avoids disk stalls [default: the system temporary directory]
+    #[arg(long = "worker-tmp-dir", value_name = "DIR")]
+    pub worker_tmp_dir: Option<PathBuf>,
+
+    /// Access log file, or - for stdout [default: none, no access log]
+    #[arg(long = "access-logfile", value_name = "FILE", value_parser = values::non_empty)]
+    pub accesslog: Option<String>,
+
+    /// Access log format, with gunicorn's atoms such as %(h)s and %(r)s
+    /// [default: %(h)s %(l)s %(u)s %(t)s "%(r)s" %(s)s %(b)s "%(f)s" "%(a)s"]
+    #[arg(long = "access-logformat", value_name = "FORMAT", value_parser = values::non_empty)]
+    pub access_log_format: Option<String>,
+
+    /// Error log file, or - for stderr [default: -]
+    #[arg(
+        long = "error-logfile",
+        visible_alias = "log-file",
+        value_name = "FILE",
+        value_parser = values::non_empty
+    )]
+    pub errorlog: Option<String>,
+
+    /// Error log level: debug, info, warning, error or critical
+    /// [default: info]
+    #[arg(long = "log-level", value_name = "LEVEL", value_parser = values::log_level)]
+    pub loglevel: Option<String>,
+
+    /// Run a shell command on a server event. NAME is one of on_starting,
+    /// when_ready, on_reload, pre_fork, post_fork, child_exit, worker_exit,
+    /// nworkers_changed, on_exit, pre_exec. Repeatable [default: none]
+    #[arg(long = "hook", value_name = "NAME=COMMAND", value_parser = values::hook_pair)]
+    pub hooks: Option<Vec<(String, String)>>,
+
+    /// Detach from the terminal and run in the background [default: off]
+    #[arg(short = 'D', long = "daemon", action = ArgAction::SetTrue)]
+    pub daemon: bool,
+
+    /// Write the master's pid to this file [default: none]
+    #[arg(short = 'p', long = "pid", value_name = "FILE")]
+    pub pidfile: Option<PathBuf>,
+
+    /// Path of the control socket used by gunicornctl [default:
+    /// $XDG_RUNTIME_DIR/gunicornd.ctl, else ~/.gunicornd/gunicornd.ctl]
+    #[arg(long = "control-socket", value_name = "PATH")]
+    pub control_socket: Option<PathBuf>,
+
+    /// Permissions of the control socket, in octal [default: 0600]
+    #[arg(long = "control-socket-mode", value_name = "MODE", value_parser = values::octal_mode)]
+    pub control_socket_mode: Option<u32>,
+
+    /// Do not open a control socket [default: off]
+    #[arg(long = "no-control-socket", action = ArgAction::SetTrue)]
+    pub control_socket_disable: bool,
+
+    /// Check the configuration and the app name, then exit: status 0 if
+    /// valid, 1 (with the error) if not
+    #[arg(long = "check-config", action = ArgAction::SetTrue)]
+    pub check_config: bool,
+
+    /// Print the effective settings as a config file and exit
+    #[arg(long = "print-config", action = ArgAction::SetTrue)]
+    pub print_config: bool,
+}
+
+/// The clap definition of `gunicornd`'s command line, for the man page and
+/// shell completions.
+pub fn command() -> clap::Command {
+    Cli::command()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::defaults;
+    use super::*;
+
+    #[test]
+    fn definition_is_consistent() {
+        command().debug_assert();
+    }
+
+    /// The help text states each default; check it against the value used.
+    #[test]
+    fn help_states_the_defaults() {
+        let cmd = command();
+        let help_of = |id: &str| {
+            cmd.get_arguments()
+                .find(|a| a.get_id() == id)
+                .and_then(|a| a.get_help())
+                .map(|h| h.to_string())
+                .unwrap_or_else(|| panic!("no help for {id}"))
+        };
+        let expect = |id: &str, default: String| {
+            let help = help_of(id);
+            assert!(
+                help.contains(&format!("[default: {default}")),
+                "help for {id} should state default {default}: {help}"
+            );
+        };
+        expect("bind", defaults::BIND.to_owned());
+        expect("backlog", defaults::BACKLOG.to_string());
+        expect("workers", defaults::WORKERS.to_string());
+        expect("timeout", defaults::TIMEOUT.to_string());
+        expect("graceful_timeout", defaults::GRACEFUL_TIMEOUT.to_string());
+        expect("max_requests", defaults::MAX_REQUESTS.to_string());
+        expect(
+            "max_requests_jitter",
+            defaults::MAX_REQUESTS_JITTER.to_string(),
+        );
+        expect(
+            "limit_request_line",
+            defaults::LIMIT_REQUEST_LINE.to_string(),
+        );
+        expect(
+            "limit_request_fields",
+            defaults::LIMIT_REQUEST_FIELDS.to_string(),
+        );
+        expect(
+            "limit_request_field_size",
+            defaults::LIMIT_REQUEST_FIELD_SIZE.to_string(),
+        );
+        expect("umask", defaults::UMASK.to_string());
+        expect("access_log_format", defaults::ACCESS_LOG_FORMAT.to_owned());
+        expect("errorlog", defaults::ERRORLOG.to_owned());
+        expect("loglevel", defaults::LOGLEVEL.to_owned());
+        expect(
+            "control_socket_mode",
+            values::format_mode(defaults::CONTROL_SOCKET_MODE),
+        );
+        let socket = help_of("control_socket");
+        assert!(
+            socket.contains(&format!(
+                "$XDG_RUNTIME_DIR/{}",
+                defaults::CONTROL_SOCKET_NAME
+            )),
+            "{socket}"
+        );
+    }
+}

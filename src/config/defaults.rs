@@ -1,0 +1,29 @@
+//! Default values (gunicorn's), applied below every other source.
+
+/// Default bind when `PORT` is not set.
+pub const BIND: &str = "127.0.0.1:8000";
+/// Host used with `PORT`.
+pub const PORT_HOST: &str = "0.0.0.0";
+pub const BACKLOG: i32 = 2048;
+/// Default worker count when `WEB_CONCURRENCY` is not set.
+pub const WORKERS: usize = 1;
+pub const TIMEOUT: u64 = 30;
+pub const GRACEFUL_TIMEOUT: u64 = 30;
+pub const MAX_REQUESTS: u64 = 0;
+pub const MAX_REQUESTS_JITTER: u64 = 0;
+pub const LIMIT_REQUEST_LINE: usize = 4094;
+pub const LIMIT_REQUEST_FIELDS: usize = 100;
+pub const LIMIT_REQUEST_FIELD_SIZE: usize = 8190;
+pub const UMASK: u32 = 0;
+pub const ACCESS_LOG_FORMAT: &str =
+    r#"%(h)s %(l)s %(u)s %(t)s "%(r)s" %(s)s %(b)s "%(f)s" "%(a)s""#;
+pub const ERRORLOG: &str = "-";
+pub const LOGLEVEL: &str = "info";
+pub const CONTROL_SOCKET_MODE: u32 = 0o600;
+/// File name of the default control socket, in `$XDG_RUNTIME_DIR` or in
+/// [`CONTROL_SOCKET_HOME_DIR`] under `$HOME`. Not gunicorn's `gunicorn.ctl`,
+/// so that a gunicorn and a gunicornd run by the same user do not collide.
+pub const CONTROL_SOCKET_NAME: &str = "gunicornd.ctl";
+pub const CONTROL_SOCKET_HOME_DIR: &str = ".gunicornd";
+/// Config file looked for in the current directory when none is given.
+pub const CONFIG_FILE: &str = "gunicornd.toml";

@@ -1,0 +1,369 @@
+//! The TOML config file, read into the same layer shape as the command line.
+//!
+//! The document is read as a map of spanned keys to spanned values rather
+//! than through a derived struct, so that every error can name the key, the
+//! file and the line, and so that values go through the very parsers the
+//! command line uses (a file accepts what the CLI accepts, with the same
+//! messages).
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+
+use toml::{Spanned, Value};
+
+use super::cli::Cli;
+use super::error::{ConfigError, Origin};
+use super::values;
+
+/// A config file converted to a settings layer.
+#[derive(Debug, Clone)]
+pub(crate) struct FileLayer {
+    pub layer: Cli,
+    pub path: PathBuf,
+    /// The line each key was found on, for errors found after merging.
+    lines: HashMap<String, usize>,
+}
+
+impl FileLayer {
+    /// Where the setting `key` was given in this file.
+    pub fn origin(&self, key: &str) -> Origin {
+        Origin::File {
+            path: self.path.clone(),
+            line: self.lines.get(key).copied(),
+        }
+    }
+}
+
+/// Read and convert the config file at `path` (already absolute).
+pub(crate) fn read(path: &Path) -> Result<FileLayer, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        ConfigError::new(format!("cannot read config file {}: {e}", path.display()))
+    })?;
+    parse(&text, path)
+}
+
+/// Convert the text of a config file; `path` is only used in messages.
+pub(crate) fn parse(text: &str, path: &Path) -> Result<FileLayer, ConfigError> {
+    let doc: BTreeMap<Spanned<String>, Spanned<Value>> = toml::from_str(text).map_err(|e| {
+        let origin = Origin::File {
+            path: path.to_owned(),
+            line: e.span().map(|s| line_of(text, s.start)),
+        };
+        ConfigError::new(format!(
+            "cannot parse config file{origin}: {}",
+            e.message().trim_end()
+        ))
+    })?;
+    let mut file = FileLayer {
+        layer: Cli::default(),
+        path: path.to_owned(),
+        lines: HashMap::new(),
+    };
+    for (key, value) in &doc {
+        let line = line_of(text, key.span().start);
+        let entry = Entry {
+            key: key.get_ref(),
+            value: value.get_ref(),
+            origin: Origin::File {
+                path: path.to_owned(),
+                line: Some(line),
+            },
+        };
+        apply(&mut file.layer, &entry)?;
+        file.lines.insert(canonical_key(entry.key).to_owned(), line);
+    }
+    reject_synonym_pairs(&doc, &file)?;
+    Ok(file)
+}
+
+/// Keys accepted under two names; the first is gunicorn's setting name.
+const SYNONYMS: [(&str, &str); 2] = [("raw_env", "env"), ("proc_name", "name")];
+
+fn canonical_key(key: &str) -> &str {
+    SYNONYMS
+        .iter()
+        .find(|(_, alias)| *alias == key)
+        .map_or(key, |(name, _)| name)
+}
+
+/// A setting given under both of its names is ambiguous.
+fn reject_synonym_pairs(
+    doc: &BTreeMap<Spanned<String>, Spanned<Value>>,
+    file: &FileLayer,
+) -> Result<(), ConfigError> {
+    let has = |k: &str| doc.keys().any(|key| key.get_ref() == k);
+    for (name, alias) in SYNONYMS {
+        if has(name) && has(alias) {
+            return Err(ConfigError::new(format!(
+                "'{name}' and '{alias}' are the same setting; give only one{}",
+                file.origin(name)
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// 1-based line number of byte offset `pos`.
+fn line_of(text: &str, pos: usize) -> usize {
+    text.as_bytes()[..pos.min(text.len())]
+        .iter()
+        .filter(|&&b| b == b'\n')
+        .count()
+        + 1
+}
+
+/// One key/value pair being converted.
+struct Entry<'a> {
+    key: &'a str,
+    value: &'a Value,
+    origin: Origin,
+}
+
+impl Entry<'_> {
+    fn wrong_type(&self, expected: &str) -> ConfigError {
+        ConfigError::new(format!(
+            "wrong type for {}{}: expected {expected}, found {}",
+            self.key,
+            self.origin,
+            describe(self.value)
+        ))
+    }
+
+    fn invalid(&self, text: &str, reason: &str) -> ConfigError {
+        ConfigError::invalid(text, self.key, &self.origin, reason)
+    }
+
+    /// Run `parse` on the value's text, turning its reason into our error.
+    fn check<T>(&self, text: &str, parse: fn(&str) -> Result<T, String>) -> Result<T, ConfigError> {
+        parse(text).map_err(|reason| self.invalid(text, &reason))
+    }
+
+    /// A number, given as an integer or (like gunicorn) as a string.
+    fn number<T>(&self, parse: fn(&str) -> Result<T, String>) -> Result<T, ConfigError> {
+        match self.value {
+            Value::Integer(n) => self.check(&n.to_string(), parse),
+            Value::String(s) => self.check(s, parse),
+            _ => Err(self.wrong_type("an integer")),
+        }
+    }
+
+    fn string<T>(&self, parse: fn(&str) -> Result<T, String>) -> Result<T, ConfigError> {
+        match self.value {
+            Value::String(s) => self.check(s, parse),
+            _ => Err(self.wrong_type("a string")),
+        }
+    }
+
+    fn path(&self) -> Result<PathBuf, ConfigError> {
+        self.string(values::non_empty).map(PathBuf::from)
+    }
+
+    /// A user or group: a name, or a numeric id as an integer or a string.
+    fn id(&self, parse: fn(&str) -> Result<u32, String>) -> Result<u32, ConfigError> {
+        match self.value {
+            Value::Integer(n) => self.check(&n.to_string(), parse),
+            Value::String(s) => self.check(s, parse),
+            _ => Err(self.wrong_type("a name or a number")),
+        }
+    }
+
+    fn boolean(&self) -> Result<bool, ConfigError> {
+        match self.value {
+            Value::Boolean(b) => Ok(*b),
+            Value::String(s) => self.check(s, values::boolean),
+            _ => Err(self.wrong_type("true or false")),
+        }
+    }
+
+    /// A list given as an array of strings, or a single string.
+    fn list<T>(&self, parse: fn(&str) -> Result<T, String>) -> Result<Vec<T>, ConfigError> {
+        let expected = "a string or an array of strings";
+        match self.value {
+            Value::String(s) => Ok(vec![self.check(s, parse)?]),
+            Value::Array(items) => items
+                .iter()
+                .map(|item| match item {
+                    Value::String(s) => self.check(s, parse),
+                    _ => Err(self.wrong_type(expected)),
+                })
+                .collect(),
+            _ => Err(self.wrong_type(expected)),
+        }
+    }
+
+    /// The control socket's mode: an integer is the mode itself (write it as
+    /// `0o600`); a string is read as octal, like `chmod`.
+    fn mode(&self) -> Result<u32, ConfigError> {
+        match self.value {
+            Value::Integer(n) => match u32::try_from(*n) {
+                Ok(mode) if mode <= 0o777 => Ok(mode),
+                _ => Err(self.invalid(&n.to_string(), "expected a file mode such as 0o600")),
+            },
+            Value::String(s) => self.check(s, values::octal_mode),
+            _ => Err(self.wrong_type("an octal mode such as \"0600\"")),
+        }
+    }
+
+    /// The `[hooks]` table: hook name → shell command.
+    fn hooks(&self) -> Result<Vec<(String, String)>, ConfigError> {
+        let Value::Table(table) = self.value else {
+            return Err(self.wrong_type("a table of hook = \"command\""));
+        };
+        table
+            .iter()
+            .map(|(name, command)| {
+                let key = format!("hooks.{name}");
+                let Value::String(command) = command else {
+                    return Err(ConfigError::new(format!(
+                        "wrong type for {key}{}: expected a string, found {}",
+                        self.origin,
+                        describe(command)
+                    )));
+                };
+                if !values::HOOK_NAMES.contains(&name.as_str()) {
+                    return Err(ConfigError::new(format!(
+                        "unknown hook '{name}' in [hooks]{}: expected one of {}",
+                        self.origin,
+                        values::HOOK_NAMES.join(", ")
+                    )));
+                }
+                values::hook_command(name, command)
+                    .map(|command| (name.clone(), command))
+                    .map_err(|reason| ConfigError::invalid(command, &key, &self.origin, &reason))
+            })
+            .collect()
+    }
+}
+
+/// Store one file entry in the layer, or say why it cannot be.
+fn apply(layer: &mut Cli, e: &Entry<'_>) -> Result<(), ConfigError> {
+    match e.key {
+        "app" => layer.app = Some(e.string(values::non_empty)?),
+        "bind" => layer.bind = Some(e.list(values::bind)?),
+        "backlog" => layer.backlog = Some(e.number(values::backlog)?),
+        "workers" => layer.workers = Some(e.number(values::positive_int)?),
+        "timeout" => layer.timeout = Some(e.number(values::non_negative_int)?),
+        "graceful_timeout" => layer.graceful_timeout = Some(e.number(values::non_negative_int)?),
+        "max_requests" => layer.max_requests = Some(e.number(values::non_negative_int)?),
+        "max_requests_jitter" => {
+            layer.max_requests_jitter = Some(e.number(values::non_negative_int)?)
+        }
+        "limit_request_line" => layer.limit_request_line = Some(e.number(values::limit)?),
+        "limit_request_fields" => layer.limit_request_fields = Some(e.number(values::limit)?),
+        "limit_request_field_size" => {
+            layer.limit_request_field_size = Some(e.number(values::limit)?)
+        }
+        "raw_env" | "env" => layer.raw_env = Some(e.list(values::env_pair)?),
+        "chdir" => layer.chdir = Some(e.path()?),
+        "user" => layer.user = Some(e.id(values::user)?),
+        "group" => layer.group = Some(e.id(values::group)?),
+        "umask" => layer.umask = Some(e.number(values::umask)?),
+        "proc_name" | "name" => layer.proc_name = Some(e.string(values::non_empty)?),
+        "worker_tmp_dir" => layer.worker_tmp_dir = Some(e.path()?),
+        "accesslog" => layer.accesslog = Some(e.string(values::non_empty)?),
+        "access_log_format" => layer.access_log_format = Some(e.string(values::non_empty)?),
+        "errorlog" => layer.errorlog = Some(e.string(values::non_empty)?),
+        "loglevel" => layer.loglevel = Some(e.string(values::log_level)?),
+        "daemon" => layer.daemon = e.boolean()?,
+        "pidfile" => layer.pidfile = Some(e.path()?),
+        "control_socket" => layer.control_socket = Some(e.path()?),
+        "control_socket_mode" => layer.control_socket_mode = Some(e.mode()?),
+        "control_socket_disable" => layer.control_socket_disable = e.boolean()?,
+        "hooks" => layer.hooks = Some(e.hooks()?),
+        _ => {
+            return Err(ConfigError::new(format!(
+                "unknown setting '{}'{}",
+                e.key, e.origin
+            )))
+        }
+    }
+    Ok(())
+}
+
+/// A TOML value's type, for "found ..." in messages.
+fn describe(value: &Value) -> String {
+    match value {
+        Value::String(s) => format!("the string \"{s}\""),
+        Value::Integer(n) => format!("the integer {n}"),
+        Value::Float(x) => format!("the float {x}"),
+        Value::Boolean(b) => format!("the boolean {b}"),
+        Value::Datetime(d) => format!("the date-time {d}"),
+        Value::Array(_) => "an array".to_owned(),
+        Value::Table(_) => "a table".to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse_str(text: &str) -> Result<FileLayer, ConfigError> {
+        parse(text, Path::new("/etc/g.toml"))
+    }
+
+    #[test]
+    fn reads_settings() {
+        let f = parse_str(
+            "workers = 3\nbind = \"unix:/tmp/s\"\numask = \"0022\"\ndaemon = true\n\
+             control_socket_mode = 0o660\nenv = [\"A=1\"]\nname = \"web\"\n\
+             [hooks]\non_exit = \"echo bye\"\n",
+        )
+        .unwrap();
+        assert_eq!(f.layer.workers, Some(3));
+        assert_eq!(f.layer.bind, Some(vec!["unix:/tmp/s".to_owned()]));
+        assert_eq!(f.layer.umask, Some(0o22));
+        assert!(f.layer.daemon);
+        assert_eq!(f.layer.control_socket_mode, Some(0o660));
+        assert_eq!(f.layer.raw_env, Some(vec![("A".into(), "1".into())]));
+        assert_eq!(f.layer.proc_name.as_deref(), Some("web"));
+        assert_eq!(
+            f.layer.hooks,
+            Some(vec![("on_exit".into(), "echo bye".into())])
+        );
+        assert_eq!(
+            f.origin("raw_env"),
+            Origin::File {
+                path: "/etc/g.toml".into(),
+                line: Some(6)
+            }
+        );
+    }
+
+    #[test]
+    fn errors_name_key_file_and_line() {
+        let err = parse_str("workers = 2\n\nwrokers = 3\n").unwrap_err();
+        assert_eq!(
+            err.message,
+            "unknown setting 'wrokers' (in /etc/g.toml, line 3)"
+        );
+        let err = parse_str("timeout = 1\nworkers = \"abc\"\n").unwrap_err();
+        assert_eq!(
+            err.message,
+            "invalid value 'abc' for workers (in /etc/g.toml, line 2): expected a positive integer"
+        );
+        let err = parse_str("workers = [1]\n").unwrap_err();
+        assert_eq!(
+            err.message,
+            "wrong type for workers (in /etc/g.toml, line 1): expected an integer, found an array"
+        );
+        let err = parse_str("[hooks]\nbogus = \"x\"\n").unwrap_err();
+        assert!(
+            err.message
+                .starts_with("unknown hook 'bogus' in [hooks] (in /etc/g.toml, line 1): "),
+            "{}",
+            err.message
+        );
+        let err = parse_str("[hooks]\non_exit = \" \"\n").unwrap_err();
+        assert!(err.message.contains("for hooks.on_exit"), "{}", err.message);
+        let err = parse_str("workers = \n").unwrap_err();
+        assert!(
+            err.message
+                .starts_with("cannot parse config file (in /etc/g.toml, line 1): "),
+            "{}",
+            err.message
+        );
+        let err = parse_str("env = []\nraw_env = []\n").unwrap_err();
+        assert!(err.message.contains("same setting"), "{}", err.message);
+        assert_eq!(err.exit_code, 1);
+    }
+}

@@ -1,0 +1,658 @@
+//! Loading: gather the sources, apply precedence, check what needs context.
+
+use std::collections::{BTreeMap, HashMap};
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+
+use clap::error::ErrorKind;
+use clap::Parser;
+
+use super::bind::{parse_address, BindAddr};
+use super::cli::Cli;
+use super::error::{ConfigError, Origin};
+use super::file::{self, FileLayer};
+use super::{defaults, values, Settings};
+
+/// Environment variables the configuration depends on; [`Loader`] keeps a
+/// snapshot of them so a reload sees the environment the server started in.
+pub const ENV_VARS: [&str; 5] = [
+    "PORT",
+    "WEB_CONCURRENCY",
+    "GUNICORN_CMD_ARGS",
+    "XDG_RUNTIME_DIR",
+    "HOME",
+];
+
+/// What the program should do once the configuration is loaded.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Startup {
+    /// Serve. `settings.app` is always set.
+    Run(Settings),
+    /// `--print-config`: print [`Settings::to_toml`] and exit 0.
+    /// `settings.app` may be unset.
+    PrintConfig(Settings),
+    /// `--check-config`: everything is valid; exit 0.
+    CheckConfig(Settings),
+    /// `--help` or `--version`: print the text to stdout, exit with the code.
+    Exit(i32, String),
+}
+
+/// Everything needed to (re)load the configuration: the original argv, a
+/// snapshot of the relevant environment variables and the directory the
+/// server was started in (relative paths are resolved against it, so a
+/// reload after `chdir` finds the same files). The master keeps it and calls
+/// [`Loader::load`] again on HUP, which re-reads the config file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Loader {
+    args: Vec<OsString>,
+    env: HashMap<String, String>,
+    cwd: PathBuf,
+}
+
+impl Loader {
+    /// Snapshot this process's arguments, environment and directory.
+    pub fn from_process() -> Self {
+        let env = ENV_VARS
+            .iter()
+            .filter_map(|&name| {
+                let value = std::env::var_os(name)?;
+                Some((name.to_owned(), value.to_string_lossy().into_owned()))
+            })
+            .collect();
+        Self::new(std::env::args_os().collect(), env)
+    }
+
+    /// A loader for the given argv (including the program name) and
+    /// environment, in the current directory.
+    pub fn new(args: Vec<OsString>, env: HashMap<String, String>) -> Self {
+        // Without a readable cwd, "." still resolves against whatever the
+        // process directory is when a path is used.
+        let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("."));
+        Loader { args, env, cwd }
+    }
+
+    /// Resolve relative paths against `cwd` instead of the current directory.
+    pub fn with_cwd(mut self, cwd: impl Into<PathBuf>) -> Self {
+        self.cwd = cwd.into();
+        self
+    }
+
+    /// The original argv, program name first (for re-exec on USR2).
+    pub fn args(&self) -> &[OsString] {
+        &self.args
+    }
+
+    /// The environment snapshot.
+    pub fn env(&self) -> &HashMap<String, String> {
+        &self.env
+    }
+
+    /// The directory the server was started in.
+    pub fn cwd(&self) -> &Path {
+        &self.cwd
+    }
+
+    /// Read every source and produce the effective settings. Has no side
+    /// effects besides reading files and the user database.
+    pub fn load(&self) -> Result<Startup, ConfigError> {
+        let cli = match parse_layer(self.args.iter().cloned(), &Origin::CommandLine)? {
+            Parsed::Layer(cli) => cli,
+            Parsed::Exit(code, text) => return Ok(Startup::Exit(code, text)),
+        };
+        let env_args = match self.cmd_args_from_env()? {
+            Parsed::Layer(layer) => layer,
+            Parsed::Exit(code, text) => return Ok(Startup::Exit(code, text)),
+        };
+        let file = self.config_file(&cli, &env_args)?;
+        let layers = Layers {
+            cli: &cli,
+            env_args: &env_args,
+            file: file.as_ref(),
+        };
+        let settings = self.merge(&layers)?;
+        let check = layers.flag(|l| l.check_config);
+        let print = layers.flag(|l| l.print_config);
+        if check || !print {
+            match &settings.app {
+                Some(app) => {
+                    if check {
+                        values::check_app_spec(app).map_err(|reason| {
+                            let origin = layers.pick("app", |l| &l.app).map(|(_, o)| o);
+                            let origin = origin.unwrap_or(Origin::CommandLine);
+                            ConfigError::invalid(
+                                app,
+                                &origin.name_of("APP", "app"),
+                                &origin,
+                                &reason,
+                            )
+                        })?;
+                    }
+                }
+                None => return Err(ConfigError::no_application()),
+            }
+        }
+        Ok(if print {
+            Startup::PrintConfig(settings)
+        } else if check {
+            Startup::CheckConfig(settings)
+        } else {
+            Startup::Run(settings)
+        })
+    }
+
+    /// `GUNICORN_CMD_ARGS`, split like a shell would and parsed like argv.
+    fn cmd_args_from_env(&self) -> Result<Parsed, ConfigError> {
+        let Some(text) = self.env.get("GUNICORN_CMD_ARGS") else {
+            return Ok(Parsed::Layer(Box::default()));
+        };
+        let words = shlex::split(text).ok_or_else(|| {
+            ConfigError::new("cannot split GUNICORN_CMD_ARGS: unbalanced quotes or trailing \\")
+        })?;
+        let argv =
+            std::iter::once(OsString::from("gunicornd")).chain(words.into_iter().map(Into::into));
+        parse_layer(argv, &Origin::CmdArgsEnv)
+    }
+
+    /// The config file named by `-c` (command line first, then
+    /// `GUNICORN_CMD_ARGS`), else `./gunicornd.toml` if it exists.
+    fn config_file(&self, cli: &Cli, env_args: &Cli) -> Result<Option<FileLayer>, ConfigError> {
+        let path = match cli.config.as_ref().or(env_args.config.as_ref()) {
+            Some(path) => self.cwd.join(path),
+            None => {
+                let default = self.cwd.join(defaults::CONFIG_FILE);
+                if !default.exists() {
+                    return Ok(None);
+                }
+                default
+            }
+        };
+        file::read(&path).map(Some)
+    }
+
+    /// Apply precedence and the checks that need the other settings.
+    fn merge(&self, layers: &Layers<'_>) -> Result<Settings, ConfigError> {
+        let chdir = match layers.pick("chdir", |l| &l.chdir) {
+            Some((dir, origin)) => {
+                Some(existing_dir(&self.cwd, &dir, "--chdir", "chdir", &origin)?)
+            }
+            None => None,
+        };
+        // Relative paths in other settings are taken from the app directory,
+        // where gunicorn would be when it opens them.
+        let base = chdir.clone().unwrap_or_else(|| self.cwd.clone());
+        let worker_tmp_dir = match layers.pick("worker_tmp_dir", |l| &l.worker_tmp_dir) {
+            Some((dir, origin)) => Some(existing_dir(
+                &base,
+                &dir,
+                "--worker-tmp-dir",
+                "worker_tmp_dir",
+                &origin,
+            )?),
+            None => None,
+        };
+        let bind = match layers.pick("bind", |l| &l.bind) {
+            Some((bind, _)) => bind,
+            None => vec![self.default_bind()?],
+        };
+        let binds = bind
+            .iter()
+            .map(|b| {
+                let addr = parse_address(b, values::DEFAULT_PORT)
+                    .map_err(|reason| ConfigError::new(format!("invalid bind '{b}': {reason}")))?;
+                Ok(match addr {
+                    BindAddr::Unix(path) => BindAddr::Unix(base.join(path)),
+                    other => other,
+                })
+            })
+            .collect::<Result<Vec<_>, ConfigError>>()?;
+        let workers = match layers.pick("workers", |l| &l.workers) {
+            Some((n, _)) => n,
+            None => self.default_workers()?,
+        };
+        let log_path = |log: String| {
+            if log == "-" {
+                log
+            } else {
+                base.join(log).to_string_lossy().into_owned()
+            }
+        };
+        let control_socket = match layers.pick("control_socket", |l| &l.control_socket) {
+            Some((path, _)) => Some(base.join(path)),
+            None => default_control_socket(&self.env),
+        };
+        Ok(Settings {
+            app: layers.value("app", |l| &l.app),
+            config: layers.file.map(|f| f.path.clone()),
+            bind,
+            binds,
+            backlog: layers.value_or("backlog", |l| &l.backlog, defaults::BACKLOG),
+            workers,
+            timeout: layers.value_or("timeout", |l| &l.timeout, defaults::TIMEOUT),
+            graceful_timeout: layers.value_or(
+                "graceful_timeout",
+                |l| &l.graceful_timeout,
+                defaults::GRACEFUL_TIMEOUT,
+            ),
+            max_requests: layers.value_or(
+                "max_requests",
+                |l| &l.max_requests,
+                defaults::MAX_REQUESTS,
+            ),
+            max_requests_jitter: layers.value_or(
+                "max_requests_jitter",
+                |l| &l.max_requests_jitter,
+                defaults::MAX_REQUESTS_JITTER,
+            ),
+            limit_request_line: values::normalize_limit_request_line(layers.value_or(
+                "limit_request_line",
+                |l| &l.limit_request_line,
+                defaults::LIMIT_REQUEST_LINE,
+            )),
+            limit_request_fields: values::normalize_limit_request_fields(layers.value_or(
+                "limit_request_fields",
+                |l| &l.limit_request_fields,
+                defaults::LIMIT_REQUEST_FIELDS,
+            )),
+            limit_request_field_size: values::normalize_limit_request_field_size(layers.value_or(
+                "limit_request_field_size",
+                |l| &l.limit_request_field_size,
+                defaults::LIMIT_REQUEST_FIELD_SIZE,
+            )),
+            raw_env: layers.value_or("raw_env", |l| &l.raw_env, Vec::new()),
+            chdir,
+            user: layers.value("user", |l| &l.user),
+            group: layers.value("group", |l| &l.group),
+            umask: layers.value_or("umask", |l| &l.umask, defaults::UMASK),
+            proc_name: layers.value("proc_name", |l| &l.proc_name),
+            worker_tmp_dir,
+            accesslog: layers.value("accesslog", |l| &l.accesslog).map(log_path),
+            access_log_format: layers.value_or(
+                "access_log_format",
+                |l| &l.access_log_format,
+                defaults::ACCESS_LOG_FORMAT.to_owned(),
+            ),
+            errorlog: log_path(layers.value_or(
+                "errorlog",
+                |l| &l.errorlog,
+                defaults::ERRORLOG.to_owned(),
+            )),
+            loglevel: layers.value_or("loglevel", |l| &l.loglevel, defaults::LOGLEVEL.to_owned()),
+            hooks: layers.hooks(),
+            daemon: layers.flag(|l| l.daemon),
+            pidfile: layers
+                .value("pidfile", |l| &l.pidfile)
+                .map(|p| base.join(p)),
+            control_socket,
+            control_socket_mode: layers.value_or(
+                "control_socket_mode",
+                |l| &l.control_socket_mode,
+                defaults::CONTROL_SOCKET_MODE,
+            ),
+            control_socket_disable: layers.flag(|l| l.control_socket_disable),
+        })
+    }
+
+    /// `0.0.0.0:$PORT` if `PORT` is set (and not empty), else `127.0.0.1:8000`.
+    fn default_bind(&self) -> Result<String, ConfigError> {
+        match self.env.get("PORT").filter(|p| !p.is_empty()) {
+            None => Ok(defaults::BIND.to_owned()),
+            Some(port) => {
+                let bind = format!("{}:{port}", defaults::PORT_HOST);
+                values::bind(&bind).map_err(|reason| {
+                    ConfigError::invalid(port, "PORT", &Origin::EnvVar("PORT"), &reason)
+                })
+            }
+        }
+    }
+
+    /// `$WEB_CONCURRENCY` if set (and not empty), else 1.
+    fn default_workers(&self) -> Result<usize, ConfigError> {
+        match self.env.get("WEB_CONCURRENCY").filter(|w| !w.is_empty()) {
+            None => Ok(defaults::WORKERS),
+            Some(text) => values::positive_int(text).map_err(|reason| {
+                ConfigError::invalid(
+                    text,
+                    "WEB_CONCURRENCY",
+                    &Origin::EnvVar("WEB_CONCURRENCY"),
+                    &reason,
+                )
+            }),
+        }
+    }
+}
+
+/// The control socket path used when none is configured:
+/// `$XDG_RUNTIME_DIR/gunicornd.ctl` if that directory exists, else
+/// `$HOME/.gunicornd/gunicornd.ctl`; `None` if neither variable is usable.
+/// `gunicornctl` uses the same rule to find the server.
+pub fn default_control_socket(env: &HashMap<String, String>) -> Option<PathBuf> {
+    let var = |name: &str| env.get(name).filter(|v| !v.is_empty()).map(PathBuf::from);
+    if let Some(runtime) = var("XDG_RUNTIME_DIR").filter(|d| d.is_absolute() && d.is_dir()) {
+        return Some(runtime.join(defaults::CONTROL_SOCKET_NAME));
+    }
+    var("HOME").filter(|h| h.is_absolute()).map(|home| {
+        home.join(defaults::CONTROL_SOCKET_HOME_DIR)
+            .join(defaults::CONTROL_SOCKET_NAME)
+    })
+}
+
+/// `base/dir`, which must be an existing directory.
+fn existing_dir(
+    base: &Path,
+    dir: &Path,
+    flag: &str,
+    key: &str,
+    origin: &Origin,
+) -> Result<PathBuf, ConfigError> {
+    let full = base.join(dir);
+    if full.is_dir() {
+        Ok(full)
+    } else {
+        Err(ConfigError::invalid(
+            &dir.to_string_lossy(),
+            &origin.name_of(flag, key),
+            origin,
+            "not an existing directory",
+        ))
+    }
+}
+
+/// The result of parsing one argv.
+enum Parsed {
+    Layer(Box<Cli>),
+    /// `--help`/`--version`: exit code and text to print.
+    Exit(i32, String),
+}
+
+fn parse_layer(
+    args: impl IntoIterator<Item = OsString>,
+    origin: &Origin,
+) -> Result<Parsed, ConfigError> {
+    match Cli::try_parse_from(args) {
+        Ok(cli) => Ok(Parsed::Layer(Box::new(cli))),
+        Err(e) if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) => {
+            Ok(Parsed::Exit(0, e.render().to_string()))
+        }
+        Err(e) => Err(ConfigError::from_clap(&e, origin)),
+    }
+}
+
+/// The three layers, highest precedence first.
+struct Layers<'a> {
+    cli: &'a Cli,
+    env_args: &'a Cli,
+    file: Option<&'a FileLayer>,
+}
+
+impl Layers<'_> {
+    /// The value of a setting from the highest layer that gives it, and where
+    /// it came from. `key` is the config-file key (for the file's line).
+    fn pick<T: Clone>(&self, key: &str, get: impl Fn(&Cli) -> &Option<T>) -> Option<(T, Origin)> {
+        if let Some(v) = get(self.cli) {
+            return Some((v.clone(), Origin::CommandLine));
+        }
+        if let Some(v) = get(self.env_args) {
+            return Some((v.clone(), Origin::CmdArgsEnv));
+        }
+        let file = self.file?;
+        get(&file.layer).clone().map(|v| (v, file.origin(key)))
+    }
+
+    fn value<T: Clone>(&self, key: &str, get: impl Fn(&Cli) -> &Option<T>) -> Option<T> {
+        self.pick(key, get).map(|(v, _)| v)
+    }
+
+    fn value_or<T: Clone>(&self, key: &str, get: impl Fn(&Cli) -> &Option<T>, default: T) -> T {
+        self.value(key, get).unwrap_or(default)
+    }
+
+    /// A switch is on if any layer turns it on (none can turn it off, as in
+    /// gunicorn).
+    fn flag(&self, get: impl Fn(&Cli) -> bool) -> bool {
+        get(self.cli) || get(self.env_args) || self.file.is_some_and(|f| get(&f.layer))
+    }
+
+    /// Hooks merge by name, a higher layer replacing a lower one's command.
+    fn hooks(&self) -> BTreeMap<String, String> {
+        let lowest_first = [
+            self.file.map(|f| &f.layer),
+            Some(self.env_args),
+            Some(self.cli),
+        ];
+        lowest_first
+            .into_iter()
+            .flatten()
+            .filter_map(|layer| layer.hooks.as_ref())
+            .flatten()
+            .cloned()
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn loader(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Loader {
+        let args = std::iter::once("gunicornd")
+            .chain(args.iter().copied())
+            .map(OsString::from)
+            .collect();
+        let env = env
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        Loader::new(args, env).with_cwd(dir)
+    }
+
+    fn run_settings(l: &Loader) -> Settings {
+        match l.load() {
+            Ok(Startup::Run(s)) => s,
+            other => panic!("expected Run, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn precedence_file_then_env_args_then_cli() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("gunicornd.toml"),
+            "workers = 2\ntimeout = 5\nbacklog = 10\nloglevel = \"debug\"\n",
+        )
+        .unwrap();
+        let env = [("GUNICORN_CMD_ARGS", "-w 3 -t 6"), ("WEB_CONCURRENCY", "9")];
+        let s = run_settings(&loader(dir.path(), &["-w", "4", "builtin:hello"], &env));
+        assert_eq!((s.workers, s.timeout, s.backlog), (4, 6, 10));
+        assert_eq!(s.loglevel, "debug");
+        assert_eq!(s.config, Some(dir.path().join("gunicornd.toml")));
+    }
+
+    #[test]
+    fn environment_defaults_apply_only_when_unset() {
+        let dir = tempfile::tempdir().unwrap();
+        let env = [("PORT", "5000"), ("WEB_CONCURRENCY", "3")];
+        let s = run_settings(&loader(dir.path(), &["x"], &env));
+        assert_eq!(s.bind, ["0.0.0.0:5000"]);
+        assert_eq!(s.workers, 3);
+        // A bad PORT does not matter once a bind is given.
+        let env = [("PORT", "nope"), ("WEB_CONCURRENCY", "")];
+        let s = run_settings(&loader(dir.path(), &["-b", "[::1]:1", "x"], &env));
+        assert_eq!(
+            s.binds,
+            [BindAddr::Tcp {
+                host: "::1".into(),
+                port: 1
+            }]
+        );
+        assert_eq!(s.workers, 1);
+        let err = loader(dir.path(), &["x"], &[("PORT", "nope")])
+            .load()
+            .unwrap_err();
+        assert_eq!(
+            err.message,
+            "invalid value 'nope' for PORT (from the environment): 'nope' is not a valid port number"
+        );
+    }
+
+    #[test]
+    fn paths_resolve_against_chdir() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("app/tmp")).unwrap();
+        let args = [
+            "--chdir",
+            "app",
+            "--worker-tmp-dir",
+            "tmp",
+            "-p",
+            "g.pid",
+            "-b",
+            "unix:s.sock",
+            "--access-logfile",
+            "a.log",
+            "--control-socket",
+            "c.sock",
+            "x",
+        ];
+        let s = run_settings(&loader(dir.path(), &args, &[]));
+        let app = dir.path().join("app");
+        assert_eq!(s.chdir.as_deref(), Some(app.as_path()));
+        assert_eq!(s.worker_tmp_dir, Some(app.join("tmp")));
+        assert_eq!(s.pidfile, Some(app.join("g.pid")));
+        assert_eq!(s.binds, [BindAddr::Unix(app.join("s.sock"))]);
+        assert_eq!(s.bind, ["unix:s.sock"]);
+        assert_eq!(
+            s.accesslog,
+            Some(app.join("a.log").to_string_lossy().into_owned())
+        );
+        assert_eq!(s.errorlog, "-");
+        assert_eq!(s.control_socket, Some(app.join("c.sock")));
+    }
+
+    #[test]
+    fn hooks_merge_by_name() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("gunicornd.toml"),
+            "[hooks]\non_starting = \"file-start\"\non_exit = \"file-exit\"\n",
+        )
+        .unwrap();
+        let env = [("GUNICORN_CMD_ARGS", "--hook 'pre_fork=env fork'")];
+        let s = run_settings(&loader(
+            dir.path(),
+            &["--hook", "on_exit=cli-exit", "x"],
+            &env,
+        ));
+        let hooks: Vec<_> = s
+            .hooks
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        assert_eq!(
+            hooks,
+            [
+                ("on_exit", "cli-exit"),
+                ("on_starting", "file-start"),
+                ("pre_fork", "env fork")
+            ]
+        );
+    }
+
+    #[test]
+    fn printed_config_reads_back_the_same() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("app")).unwrap();
+        let args = [
+            "--print-config",
+            "-w",
+            "5",
+            "-b",
+            "unix:x.sock",
+            "-b",
+            "[::1]:9",
+            "-e",
+            "A=b=c",
+            "-e",
+            "Q=\"'\\",
+            "-m",
+            "027",
+            "--chdir",
+            "app",
+            "-u",
+            "0",
+            "-g",
+            "0",
+            "-n",
+            "web",
+            "--access-logfile",
+            "-",
+            "--log-level",
+            "ERROR",
+            "-D",
+            "-p",
+            "p.pid",
+            "--control-socket-mode",
+            "660",
+            "--no-control-socket",
+            "--limit-request-line",
+            "0",
+            "--limit-request-fields",
+            "0",
+            "--hook",
+            "on_exit=echo \"bye\"\n",
+            "builtin:echo?x=1",
+        ];
+        let printed = match loader(dir.path(), &args, &[]).load() {
+            Ok(Startup::PrintConfig(s)) => s,
+            other => panic!("expected PrintConfig, got {other:?}"),
+        };
+        let again_dir = tempfile::tempdir().unwrap();
+        std::fs::write(again_dir.path().join("gunicornd.toml"), printed.to_toml()).unwrap();
+        let mut again = run_settings(&loader(again_dir.path(), &[], &[]));
+        assert_eq!(again.config, Some(again_dir.path().join("gunicornd.toml")));
+        again.config = None;
+        assert_eq!(again, printed);
+        assert_eq!(again.umask, 0o27);
+        assert_eq!(again.control_socket_mode, 0o660);
+        assert_eq!(again.limit_request_fields, values::MAX_HEADERS);
+    }
+
+    #[test]
+    fn print_config_needs_no_app_but_run_and_check_do() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(matches!(
+            loader(dir.path(), &["--print-config"], &[]).load(),
+            Ok(Startup::PrintConfig(Settings { app: None, .. }))
+        ));
+        for args in [&[][..], &["--check-config"][..]] {
+            let err = loader(dir.path(), args, &[]).load().unwrap_err();
+            assert_eq!(err.exit_code, 2);
+            assert_eq!(err.message, "No application specified.");
+            assert!(err.usage.unwrap().contains("Usage: gunicornd"));
+        }
+        assert!(matches!(
+            loader(dir.path(), &["--check-config", "static:."], &[]).load(),
+            Ok(Startup::CheckConfig(_))
+        ));
+    }
+
+    #[test]
+    fn default_control_socket_prefers_runtime_dir() {
+        let dir = tempfile::tempdir().unwrap();
+        let runtime = dir.path().to_string_lossy().into_owned();
+        let env: HashMap<_, _> = [
+            ("XDG_RUNTIME_DIR".to_owned(), runtime),
+            ("HOME".to_owned(), "/home/u".to_owned()),
+        ]
+        .into();
+        assert_eq!(
+            default_control_socket(&env),
+            Some(dir.path().join("gunicornd.ctl"))
+        );
+        let home_only: HashMap<_, _> = [("HOME".to_owned(), "/home/u".to_owned())].into();
+        assert_eq!(
+            default_control_socket(&home_only),
+            Some(PathBuf::from("/home/u/.gunicornd/gunicornd.ctl"))
+        );
+        assert_eq!(default_control_socket(&HashMap::new()), None);
+    }
+}

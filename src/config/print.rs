@@ -1,0 +1,125 @@
+//! `--print-config`: the effective settings as a config file.
+//!
+//! Written line by line (values escaped by the toml crate) rather than
+//! serialised from `Settings`, because the file format differs from the
+//! struct: `raw_env` is a list of `"K=V"`, modes are octal strings, unset
+//! optional settings become comments (TOML has no null), and the order
+//! follows the help text instead of the alphabet.
+
+use std::fmt::Write;
+use std::path::Path;
+
+use toml::Value;
+
+use super::{values, Settings};
+
+impl Settings {
+    /// Every setting as TOML that can be used as a config file: reading it
+    /// back gives the same settings. Unset optional settings are comments.
+    pub fn to_toml(&self) -> String {
+        let mut out = Toml::default();
+        match &self.config {
+            Some(path) => out.comment(&format!(
+                "Effective gunicornd settings; config file: {}",
+                path.display()
+            )),
+            None => out.comment("Effective gunicornd settings; no config file was read"),
+        }
+        out.opt_str("app", self.app.as_deref());
+        out.value("bind", strings(self.bind.iter().cloned()));
+        out.int("backlog", i64::from(self.backlog));
+        out.int("workers", self.workers as i64);
+        out.int("timeout", self.timeout as i64);
+        out.int("graceful_timeout", self.graceful_timeout as i64);
+        out.int("max_requests", self.max_requests as i64);
+        out.int("max_requests_jitter", self.max_requests_jitter as i64);
+        out.int("limit_request_line", self.limit_request_line as i64);
+        out.int("limit_request_fields", self.limit_request_fields as i64);
+        out.int(
+            "limit_request_field_size",
+            self.limit_request_field_size as i64,
+        );
+        out.value(
+            "raw_env",
+            strings(self.raw_env.iter().map(|(k, v)| format!("{k}={v}"))),
+        );
+        out.opt_path("chdir", self.chdir.as_deref());
+        out.opt_int("user", self.user.map(i64::from));
+        out.opt_int("group", self.group.map(i64::from));
+        out.str("umask", &values::format_mode(self.umask));
+        out.opt_str("proc_name", self.proc_name.as_deref());
+        out.opt_path("worker_tmp_dir", self.worker_tmp_dir.as_deref());
+        out.opt_str("accesslog", self.accesslog.as_deref());
+        out.str("access_log_format", &self.access_log_format);
+        out.str("errorlog", &self.errorlog);
+        out.str("loglevel", &self.loglevel);
+        out.value("daemon", Value::Boolean(self.daemon));
+        out.opt_path("pidfile", self.pidfile.as_deref());
+        out.opt_path("control_socket", self.control_socket.as_deref());
+        out.str(
+            "control_socket_mode",
+            &values::format_mode(self.control_socket_mode),
+        );
+        out.value(
+            "control_socket_disable",
+            Value::Boolean(self.control_socket_disable),
+        );
+        // A table must come after the top-level keys.
+        out.text.push_str("\n[hooks]\n");
+        for (name, command) in &self.hooks {
+            out.str(name, command);
+        }
+        out.text
+    }
+}
+
+fn strings(items: impl Iterator<Item = String>) -> Value {
+    Value::Array(items.map(Value::String).collect())
+}
+
+#[derive(Default)]
+struct Toml {
+    text: String,
+}
+
+impl Toml {
+    fn comment(&mut self, text: &str) {
+        // A newline would end the comment; paths and values cannot be
+        // trusted not to hold one.
+        let _ = writeln!(self.text, "# {}", text.replace('\n', " "));
+    }
+
+    fn value(&mut self, key: &str, value: Value) {
+        let _ = writeln!(self.text, "{key} = {value}");
+    }
+
+    fn str(&mut self, key: &str, value: &str) {
+        self.value(key, Value::String(value.to_owned()));
+    }
+
+    fn int(&mut self, key: &str, value: i64) {
+        self.value(key, Value::Integer(value));
+    }
+
+    fn unset(&mut self, key: &str) {
+        self.comment(&format!("{key} is not set"));
+    }
+
+    fn opt_str(&mut self, key: &str, value: Option<&str>) {
+        match value {
+            Some(v) => self.str(key, v),
+            None => self.unset(key),
+        }
+    }
+
+    fn opt_int(&mut self, key: &str, value: Option<i64>) {
+        match value {
+            Some(v) => self.int(key, v),
+            None => self.unset(key),
+        }
+    }
+
+    fn opt_path(&mut self, key: &str, value: Option<&Path>) {
+        self.opt_str(key, value.map(|p| p.to_string_lossy()).as_deref());
+    }
+}
