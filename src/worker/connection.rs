@@ -7,7 +7,8 @@ use std::os::unix::net::UnixStream;
 use std::time::{Duration, Instant, SystemTime};
 
 use crate::app::{App, Request};
-use crate::http::{self, Limits, PeerAddr};
+use crate::app::ResponseSink;
+use crate::http::{self, HeadError, HttpError, Limits, PeerAddr, ResponseWriter};
 
 /// An accepted client socket.
 pub enum Stream {
@@ -54,6 +55,28 @@ impl Read for Stream {
     }
 }
 
+impl Read for &Stream {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Stream::Tcp(s) => (&*s).read(buf),
+            Stream::Unix(s) => (&*s).read(buf),
+        }
+    }
+}
+
+impl Write for &Stream {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Stream::Tcp(s) => (&*s).write(buf),
+            Stream::Unix(s) => (&*s).write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
 impl Write for Stream {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         match self {
@@ -71,26 +94,78 @@ impl Write for Stream {
 pub fn serve(stream: Stream, peer: &PeerAddr, app: &mut dyn App, limits: &Limits) {
     let started = SystemTime::now();
     let clock = Instant::now();
-    let mut conn = http::Connection::new(stream);
+    let mut conn = http::Connection::new(&stream);
     let head = match conn.read_head(limits) {
         Ok(Some(head)) => head,
         Ok(None) => {
             tracing::debug!("Closing connection.");
             return;
         }
-        Err(err) if err.status == 0 => {
-            tracing::debug!("Ignored premature client disconnection. {}", err.message);
+        Err(HeadError::Io(e)) => {
+            tracing::debug!("Ignored premature client disconnection. {e}");
             return;
         }
-        Err(err) => {
+        Err(HeadError::Invalid(err)) => {
             tracing::warn!("Invalid request from ip={}: {}", peer.host(), err.message);
-            let _ = http::write_error(conn.get_mut(), &err);
+            let _ = http::write_error(&mut &stream, &err);
             log_access(peer, None, err.status, 0, &[], started, clock.elapsed());
-            conn.get_ref().shutdown_write();
+            stream.shutdown_write();
             return;
         }
     };
-    todo_serve_request(conn, head, peer, app, started, clock);
+    let mut out = &stream;
+    let mut resp = ResponseWriter::new(&mut out, head.version, head.method == "HEAD");
+    let mut body = conn.body(&head);
+    let req = Request { head: &head, peer, scheme: "http", body: &mut body };
+    let outcome = app.call(req, &mut resp).and_then(|()| {
+        if !resp.started() {
+            return Err(io::Error::other("the app returned without starting a response"));
+        }
+        resp.finish()
+    });
+    let mut status = resp.status().unwrap_or(500);
+    let body_bytes = resp.body_bytes();
+    let headers_sent = resp.headers_sent();
+    let response_headers: Vec<(String, String)> = if crate::log::access_enabled() {
+        resp.headers().map(|(n, v)| (n.to_string(), v.into_owned())).collect()
+    } else {
+        Vec::new()
+    };
+    drop(resp);
+    if let Err(e) = outcome {
+        match failure_response(&e, &head, peer) {
+            Some(err) if !headers_sent => {
+                status = err.status;
+                let _ = http::write_error(&mut &stream, &err);
+            }
+            _ => {}
+        }
+    }
+    // Read what the app left unread so that closing does not reset a client
+    // that is still sending (the reset could destroy the response in flight).
+    let _ = body.drain();
+    log_access(peer, Some(&head), status, body_bytes, &response_headers, started, clock.elapsed());
+    stream.shutdown_write();
+}
+
+/// What to answer when the app (or the body it read) failed, if anything:
+/// nothing when the client went away, a 4xx for a malformed body, else 500.
+fn failure_response(e: &io::Error, head: &http::RequestHead, peer: &PeerAddr) -> Option<HttpError> {
+    use io::ErrorKind::*;
+    if let Some(bad_body) = http::http_error(e) {
+        tracing::warn!("Invalid request from ip={}: {}", peer.host(), bad_body.message);
+        return Some(bad_body.clone());
+    }
+    if matches!(e.kind(), BrokenPipe | ConnectionReset | ConnectionAborted | NotConnected | UnexpectedEof) {
+        tracing::debug!("Ignored premature client disconnection. {e}");
+        return None;
+    }
+    if matches!(e.kind(), WouldBlock | TimedOut) {
+        tracing::debug!("Client timed out: {e}");
+        return None;
+    }
+    tracing::error!("Error handling request {} {}: {e}", head.method, head.uri);
+    Some(HttpError::internal_server_error(""))
 }
 
 fn log_access(
