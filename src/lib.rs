@@ -6,5 +6,8 @@
 
 pub mod app;
 pub mod config;
+pub mod daemon;
 pub mod http;
 pub mod log;
+pub mod pidfile;
+pub mod systemd;
