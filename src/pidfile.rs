@@ -543,7 +543,11 @@ mod tests {
             Some(false)
         );
         assert_eq!(
-            names_gunicornd(None, Some(b"/opt/x/gunicornd\0-b\x00127.0.0.1:8000\0"), None),
+            names_gunicornd(
+                None,
+                Some(b"/opt/x/gunicornd\0-b\x00127.0.0.1:8000\0"),
+                None
+            ),
             Some(true)
         );
         assert_eq!(
