@@ -2,8 +2,63 @@
 //!
 //! Parsing follows gunicorn's rules and limits (reference §3); the types here
 //! are what the worker and the apps exchange.
+//!
+//! # Serving one request
+//!
+//! [`Connection`] reads through a buffer; the response is written straight
+//! to the socket. Both need the stream at once while the app runs (the body
+//! reader borrows the connection mutably), so the connection is built over
+//! a *shared reference* to the socket: `&TcpStream` and `&UnixStream`
+//! implement `Read` and `Write`, so no `try_clone` (a `dup(2)`) is needed.
+//! (A stream that cannot be shared this way, such as a TLS session, can be
+//! put in a `RefCell` behind a small `Read + Write` handle.)
+//!
+//! ```no_run
+//! use std::io::Read;
+//! use std::net::TcpStream;
+//! use gunicornd::app::ResponseSink;
+//! use gunicornd::http::{write_error, Connection, HeadError, Limits, ResponseWriter};
+//!
+//! fn serve(stream: &TcpStream, limits: &Limits) -> std::io::Result<()> {
+//!     let mut conn = Connection::new(stream);
+//!     let head = match conn.read_head(limits) {
+//!         Ok(Some(head)) => head,
+//!         Ok(None) => return Ok(()), // closed before sending anything
+//!         Err(HeadError::Invalid(e)) => return write_error(&mut conn.get_mut(), &e),
+//!         Err(HeadError::Io(e)) => return Err(e), // log at debug, no response
+//!     };
+//!     let mut out = stream;
+//!     let mut resp = ResponseWriter::new(&mut out, head.version, head.method == "HEAD");
+//!     let mut body = conn.body(&head);
+//!     let mut data = Vec::new();
+//!     body.read_to_end(&mut data)?; // an app would get `&mut body` as `Request::body`
+//!     resp.start(200, &[("Content-Type".into(), "text/plain".into())])?;
+//!     resp.write(&data)?;
+//!     resp.finish()?;
+//!     body.drain()?; // discard what the app left unread, before closing
+//!     Ok(())
+//! }
+//! ```
 
+use std::fmt;
+use std::io;
 use std::net::SocketAddr;
+
+mod body;
+mod conn;
+mod error_page;
+mod parse;
+mod response;
+mod status;
+#[cfg(test)]
+mod tests;
+mod text;
+
+pub use body::{http_error, invalid, BodyReader, DRAIN_LIMIT};
+pub use conn::Connection;
+pub use error_page::{render_error, write_error};
+pub use response::{ResponseFields, ResponseWriter};
+pub use status::reason_phrase;
 
 /// The `--limit-request-*` settings, already normalised by the config
 /// (0 / out-of-range values mapped the way gunicorn maps them).
@@ -93,4 +148,54 @@ pub struct HttpError {
     pub status: u16,
     pub reason: &'static str,
     pub message: String,
+}
+
+impl fmt::Display for HttpError {
+    /// The page message, which is also what gets logged.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for HttpError {}
+
+/// Why [`Connection::read_head`] produced no request.
+#[derive(Debug)]
+pub enum HeadError {
+    /// The connection failed, or the client closed it in the middle of the
+    /// head (`UnexpectedEof`): gunicorn logs this at debug and closes
+    /// without a response.
+    Io(io::Error),
+    /// A malformed or refused request: answer with [`write_error`].
+    Invalid(HttpError),
+}
+
+impl fmt::Display for HeadError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            HeadError::Io(e) => write!(f, "{e}"),
+            HeadError::Invalid(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+impl std::error::Error for HeadError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            HeadError::Io(e) => Some(e),
+            HeadError::Invalid(e) => Some(e),
+        }
+    }
+}
+
+impl From<io::Error> for HeadError {
+    fn from(e: io::Error) -> Self {
+        HeadError::Io(e)
+    }
+}
+
+impl From<HttpError> for HeadError {
+    fn from(e: HttpError) -> Self {
+        HeadError::Invalid(e)
+    }
 }
