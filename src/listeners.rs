@@ -156,6 +156,9 @@ pub fn adopt_fd(fd: RawFd, backlog: i32) -> Result<Listener, String> {
     if kind != SockType::Stream {
         return Err(format!("fd://{fd} is not a stream socket"));
     }
+    if !socket::getsockopt(&owned, sockopt::AcceptConn).unwrap_or(false) {
+        return Err(format!("fd://{fd} is a socket but is not listening"));
+    }
     let addr = local_addr(owned.as_raw_fd()).map_err(|e| format!("fd://{fd}: {e}"))?;
     set_cloexec(&owned);
     // Re-listen like gunicorn so the configured backlog applies.

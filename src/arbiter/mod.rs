@@ -124,11 +124,14 @@ impl Arbiter {
         }
         let mut hooks = Hooks::new(&settings.hooks);
         hooks.fire("on_starting", &[]);
+        // Listeners first: inherited descriptors (fd://N, GUNICORN_FD,
+        // LISTEN_FDS) must be claimed before we open anything that could
+        // take a free number.
+        let (listeners, inherited_listeners) = open_listeners(&settings)?;
         let sigpipe = SignalPipe::new().map_err(|e| format!("cannot create the signal pipe: {e}"))?;
         sigpipe
             .forward_to_pipe(MASTER_SIGNALS, true)
             .map_err(|e| format!("cannot install signal handlers: {e}"))?;
-        let (listeners, inherited_listeners) = open_listeners(&settings)?;
         for l in &listeners {
             l.set_nonblocking().map_err(|e| format!("{l}: {e}"))?;
         }

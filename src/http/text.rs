@@ -188,7 +188,7 @@ pub(crate) fn find_double_crlf(data: &[u8], from: usize) -> Option<usize> {
         if data[at + 2..].starts_with(b"\r\n") {
             return Some(at);
         }
-        i = at + 1;
+        i = at + 2;
     }
     None
 }

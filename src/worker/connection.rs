@@ -7,7 +7,6 @@ use std::os::unix::net::UnixStream;
 use std::time::{Duration, Instant, SystemTime};
 
 use crate::app::{App, Request};
-use crate::app::ResponseSink;
 use crate::http::{self, HeadError, HttpError, Limits, PeerAddr, ResponseWriter};
 
 /// An accepted client socket.

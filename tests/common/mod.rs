@@ -100,7 +100,9 @@ impl Launch {
         let child = cmd.spawn().expect("spawn gunicornd");
         let pid = child.id() as i32;
         let mut server = Server { child: Some(child), pid, dir, log_path, addr: None, reaped: None };
-        let expects_tcp = !self.args.iter().any(|a| a.starts_with("unix:") || a.starts_with("fd://"));
+        let other_binds = self.args.iter().any(|a| a.starts_with("unix:") || a.starts_with("fd://"));
+        let tcp_binds = self.args.iter().any(|a| a.starts_with("127.0.0.1:") || a.starts_with("[::1]:"));
+        let expects_tcp = tcp_binds || !other_binds;
         if expects_tcp {
             expect_within(Duration::from_secs(15), "Listening at: in the log", || {
                 server.addr = server.listening_addr();
