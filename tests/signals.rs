@@ -108,10 +108,12 @@ fn reload_whose_app_cannot_load_keeps_the_old_generation() {
 
 #[test]
 fn usr1_reopens_logs_in_master_and_workers() {
-    let srv = Server::start_with_workers(
-        1,
-        &["--error-logfile", "error.log", "--access-logfile", "access.log", "builtin:echo"],
-    );
+    let srv = Launch::new(&[
+        "-b", "127.0.0.1:0", "--error-logfile", "error.log", "--access-logfile", "access.log", "builtin:echo",
+    ])
+    .log_file("error.log")
+    .workers(1)
+    .start();
     let err = srv.path("error.log");
     let access = srv.path("access.log");
     assert_eq!(srv.get("/before").status, 200);
@@ -120,7 +122,7 @@ fn usr1_reopens_logs_in_master_and_workers() {
     std::fs::rename(&access, srv.path("access.log.1")).unwrap();
     srv.signal_delivered(libc::SIGUSR1);
     expect_within(Duration::from_secs(5), "master reopened its error log", || {
-        std::fs::read_to_string(&err).unwrap_or_default().contains("Handling signal: usr1")
+        std::fs::read_to_string(&err).unwrap_or_default().contains("Log files reopened")
     });
     // Requests until the worker has processed its USR1 (it reopens at its next pass).
     expect_within(Duration::from_secs(10), "worker writes to the new access log", || {

@@ -263,8 +263,9 @@ impl Arbiter {
     }
 
     fn reopen_logs(&mut self) {
-        if let Err(e) = crate::log::reopen() {
-            tracing::error!("Cannot reopen log files: {e}");
+        match crate::log::reopen() {
+            Ok(()) => tracing::info!("Log files reopened; forwarding USR1 to {} workers", self.workers.len()),
+            Err(e) => tracing::error!("Cannot reopen log files: {e}"),
         }
         for w in self.workers.iter() {
             let _ = kill(w.pid, Signal::SIGUSR1);

@@ -54,11 +54,19 @@ pub struct Launch {
     /// Wait for this many workers to answer (0: don't wait).
     pub wait_workers: usize,
     pub dir: Option<tempfile::TempDir>,
+    /// Read the log from this file (relative to the dir) instead of stderr.
+    pub log_file: Option<String>,
 }
 
 impl Launch {
     pub fn new(args: &[&str]) -> Self {
-        Launch { args: args.iter().map(|s| s.to_string()).collect(), env: vec![], wait_workers: 0, dir: None }
+        Launch {
+            args: args.iter().map(|s| s.to_string()).collect(),
+            env: vec![],
+            wait_workers: 0,
+            dir: None,
+            log_file: None,
+        }
     }
 
     pub fn env(mut self, k: &str, v: &str) -> Self {
@@ -68,6 +76,12 @@ impl Launch {
 
     pub fn workers(mut self, n: usize) -> Self {
         self.wait_workers = n;
+        self
+    }
+
+    /// The server logs to `--error-logfile NAME`: follow that file.
+    pub fn log_file(mut self, name: &str) -> Self {
+        self.log_file = Some(name.to_string());
         self
     }
 
@@ -99,6 +113,10 @@ impl Launch {
         std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
         let child = cmd.spawn().expect("spawn gunicornd");
         let pid = child.id() as i32;
+        let log_path = match &self.log_file {
+            Some(name) => dir.path().join(name),
+            None => log_path,
+        };
         let mut server = Server { child: Some(child), pid, dir, log_path, addr: None, reaped: None };
         let other_binds = self.args.iter().any(|a| a.starts_with("unix:") || a.starts_with("fd://"));
         let tcp_binds = self.args.iter().any(|a| a.starts_with("127.0.0.1:") || a.starts_with("[::1]:"));
