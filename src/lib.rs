@@ -6,5 +6,6 @@
 
 pub mod app;
 pub mod config;
+pub mod control;
 pub mod http;
 pub mod log;
