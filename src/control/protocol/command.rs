@@ -278,6 +278,15 @@ impl ControlCommand {
         }
     }
 
+    /// Whether the command only reads state, so that sending it twice is
+    /// harmless (clients may retry it; servers need not audit it).
+    pub fn is_read_only(&self) -> bool {
+        matches!(
+            self,
+            ControlCommand::Show(_) | ControlCommand::Help | ControlCommand::Ping | ControlCommand::Version
+        )
+    }
+
     /// Whether Python gunicorn's control socket understands this command too.
     pub fn is_gunicorn_command(&self) -> bool {
         matches!(
@@ -543,6 +552,16 @@ mod tests {
         assert!(ControlCommand::Shutdown(ShutdownMode::Quick).is_gunicorn_command());
         assert!(!ControlCommand::Scale(ScaleTarget::To(2)).is_gunicorn_command());
         assert!(!ControlCommand::Events.is_gunicorn_command());
+    }
+
+    #[test]
+    fn read_only_commands() {
+        for text in ["show all", "show workers", "help", "ping", "version"] {
+            assert!(parse(text).unwrap().is_read_only(), "{text}");
+        }
+        for text in ["worker add", "reload", "reopen", "shutdown", "scale 2", "stop-workers", "upgrade", "events"] {
+            assert!(!parse(text).unwrap().is_read_only(), "{text}");
+        }
     }
 
     #[test]
