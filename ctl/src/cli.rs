@@ -125,7 +125,8 @@ fn parse_scale(s: &str) -> Result<ScaleTarget, String> {
 /// Plain seconds (`90`, `1.5`) or a humantime duration (`2m`, `1m30s`).
 fn parse_duration(s: &str) -> Result<Duration, String> {
     if let Ok(secs) = s.parse::<f64>() {
-        return Duration::try_from_secs_f64(secs).map_err(|_| format!("not a valid number of seconds: '{s}'"));
+        return Duration::try_from_secs_f64(secs)
+            .map_err(|_| format!("not a valid number of seconds: '{s}'"));
     }
     humantime::parse_duration(s).map_err(|e| format!("expected seconds or a duration like 2m: {e}"))
 }
@@ -156,17 +157,28 @@ mod tests {
             &["--json", "status", "--socket=/x.ctl"][..],
         ] {
             let cli = parse(args).unwrap();
-            assert_eq!(cli.global.socket.as_deref(), Some(std::path::Path::new("/x.ctl")), "{args:?}");
+            assert_eq!(
+                cli.global.socket.as_deref(),
+                Some(std::path::Path::new("/x.ctl")),
+                "{args:?}"
+            );
             assert!(cli.global.json);
         }
         let cli = parse(&["workers", "--pid", "/run/a.pid", "--name", "a"]).unwrap();
-        assert_eq!(cli.global.pidfile.as_deref(), Some(std::path::Path::new("/run/a.pid")));
+        assert_eq!(
+            cli.global.pidfile.as_deref(),
+            Some(std::path::Path::new("/run/a.pid"))
+        );
         assert_eq!(cli.global.name.as_deref(), Some("a"));
     }
 
     #[test]
     fn scale_takes_relative_targets() {
-        for (arg, want) in [("3", ScaleTarget::To(3)), ("+2", ScaleTarget::Up(2)), ("-2", ScaleTarget::Down(2))] {
+        for (arg, want) in [
+            ("3", ScaleTarget::To(3)),
+            ("+2", ScaleTarget::Up(2)),
+            ("-2", ScaleTarget::Down(2)),
+        ] {
             match parse(&["scale", arg]).unwrap().command {
                 Cmd::Scale { target, wait } => {
                     assert_eq!(target, want);
@@ -175,8 +187,13 @@ mod tests {
                 other => panic!("{other:?}"),
             }
         }
-        match parse(&["scale", "-1", "--wait", "--timeout", "2m"]).unwrap().command {
-            Cmd::Scale { wait, .. } => assert_eq!((wait.wait, wait.timeout), (true, Duration::from_secs(120))),
+        match parse(&["scale", "-1", "--wait", "--timeout", "2m"])
+            .unwrap()
+            .command
+        {
+            Cmd::Scale { wait, .. } => {
+                assert_eq!((wait.wait, wait.timeout), (true, Duration::from_secs(120)))
+            }
             other => panic!("{other:?}"),
         }
         let err = parse(&["scale", "abc"]).unwrap_err();
@@ -186,14 +203,24 @@ mod tests {
 
     #[test]
     fn usage_errors() {
-        for args in [&["kill", "0"][..], &["kill", "x"], &["frob"], &[], &["raw"], &["reload", "--timeout", "soon"]] {
+        for args in [
+            &["kill", "0"][..],
+            &["kill", "x"],
+            &["frob"],
+            &[],
+            &["raw"],
+            &["reload", "--timeout", "soon"],
+        ] {
             assert_eq!(parse(args).unwrap_err().exit_code(), 2, "{args:?}");
         }
     }
 
     #[test]
     fn raw_keeps_every_word() {
-        match parse(&["--json", "raw", "worker", "add", "-2"]).unwrap().command {
+        match parse(&["--json", "raw", "worker", "add", "-2"])
+            .unwrap()
+            .command
+        {
             Cmd::Raw { command } => assert_eq!(command, ["worker", "add", "-2"]),
             other => panic!("{other:?}"),
         }

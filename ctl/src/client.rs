@@ -7,8 +7,8 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use gunicornd::control::protocol::{
-    read_frame, write_frame, Arg, ControlCommand, Event, EventsReply, FrameDecoder, ProtocolError, Request,
-    Response, VersionReply,
+    read_frame, write_frame, Arg, ControlCommand, Event, EventsReply, FrameDecoder, ProtocolError,
+    Request, Response, VersionReply,
 };
 use serde::de::DeserializeOwned;
 use serde_json::Value;
@@ -69,7 +69,12 @@ pub struct Client {
 impl Client {
     pub fn connect(path: &Path) -> Result<Client, CtlError> {
         let stream = connect(path)?;
-        Ok(Client { path: path.to_path_buf(), stream, next_id: 1, flavor: None })
+        Ok(Client {
+            path: path.to_path_buf(),
+            stream,
+            next_id: 1,
+            flavor: None,
+        })
     }
 
     pub fn path(&self) -> &Path {
@@ -87,16 +92,22 @@ impl Client {
     pub fn request(&mut self, command: &str, args: Vec<Arg>) -> Result<Value, CtlError> {
         let id = self.next_id;
         self.next_id += 1;
-        let request = Request { id, command: command.to_string(), args };
+        let request = Request {
+            id,
+            command: command.to_string(),
+            args,
+        };
         let reply = match self.exchange(&request) {
             Ok(reply) => reply,
             Err(Failure::NotSent(_)) => {
                 self.reconnect()?;
-                self.exchange(&request).map_err(|f| self.broken(f.into_inner()))?
+                self.exchange(&request)
+                    .map_err(|f| self.broken(f.into_inner()))?
             }
             Err(Failure::NoReply(_)) if is_read_only(&request) => {
                 self.reconnect()?;
-                self.exchange(&request).map_err(|f| self.broken(f.into_inner()))?
+                self.exchange(&request)
+                    .map_err(|f| self.broken(f.into_inner()))?
             }
             Err(Failure::NoReply(e)) => {
                 return Err(CtlError::Failed(format!(
@@ -108,9 +119,10 @@ impl Client {
         };
         match reply {
             Response::Ok { id: got, data } if got == id => Ok(data),
-            Response::Error { id: got, error } if got == id || got == 0 => {
-                Err(CtlError::Refused { command: command.to_string(), message: error })
-            }
+            Response::Error { id: got, error } if got == id || got == 0 => Err(CtlError::Refused {
+                command: command.to_string(),
+                message: error,
+            }),
             other => Err(CtlError::Failed(format!(
                 "unexpected reply to '{command}' (request id {id}): {}",
                 serde_json::to_string(&other).unwrap_or_default()
@@ -145,16 +157,20 @@ impl Client {
     }
 
     fn broken(&self, source: ProtocolError) -> CtlError {
-        CtlError::Connection { path: self.path.clone(), source }
+        CtlError::Connection {
+            path: self.path.clone(),
+            source,
+        }
     }
 
     /// Sends a parsed command. When a gunicornd-only command is refused as
     /// unknown, says that the daemon is probably Python gunicorn.
     pub fn call(&mut self, command: &ControlCommand) -> Result<Value, CtlError> {
         match self.request(&command.to_string(), Vec::new()) {
-            Err(CtlError::Refused { command: text, message })
-                if !command.is_gunicorn_command() && message.contains("Unknown command") =>
-            {
+            Err(CtlError::Refused {
+                command: text,
+                message,
+            }) if !command.is_gunicorn_command() && message.contains("Unknown command") => {
                 Err(CtlError::Refused {
                     command: text,
                     message: format!(
@@ -168,7 +184,10 @@ impl Client {
     }
 
     /// [`Client::call`] and decode the data into a reply type.
-    pub fn call_as<T: DeserializeOwned>(&mut self, command: &ControlCommand) -> Result<T, CtlError> {
+    pub fn call_as<T: DeserializeOwned>(
+        &mut self,
+        command: &ControlCommand,
+    ) -> Result<T, CtlError> {
         let data = self.call(command)?;
         serde_json::from_value(data)
             .map_err(|e| CtlError::Failed(format!("unexpected reply to '{command}': {e}")))
@@ -194,8 +213,12 @@ impl Client {
 
 fn connect(path: &Path) -> Result<UnixStream, CtlError> {
     let stream = UnixStream::connect(path).map_err(|e| CtlError::unreachable(path, e))?;
-    stream.set_read_timeout(Some(REPLY_TIMEOUT)).map_err(|e| CtlError::unreachable(path, e))?;
-    stream.set_write_timeout(Some(REPLY_TIMEOUT)).map_err(|e| CtlError::unreachable(path, e))?;
+    stream
+        .set_read_timeout(Some(REPLY_TIMEOUT))
+        .map_err(|e| CtlError::unreachable(path, e))?;
+    stream
+        .set_write_timeout(Some(REPLY_TIMEOUT))
+        .map_err(|e| CtlError::unreachable(path, e))?;
     Ok(stream)
 }
 
@@ -220,25 +243,41 @@ impl EventStream {
     pub fn subscribe(path: &Path) -> Result<EventStream, CtlError> {
         let mut client = Client::connect(path)?;
         let _: EventsReply = client.call_as(&ControlCommand::Events)?;
-        Ok(EventStream { path: client.path, stream: client.stream, decoder: FrameDecoder::new() })
+        Ok(EventStream {
+            path: client.path,
+            stream: client.stream,
+            decoder: FrameDecoder::new(),
+        })
     }
 
     /// The next item, waiting at most `timeout` (`None` = forever).
     /// `Ok(None)` when the time ran out; [`ProtocolError::Closed`] (inside
     /// [`CtlError::Connection`]) when the daemon closed the stream.
-    pub fn next_within(&mut self, timeout: Option<Duration>) -> Result<Option<StreamItem>, CtlError> {
+    pub fn next_within(
+        &mut self,
+        timeout: Option<Duration>,
+    ) -> Result<Option<StreamItem>, CtlError> {
         loop {
             if let Some(payload) = self.decoder.next_payload().map_err(|e| self.broken(e))? {
                 return Ok(Some(decode_item(&payload)));
             }
             // A zero timeout would mean "block forever" to the socket.
             let timeout = timeout.map(|t| t.max(Duration::from_millis(1)));
-            self.stream.set_read_timeout(timeout).map_err(|e| self.broken(e.into()))?;
+            self.stream
+                .set_read_timeout(timeout)
+                .map_err(|e| self.broken(e.into()))?;
             match self.decoder.read_from(&mut self.stream) {
-                Ok(0) if self.decoder.buffered() > 0 => return Err(self.broken(ProtocolError::Truncated)),
+                Ok(0) if self.decoder.buffered() > 0 => {
+                    return Err(self.broken(ProtocolError::Truncated))
+                }
                 Ok(0) => return Err(self.broken(ProtocolError::Closed)),
                 Ok(_) => {}
-                Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                    ) =>
+                {
                     return Ok(None)
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -248,19 +287,32 @@ impl EventStream {
     }
 
     fn broken(&self, source: ProtocolError) -> CtlError {
-        CtlError::Connection { path: self.path.clone(), source }
+        CtlError::Connection {
+            path: self.path.clone(),
+            source,
+        }
     }
 }
 
 /// Whether an error means the daemon ended the event stream normally.
 pub fn is_stream_end(e: &CtlError) -> bool {
-    matches!(e, CtlError::Connection { source: ProtocolError::Closed, .. })
+    matches!(
+        e,
+        CtlError::Connection {
+            source: ProtocolError::Closed,
+            ..
+        }
+    )
 }
 
 fn decode_item(payload: &[u8]) -> StreamItem {
     let frame: Value = match serde_json::from_slice(payload) {
         Ok(v) => v,
-        Err(_) => return StreamItem::Unknown(Value::String(String::from_utf8_lossy(payload).into_owned())),
+        Err(_) => {
+            return StreamItem::Unknown(Value::String(
+                String::from_utf8_lossy(payload).into_owned(),
+            ))
+        }
     };
     if let Ok(Response::Event { data, .. }) = serde_json::from_value::<Response>(frame.clone()) {
         return StreamItem::Event(data);

@@ -21,7 +21,10 @@ pub enum CtlError {
     /// Connecting to the socket failed.
     Unreachable { path: PathBuf, source: io::Error },
     /// Connected, but the conversation broke off or made no sense.
-    Connection { path: PathBuf, source: ProtocolError },
+    Connection {
+        path: PathBuf,
+        source: ProtocolError,
+    },
     /// The daemon answered the command with an error reply.
     Refused { command: String, message: String },
     /// The command was accepted but did not achieve its goal (worker not
@@ -33,15 +36,19 @@ pub enum CtlError {
 
 impl CtlError {
     pub fn unreachable(path: &Path, source: io::Error) -> CtlError {
-        CtlError::Unreachable { path: path.to_path_buf(), source }
+        CtlError::Unreachable {
+            path: path.to_path_buf(),
+            source,
+        }
     }
 
     pub fn exit_code(&self) -> u8 {
         match self {
             CtlError::Unreachable { .. } => EXIT_UNREACHABLE,
-            CtlError::Connection { .. } | CtlError::Refused { .. } | CtlError::Failed(_) | CtlError::Output(_) => {
-                EXIT_FAILED
-            }
+            CtlError::Connection { .. }
+            | CtlError::Refused { .. }
+            | CtlError::Failed(_)
+            | CtlError::Output(_) => EXIT_FAILED,
         }
     }
 
@@ -61,7 +68,9 @@ impl From<io::Error> for CtlError {
 fn why_unreachable(e: &io::Error) -> String {
     match e.kind() {
         io::ErrorKind::NotFound => "no such socket".to_string(),
-        io::ErrorKind::ConnectionRefused => "connection refused (stale socket: nothing is listening)".to_string(),
+        io::ErrorKind::ConnectionRefused => {
+            "connection refused (stale socket: nothing is listening)".to_string()
+        }
         io::ErrorKind::PermissionDenied => "permission denied".to_string(),
         _ => e.to_string(),
     }
@@ -76,8 +85,13 @@ impl fmt::Display for CtlError {
                 path.display(),
                 why_unreachable(source)
             ),
-            CtlError::Connection { path, source: ProtocolError::Io(e) }
-                if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) =>
+            CtlError::Connection {
+                path,
+                source: ProtocolError::Io(e),
+            } if matches!(
+                e.kind(),
+                io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+            ) =>
             {
                 write!(f, "no reply from {} in time", path.display())
             }

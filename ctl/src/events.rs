@@ -31,11 +31,20 @@ pub fn follow(path: &Path, o: &mut Output) -> Result<(), CtlError> {
 /// Human: `<RFC 3339 time>  <what happened>`. JSON: one object per line.
 fn print_item(o: &mut Output, item: &StreamItem) -> Result<(), CtlError> {
     match (item, o.json) {
-        (StreamItem::Event(event), true) => writeln!(o.out, "{}", serde_json::to_string(event).unwrap_or_default())?,
+        (StreamItem::Event(event), true) => writeln!(
+            o.out,
+            "{}",
+            serde_json::to_string(event).unwrap_or_default()
+        )?,
         (StreamItem::Unknown(raw), true) => writeln!(o.out, "{raw}")?,
-        (StreamItem::Event(event), false) => writeln!(o.out, "{}  {}", render::timestamp(event.time), event.kind)?,
+        (StreamItem::Event(event), false) => {
+            writeln!(o.out, "{}  {}", render::timestamp(event.time), event.kind)?
+        }
         (StreamItem::Unknown(raw), false) => {
-            let time = raw.get("time").and_then(Value::as_f64).map_or_else(|| "-".to_string(), render::timestamp);
+            let time = raw
+                .get("time")
+                .and_then(Value::as_f64)
+                .map_or_else(|| "-".to_string(), render::timestamp);
             writeln!(o.out, "{time}  {raw}")?
         }
     }

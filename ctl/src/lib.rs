@@ -59,7 +59,10 @@ pub fn main() -> ExitCode {
 /// Runs one parsed command line, writing results to `out`.
 pub fn run(cli: &Cli, out: &mut dyn Write) -> Result<(), CtlError> {
     let path = socket_path(&cli.global);
-    let o = &mut Output { out, json: cli.global.json };
+    let o = &mut Output {
+        out,
+        json: cli.global.json,
+    };
     match &cli.command {
         Cmd::Status => commands::status(&path, o),
         Cmd::Workers => commands::workers(&path, o),

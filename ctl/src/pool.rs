@@ -31,7 +31,11 @@ impl Pool {
                 w.rss_kb = procfs::rss_kb_of_child(w.pid, stats.pid);
             }
         }
-        Ok(Pool { flavor, stats, workers })
+        Ok(Pool {
+            flavor,
+            stats,
+            workers,
+        })
     }
 
     pub fn target(&self) -> usize {
@@ -48,7 +52,9 @@ impl Pool {
     }
 
     pub fn newest_generation(&self) -> Option<u64> {
-        self.stats.generation.or_else(|| self.workers.iter().filter_map(|w| w.generation).max())
+        self.stats
+            .generation
+            .or_else(|| self.workers.iter().filter_map(|w| w.generation).max())
     }
 }
 
@@ -93,7 +99,8 @@ pub struct StatusView {
 impl StatusView {
     pub fn fetch(client: &mut Client) -> Result<StatusView, CtlError> {
         let pool = Pool::fetch(client)?;
-        let listeners: ListenersReply = client.call_as(&ControlCommand::Show(ShowTarget::Listeners))?;
+        let listeners: ListenersReply =
+            client.call_as(&ControlCommand::Show(ShowTarget::Listeners))?;
         Ok(StatusView {
             server: pool.flavor.describe(),
             master_pid: pool.stats.pid,

@@ -8,7 +8,12 @@ use std::fs;
 /// `parent` as seen from here (otherwise the pid means another process).
 pub fn rss_kb_of_child(pid: i32, parent: i32) -> Option<u64> {
     let status = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let field = |name: &str| status.lines().find_map(|l| l.strip_prefix(name)).map(str::trim);
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .map(str::trim)
+    };
     let ppid: i32 = field("PPid:")?.parse().ok()?;
     if ppid != parent {
         return None;

@@ -20,7 +20,10 @@ pub struct Table {
 
 impl Table {
     pub fn new(headers: &[&str]) -> Table {
-        Table { headers: headers.iter().map(|h| h.to_string()).collect(), rows: Vec::new() }
+        Table {
+            headers: headers.iter().map(|h| h.to_string()).collect(),
+            rows: Vec::new(),
+        }
     }
 
     pub fn row(&mut self, cells: Vec<String>) {
@@ -51,7 +54,11 @@ impl Table {
 
 /// `key   value` lines with the values aligned.
 pub fn write_pairs(out: &mut dyn Write, pairs: &[(&str, String)]) -> io::Result<()> {
-    let width = pairs.iter().map(|(k, _)| k.chars().count()).max().unwrap_or(0);
+    let width = pairs
+        .iter()
+        .map(|(k, _)| k.chars().count())
+        .max()
+        .unwrap_or(0);
     for (key, value) in pairs {
         let mut lines = value.lines();
         let first = format!("{key:<width$}  {}", lines.next().unwrap_or(""));
@@ -82,7 +89,12 @@ pub fn duration(secs: f64) -> String {
         return format!("{:.1}s", secs);
     }
     let total = secs.round() as u64;
-    let (d, h, m, s) = (total / 86_400, total % 86_400 / 3600, total % 3600 / 60, total % 60);
+    let (d, h, m, s) = (
+        total / 86_400,
+        total % 86_400 / 3600,
+        total % 3600 / 60,
+        total % 60,
+    );
     match (d, h, m) {
         (0, 0, 0) => format!("{s}s"),
         (0, 0, _) => format!("{m}m {s}s"),
@@ -148,7 +160,11 @@ pub fn status(out: &mut dyn Write, s: &StatusView) -> io::Result<()> {
     let listeners = if s.listeners.is_empty() {
         "-".to_string()
     } else {
-        s.listeners.iter().map(|l| l.address.as_str()).collect::<Vec<_>>().join("\n")
+        s.listeners
+            .iter()
+            .map(|l| l.address.as_str())
+            .collect::<Vec<_>>()
+            .join("\n")
     };
     write_pairs(
         out,
@@ -216,7 +232,11 @@ pub fn listeners(out: &mut dyn Write, reply: &ListenersReply) -> io::Result<()> 
 }
 
 pub fn config(out: &mut dyn Write, reply: &ConfigReply) -> io::Result<()> {
-    let pairs: Vec<(&str, String)> = reply.0.iter().map(|(k, v)| (k.as_str(), config_value(v))).collect();
+    let pairs: Vec<(&str, String)> = reply
+        .0
+        .iter()
+        .map(|(k, v)| (k.as_str(), config_value(v)))
+        .collect();
     write_pairs(out, &pairs)
 }
 
@@ -225,13 +245,21 @@ fn config_value(v: &Value) -> String {
         Value::Null => "-".to_string(),
         Value::String(s) => s.clone(),
         Value::Array(items) if items.is_empty() => "-".to_string(),
-        Value::Array(items) => items.iter().map(config_value).collect::<Vec<_>>().join(", "),
+        Value::Array(items) => items
+            .iter()
+            .map(config_value)
+            .collect::<Vec<_>>()
+            .join(", "),
         other => other.to_string(),
     }
 }
 
 pub fn help(out: &mut dyn Write, reply: &HelpReply) -> io::Result<()> {
-    let pairs: Vec<(&str, String)> = reply.commands.iter().map(|(c, d)| (c.as_str(), d.clone())).collect();
+    let pairs: Vec<(&str, String)> = reply
+        .commands
+        .iter()
+        .map(|(c, d)| (c.as_str(), d.clone()))
+        .collect();
     write_pairs(out, &pairs)
 }
 
@@ -242,7 +270,11 @@ pub fn show_all(out: &mut dyn Write, reply: &ShowAllReply) -> io::Result<()> {
         worker_table(&reply.web_workers).write(out, "  ")?;
     }
     if let Some(dirty) = &reply.dirty_arbiter {
-        writeln!(out, "dirty arbiter {}", dirty.get("pid").map_or("?".to_string(), Value::to_string))?;
+        writeln!(
+            out,
+            "dirty arbiter {}",
+            dirty.get("pid").map_or("?".to_string(), Value::to_string)
+        )?;
         writeln!(out, "dirty workers ({})", reply.dirty_worker_count)?;
     }
     Ok(())

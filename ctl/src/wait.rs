@@ -42,7 +42,11 @@ impl Waiter {
             Flavor::Gunicornd(_) => Some(EventStream::subscribe(client.path())?),
             Flavor::Gunicorn => None,
         };
-        Ok(Waiter { events, started: Instant::now(), timeout })
+        Ok(Waiter {
+            events,
+            started: Instant::now(),
+            timeout,
+        })
     }
 
     pub fn elapsed(&self) -> Duration {
@@ -110,7 +114,12 @@ const BOOT_FAILURE_CODES: [i32; 2] = [3, 4];
 /// Events that stop any wait: a worker that cannot boot, the master leaving.
 pub fn pool_failure(kind: &EventKind) -> Option<String> {
     match kind {
-        EventKind::WorkerExited { pid, reason, exit_code: Some(code), .. } if BOOT_FAILURE_CODES.contains(code) => {
+        EventKind::WorkerExited {
+            pid,
+            reason,
+            exit_code: Some(code),
+            ..
+        } if BOOT_FAILURE_CODES.contains(code) => {
             Some(format!("worker {pid} failed to boot: {reason}"))
         }
         EventKind::ShuttingDown { mode } => Some(format!("the master is shutting down ({mode})")),
@@ -121,9 +130,9 @@ pub fn pool_failure(kind: &EventKind) -> Option<String> {
 /// [`pool_failure`], plus the daemon giving up on the reload.
 pub fn reload_failure(kind: &EventKind) -> Option<String> {
     match kind {
-        EventKind::ReloadFailed { reason, .. } => {
-            Some(format!("reload failed: {reason}; the previous workers keep serving"))
-        }
+        EventKind::ReloadFailed { reason, .. } => Some(format!(
+            "reload failed: {reason}; the previous workers keep serving"
+        )),
         other => pool_failure(other),
     }
 }
@@ -142,7 +151,10 @@ mod tests {
             exit_code: Some(3),
             signal: None,
         };
-        assert_eq!(pool_failure(&boot).unwrap(), "worker 9 failed to boot: exited with code 3 (worker failed to boot)");
+        assert_eq!(
+            pool_failure(&boot).unwrap(),
+            "worker 9 failed to boot: exited with code 3 (worker failed to boot)"
+        );
         let normal = EventKind::WorkerExited {
             pid: 9,
             generation: 1,
@@ -151,9 +163,18 @@ mod tests {
             signal: None,
         };
         assert_eq!(pool_failure(&normal), None);
-        assert!(pool_failure(&EventKind::ShuttingDown { mode: ShutdownMode::Graceful }).is_some());
-        let failed = EventKind::ReloadFailed { generation: Some(3), reason: "bad config".into() };
+        assert!(pool_failure(&EventKind::ShuttingDown {
+            mode: ShutdownMode::Graceful
+        })
+        .is_some());
+        let failed = EventKind::ReloadFailed {
+            generation: Some(3),
+            reason: "bad config".into(),
+        };
         assert_eq!(pool_failure(&failed), None);
-        assert_eq!(reload_failure(&failed).unwrap(), "reload failed: bad config; the previous workers keep serving");
+        assert_eq!(
+            reload_failure(&failed).unwrap(),
+            "reload failed: bad config; the previous workers keep serving"
+        );
     }
 }

@@ -25,7 +25,9 @@ fn gunicorn_python() -> Option<PathBuf> {
     let venv = target.join("gunicorn-venv");
     let python = venv.join("bin/python");
     if !python.exists() {
-        let probe = Command::new("python3").args(["-c", "import venv, ensurepip"]).output();
+        let probe = Command::new("python3")
+            .args(["-c", "import venv, ensurepip"])
+            .output();
         if !probe.is_ok_and(|o| o.status.success()) {
             eprintln!("SKIPPED: `python3 -m venv` is unavailable (no python3, or no venv/ensurepip module)");
             return None;
@@ -37,24 +39,35 @@ fn gunicorn_python() -> Option<PathBuf> {
         let building = target.join(format!("gunicorn-venv.building-{}", std::process::id()));
         let _ = fs::remove_dir_all(&building);
         run_ok(Command::new("python3").arg("-m").arg("venv").arg(&building));
-        run_ok(
-            Command::new(building.join("bin/python"))
-                .args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check", "gunicorn>=25.1"]),
-        );
+        run_ok(Command::new(building.join("bin/python")).args([
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+            "gunicorn>=25.1",
+        ]));
         if fs::rename(&building, &venv).is_err() {
             // Another run finished first; use its venv.
             let _ = fs::remove_dir_all(&building);
         }
     }
-    let version = run_ok(Command::new(&python).args(["-c", "import gunicorn; print(gunicorn.__version__)"]));
+    let version =
+        run_ok(Command::new(&python).args(["-c", "import gunicorn; print(gunicorn.__version__)"]));
     let version = String::from_utf8_lossy(&version.stdout).trim().to_string();
     let parts: Vec<u32> = version.split('.').filter_map(|p| p.parse().ok()).collect();
-    assert!(parts.as_slice() >= &[25, 1][..], "gunicorn {version} in {} is older than 25.1", venv.display());
+    assert!(
+        parts.as_slice() >= &[25, 1][..],
+        "gunicorn {version} in {} is older than 25.1",
+        venv.display()
+    );
     Some(python)
 }
 
 fn run_ok(cmd: &mut Command) -> Output {
-    let out = cmd.output().unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
     assert!(
         out.status.success(),
         "{cmd:?} failed: {}\n{}",
@@ -83,7 +96,15 @@ impl Gunicorn {
         let log = dir.join("gunicorn.log");
         let log_file = fs::File::create(&log).unwrap();
         let child = Command::new(python)
-            .args(["-m", "gunicorn", "--workers", "2", "--bind", "127.0.0.1:0", "--chdir"])
+            .args([
+                "-m",
+                "gunicorn",
+                "--workers",
+                "2",
+                "--bind",
+                "127.0.0.1:0",
+                "--chdir",
+            ])
             .arg(dir)
             .arg("--pid")
             .arg(dir.join("app.pid"))
@@ -109,7 +130,10 @@ impl Drop for Gunicorn {
         let _ = killpg(Pid::from_raw(self.child.id() as i32), Signal::SIGKILL);
         let _ = self.child.wait();
         if thread::panicking() {
-            eprintln!("--- gunicorn log ---\n{}", fs::read_to_string(&self.log).unwrap_or_default());
+            eprintln!(
+                "--- gunicorn log ---\n{}",
+                fs::read_to_string(&self.log).unwrap_or_default()
+            );
         }
     }
 }
@@ -135,7 +159,13 @@ fn stderr(out: &Output) -> String {
 #[track_caller]
 fn ctl_ok(args: &[&str]) -> String {
     let out = ctl(args);
-    assert_eq!(out.status.code(), Some(0), "gunicornctl {args:?}: {}{}", stdout(&out), stderr(&out));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "gunicornctl {args:?}: {}{}",
+        stdout(&out),
+        stderr(&out)
+    );
     stdout(&out)
 }
 
@@ -143,7 +173,8 @@ fn json(args: &[&str]) -> Value {
     let mut args = args.to_vec();
     args.push("--json");
     let text = ctl_ok(&args);
-    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{args:?} printed invalid JSON ({e}): {text}"))
+    serde_json::from_str(&text)
+        .unwrap_or_else(|e| panic!("{args:?} printed invalid JSON ({e}): {text}"))
 }
 
 /// (pid, booted) of every worker.
@@ -169,7 +200,9 @@ fn poll<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
 
 #[test]
 fn drives_python_gunicorn() {
-    let Some(python) = gunicorn_python() else { return };
+    let Some(python) = gunicorn_python() else {
+        return;
+    };
     let dir = tempfile::tempdir().unwrap();
     let mut gunicorn = Gunicorn::start(&python, dir.path());
     let sock_path = dir.path().join("app.pid.ctl");
@@ -187,16 +220,28 @@ fn drives_python_gunicorn() {
     assert_eq!(status["server"], "gunicorn");
     assert_eq!(status["workers_target"], 2);
     assert_eq!(status["generation"], Value::Null);
-    assert!(status["listeners"][0]["address"].as_str().unwrap().contains("127.0.0.1:"), "{status}");
+    assert!(
+        status["listeners"][0]["address"]
+            .as_str()
+            .unwrap()
+            .contains("127.0.0.1:"),
+        "{status}"
+    );
     let text = ctl_ok(&["status", "-s", sock]);
-    assert!(text.contains(&format!("master      {}", gunicorn.pid())), "{text}");
+    assert!(
+        text.contains(&format!("master      {}", gunicorn.pid())),
+        "{text}"
+    );
     assert!(text.contains("workers     2 booted / 2 target"), "{text}");
     assert!(text.contains("generation  -"), "{text}");
 
     // workers: a table, and JSON with RSS read from /proc.
     let text = ctl_ok(&["-s", sock, "workers"]);
     let lines: Vec<&str> = text.lines().collect();
-    assert!(lines[0].starts_with("PID  ") && lines[0].ends_with("RSS"), "{text}");
+    assert!(
+        lines[0].starts_with("PID  ") && lines[0].ends_with("RSS"),
+        "{text}"
+    );
     assert_eq!(lines.len(), 3, "{text}");
     let listed = json(&["-s", sock, "workers"]);
     for w in listed["workers"].as_array().unwrap() {
@@ -221,11 +266,16 @@ fn drives_python_gunicorn() {
     assert!(!reloaded.is_empty());
     assert!(reloaded.iter().all(|&(_, booted)| booted), "{reloaded:?}");
     for (pid, _) in &reloaded {
-        assert!(!scaled.iter().any(|(old, _)| old == pid), "worker {pid} survived the reload");
+        assert!(
+            !scaled.iter().any(|(old, _)| old == pid),
+            "worker {pid} survived the reload"
+        );
     }
 
     // scale -1 goes through `worker remove`.
-    let target = json(&["-s", sock, "stats"])["workers_target"].as_u64().unwrap();
+    let target = json(&["-s", sock, "stats"])["workers_target"]
+        .as_u64()
+        .unwrap();
     let result = json(&["-s", sock, "scale", "-1", "--wait"]);
     assert_eq!(result["total"].as_u64(), Some(target - 1), "{result}");
     assert_eq!(workers(sock).len() as u64, target - 1);
@@ -235,12 +285,20 @@ fn drives_python_gunicorn() {
     // gunicorn answers an unknown pid with ok + success:false.
     let out = ctl(&["-s", sock, "kill", "999999"]);
     assert_eq!(out.status.code(), Some(1));
-    assert!(stderr(&out).contains("cannot kill worker 999999: Worker 999999 not found"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("cannot kill worker 999999: Worker 999999 not found"),
+        "{}",
+        stderr(&out)
+    );
 
     // gunicornd-only commands say what they are talking to.
     let out = ctl(&["-s", sock, "stop-workers"]);
     assert_eq!(out.status.code(), Some(1));
-    assert!(stderr(&out).contains("looks like Python gunicorn"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("looks like Python gunicorn"),
+        "{}",
+        stderr(&out)
+    );
 
     // stop: the master exits.
     assert_eq!(ctl_ok(&["-s", sock, "stop"]), "shutting down (graceful)\n");
@@ -249,5 +307,9 @@ fn drives_python_gunicorn() {
 
     let out = ctl(&["-s", sock, "status"]);
     assert_eq!(out.status.code(), Some(3));
-    assert!(stderr(&out).starts_with(&format!("gunicornctl: cannot reach gunicornd at {sock}: ")), "{}", stderr(&out));
+    assert!(
+        stderr(&out).starts_with(&format!("gunicornctl: cannot reach gunicornd at {sock}: ")),
+        "{}",
+        stderr(&out)
+    );
 }

@@ -283,7 +283,10 @@ impl ControlCommand {
     pub fn is_read_only(&self) -> bool {
         matches!(
             self,
-            ControlCommand::Show(_) | ControlCommand::Help | ControlCommand::Ping | ControlCommand::Version
+            ControlCommand::Show(_)
+                | ControlCommand::Help
+                | ControlCommand::Ping
+                | ControlCommand::Version
         )
     }
 
@@ -559,7 +562,16 @@ mod tests {
         for text in ["show all", "show workers", "help", "ping", "version"] {
             assert!(parse(text).unwrap().is_read_only(), "{text}");
         }
-        for text in ["worker add", "reload", "reopen", "shutdown", "scale 2", "stop-workers", "upgrade", "events"] {
+        for text in [
+            "worker add",
+            "reload",
+            "reopen",
+            "shutdown",
+            "scale 2",
+            "stop-workers",
+            "upgrade",
+            "events",
+        ] {
             assert!(!parse(text).unwrap().is_read_only(), "{text}");
         }
     }
