@@ -7,13 +7,14 @@
 pub mod app;
 pub mod arbiter;
 pub mod config;
-pub mod hooks;
+pub mod control;
 pub mod daemon;
+pub mod hooks;
 pub mod http;
 pub mod listeners;
 pub mod log;
+pub mod pidfile;
 pub mod scoreboard;
 pub mod signals;
-pub mod worker;
-pub mod pidfile;
 pub mod systemd;
+pub mod worker;
