@@ -113,6 +113,11 @@ impl DaemonHandle {
     /// visible in the worker's setup code.
     pub fn close_in_child(self) {}
 
+    /// The channel's descriptor, for a forked worker that closes it by number.
+    pub fn raw_fd(&self) -> std::os::fd::RawFd {
+        self.channel.as_raw_fd()
+    }
+
     fn send_record(self, record: &str) {
         let mut bytes = record.as_bytes().to_vec();
         bytes.push(RECORD_END);

@@ -5,6 +5,7 @@ use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 
 use super::{Arbiter, Halt, State, Worker};
+use crate::control::protocol::EventKind;
 use crate::worker::{APP_LOAD_ERROR, WORKER_BOOT_ERROR};
 
 impl Arbiter {
@@ -50,6 +51,7 @@ impl Arbiter {
     fn on_worker_exit(&mut self, w: Worker, status: WaitStatus) {
         self.scoreboard.release(w.slot);
         let pid = w.pid;
+        self.emit(exit_event(&w, &status));
         let clean = match status {
             WaitStatus::Signaled(_, sig, _) => {
                 log_signaled(&w, sig);
@@ -103,4 +105,29 @@ fn log_signaled(w: &Worker, sig: Signal) {
         Signal::SIGTERM => tracing::info!("Worker (pid:{pid}) was sent SIGTERM!"),
         _ => tracing::warn!("Worker (pid:{pid}) was sent {name}!"),
     }
+}
+
+/// The `worker_exited` event for a reaped worker.
+fn exit_event(w: &Worker, status: &WaitStatus) -> EventKind {
+    let (reason, exit_code, signal) = match *status {
+        WaitStatus::Exited(_, code) => {
+            let why = match code {
+                0 => "exited normally".to_string(),
+                WORKER_BOOT_ERROR => format!("exited with code {code} (worker failed to boot)"),
+                APP_LOAD_ERROR => format!("exited with code {code} (app failed to load)"),
+                _ => format!("exited with code {code}"),
+            };
+            (why, Some(code), None)
+        }
+        WaitStatus::Signaled(_, sig, _) => {
+            let why = if w.aborted_at.is_some() {
+                format!("killed by {} (worker timeout)", sig.as_str())
+            } else {
+                format!("killed by {}", sig.as_str())
+            };
+            (why, None, Some(sig as i32))
+        }
+        ref other => (format!("{other:?}"), None, None),
+    };
+    EventKind::WorkerExited { pid: w.pid.as_raw(), generation: w.generation, reason, exit_code, signal }
 }

@@ -4,11 +4,12 @@
 
 use std::time::{Duration, Instant};
 
-use nix::sys::signal::{SigSet, SigmaskHow, Signal};
+use nix::sys::signal::{SigSet, SigmaskHow};
 use nix::unistd::{fork, ForkResult};
 use rand::Rng;
 
-use super::{Arbiter, State, Worker};
+use super::{Arbiter, Retire, State, Worker};
+use crate::control::protocol::{EventKind, RetireReason};
 use crate::worker::{self, WorkerSetup};
 
 /// Crash-loop backoff: first delay, and the cap.
@@ -31,7 +32,7 @@ impl Arbiter {
         let live = self.workers.oldest_first(Worker::live);
         if live.len() > self.target {
             for pid in live.into_iter().take(self.workers.count(Worker::live) - self.target) {
-                self.send_stop(pid, Signal::SIGTERM);
+                self.retire(pid, RetireReason::Scale);
             }
         }
     }
@@ -66,10 +67,14 @@ impl Arbiter {
         let mut capacity = self.workers.count(booted);
         for pid in self.workers.oldest_first(|w| w.running() && w.retire.is_some()) {
             let Some(w) = self.workers.get(pid) else { continue };
+            let reason = match w.retire {
+                Some(Retire::Recycle) => RetireReason::MaxRequests,
+                _ => RetireReason::Reload,
+            };
             if !w.booted() {
-                self.send_stop(pid, Signal::SIGTERM);
+                self.retire(pid, reason);
             } else if capacity > self.target {
-                self.send_stop(pid, Signal::SIGTERM);
+                self.retire(pid, reason);
                 capacity -= 1;
             }
         }
@@ -88,6 +93,8 @@ impl Arbiter {
                 prev.generation
             );
             self.previous = None;
+            self.emit(EventKind::ReloadFinished { generation: gen });
+            self.report.reloaded();
         }
     }
 
@@ -152,6 +159,7 @@ impl Arbiter {
                     killed: false,
                 });
                 self.stats.spawned += 1;
+                self.emit(EventKind::WorkerSpawned { pid: child.as_raw(), generation: self.generation });
                 self.hooks.fire(
                     "post_fork",
                     &[("GUNICORND_WORKER_PID", child.to_string()), ("GUNICORND_WORKER_AGE", age.to_string())],

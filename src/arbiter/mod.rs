@@ -7,8 +7,10 @@
 //! fixed tick.
 
 mod command;
+mod control;
 mod exits;
 mod manage;
+mod report;
 mod workers;
 
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
@@ -23,14 +25,19 @@ pub use command::{Command, Scale, MASTER_SIGNALS};
 pub use workers::{Retire, StopSent, Worker, WorkerTable};
 
 use crate::config::{Loader, Settings};
+use crate::control::server::ControlServer;
+use crate::daemon::DaemonHandle;
+use crate::pidfile::Pidfile;
 use crate::hooks::Hooks;
 use crate::listeners::{self, Listener, ListenerSpec};
 use crate::scoreboard::Scoreboard;
 use crate::signals::{self, SignalPipe};
+use crate::control::protocol::{EventKind, RetireReason, ShutdownMode};
 use crate::worker::notify::{self, WorkerMsg};
 
 const SIGNALS: Token = Token(0);
 const WORKER_MSGS: Token = Token(1);
+const CONTROL: Token = Token(2);
 
 /// SIGKILL follows SIGABRT this long after a heartbeat timeout.
 const ABORT_GRACE: Duration = Duration::from_secs(1);
@@ -94,19 +101,40 @@ pub struct Arbiter {
     notify_buf: Vec<u8>,
     stats: Stats,
     hooks: Hooks,
+    pidfile: Option<Pidfile>,
+    control: Option<ControlServer>,
+    report: report::Reporter,
 }
 
 /// Run the master until it stops; returns the process exit status.
 pub fn run(loader: Loader, settings: Settings) -> i32 {
+    let mut daemon = if settings.daemon {
+        if crate::systemd::under_notify_socket() {
+            eprintln!("{}", crate::daemon::NOTIFY_SOCKET_WARNING);
+        }
+        let opts = crate::daemon::DaemonOptions { chdir: settings.chdir.clone(), umask: 0o022 };
+        match crate::daemon::daemonize(&opts) {
+            Ok(handle) => Some(handle),
+            Err(e) => {
+                eprintln!("Error: {e}");
+                return 1;
+            }
+        }
+    } else {
+        None
+    };
     if let Err(e) = crate::log::init(&crate::log::LogConfig::from_settings(&settings)) {
-        eprintln!("Error: {e}");
+        report_startup_error(daemon.take(), &e);
         return 1;
     }
-    let mut arbiter = match Arbiter::start(loader, settings) {
+    if settings.daemon && crate::systemd::under_notify_socket() {
+        tracing::warn!("{}", crate::daemon::NOTIFY_SOCKET_WARNING.trim_start_matches("gunicornd: warning: "));
+    }
+    let mut arbiter = match Arbiter::start(loader, settings, &mut daemon) {
         Ok(a) => a,
         Err(e) => {
             tracing::error!("{e}");
-            eprintln!("Error: {e}");
+            report_startup_error(daemon.take(), &e);
             return 1;
         }
     };
@@ -114,10 +142,23 @@ pub fn run(loader: Loader, settings: Settings) -> i32 {
     arbiter.finish(halt)
 }
 
+/// Tell whoever started us why we could not start: the daemon's launcher
+/// (which prints it and exits 1), or our own stderr.
+fn report_startup_error(daemon: Option<DaemonHandle>, error: &str) {
+    match daemon {
+        Some(handle) => handle.report_error(&format!("Error: {error}")),
+        None => eprintln!("Error: {error}"),
+    }
+}
+
 impl Arbiter {
-    fn start(loader: Loader, settings: Settings) -> Result<Arbiter, String> {
+    fn start(loader: Loader, settings: Settings, daemon: &mut Option<DaemonHandle>) -> Result<Arbiter, String> {
         let pid = nix::unistd::getpid();
         tracing::info!("Starting gunicornd {}", env!("CARGO_PKG_VERSION"));
+        let pidfile = match &settings.pidfile {
+            Some(path) => Some(Pidfile::create(path, pid.as_raw() as u32).map_err(|e| e.to_string())?),
+            None => None,
+        };
         if let Some(dir) = &settings.chdir {
             std::env::set_current_dir(dir)
                 .map_err(|e| format!("cannot change directory to {}: {e}", dir.display()))?;
@@ -150,7 +191,15 @@ impl Arbiter {
         poll.registry()
             .register(&mut SourceFd(&notify_read.as_raw_fd()), WORKER_MSGS, Interest::READABLE)
             .map_err(|e| format!("event loop: {e}"))?;
+        let mut control = open_control_socket(&settings, pid);
+        if let Some(server) = control.as_mut() {
+            if let Err(e) = server.register(poll.registry(), CONTROL) {
+                tracing::warn!("Control socket disabled: {e}");
+                control = None;
+            }
+        }
         let target = settings.workers;
+        let report = report::Reporter::new(daemon.take());
         Ok(Arbiter {
             loader,
             settings,
@@ -175,6 +224,9 @@ impl Arbiter {
             notify_buf: Vec::new(),
             stats: Stats { started_at: Instant::now(), spawned: 0, killed: 0, reloads: 0 },
             hooks,
+            pidfile,
+            control,
+            report,
         })
     }
 
@@ -198,10 +250,14 @@ impl Arbiter {
                         }
                     }
                     WORKER_MSGS => self.read_worker_messages(),
-                    _ => {}
+                    CONTROL => self.accept_control_clients(),
+                    token => self.control_ready(token, event.is_readable(), event.is_writable()),
                 }
             }
-            self.enforce_deadlines(Instant::now());
+            let now = Instant::now();
+            self.enforce_deadlines(now);
+            self.control_housekeeping(now);
+            self.report_progress(now);
             if let State::Stopping { .. } = self.state {
                 if self.workers.is_empty() {
                     return self.halt.take().unwrap_or(Halt { reason: None, status: 0 });
@@ -232,7 +288,10 @@ impl Arbiter {
             Command::Scale(scale) => self.scale(scale),
             Command::ReopenLogs => self.reopen_logs(),
             Command::StopWorkers => self.stop_workers(),
-            Command::Reload => self.reload(),
+            Command::Reload => {
+                // The signal path has nobody to answer; reload() logs why.
+                let _ = self.reload();
+            }
             Command::Upgrade => {
                 tracing::warn!("USR2 signal ignored: binary upgrade is not supported by this version of gunicornd.")
             }
@@ -255,6 +314,7 @@ impl Arbiter {
     fn target_changed(&mut self, old: usize) {
         if self.target != old {
             tracing::info!("Number of workers: {old} -> {}", self.target);
+            self.emit(EventKind::ScaleChanged { previous: old, target: self.target });
             self.hooks.fire(
                 "nworkers_changed",
                 &[("GUNICORND_WORKERS", self.target.to_string()), ("GUNICORND_OLD_WORKERS", old.to_string())],
@@ -283,24 +343,32 @@ impl Arbiter {
         self.target = 0;
         self.target_changed(old);
         for pid in self.workers.oldest_first(Worker::running) {
-            self.send_stop(pid, Signal::SIGTERM);
+            self.retire(pid, RetireReason::StopWorkers);
         }
     }
 
     /// Re-read the configuration and roll a new generation of workers in;
     /// the old ones retire as the new ones boot (see `manage`).
-    fn reload(&mut self) {
+    fn reload(&mut self) -> Result<(), String> {
         tracing::info!("Hang up: Master");
+        if self.state != State::Running {
+            return Err("the server is shutting down".into());
+        }
+        self.report.reloading();
+        let result = self.load_and_roll();
+        if let Err(e) = &result {
+            tracing::error!("Reload failed, keeping the running configuration: {e}");
+            self.emit(EventKind::ReloadFailed { generation: None, reason: e.clone() });
+            self.report.reloaded();
+        }
+        result
+    }
+
+    fn load_and_roll(&mut self) -> Result<(), String> {
         let new = match self.loader.load() {
             Ok(crate::config::Startup::Run(s)) => s,
-            Ok(_) => {
-                tracing::error!("Reload failed: the configuration asks to print or check, not to run; keeping the running configuration.");
-                return;
-            }
-            Err(e) => {
-                tracing::error!("Reload failed, keeping the running configuration: {e}");
-                return;
-            }
+            Ok(_) => return Err("the configuration asks to print or check it, not to run".into()),
+            Err(e) => return Err(e.to_string()),
         };
         if let Err(e) = crate::log::reconfigure(&crate::log::LogConfig::from_settings(&new)) {
             tracing::error!("Reload: cannot apply the new log settings ({e}); keeping the previous ones.");
@@ -309,10 +377,7 @@ impl Arbiter {
             tracing::error!("Cannot reopen log files: {e}");
         }
         if new.binds != self.settings.binds && !self.inherited_listeners {
-            if let Err(e) = self.rebind(&new) {
-                tracing::error!("Reload failed, keeping the running configuration: {e}");
-                return;
-            }
+            self.rebind(&new)?;
         }
         let old_target = self.target;
         if new.workers != self.settings.workers || self.target == 0 {
@@ -333,7 +398,9 @@ impl Arbiter {
         self.next_spawn_at = None;
         tracing::info!("Reloading: starting generation {} with {} workers", self.generation, self.target);
         self.hooks.fire("on_reload", &[("GUNICORND_WORKERS", self.target.to_string())]);
+        self.emit(EventKind::ReloadStarted { generation: self.generation });
         self.target_changed(old_target);
+        Ok(())
     }
 
     /// New sockets first, then the old ones go (workers of the old
@@ -368,6 +435,8 @@ impl Arbiter {
             prev.generation
         );
         let failed = self.generation;
+        self.emit(EventKind::ReloadFailed { generation: Some(failed), reason: reason.to_string() });
+        self.report.reloaded();
         self.generation = prev.generation;
         self.settings = prev.settings;
         if let Err(e) = crate::log::reconfigure(&crate::log::LogConfig::from_settings(&self.settings)) {
@@ -403,6 +472,9 @@ impl Arbiter {
                     QUICK_STOP_GRACE
                 };
                 self.state = State::Stopping { graceful, deadline: now + grace };
+                self.report.stopping();
+                let mode = if graceful { ShutdownMode::Graceful } else { ShutdownMode::Quick };
+                self.emit(EventKind::ShuttingDown { mode });
                 self.close_listeners();
             }
         }
@@ -462,6 +534,12 @@ impl Arbiter {
         } else if let Some(t) = self.next_spawn_at {
             consider(t);
         }
+        if let Some(t) = self.control.as_ref().and_then(ControlServer::next_deadline) {
+            consider(t);
+        }
+        if let Some(t) = self.report.next_watchdog() {
+            consider(t);
+        }
         for w in self.workers.iter().filter(|w| !w.killed) {
             if let Some(stop) = w.stop {
                 consider(stop.kill_at);
@@ -506,6 +584,8 @@ impl Arbiter {
             crate::critical!("WORKER TIMEOUT (pid:{pid}){during}");
             if let Some(w) = self.workers.get_mut(pid) {
                 w.aborted_at = Some(now);
+                let generation = w.generation;
+                self.emit(EventKind::WorkerRetired { pid: pid.as_raw(), generation, reason: RetireReason::Timeout });
             }
             let _ = kill(pid, Signal::SIGABRT);
         }
@@ -539,9 +619,11 @@ impl Arbiter {
         match msg {
             WorkerMsg::Booted => {
                 w.booted_at = Some(Instant::now());
+                let generation = w.generation;
                 self.boot_failures = 0;
                 self.next_spawn_at = None;
                 tracing::debug!("Worker (pid:{pid}) booted");
+                self.emit(EventKind::WorkerBooted { pid: pid.as_raw(), generation });
             }
             WorkerMsg::Recycle => {
                 if w.retire.is_none() {
@@ -554,6 +636,13 @@ impl Arbiter {
     /// Leave: stop what is left, log why, report the exit status.
     fn finish(mut self, halt: Halt) -> i32 {
         self.close_listeners();
+        if let Some(control) = self.control.take() {
+            control.shutdown(self.poll.registry());
+        }
+        if halt.status != 0 {
+            let reason = halt.reason.clone().unwrap_or_else(|| format!("exit status {}", halt.status));
+            self.report.startup_failed(&reason);
+        }
         for w in self.workers.iter() {
             let _ = kill(w.pid, Signal::SIGKILL);
         }
@@ -572,6 +661,9 @@ impl Arbiter {
         } else {
             tracing::error!("Shutting down: Master");
         }
+        if let Some(pidfile) = &self.pidfile {
+            pidfile.unlink();
+        }
         self.hooks.fire("on_exit", &[("GUNICORND_EXIT_STATUS", halt.status.to_string())]);
         if let Some(reason) = &halt.reason {
             if halt.status == 0 {
@@ -587,11 +679,26 @@ impl Arbiter {
     fn master_fds(&self) -> Vec<RawFd> {
         let mut fds = vec![self.poll.as_raw_fd(), self.notify_read.as_raw_fd()];
         fds.extend(self.sigpipe.fds());
+        if let Some(control) = &self.control {
+            fds.extend(control.fds());
+        }
+        fds.extend(self.report.fds());
         fds
     }
 }
 
 fn open_listeners(settings: &Settings) -> Result<(Vec<Listener>, bool), String> {
+    let activated = crate::systemd::listen_fds();
+    if !activated.is_empty() {
+        tracing::info!(
+            "Using {} socket(s) passed by systemd (LISTEN_FDS); the bind setting ({}) is ignored",
+            activated.len(),
+            settings.bind.join(", ")
+        );
+        let fds: Vec<RawFd> = activated.into_iter().map(|l| std::os::fd::IntoRawFd::into_raw_fd(l.fd)).collect();
+        let ls = fds.iter().map(|&fd| listeners::adopt_fd(fd, settings.backlog)).collect::<Result<_, _>>()?;
+        return Ok((ls, true));
+    }
     let inherited: Vec<RawFd> = match std::env::var("GUNICORN_FD") {
         Ok(v) => {
             std::env::remove_var("GUNICORN_FD");
@@ -605,10 +712,34 @@ fn open_listeners(settings: &Settings) -> Result<(Vec<Listener>, bool), String> 
         umask: settings.umask,
         owner: (settings.user, settings.group),
     };
-    let from_fds = !inherited.is_empty()
-        || settings.binds.iter().any(|b| matches!(b, crate::config::BindAddr::Fd(_)));
+    let from_fds = !inherited.is_empty() || settings.binds.iter().any(|b| matches!(b, crate::config::BindAddr::Fd(_)));
     let ls = listeners::create_all(&spec, &inherited, listeners::BIND_ATTEMPTS)?;
     Ok((ls, from_fds))
+}
+
+/// Bind the control socket unless disabled. Failing is a warning, never
+/// fatal (gunicorn's default-on socket broke read-only containers).
+fn open_control_socket(settings: &Settings, pid: Pid) -> Option<ControlServer> {
+    if settings.control_socket_disable {
+        return None;
+    }
+    let path = settings.control_socket.clone().unwrap_or_else(|| {
+        crate::control::paths::default_socket_path_from_env(
+            settings.pidfile.as_deref(),
+            settings.proc_name.as_deref(),
+            nix::unistd::geteuid().as_raw(),
+        )
+    });
+    match ControlServer::bind(&path, settings.control_socket_mode, CONTROL.0) {
+        Ok(server) => {
+            tracing::info!("Control socket listening at {} ({})", path.display(), pid);
+            Some(server)
+        }
+        Err(e) => {
+            tracing::warn!("Failed to start control socket: {e} (use --control-socket PATH or --no-control-socket)");
+            None
+        }
+    }
 }
 
 fn set_nonblocking(fd: RawFd) {

@@ -216,10 +216,9 @@ impl Loader {
                 base.join(log).to_string_lossy().into_owned()
             }
         };
-        let control_socket = match layers.pick("control_socket", |l| &l.control_socket) {
-            Some((path, _)) => Some(base.join(path)),
-            None => default_control_socket(&self.env),
-        };
+        // Unset means the master applies the default rule
+        // (gunicornd::control::paths), which needs the pidfile and name.
+        let control_socket = layers.pick("control_socket", |l| &l.control_socket).map(|(path, _)| base.join(path));
         Ok(Settings {
             app: layers.value("app", |l| &l.app),
             config: layers.file.map(|f| f.path.clone()),
@@ -319,21 +318,6 @@ impl Loader {
             }),
         }
     }
-}
-
-/// The control socket path used when none is configured:
-/// `$XDG_RUNTIME_DIR/gunicornd.ctl` if that directory exists, else
-/// `$HOME/.gunicornd/gunicornd.ctl`; `None` if neither variable is usable.
-/// `gunicornctl` uses the same rule to find the server.
-pub fn default_control_socket(env: &HashMap<String, String>) -> Option<PathBuf> {
-    let var = |name: &str| env.get(name).filter(|v| !v.is_empty()).map(PathBuf::from);
-    if let Some(runtime) = var("XDG_RUNTIME_DIR").filter(|d| d.is_absolute() && d.is_dir()) {
-        return Some(runtime.join(defaults::CONTROL_SOCKET_NAME));
-    }
-    var("HOME").filter(|h| h.is_absolute()).map(|home| {
-        home.join(defaults::CONTROL_SOCKET_HOME_DIR)
-            .join(defaults::CONTROL_SOCKET_NAME)
-    })
 }
 
 /// `base/dir`, which must be an existing directory.
@@ -635,24 +619,4 @@ mod tests {
         ));
     }
 
-    #[test]
-    fn default_control_socket_prefers_runtime_dir() {
-        let dir = tempfile::tempdir().unwrap();
-        let runtime = dir.path().to_string_lossy().into_owned();
-        let env: HashMap<_, _> = [
-            ("XDG_RUNTIME_DIR".to_owned(), runtime),
-            ("HOME".to_owned(), "/home/u".to_owned()),
-        ]
-        .into();
-        assert_eq!(
-            default_control_socket(&env),
-            Some(dir.path().join("gunicornd.ctl"))
-        );
-        let home_only: HashMap<_, _> = [("HOME".to_owned(), "/home/u".to_owned())].into();
-        assert_eq!(
-            default_control_socket(&home_only),
-            Some(PathBuf::from("/home/u/.gunicornd/gunicornd.ctl"))
-        );
-        assert_eq!(default_control_socket(&HashMap::new()), None);
-    }
 }

@@ -33,7 +33,7 @@ use serde::Serialize;
 pub use bind::{parse_address, BindAddr};
 pub use cli::command;
 pub use error::{ConfigError, EXIT_INVALID, EXIT_USAGE};
-pub use load::{default_control_socket, Loader, Startup, ENV_VARS};
+pub use load::{Loader, Startup, ENV_VARS};
 
 /// The effective, validated configuration. Field names are gunicorn's setting
 /// names (they are also the config-file keys).
@@ -86,8 +86,8 @@ pub struct Settings {
     pub daemon: bool,
     /// Absolute.
     pub pidfile: Option<PathBuf>,
-    /// Absolute: the configured path or [`default_control_socket`]; None only
-    /// if no default could be chosen (neither `XDG_RUNTIME_DIR` nor `HOME`).
+    /// Absolute, when configured; `None` means the default rule of
+    /// [`crate::control::paths::default_socket_path`].
     pub control_socket: Option<PathBuf>,
     pub control_socket_mode: u32,
     pub control_socket_disable: bool,

@@ -9,3 +9,4 @@
 
 pub mod paths;
 pub mod protocol;
+pub mod server;

@@ -306,7 +306,7 @@ pub fn sleeping_in_app(pid: i32) -> bool {
 
 pub fn process_alive(pid: i32) -> bool {
     let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { return false };
-    let state = stat.rsplit_once(')').map(|(_, r)| r.trim_start().chars().next()).flatten();
+    let state = stat.rsplit_once(')').and_then(|(_, r)| r.trim_start().chars().next());
     state != Some('Z')
 }
 

@@ -1,0 +1,97 @@
+//! Telling the outside world how the master is doing: systemd (`sd_notify`
+//! READY/RELOADING/STOPPING/STATUS/WATCHDOG) and the launcher of a daemon
+//! (`-D` waits for "ready" or an error before it exits).
+//!
+//! "Ready" means what an operator means: listeners bound *and* the first
+//! generation of workers booted (gunicorn sends READY=1 before it has
+//! spawned a single worker, reference §1.13).
+
+use std::os::fd::RawFd;
+use std::time::{Duration, Instant};
+
+use crate::daemon::DaemonHandle;
+use crate::systemd::Notifier;
+
+pub(super) struct Reporter {
+    notifier: Notifier,
+    daemon: Option<DaemonHandle>,
+    ready: bool,
+    status: String,
+    watchdog: Option<(Duration, Instant)>,
+}
+
+impl Reporter {
+    pub(super) fn new(daemon: Option<DaemonHandle>) -> Reporter {
+        let notifier = Notifier::from_env();
+        let watchdog = notifier.watchdog_interval().map(|every| (every, Instant::now() + every));
+        if let Some((every, _)) = watchdog {
+            tracing::info!("systemd watchdog enabled: pinging every {} ms", every.as_millis());
+        }
+        Reporter { notifier, daemon, ready: false, status: String::new(), watchdog }
+    }
+
+    /// Descriptors a forked worker must close.
+    pub(super) fn fds(&self) -> Vec<RawFd> {
+        self.daemon.iter().map(DaemonHandle::raw_fd).collect()
+    }
+
+    pub(super) fn is_ready(&self) -> bool {
+        self.ready
+    }
+
+    /// The first generation is serving: tell systemd and the launcher.
+    pub(super) fn serving(&mut self) {
+        if self.ready {
+            return;
+        }
+        self.ready = true;
+        self.notifier.ready();
+        if let Some(handle) = self.daemon.take() {
+            handle.report_ready();
+        }
+    }
+
+    /// Startup failed before the server was ready: the launcher says why.
+    pub(super) fn startup_failed(&mut self, reason: &str) {
+        if let Some(handle) = self.daemon.take() {
+            handle.report_error(&format!("Error: {reason}"));
+        }
+    }
+
+    pub(super) fn reloading(&self) {
+        self.notifier.reloading();
+    }
+
+    /// A reload ended (done or rolled back): serving again.
+    pub(super) fn reloaded(&self) {
+        if self.ready {
+            self.notifier.ready();
+        }
+    }
+
+    pub(super) fn stopping(&self) {
+        self.notifier.stopping();
+    }
+
+    /// Update `STATUS=` when the text changed.
+    pub(super) fn status(&mut self, text: String) {
+        if text != self.status {
+            self.notifier.status(&text);
+            self.status = text;
+        }
+    }
+
+    pub(super) fn next_watchdog(&self) -> Option<Instant> {
+        self.watchdog.map(|(_, at)| at)
+    }
+
+    /// Ping the watchdog when due: the event loop running is the proof of life.
+    pub(super) fn tick(&mut self, now: Instant) {
+        if let Some((every, at)) = self.watchdog {
+            if now >= at {
+                self.notifier.watchdog_ping();
+                self.watchdog = Some((every, now + every));
+            }
+        }
+    }
+}
