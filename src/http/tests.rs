@@ -643,6 +643,27 @@ fn continue_is_not_sent_when_not_needed() {
     assert_eq!(body.drain().unwrap(), 0);
     assert!(conn.get_ref().written().is_empty());
 
+    // Draining a body that arrived early, whole or in part.
+    let raw = b"POST / HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\nhello";
+    let mut conn = Connection::new(Script::new(raw));
+    let head = conn.read_head(&Limits::default()).unwrap().unwrap();
+    let mut body = conn.body(&head);
+    assert_eq!(body.drain().unwrap(), 5);
+    assert!(body.is_complete());
+    assert!(conn.get_ref().written().is_empty());
+    let raw =
+        b"POST / HTTP/1.1\r\nExpect: 100-continue\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhel";
+    let mut conn = Connection::new(Script::new(raw));
+    let head = conn.read_head(&Limits::default()).unwrap().unwrap();
+    let mut body = conn.body(&head);
+    assert_eq!(body.drain().unwrap(), 3);
+    assert!(!body.is_complete());
+    assert_eq!(
+        body.read(&mut [0; 8]).unwrap_err().kind(),
+        io::ErrorKind::UnexpectedEof
+    );
+    assert!(conn.get_ref().written().is_empty());
+
     // HTTP/1.0 cannot expect it.
     let raw = b"POST / HTTP/1.0\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\n";
     assert!(!parse(raw).unwrap().unwrap().expect_continue);
@@ -984,4 +1005,53 @@ fn large_bodies_use_one_vectored_write_and_survive_partial_writes() {
     expected.extend_from_slice(&payload[..10]);
     expected.extend_from_slice(b"\r\n0\r\n\r\n");
     assert_eq!(body, expected);
+}
+
+// ----- over a real socket -----
+
+#[test]
+fn loopback_round_trip_with_continue() {
+    use std::net::{TcpListener, TcpStream};
+    use std::time::Duration;
+
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let client = std::thread::spawn(move || {
+        let mut sock = TcpStream::connect(addr).unwrap();
+        // A safety net against a hang, not a synchronisation.
+        sock.set_read_timeout(Some(Duration::from_secs(20)))
+            .unwrap();
+        sock.write_all(
+            b"POST /echo HTTP/1.1\r\nHost: t\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\n",
+        )
+        .unwrap();
+        let mut interim = [0u8; 25];
+        sock.read_exact(&mut interim).unwrap();
+        assert_eq!(&interim, b"HTTP/1.1 100 Continue\r\n\r\n");
+        sock.write_all(b"hello").unwrap();
+        let mut response = Vec::new();
+        sock.read_to_end(&mut response).unwrap();
+        response
+    });
+
+    let (stream, _) = listener.accept().unwrap();
+    let mut conn = Connection::new(&stream);
+    let head = conn.read_head(&Limits::default()).unwrap().unwrap();
+    let mut out = &stream;
+    let mut resp = ResponseWriter::new(&mut out, head.version, head.method == "HEAD");
+    let mut body = conn.body(&head);
+    let mut data = Vec::new();
+    body.read_to_end(&mut data).unwrap();
+    resp.start(200, &fields(&[("Content-Length", "5")]))
+        .unwrap();
+    resp.write(&data).unwrap();
+    resp.finish().unwrap();
+    assert_eq!(body.drain().unwrap(), 0);
+    drop(conn);
+    drop(stream);
+
+    let response = client.join().unwrap();
+    let (lines, body) = split_response(&response);
+    assert_eq!(lines[0], "HTTP/1.1 200 OK");
+    assert_eq!(body, b"hello");
 }
