@@ -56,6 +56,9 @@ pub struct BodyReader<'c, S: Read + Write> {
     conn: &'c mut Connection<S>,
     state: State,
     continue_pending: bool,
+    /// Set by `drain` when the client still waits for `100 Continue`: it has
+    /// not sent the body and will not be asked to, so the socket is not read.
+    withheld: bool,
     trailers: Vec<(String, String)>,
 }
 
@@ -75,6 +78,7 @@ impl<'c, S: Read + Write> BodyReader<'c, S> {
             conn,
             state,
             continue_pending,
+            withheld: false,
             trailers: Vec::new(),
         }
     }
@@ -99,14 +103,11 @@ impl<'c, S: Read + Write> BodyReader<'c, S> {
     /// not sent the body: nothing is read from the socket then.
     pub fn drain(&mut self) -> io::Result<u64> {
         if self.continue_pending {
-            // The client waits for our go-ahead before sending the body, so
-            // there is nothing to drain beyond what it sent early; the body
-            // is abandoned (later reads report it as cut short).
-            let early = self.conn.buffered().len();
-            self.conn.consume(early);
+            // The client waits for our go-ahead before sending the body:
+            // discard only what it sent early; later reads report the body
+            // as cut short.
             self.continue_pending = false;
-            self.state = State::Eof;
-            return Ok(early as u64);
+            self.withheld = true;
         }
         let mut discarded = 0;
         let mut scratch = [0u8; 8 * 1024];
@@ -116,6 +117,7 @@ impl<'c, S: Read + Write> BodyReader<'c, S> {
                 Ok(0) => break,
                 Ok(n) => discarded += n as u64,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) if self.withheld && e.kind() == io::ErrorKind::UnexpectedEof => break,
                 Err(e) => return Err(e),
             }
         }
@@ -126,11 +128,16 @@ impl<'c, S: Read + Write> BodyReader<'c, S> {
     /// preceded by `100 Continue` the first time. End of stream is an error
     /// here, since every caller is inside the body.
     fn fill(&mut self) -> io::Result<()> {
-        self.send_continue_if_pending()?;
+        self.before_socket_read()?;
         self.conn.fill_or_eof()
     }
 
-    fn send_continue_if_pending(&mut self) -> io::Result<()> {
+    /// Sends `100 Continue` the first time the body is read from the socket;
+    /// refuses to read once the body was abandoned by `drain`.
+    fn before_socket_read(&mut self) -> io::Result<()> {
+        if self.withheld {
+            return Err(premature_eof());
+        }
         if self.continue_pending {
             self.continue_pending = false;
             self.conn.write_all_to_peer(CONTINUE)?;
@@ -144,7 +151,7 @@ impl<'c, S: Read + Write> BodyReader<'c, S> {
         let want = usize::try_from(left).map_or(out.len(), |left| left.min(out.len()));
         if self.conn.buffered().is_empty() {
             if want >= self.conn.buffer_capacity() {
-                self.send_continue_if_pending()?;
+                self.before_socket_read()?;
                 return match self.conn.read_direct(&mut out[..want])? {
                     0 => Err(premature_eof()),
                     n => Ok(n),
@@ -289,14 +296,14 @@ impl<S: Read + Write> Read for BodyReader<'_, S> {
 }
 
 /// The [`HttpError`] inside an `io::Error` returned by a [`BodyReader`]
-/// (or built by [`invalid`]), if there is one.
+/// (or converted with `io::Error::from`), if there is one.
 pub fn http_error(e: &io::Error) -> Option<&HttpError> {
     e.get_ref()?.downcast_ref::<HttpError>()
 }
 
-/// Wraps an [`HttpError`] in an `io::Error` of kind `InvalidData`.
-pub fn invalid(e: HttpError) -> io::Error {
-    io::Error::new(io::ErrorKind::InvalidData, e)
+/// An [`HttpError`] as the `io::Error` a body read returns.
+fn invalid(e: HttpError) -> io::Error {
+    io::Error::from(e)
 }
 
 /// Parses a chunk-size line without its CRLF (gunicorn's `parse_chunk_size`):

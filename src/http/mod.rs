@@ -54,7 +54,7 @@ mod status;
 mod tests;
 mod text;
 
-pub use body::{http_error, invalid, BodyReader, DRAIN_LIMIT};
+pub use body::{http_error, BodyReader, DRAIN_LIMIT};
 pub use conn::Connection;
 pub use error_page::{render_error, write_error};
 pub use response::{ResponseFields, ResponseWriter};
@@ -158,6 +158,14 @@ impl fmt::Display for HttpError {
 }
 
 impl std::error::Error for HttpError {}
+
+/// An `InvalidData` I/O error carrying the [`HttpError`], the form in which
+/// body readers report a malformed body; [`http_error`] gets it back.
+impl From<HttpError> for io::Error {
+    fn from(e: HttpError) -> Self {
+        io::Error::new(io::ErrorKind::InvalidData, e)
+    }
+}
 
 /// Why [`Connection::read_head`] produced no request.
 #[derive(Debug)]

@@ -168,12 +168,13 @@ pub(crate) fn parse_decimal(text: &[u8]) -> Option<u64> {
     })
 }
 
-/// Index of the first CRLF in `data` at or after `from`.
+/// Index of the first CRLF in `data` that starts at or after `from`.
 pub(crate) fn find_crlf(data: &[u8], from: usize) -> Option<usize> {
-    let mut i = from;
+    // `i` is where the LF of a CRLF starting at `from` or later can be.
+    let mut i = from + 1;
     while i < data.len() {
         let lf = i + data[i..].iter().position(|&b| b == b'\n')?;
-        if lf > 0 && data[lf - 1] == b'\r' {
+        if data[lf - 1] == b'\r' {
             return Some(lf - 1);
         }
         i = lf + 1;
@@ -271,6 +272,8 @@ mod tests {
         assert_eq!(find_crlf(b"\n\r\n", 0), Some(1));
         assert_eq!(find_crlf(b"ab\r", 0), None);
         assert_eq!(find_crlf(b"\r\nx\r\n", 1), Some(3));
+        assert_eq!(find_crlf(b"\r\n", 1), None);
+        assert_eq!(find_double_crlf(b"a\r\nb\r\nc\r\n\r\n", 0), Some(7));
         assert_eq!(find_double_crlf(b"a\r\nb\r\n\r\nc", 0), Some(4));
         assert_eq!(find_double_crlf(b"a\r\n\nb\r\n", 0), None);
         assert_eq!(trim_sp_htab(b" \t a b\t "), b"a b");
