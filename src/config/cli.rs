@@ -169,7 +169,7 @@ pub struct Cli {
 
     /// Run a shell command on a server event. NAME is one of on_starting,
     /// when_ready, on_reload, pre_fork, post_fork, child_exit, worker_exit,
-    /// nworkers_changed, on_exit, pre_exec. Repeatable [default: none]
+    /// nworkers_changed, on_exit. Repeatable [default: none]
     #[arg(long = "hook", value_name = "NAME=COMMAND", value_parser = values::hook_pair)]
     pub hooks: Option<Vec<(String, String)>>,
 

@@ -23,19 +23,8 @@ pub const DEFAULT_MAX_HEADERFIELD_SIZE: usize = 8190;
 /// Log levels accepted by `--log-level`, lowest first.
 pub const LOG_LEVELS: [&str; 5] = ["debug", "info", "warning", "error", "critical"];
 
-/// Server hooks that can run a command.
-pub const HOOK_NAMES: [&str; 10] = [
-    "on_starting",
-    "when_ready",
-    "on_reload",
-    "pre_fork",
-    "post_fork",
-    "child_exit",
-    "worker_exit",
-    "nworkers_changed",
-    "on_exit",
-    "pre_exec",
-];
+/// Server hooks that can run a command (the events the master fires).
+pub use crate::hooks::EVENTS as HOOK_NAMES;
 
 /// Built-in apps, each optionally followed by `?QUERY`.
 pub const BUILTIN_APPS: [&str; 3] = ["hello", "echo", "debug"];

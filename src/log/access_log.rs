@@ -62,7 +62,6 @@ enum Atom {
     Time,
     RequestLine,
     Status,
-    BytesClf,
     Bytes,
     Referer,
     UserAgent,
@@ -141,7 +140,8 @@ impl Atom {
             "t" => Atom::Time,
             "r" => Atom::RequestLine,
             "s" => Atom::Status,
-            "b" => Atom::BytesClf,
+            // gunicorn prints the byte count even when it is 0 (not CLF's `-`).
+            "b" => Atom::Bytes,
             "B" => Atom::Bytes,
             "f" => Atom::Referer,
             "a" => Atom::UserAgent,
@@ -202,8 +202,7 @@ fn render_atom(
         Atom::Status => {
             let _ = write!(out, "{}", rec.status);
         }
-        Atom::BytesClf if rec.body_bytes == 0 => out.push('-'),
-        Atom::BytesClf | Atom::Bytes => {
+        Atom::Bytes => {
             let _ = write!(out, "{}", rec.body_bytes);
         }
         Atom::Referer => push_or_dash(out, head.and_then(|h| h.header("referer"))),
@@ -402,7 +401,7 @@ mod tests {
         rec.duration = Duration::from_micros(1234);
         assert_eq!(
             render("%(b)s %(B)s %(T)s %(M)s %(D)s %(L)s %(q)s.", &rec),
-            "- 0 0 1 1234 0.001234 ."
+            "0 0 0 1 1234 0.001234 ."
         );
     }
 

@@ -185,7 +185,7 @@ fn access_lines_go_to_their_own_file() {
         lines[0]
     );
     assert!(
-        lines[1].ends_with(r#"] "GET /?1.5 HTTP/1.1" 404 - "-" "-""#),
+        lines[1].ends_with(r#"] "GET /?1.5 HTTP/1.1" 404 0 "-" "-""#),
         "{}",
         lines[1]
     );
