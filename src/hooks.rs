@@ -32,7 +32,10 @@ pub struct Hooks {
 
 impl Hooks {
     pub fn new(commands: &BTreeMap<String, String>) -> Self {
-        Hooks { commands: commands.clone(), running: HashMap::new() }
+        Hooks {
+            commands: commands.clone(),
+            running: HashMap::new(),
+        }
     }
 
     /// Replace the commands (reload); hooks already running go on.
@@ -55,12 +58,20 @@ impl Hooks {
 
     /// If `status` belongs to a hook process, log how it ended and say so.
     pub fn reaped(&mut self, status: &WaitStatus) -> bool {
-        let Some(pid) = status.pid() else { return false };
-        let Some(event) = self.running.remove(&pid.as_raw()) else { return false };
+        let Some(pid) = status.pid() else {
+            return false;
+        };
+        let Some(event) = self.running.remove(&pid.as_raw()) else {
+            return false;
+        };
         match status {
             WaitStatus::Exited(_, 0) => tracing::debug!("Hook {event} (pid:{pid}) finished"),
-            WaitStatus::Exited(_, code) => tracing::error!("Hook {event} (pid:{pid}) failed with exit code {code}"),
-            WaitStatus::Signaled(_, sig, _) => tracing::error!("Hook {event} (pid:{pid}) was killed by {sig}"),
+            WaitStatus::Exited(_, code) => {
+                tracing::error!("Hook {event} (pid:{pid}) failed with exit code {code}")
+            }
+            WaitStatus::Signaled(_, sig, _) => {
+                tracing::error!("Hook {event} (pid:{pid}) was killed by {sig}")
+            }
             _ => {}
         }
         true
@@ -69,10 +80,17 @@ impl Hooks {
 
 /// Start the hook for `event` without tracking it (used in workers, whose
 /// `worker_exit` hook outlives them). Returns the hook's pid.
-pub fn spawn(commands: &BTreeMap<String, String>, event: &str, vars: &[(&str, String)]) -> Option<i32> {
+pub fn spawn(
+    commands: &BTreeMap<String, String>,
+    event: &str,
+    vars: &[(&str, String)],
+) -> Option<i32> {
     let command = commands.get(event)?;
     let mut cmd = Command::new("/bin/sh");
-    cmd.arg("-c").arg(command).stdin(Stdio::null()).env("GUNICORND_EVENT", event);
+    cmd.arg("-c")
+        .arg(command)
+        .stdin(Stdio::null())
+        .env("GUNICORND_EVENT", event);
     for (k, v) in vars {
         cmd.env(k, v);
     }

@@ -163,7 +163,12 @@ pub fn adopt_fd(fd: RawFd, backlog: i32) -> Result<Listener, String> {
     set_cloexec(&owned);
     // Re-listen like gunicorn so the configured backlog applies.
     listen(&owned, backlog_of(backlog)).map_err(|e| format!("fd://{fd}: listen: {e}"))?;
-    Ok(Listener { fd: owned, addr, owns_path: false, tls: false })
+    Ok(Listener {
+        fd: owned,
+        addr,
+        owns_path: false,
+        tls: false,
+    })
 }
 
 fn bind_with_retries(
@@ -221,14 +226,28 @@ fn resolve(host: &str, port: u16) -> Result<SocketAddr, BindError> {
     }
     (host, port)
         .to_socket_addrs()
-        .map_err(|e| (nix::errno::Errno::EADDRNOTAVAIL, format!("cannot resolve {host}: {e}")))?
+        .map_err(|e| {
+            (
+                nix::errno::Errno::EADDRNOTAVAIL,
+                format!("cannot resolve {host}: {e}"),
+            )
+        })?
         .next()
-        .ok_or_else(|| (nix::errno::Errno::EADDRNOTAVAIL, format!("{host} has no address")))
+        .ok_or_else(|| {
+            (
+                nix::errno::Errno::EADDRNOTAVAIL,
+                format!("{host} has no address"),
+            )
+        })
 }
 
 fn bind_tcp(host: &str, port: u16, backlog: i32) -> Result<Listener, BindError> {
     let addr = resolve(host, port)?;
-    let family = if addr.is_ipv4() { AddressFamily::Inet } else { AddressFamily::Inet6 };
+    let family = if addr.is_ipv4() {
+        AddressFamily::Inet
+    } else {
+        AddressFamily::Inet6
+    };
     let err = |e: nix::errno::Errno| (e, e.desc().to_string());
     let fd = socket::socket(family, SockType::Stream, SockFlag::SOCK_CLOEXEC, None).map_err(err)?;
     setsockopt(&fd, sockopt::ReuseAddr, &true).map_err(err)?;
@@ -240,7 +259,12 @@ fn bind_tcp(host: &str, port: u16, backlog: i32) -> Result<Listener, BindError> 
     bind(fd.as_raw_fd(), &SockaddrStorage::from(addr)).map_err(err)?;
     listen(&fd, backlog_of(backlog)).map_err(err)?;
     let actual = local_addr(fd.as_raw_fd()).map_err(|e| (nix::errno::Errno::EINVAL, e))?;
-    Ok(Listener { fd, addr: actual, owns_path: false, tls: false })
+    Ok(Listener {
+        fd,
+        addr: actual,
+        owns_path: false,
+        tls: false,
+    })
 }
 
 fn bind_unix(path: &Path, spec: &ListenerSpec<'_>) -> Result<Listener, BindError> {
@@ -249,16 +273,27 @@ fn bind_unix(path: &Path, spec: &ListenerSpec<'_>) -> Result<Listener, BindError
     match std::fs::symlink_metadata(path) {
         Ok(meta) if meta.file_type().is_socket() => {
             std::fs::remove_file(path).map_err(|e| {
-                (nix::errno::Errno::EACCES, format!("cannot replace {}: {e}", path.display()))
+                (
+                    nix::errno::Errno::EACCES,
+                    format!("cannot replace {}: {e}", path.display()),
+                )
             })?;
         }
         Ok(_) => {
-            return Err((nix::errno::Errno::EEXIST, format!("{} is not a socket", path.display())))
+            return Err((
+                nix::errno::Errno::EEXIST,
+                format!("{} is not a socket", path.display()),
+            ))
         }
         Err(_) => {}
     }
-    let fd = socket::socket(AddressFamily::Unix, SockType::Stream, SockFlag::SOCK_CLOEXEC, None)
-        .map_err(err)?;
+    let fd = socket::socket(
+        AddressFamily::Unix,
+        SockType::Stream,
+        SockFlag::SOCK_CLOEXEC,
+        None,
+    )
+    .map_err(err)?;
     let addr = UnixAddr::new(path).map_err(err)?;
     // The socket file's mode comes from the umask in force at bind time.
     let old = umask(Mode::from_bits_truncate(spec.umask as libc::mode_t));
@@ -271,7 +306,12 @@ fn bind_unix(path: &Path, spec: &ListenerSpec<'_>) -> Result<Listener, BindError
         nix::unistd::chown(path, uid, gid).map_err(err)?;
     }
     listen(&fd, backlog_of(spec.backlog)).map_err(err)?;
-    Ok(Listener { fd, addr: ListenAddr::Unix(path.to_path_buf()), owns_path: true, tls: false })
+    Ok(Listener {
+        fd,
+        addr: ListenAddr::Unix(path.to_path_buf()),
+        owns_path: true,
+        tls: false,
+    })
 }
 
 fn backlog_of(n: i32) -> Backlog {
@@ -301,14 +341,22 @@ fn local_addr(fd: RawFd) -> Result<ListenAddr, String> {
 
 /// `GUNICORN_FD`-style list: `3,4,5`.
 pub fn fd_list(listeners: &[Listener]) -> String {
-    listeners.iter().map(|l| l.raw_fd().to_string()).collect::<Vec<_>>().join(",")
+    listeners
+        .iter()
+        .map(|l| l.raw_fd().to_string())
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 /// Parse `GUNICORN_FD` (comma-separated fd numbers).
 pub fn parse_fd_list(s: &str) -> Result<Vec<RawFd>, String> {
     s.split(',')
         .filter(|p| !p.trim().is_empty())
-        .map(|p| p.trim().parse::<RawFd>().map_err(|_| format!("GUNICORN_FD: bad fd '{p}'")))
+        .map(|p| {
+            p.trim()
+                .parse::<RawFd>()
+                .map_err(|_| format!("GUNICORN_FD: bad fd '{p}'"))
+        })
         .collect()
 }
 
@@ -319,7 +367,10 @@ mod tests {
     #[test]
     fn tcp_listener_on_ephemeral_port_displays_like_gunicorn() {
         let spec = ListenerSpec {
-            binds: &[BindAddr::Tcp { host: "127.0.0.1".into(), port: 0 }],
+            binds: &[BindAddr::Tcp {
+                host: "127.0.0.1".into(),
+                port: 0,
+            }],
             backlog: 16,
             umask: 0,
             owner: (None, None),
@@ -335,7 +386,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("s.sock");
         let spec_binds = [BindAddr::Unix(path.clone())];
-        let spec = ListenerSpec { binds: &spec_binds, backlog: 16, umask: 0o077, owner: (None, None) };
+        let spec = ListenerSpec {
+            binds: &spec_binds,
+            backlog: 16,
+            umask: 0o077,
+            owner: (None, None),
+        };
         let first = create_all(&spec, &[], 1).unwrap();
         drop(first); // leaves a stale socket file behind
         let second = create_all(&spec, &[], 1).unwrap();

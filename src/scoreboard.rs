@@ -56,15 +56,23 @@ impl Scoreboard {
         let ptr = match dir {
             None => {
                 // SAFETY: a fresh anonymous mapping; no existing memory is aliased.
-                unsafe { mmap_anonymous(None, len, prot, MapFlags::MAP_SHARED | MapFlags::MAP_NORESERVE) }
-                    .map_err(|e| format!("cannot map the worker scoreboard: {e}"))?
+                unsafe {
+                    mmap_anonymous(
+                        None,
+                        len,
+                        prot,
+                        MapFlags::MAP_SHARED | MapFlags::MAP_NORESERVE,
+                    )
+                }
+                .map_err(|e| format!("cannot map the worker scoreboard: {e}"))?
             }
             Some(dir) => {
                 let file = tempfile::tempfile_in(dir).map_err(|e| {
                     format!("cannot create the heartbeat file in {}: {e}", dir.display())
                 })?;
-                file.set_len(len.get() as u64)
-                    .map_err(|e| format!("cannot size the heartbeat file in {}: {e}", dir.display()))?;
+                file.set_len(len.get() as u64).map_err(|e| {
+                    format!("cannot size the heartbeat file in {}: {e}", dir.display())
+                })?;
                 // SAFETY: maps a file we just created and nobody else can open
                 // (it is unlinked); the mapping outlives the fd by design.
                 unsafe { mmap(None, len, prot, MapFlags::MAP_SHARED, &file, 0) }
@@ -72,7 +80,10 @@ impl Scoreboard {
             }
         };
         let free = (0..CAPACITY).rev().collect();
-        Ok(Scoreboard { base: ptr.cast(), free })
+        Ok(Scoreboard {
+            base: ptr.cast(),
+            free,
+        })
     }
 
     /// Take a free slot for a worker about to be forked, stamped with "now"

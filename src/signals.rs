@@ -45,7 +45,10 @@ impl SignalPipe {
     pub fn new() -> nix::Result<SignalPipe> {
         let (read, write) = nix::unistd::pipe2(OFlag::O_NONBLOCK | OFlag::O_CLOEXEC)?;
         WRITE_FD.store(write.as_raw_fd(), Ordering::SeqCst);
-        Ok(SignalPipe { read, _write: write })
+        Ok(SignalPipe {
+            read,
+            _write: write,
+        })
     }
 
     pub fn raw_fd(&self) -> RawFd {
@@ -59,7 +62,11 @@ impl SignalPipe {
 
     /// Deliver each of `signals` as a byte on this pipe.
     pub fn forward_to_pipe(&self, signals: &[Signal], restart: bool) -> nix::Result<()> {
-        let flags = if restart { SaFlags::SA_RESTART } else { SaFlags::empty() };
+        let flags = if restart {
+            SaFlags::SA_RESTART
+        } else {
+            SaFlags::empty()
+        };
         let action = SigAction::new(SigHandler::Handler(forward), flags, SigSet::empty());
         for &sig in signals {
             // SAFETY: `forward` is async-signal-safe (see above).
@@ -75,9 +82,11 @@ impl SignalPipe {
         loop {
             match nix::unistd::read(&self.read, &mut buf) {
                 Ok(0) => break,
-                Ok(n) => {
-                    out.extend(buf[..n].iter().filter_map(|&b| Signal::try_from(b as i32).ok()))
-                }
+                Ok(n) => out.extend(
+                    buf[..n]
+                        .iter()
+                        .filter_map(|&b| Signal::try_from(b as i32).ok()),
+                ),
                 Err(nix::errno::Errno::EINTR) => continue,
                 Err(_) => break, // EAGAIN: drained
             }
@@ -108,17 +117,27 @@ mod tests {
     #[test]
     fn every_delivery_is_kept_in_order() {
         let pipe = SignalPipe::new().unwrap();
-        pipe.forward_to_pipe(&[Signal::SIGUSR2, Signal::SIGWINCH], true).unwrap();
+        pipe.forward_to_pipe(&[Signal::SIGUSR2, Signal::SIGWINCH], true)
+            .unwrap();
         for _ in 0..3 {
             nix::sys::signal::raise(Signal::SIGUSR2).unwrap();
         }
         nix::sys::signal::raise(Signal::SIGWINCH).unwrap();
         assert_eq!(
             pipe.drain(),
-            vec![Signal::SIGUSR2, Signal::SIGUSR2, Signal::SIGUSR2, Signal::SIGWINCH]
+            vec![
+                Signal::SIGUSR2,
+                Signal::SIGUSR2,
+                Signal::SIGUSR2,
+                Signal::SIGWINCH
+            ]
         );
         assert!(pipe.drain().is_empty());
-        set_handler(&[Signal::SIGUSR2, Signal::SIGWINCH], SigHandler::SigIgn, SaFlags::empty())
-            .unwrap();
+        set_handler(
+            &[Signal::SIGUSR2, Signal::SIGWINCH],
+            SigHandler::SigIgn,
+            SaFlags::empty(),
+        )
+        .unwrap();
     }
 }

@@ -11,13 +11,24 @@ use common::*;
 
 /// Distinct worker pids seen in an access log written with `%(p)s`.
 fn pids_in_access_log(path: &std::path::Path) -> BTreeSet<String> {
-    std::fs::read_to_string(path).unwrap_or_default().lines().map(|l| l.trim().to_string()).collect()
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(|l| l.trim().to_string())
+        .collect()
 }
 
 #[test]
 fn all_workers_start_and_answer() {
     let srv = Launch::new(&[
-        "-b", "127.0.0.1:0", "-w", "3", "--access-logfile", "access.log", "--access-logformat", "%(p)s",
+        "-b",
+        "127.0.0.1:0",
+        "-w",
+        "3",
+        "--access-logfile",
+        "access.log",
+        "--access-logformat",
+        "%(p)s",
         "builtin:debug",
     ])
     .workers(3)
@@ -28,16 +39,20 @@ fn all_workers_start_and_answer() {
     let clients: Vec<_> = (0..3)
         .map(|_| {
             let addr = addr.clone();
-            std::thread::spawn(move || http_request(&addr, "GET /?sleep=0.5 HTTP/1.1\r\nHost: t\r\n\r\n"))
+            std::thread::spawn(move || {
+                http_request(&addr, "GET /?sleep=0.5 HTTP/1.1\r\nHost: t\r\n\r\n")
+            })
         })
         .collect();
     for c in clients {
         assert_eq!(c.join().unwrap().status, 200);
     }
     let access = srv.path("access.log");
-    expect_within(Duration::from_secs(5), "three workers in the access log", || {
-        pids_in_access_log(&access).len() == 3
-    });
+    expect_within(
+        Duration::from_secs(5),
+        "three workers in the access log",
+        || pids_in_access_log(&access).len() == 3,
+    );
     let logged: BTreeSet<i32> = pids_in_access_log(&access)
         .iter()
         .map(|p| p.trim_matches(|c| c == '<' || c == '>').parse().unwrap())
@@ -64,10 +79,19 @@ fn echo_round_trips_method_headers_and_chunked_body() {
         .as_array()
         .unwrap()
         .iter()
-        .map(|p| (p[0].as_str().unwrap().to_string(), p[1].as_str().unwrap().to_string()))
+        .map(|p| {
+            (
+                p[0].as_str().unwrap().to_string(),
+                p[1].as_str().unwrap().to_string(),
+            )
+        })
         .collect();
     let names: Vec<&str> = headers.iter().map(|(n, _)| n.as_str()).collect();
-    assert_eq!(names, ["Host", "X-First", "x-second", "Transfer-Encoding"], "order and case as received");
+    assert_eq!(
+        names,
+        ["Host", "X-First", "x-second", "Transfer-Encoding"],
+        "order and case as received"
+    );
     assert!(doc["peer"].as_str().unwrap().starts_with("127.0.0.1:"));
 }
 
@@ -87,7 +111,10 @@ fn malformed_requests_get_4xx_and_the_worker_carries_on() {
     let long = format!("GET /{} HTTP/1.1\r\n\r\n", "a".repeat(5000));
     assert_eq!(http_request(srv.addr(), &long).status, 400);
     let many: String = (0..150).map(|i| format!("X-H{i}: v\r\n")).collect();
-    assert_eq!(http_request(srv.addr(), &format!("GET / HTTP/1.1\r\n{many}\r\n")).status, 431);
+    assert_eq!(
+        http_request(srv.addr(), &format!("GET / HTTP/1.1\r\n{many}\r\n")).status,
+        431
+    );
     assert_eq!(srv.get("/ok").status, 200);
     assert_eq!(srv.worker_pids(), before, "the same worker still serves");
 }
@@ -97,12 +124,19 @@ fn unix_socket_listener_serves_and_is_removed_on_exit() {
     let dir = tempfile::tempdir().unwrap();
     let sock = dir.path().join("app.sock");
     let bind = format!("unix:{}", sock.display());
-    let mut srv = Launch::new(&["-b", &bind, "builtin:hello"]).in_dir(dir).start();
+    let mut srv = Launch::new(&["-b", &bind, "builtin:hello"])
+        .in_dir(dir)
+        .start();
     expect_within(Duration::from_secs(10), "socket file", || sock.exists());
-    srv.expect_log(&format!("Listening at: unix:{}", sock.display()), Duration::from_secs(5));
-    expect_within(Duration::from_secs(10), "a worker answers on the socket", || {
-        std::os::unix::net::UnixStream::connect(&sock).is_ok() && srv.booted_count() == 1
-    });
+    srv.expect_log(
+        &format!("Listening at: unix:{}", sock.display()),
+        Duration::from_secs(5),
+    );
+    expect_within(
+        Duration::from_secs(10),
+        "a worker answers on the socket",
+        || std::os::unix::net::UnixStream::connect(&sock).is_ok() && srv.booted_count() == 1,
+    );
     let r = unix_request(&sock, "GET / HTTP/1.1\r\nHost: x\r\n\r\n");
     assert_eq!(r.status, 200);
     assert_eq!(r.text(), "Hello, World!\n");
@@ -143,7 +177,10 @@ fn inherited_fd_listener_serves() {
     let _ = child.wait();
     let log = std::fs::read_to_string(dir.path().join("stderr.log")).unwrap();
     assert!(got, "no answer through fd://3; log:\n{log}");
-    assert!(log.contains(&format!("Listening at: http://{addr}")), "{log}");
+    assert!(
+        log.contains(&format!("Listening at: http://{addr}")),
+        "{log}"
+    );
 }
 
 #[test]
@@ -159,7 +196,10 @@ fn static_app_serves_files_without_escaping_its_root() {
     let r = srv.get("/");
     assert_eq!((r.status, r.text().as_str()), (200, "<h1>hi</h1>"));
     assert!(r.header("Content-Type").unwrap().starts_with("text/html"));
-    assert_eq!(srv.get("/data.json").header("Content-Type"), Some("application/json"));
+    assert_eq!(
+        srv.get("/data.json").header("Content-Type"),
+        Some("application/json")
+    );
     assert_eq!(srv.get("/missing.txt").status, 404);
     assert_eq!(srv.get("/../secret.txt").status, 404);
     assert_eq!(srv.get("/%2e%2e/secret.txt").status, 404);

@@ -23,7 +23,10 @@ fn killed_worker_is_replaced() {
         let now = srv.worker_pids();
         now.len() == 2 && !now.contains(&victim)
     });
-    srv.expect_log(&format!("Worker (pid:{victim}) was sent SIGKILL! Perhaps out of memory?"), Duration::from_secs(5));
+    srv.expect_log(
+        &format!("Worker (pid:{victim}) was sent SIGKILL! Perhaps out of memory?"),
+        Duration::from_secs(5),
+    );
     assert_eq!(srv.get("/").status, 200);
 }
 
@@ -34,23 +37,46 @@ fn stopped_worker_is_killed_after_timeout_and_replaced() {
     // SAFETY: plain kill(2) on our server's worker.
     unsafe { libc::kill(victim, libc::SIGSTOP) };
     let stopped = Instant::now();
-    expect_within(Duration::from_secs(15), "the stopped worker replaced", || {
-        let now = srv.worker_pids();
-        now.len() == 1 && !now.contains(&victim)
+    expect_within(
+        Duration::from_secs(15),
+        "the stopped worker replaced",
+        || {
+            let now = srv.worker_pids();
+            now.len() == 1 && !now.contains(&victim)
+        },
+    );
+    assert!(
+        stopped.elapsed() >= Duration::from_millis(1500),
+        "not killed before the timeout"
+    );
+    srv.expect_log(
+        &format!("WORKER TIMEOUT (pid:{victim})"),
+        Duration::from_secs(5),
+    );
+    srv.expect_log(
+        &format!("Worker (pid:{victim}) was sent SIGKILL!"),
+        Duration::from_secs(5),
+    );
+    assert!(
+        !srv.log_contains(&format!("Worker (pid:{victim}) was sent SIGKILL! Perhaps")),
+        "we killed it; not OOM"
+    );
+    expect_within(Duration::from_secs(10), "the new worker answers", || {
+        srv.get("/").status == 200
     });
-    assert!(stopped.elapsed() >= Duration::from_millis(1500), "not killed before the timeout");
-    srv.expect_log(&format!("WORKER TIMEOUT (pid:{victim})"), Duration::from_secs(5));
-    srv.expect_log(&format!("Worker (pid:{victim}) was sent SIGKILL!"), Duration::from_secs(5));
-    assert!(!srv.log_contains(&format!("Worker (pid:{victim}) was sent SIGKILL! Perhaps")), "we killed it; not OOM");
-    expect_within(Duration::from_secs(10), "the new worker answers", || srv.get("/").status == 200);
 }
 
 #[test]
 fn worker_stuck_while_booting_is_killed() {
     let srv = Server::start_with_workers(0, &["-t", "1", "builtin:debug?boot_sleep=60"]);
-    expect_within(Duration::from_secs(10), "a worker", || srv.worker_pids().len() == 1);
+    expect_within(Duration::from_secs(10), "a worker", || {
+        srv.worker_pids().len() == 1
+    });
     let first = only(&srv.worker_pids());
-    srv.expect_log(&format!("WORKER TIMEOUT (pid:{first}) while booting"), Duration::from_secs(10));
+    srv.expect_log(
+        &format!("WORKER TIMEOUT (pid:{first}) while booting"),
+        Duration::from_secs(10),
+    );
     expect_within(Duration::from_secs(10), "a fresh worker", || {
         let now = srv.worker_pids();
         now.len() == 1 && !now.contains(&first)
@@ -68,7 +94,11 @@ fn max_requests_recycles_a_worker_without_failing_a_request() {
         assert_eq!(r.status, 200, "request {i}");
     }
     seen.extend(srv.worker_pids());
-    assert!(seen.len() >= 3, "workers were recycled: {seen:?}\n{}", srv.log());
+    assert!(
+        seen.len() >= 3,
+        "workers were recycled: {seen:?}\n{}",
+        srv.log()
+    );
     assert!(srv.log_contains("Autorestarting worker after 5 requests"));
 }
 
@@ -85,7 +115,11 @@ fn worker_boot_failure_halts_with_status_3() {
 fn app_load_failure_halts_with_status_4() {
     let mut srv = Server::start(&["-b", "127.0.0.1:0", "static:/nonexistent/dir"]);
     assert_eq!(srv.wait_exit(Duration::from_secs(15)), 4);
-    assert!(srv.log().contains("Reason: App failed to load."), "{}", srv.log());
+    assert!(
+        srv.log().contains("Reason: App failed to load."),
+        "{}",
+        srv.log()
+    );
 }
 
 #[test]
@@ -93,16 +127,28 @@ fn term_lets_the_request_in_flight_finish_then_exits_cleanly() {
     let dir = tempfile::tempdir().unwrap();
     let sock = dir.path().join("web.sock");
     let unix_bind = format!("unix:{}", sock.display());
-    let mut srv = Launch::new(&["-b", "127.0.0.1:0", "-b", &unix_bind, "--graceful-timeout", "20", "builtin:debug"])
-        .workers(1)
-        .in_dir(dir)
-        .start();
+    let mut srv = Launch::new(&[
+        "-b",
+        "127.0.0.1:0",
+        "-b",
+        &unix_bind,
+        "--graceful-timeout",
+        "20",
+        "builtin:debug",
+    ])
+    .workers(1)
+    .in_dir(dir)
+    .start();
     let addr = srv.addr().to_string();
-    let slow = std::thread::spawn(move || http_request(&addr, "GET /?sleep=2 HTTP/1.1\r\nHost: x\r\n\r\n"));
-    // The request is in flight once the worker is busy: wait for the accept.
-    expect_within(Duration::from_secs(5), "the slow request reached the worker", || {
-        srv.worker_pids().iter().any(|&pid| sleeping_in_app(pid))
+    let slow = std::thread::spawn(move || {
+        http_request(&addr, "GET /?sleep=2 HTTP/1.1\r\nHost: x\r\n\r\n")
     });
+    // The request is in flight once the worker is busy: wait for the accept.
+    expect_within(
+        Duration::from_secs(5),
+        "the slow request reached the worker",
+        || srv.worker_pids().iter().any(|&pid| sleeping_in_app(pid)),
+    );
     srv.signal(libc::SIGTERM);
     let resp = slow.join().unwrap();
     assert_eq!(resp.status, 200, "the in-flight request completed");
@@ -113,11 +159,16 @@ fn term_lets_the_request_in_flight_finish_then_exits_cleanly() {
 
 #[test]
 fn int_stops_quickly() {
-    let mut srv = Server::start_with_workers(2, &["-w", "2", "--graceful-timeout", "30", "builtin:debug"]);
+    let mut srv =
+        Server::start_with_workers(2, &["-w", "2", "--graceful-timeout", "30", "builtin:debug"]);
     let addr = srv.addr().to_string();
-    let _slow = std::thread::spawn(move || try_http_request(&addr, b"GET /?sleep=20 HTTP/1.1\r\n\r\n"));
+    let _slow =
+        std::thread::spawn(move || try_http_request(&addr, b"GET /?sleep=20 HTTP/1.1\r\n\r\n"));
     let t = Instant::now();
     srv.signal(libc::SIGINT);
     assert_eq!(srv.wait_exit(Duration::from_secs(10)), 0);
-    assert!(t.elapsed() < Duration::from_secs(5), "quick stop does not wait for the slow request");
+    assert!(
+        t.elapsed() < Duration::from_secs(5),
+        "quick stop does not wait for the slow request"
+    );
 }

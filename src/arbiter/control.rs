@@ -10,10 +10,11 @@ use nix::unistd::Pid;
 
 use super::{Arbiter, Command, Scale, State, Worker};
 use crate::control::protocol::{
-    ConfigReply, ControlCommand, DirtyReply, Event, EventKind, EventsReply, HelpReply, ListenerInfo,
-    ListenersReply, PingReply, ReloadReply, Response, RetireReason, ScaleReply, ShowAllReply, ShowTarget,
-    ShutdownMode, ShutdownReply, StatsReply, StatusReply, StopWorkersReply, VersionReply, WorkerAddReply,
-    WorkerInfo, WorkerKillReply, WorkerRemoveReply, WorkersReply,
+    ConfigReply, ControlCommand, DirtyReply, Event, EventKind, EventsReply, HelpReply,
+    ListenerInfo, ListenersReply, PingReply, ReloadReply, Response, RetireReason, ScaleReply,
+    ShowAllReply, ShowTarget, ShutdownMode, ShutdownReply, StatsReply, StatusReply,
+    StopWorkersReply, VersionReply, WorkerAddReply, WorkerInfo, WorkerKillReply, WorkerRemoveReply,
+    WorkersReply,
 };
 use crate::control::server::Incoming;
 use crate::listeners::ListenAddr;
@@ -27,7 +28,9 @@ impl Arbiter {
 
     pub(super) fn control_ready(&mut self, token: Token, readable: bool, writable: bool) {
         let incoming = match self.control.as_mut() {
-            Some(ctl) if ctl.owns(token) => ctl.ready(self.poll.registry(), token, readable, writable),
+            Some(ctl) if ctl.owns(token) => {
+                ctl.ready(self.poll.registry(), token, readable, writable)
+            }
             _ => return,
         };
         for inc in incoming {
@@ -50,7 +53,9 @@ impl Arbiter {
     /// Send an event to `events` subscribers.
     pub(super) fn emit(&mut self, kind: EventKind) {
         if let Some(ctl) = self.control.as_mut() {
-            let time = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64());
+            let time = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0.0, |d| d.as_secs_f64());
             ctl.broadcast(self.poll.registry(), &Event { time, kind });
         }
     }
@@ -58,8 +63,14 @@ impl Arbiter {
     /// Readiness, STATUS= and watchdog, after every pass of the loop.
     pub(super) fn report_progress(&mut self, now: Instant) {
         let gen = self.generation;
-        let booted = self.workers.count(|w| w.generation == gen && w.live() && w.booted());
-        if self.state == State::Running && !self.report.is_ready() && booted >= self.target && self.target > 0 {
+        let booted = self
+            .workers
+            .count(|w| w.generation == gen && w.live() && w.booted());
+        if self.state == State::Running
+            && !self.report.is_ready()
+            && booted >= self.target
+            && self.target > 0
+        {
             tracing::info!("Ready: {booted} workers booted");
             self.report.serving();
         }
@@ -79,24 +90,48 @@ impl Arbiter {
             Err(e) => return (Response::error(id, e), false),
         };
         if !cmd.is_read_only() {
-            tracing::info!("Control command '{cmd}' from pid {} uid {}", inc.peer.pid, inc.peer.uid);
+            tracing::info!(
+                "Control command '{cmd}' from pid {} uid {}",
+                inc.peer.pid,
+                inc.peer.uid
+            );
         }
         let reply = match cmd {
             ControlCommand::Show(target) => self.show(id, target),
             ControlCommand::WorkerAdd(n) => {
                 let previous = self.target;
                 self.handle(Command::Scale(Scale::By(i64::from(n))));
-                Response::ok(id, &WorkerAddReply { added: self.target - previous, previous, total: self.target })
+                Response::ok(
+                    id,
+                    &WorkerAddReply {
+                        added: self.target - previous,
+                        previous,
+                        total: self.target,
+                    },
+                )
             }
             ControlCommand::WorkerRemove(n) => {
                 let previous = self.target;
                 self.handle(Command::Scale(Scale::By(-i64::from(n))));
-                Response::ok(id, &WorkerRemoveReply { removed: previous - self.target, previous, total: self.target })
+                Response::ok(
+                    id,
+                    &WorkerRemoveReply {
+                        removed: previous - self.target,
+                        previous,
+                        total: self.target,
+                    },
+                )
             }
             ControlCommand::Scale(target) => {
                 let previous = self.target;
                 self.handle(Command::Scale(Scale::To(target.apply(previous))));
-                Response::ok(id, &ScaleReply { previous, total: self.target })
+                Response::ok(
+                    id,
+                    &ScaleReply {
+                        previous,
+                        total: self.target,
+                    },
+                )
             }
             ControlCommand::WorkerKill(pid) => self.kill_worker(id, pid),
             ControlCommand::Reload => match self.reload() {
@@ -108,7 +143,9 @@ impl Arbiter {
                 Response::ok(id, &StatusReply::reopening())
             }
             ControlCommand::Shutdown(mode) => {
-                self.handle(Command::Stop { graceful: mode == ShutdownMode::Graceful });
+                self.handle(Command::Stop {
+                    graceful: mode == ShutdownMode::Graceful,
+                });
                 Response::ok(id, &ShutdownReply::new(mode))
             }
             ControlCommand::StopWorkers => {
@@ -130,9 +167,17 @@ impl Arbiter {
                  use reload to pick up a new configuration",
             ),
             ControlCommand::Help => Response::ok(id, &HelpReply::gunicornd()),
-            ControlCommand::Ping => Response::ok(id, &PingReply { pong: true, pid: self.pid.as_raw() }),
+            ControlCommand::Ping => Response::ok(
+                id,
+                &PingReply {
+                    pong: true,
+                    pid: self.pid.as_raw(),
+                },
+            ),
             ControlCommand::Version => Response::ok(id, &VersionReply::current()),
-            ControlCommand::Events => return (Response::ok(id, &EventsReply { subscribed: true }), true),
+            ControlCommand::Events => {
+                return (Response::ok(id, &EventsReply { subscribed: true }), true)
+            }
         };
         (reply, false)
     }
@@ -149,7 +194,10 @@ impl Arbiter {
                 Response::ok(id, &ConfigReply(map))
             }
             ShowTarget::Listeners => Response::ok(id, &ListenersReply::new(self.listener_infos())),
-            ShowTarget::All => Response::ok(id, &ShowAllReply::new(self.pid.as_raw(), self.worker_infos())),
+            ShowTarget::All => Response::ok(
+                id,
+                &ShowAllReply::new(self.pid.as_raw(), self.worker_infos()),
+            ),
             ShowTarget::Dirty => Response::ok(id, &DirtyReply::disabled()),
         }
     }
@@ -159,21 +207,41 @@ impl Arbiter {
         let running = self.workers.get(target).is_some_and(Worker::running);
         if !running {
             let why = format!("no running worker with pid {pid}");
-            return Response::ok(id, &WorkerKillReply { success: false, killed: None, error: Some(why) });
+            return Response::ok(
+                id,
+                &WorkerKillReply {
+                    success: false,
+                    killed: None,
+                    error: Some(why),
+                },
+            );
         }
         self.retire(target, RetireReason::Killed);
-        Response::ok(id, &WorkerKillReply { success: true, killed: Some(pid), error: None })
+        Response::ok(
+            id,
+            &WorkerKillReply {
+                success: true,
+                killed: Some(pid),
+                error: None,
+            },
+        )
     }
 
     /// Gracefully stop one worker, telling event subscribers why.
     pub(super) fn retire(&mut self, pid: Pid, reason: RetireReason) {
-        let Some(w) = self.workers.get(pid) else { return };
+        let Some(w) = self.workers.get(pid) else {
+            return;
+        };
         if w.stop.is_some() {
             return;
         }
         let generation = w.generation;
         self.send_stop(pid, Signal::SIGTERM);
-        self.emit(EventKind::WorkerRetired { pid: pid.as_raw(), generation, reason });
+        self.emit(EventKind::WorkerRetired {
+            pid: pid.as_raw(),
+            generation,
+            reason,
+        });
     }
 
     fn worker_infos(&self) -> Vec<WorkerInfo> {
@@ -212,7 +280,10 @@ impl Arbiter {
             workers_killed: self.stats.killed,
             reloads: self.stats.reloads,
             dirty_arbiter_pid: None,
-            workers_booted: Some(self.workers.count(|w| w.generation == gen && w.live() && w.booted())),
+            workers_booted: Some(
+                self.workers
+                    .count(|w| w.generation == gen && w.live() && w.booted()),
+            ),
             generation: Some(gen),
         }
     }
@@ -226,7 +297,11 @@ impl Arbiter {
                     ListenAddr::Tcp(a) => (a.to_string(), "tcp6"),
                     ListenAddr::Unix(p) => (format!("unix:{}", p.display()), "unix"),
                 };
-                ListenerInfo { address, fd: l.raw_fd(), kind: kind.to_string() }
+                ListenerInfo {
+                    address,
+                    fd: l.raw_fd(),
+                    kind: kind.to_string(),
+                }
             })
             .collect()
     }

@@ -25,7 +25,9 @@ impl Arbiter {
                             self.fire_child_exit(&w, &status);
                             self.on_worker_exit(w, status)
                         }
-                        None => tracing::debug!("Reaped unknown child process (pid:{pid}, status:{status:?})"),
+                        None => tracing::debug!(
+                            "Reaped unknown child process (pid:{pid}, status:{status:?})"
+                        ),
                     }
                 }
             }
@@ -77,12 +79,19 @@ impl Arbiter {
     /// Exit 3/4: the server cannot run this configuration. During a reload
     /// the previous generation takes over again; otherwise the master halts.
     fn on_fatal_exit(&mut self, w: &Worker, code: i32) {
-        let reason = if code == WORKER_BOOT_ERROR { "Worker failed to boot." } else { "App failed to load." };
+        let reason = if code == WORKER_BOOT_ERROR {
+            "Worker failed to boot."
+        } else {
+            "App failed to load."
+        };
         if self.state != State::Running {
             return;
         }
-        let old_generation_serving =
-            self.previous.is_some() && self.workers.count(|o| o.generation != w.generation && o.running()) > 0;
+        let old_generation_serving = self.previous.is_some()
+            && self
+                .workers
+                .count(|o| o.generation != w.generation && o.running())
+                > 0;
         if w.generation == self.generation && old_generation_serving {
             self.roll_back(reason);
             return;
@@ -91,7 +100,10 @@ impl Arbiter {
             // A straggler of a generation already replaced: nothing to halt.
             return;
         }
-        self.halt = Some(Halt { reason: Some(reason.to_string()), status: code });
+        self.halt = Some(Halt {
+            reason: Some(reason.to_string()),
+            status: code,
+        });
         self.begin_stop(true);
     }
 }
@@ -101,7 +113,9 @@ fn log_signaled(w: &Worker, sig: Signal) {
     let name = sig.as_str();
     match sig {
         Signal::SIGKILL if w.killed => tracing::error!("Worker (pid:{pid}) was sent SIGKILL!"),
-        Signal::SIGKILL => tracing::error!("Worker (pid:{pid}) was sent SIGKILL! Perhaps out of memory?"),
+        Signal::SIGKILL => {
+            tracing::error!("Worker (pid:{pid}) was sent SIGKILL! Perhaps out of memory?")
+        }
         Signal::SIGTERM => tracing::info!("Worker (pid:{pid}) was sent SIGTERM!"),
         _ => tracing::warn!("Worker (pid:{pid}) was sent {name}!"),
     }
@@ -129,5 +143,11 @@ fn exit_event(w: &Worker, status: &WaitStatus) -> EventKind {
         }
         ref other => (format!("{other:?}"), None, None),
     };
-    EventKind::WorkerExited { pid: w.pid.as_raw(), generation: w.generation, reason, exit_code, signal }
+    EventKind::WorkerExited {
+        pid: w.pid.as_raw(),
+        generation: w.generation,
+        reason,
+        exit_code,
+        signal,
+    }
 }

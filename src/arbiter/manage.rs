@@ -31,7 +31,10 @@ impl Arbiter {
     fn stop_excess(&mut self) {
         let live = self.workers.oldest_first(Worker::live);
         if live.len() > self.target {
-            for pid in live.into_iter().take(self.workers.count(Worker::live) - self.target) {
+            for pid in live
+                .into_iter()
+                .take(self.workers.count(Worker::live) - self.target)
+            {
                 self.retire(pid, RetireReason::Scale);
             }
         }
@@ -49,7 +52,11 @@ impl Arbiter {
             self.next_spawn_at = None;
         }
         // While workers keep dying at boot, try one at a time.
-        let missing = if self.boot_failures > 0 { 1 } else { self.target - live };
+        let missing = if self.boot_failures > 0 {
+            1
+        } else {
+            self.target - live
+        };
         for _ in 0..missing {
             if let Err(e) = self.spawn_worker() {
                 tracing::error!("{e}");
@@ -65,8 +72,13 @@ impl Arbiter {
     fn retire_replaced(&mut self) {
         let booted = |w: &Worker| w.running() && w.booted();
         let mut capacity = self.workers.count(booted);
-        for pid in self.workers.oldest_first(|w| w.running() && w.retire.is_some()) {
-            let Some(w) = self.workers.get(pid) else { continue };
+        for pid in self
+            .workers
+            .oldest_first(|w| w.running() && w.retire.is_some())
+        {
+            let Some(w) = self.workers.get(pid) else {
+                continue;
+            };
             let reason = match w.retire {
                 Some(Retire::Recycle) => RetireReason::MaxRequests,
                 _ => RetireReason::Reload,
@@ -86,7 +98,9 @@ impl Arbiter {
         let Some(prev) = &self.previous else { return };
         let gen = self.generation;
         let old_serving = self.workers.count(|w| w.generation != gen && w.running());
-        let booted = self.workers.count(|w| w.generation == gen && w.live() && w.booted());
+        let booted = self
+            .workers
+            .count(|w| w.generation == gen && w.live() && w.booted());
         if old_serving == 0 && booted >= self.target {
             tracing::info!(
                 "Reload complete: generation {gen} is serving with {booted} workers (replaced generation {})",
@@ -111,7 +125,10 @@ impl Arbiter {
 
     fn spawn_worker(&mut self) -> Result<(), String> {
         let slot = self.scoreboard.allocate().ok_or_else(|| {
-            format!("Cannot spawn a worker: {} workers is the most one master runs", crate::scoreboard::CAPACITY)
+            format!(
+                "Cannot spawn a worker: {} workers is the most one master runs",
+                crate::scoreboard::CAPACITY
+            )
         })?;
         self.worker_age += 1;
         let age = self.worker_age;
@@ -121,11 +138,16 @@ impl Arbiter {
         } else {
             0
         };
-        self.hooks.fire("pre_fork", &[("GUNICORND_WORKER_AGE", age.to_string())]);
+        self.hooks
+            .fire("pre_fork", &[("GUNICORND_WORKER_AGE", age.to_string())]);
         // Block signals across fork so that none reaches the child while it
         // still has the master's handlers (they would write to our pipe).
         let mut old_mask = SigSet::empty();
-        let _ = nix::sys::signal::sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::all()), Some(&mut old_mask));
+        let _ = nix::sys::signal::sigprocmask(
+            SigmaskHow::SIG_SETMASK,
+            Some(&SigSet::all()),
+            Some(&mut old_mask),
+        );
         // SAFETY: the master is single-threaded, so the child is a consistent copy.
         let forked = unsafe { fork() };
         match forked {
@@ -144,7 +166,8 @@ impl Arbiter {
                 worker::run(setup)
             }
             Ok(ForkResult::Parent { child }) => {
-                let _ = nix::sys::signal::sigprocmask(SigmaskHow::SIG_SETMASK, Some(&old_mask), None);
+                let _ =
+                    nix::sys::signal::sigprocmask(SigmaskHow::SIG_SETMASK, Some(&old_mask), None);
                 self.scoreboard.set_pid(slot, child.as_raw() as u32);
                 self.workers.insert(Worker {
                     pid: child,
@@ -159,15 +182,22 @@ impl Arbiter {
                     killed: false,
                 });
                 self.stats.spawned += 1;
-                self.emit(EventKind::WorkerSpawned { pid: child.as_raw(), generation: self.generation });
+                self.emit(EventKind::WorkerSpawned {
+                    pid: child.as_raw(),
+                    generation: self.generation,
+                });
                 self.hooks.fire(
                     "post_fork",
-                    &[("GUNICORND_WORKER_PID", child.to_string()), ("GUNICORND_WORKER_AGE", age.to_string())],
+                    &[
+                        ("GUNICORND_WORKER_PID", child.to_string()),
+                        ("GUNICORND_WORKER_AGE", age.to_string()),
+                    ],
                 );
                 Ok(())
             }
             Err(e) => {
-                let _ = nix::sys::signal::sigprocmask(SigmaskHow::SIG_SETMASK, Some(&old_mask), None);
+                let _ =
+                    nix::sys::signal::sigprocmask(SigmaskHow::SIG_SETMASK, Some(&old_mask), None);
                 self.scoreboard.release(slot);
                 Err(format!("Cannot fork a worker: {e}"))
             }

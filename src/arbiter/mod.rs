@@ -25,14 +25,14 @@ pub use command::{Command, Scale, MASTER_SIGNALS};
 pub use workers::{Retire, StopSent, Worker, WorkerTable};
 
 use crate::config::{Loader, Settings};
+use crate::control::protocol::{EventKind, RetireReason, ShutdownMode};
 use crate::control::server::ControlServer;
 use crate::daemon::DaemonHandle;
-use crate::pidfile::Pidfile;
 use crate::hooks::Hooks;
 use crate::listeners::{self, Listener, ListenerSpec};
+use crate::pidfile::Pidfile;
 use crate::scoreboard::Scoreboard;
 use crate::signals::{self, SignalPipe};
-use crate::control::protocol::{EventKind, RetireReason, ShutdownMode};
 use crate::worker::notify::{self, WorkerMsg};
 
 const SIGNALS: Token = Token(0);
@@ -112,7 +112,10 @@ pub fn run(loader: Loader, settings: Settings) -> i32 {
         if crate::systemd::under_notify_socket() {
             eprintln!("{}", crate::daemon::NOTIFY_SOCKET_WARNING);
         }
-        let opts = crate::daemon::DaemonOptions { chdir: settings.chdir.clone(), umask: 0o022 };
+        let opts = crate::daemon::DaemonOptions {
+            chdir: settings.chdir.clone(),
+            umask: 0o022,
+        };
         match crate::daemon::daemonize(&opts) {
             Ok(handle) => Some(handle),
             Err(e) => {
@@ -128,7 +131,10 @@ pub fn run(loader: Loader, settings: Settings) -> i32 {
         return 1;
     }
     if settings.daemon && crate::systemd::under_notify_socket() {
-        tracing::warn!("{}", crate::daemon::NOTIFY_SOCKET_WARNING.trim_start_matches("gunicornd: warning: "));
+        tracing::warn!(
+            "{}",
+            crate::daemon::NOTIFY_SOCKET_WARNING.trim_start_matches("gunicornd: warning: ")
+        );
     }
     let mut arbiter = match Arbiter::start(loader, settings, &mut daemon) {
         Ok(a) => a,
@@ -152,11 +158,17 @@ fn report_startup_error(daemon: Option<DaemonHandle>, error: &str) {
 }
 
 impl Arbiter {
-    fn start(loader: Loader, settings: Settings, daemon: &mut Option<DaemonHandle>) -> Result<Arbiter, String> {
+    fn start(
+        loader: Loader,
+        settings: Settings,
+        daemon: &mut Option<DaemonHandle>,
+    ) -> Result<Arbiter, String> {
         let pid = nix::unistd::getpid();
         tracing::info!("Starting gunicornd {}", env!("CARGO_PKG_VERSION"));
         let pidfile = match &settings.pidfile {
-            Some(path) => Some(Pidfile::create(path, pid.as_raw() as u32).map_err(|e| e.to_string())?),
+            Some(path) => {
+                Some(Pidfile::create(path, pid.as_raw() as u32).map_err(|e| e.to_string())?)
+            }
             None => None,
         };
         if let Some(dir) = &settings.chdir {
@@ -169,7 +181,8 @@ impl Arbiter {
         // LISTEN_FDS) must be claimed before we open anything that could
         // take a free number.
         let (listeners, inherited_listeners) = open_listeners(&settings)?;
-        let sigpipe = SignalPipe::new().map_err(|e| format!("cannot create the signal pipe: {e}"))?;
+        let sigpipe =
+            SignalPipe::new().map_err(|e| format!("cannot create the signal pipe: {e}"))?;
         sigpipe
             .forward_to_pipe(MASTER_SIGNALS, true)
             .map_err(|e| format!("cannot install signal handlers: {e}"))?;
@@ -179,17 +192,28 @@ impl Arbiter {
         let shown: Vec<String> = listeners.iter().map(|l| l.to_string()).collect();
         tracing::info!("Listening at: {} ({})", shown.join(","), pid);
         tracing::info!("Using worker: sync");
-        hooks.fire("when_ready", &[("GUNICORND_WORKERS", settings.workers.to_string())]);
+        hooks.fire(
+            "when_ready",
+            &[("GUNICORND_WORKERS", settings.workers.to_string())],
+        );
         let scoreboard = Scoreboard::new(settings.worker_tmp_dir.as_deref())?;
         let (notify_read, notify_write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
             .map_err(|e| format!("cannot create the worker pipe: {e}"))?;
         set_nonblocking(notify_read.as_raw_fd());
         let poll = Poll::new().map_err(|e| format!("cannot create the event loop: {e}"))?;
         poll.registry()
-            .register(&mut SourceFd(&sigpipe.raw_fd()), SIGNALS, Interest::READABLE)
+            .register(
+                &mut SourceFd(&sigpipe.raw_fd()),
+                SIGNALS,
+                Interest::READABLE,
+            )
             .map_err(|e| format!("event loop: {e}"))?;
         poll.registry()
-            .register(&mut SourceFd(&notify_read.as_raw_fd()), WORKER_MSGS, Interest::READABLE)
+            .register(
+                &mut SourceFd(&notify_read.as_raw_fd()),
+                WORKER_MSGS,
+                Interest::READABLE,
+            )
             .map_err(|e| format!("event loop: {e}"))?;
         let mut control = open_control_socket(&settings, pid);
         if let Some(server) = control.as_mut() {
@@ -222,7 +246,12 @@ impl Arbiter {
             notify_read,
             notify_write,
             notify_buf: Vec::new(),
-            stats: Stats { started_at: Instant::now(), spawned: 0, killed: 0, reloads: 0 },
+            stats: Stats {
+                started_at: Instant::now(),
+                spawned: 0,
+                killed: 0,
+                reloads: 0,
+            },
             hooks,
             pidfile,
             control,
@@ -235,7 +264,9 @@ impl Arbiter {
         let mut events = Events::with_capacity(64);
         self.manage();
         loop {
-            let timeout = self.next_deadline().map(|d| d.saturating_duration_since(Instant::now()));
+            let timeout = self
+                .next_deadline()
+                .map(|d| d.saturating_duration_since(Instant::now()));
             if let Err(e) = self.poll.poll(&mut events, timeout) {
                 if e.kind() != std::io::ErrorKind::Interrupted {
                     tracing::error!("Event loop failed: {e}");
@@ -260,7 +291,10 @@ impl Arbiter {
             self.report_progress(now);
             if let State::Stopping { .. } = self.state {
                 if self.workers.is_empty() {
-                    return self.halt.take().unwrap_or(Halt { reason: None, status: 0 });
+                    return self.halt.take().unwrap_or(Halt {
+                        reason: None,
+                        status: 0,
+                    });
                 }
             } else {
                 self.manage();
@@ -314,17 +348,26 @@ impl Arbiter {
     fn target_changed(&mut self, old: usize) {
         if self.target != old {
             tracing::info!("Number of workers: {old} -> {}", self.target);
-            self.emit(EventKind::ScaleChanged { previous: old, target: self.target });
+            self.emit(EventKind::ScaleChanged {
+                previous: old,
+                target: self.target,
+            });
             self.hooks.fire(
                 "nworkers_changed",
-                &[("GUNICORND_WORKERS", self.target.to_string()), ("GUNICORND_OLD_WORKERS", old.to_string())],
+                &[
+                    ("GUNICORND_WORKERS", self.target.to_string()),
+                    ("GUNICORND_OLD_WORKERS", old.to_string()),
+                ],
             );
         }
     }
 
     fn reopen_logs(&mut self) {
         match crate::log::reopen() {
-            Ok(()) => tracing::info!("Log files reopened; forwarding USR1 to {} workers", self.workers.len()),
+            Ok(()) => tracing::info!(
+                "Log files reopened; forwarding USR1 to {} workers",
+                self.workers.len()
+            ),
             Err(e) => tracing::error!("Cannot reopen log files: {e}"),
         }
         for w in self.workers.iter() {
@@ -358,7 +401,10 @@ impl Arbiter {
         let result = self.load_and_roll();
         if let Err(e) = &result {
             tracing::error!("Reload failed, keeping the running configuration: {e}");
-            self.emit(EventKind::ReloadFailed { generation: None, reason: e.clone() });
+            self.emit(EventKind::ReloadFailed {
+                generation: None,
+                reason: e.clone(),
+            });
             self.report.reloaded();
         }
         result
@@ -371,7 +417,9 @@ impl Arbiter {
             Err(e) => return Err(e.to_string()),
         };
         if let Err(e) = crate::log::reconfigure(&crate::log::LogConfig::from_settings(&new)) {
-            tracing::error!("Reload: cannot apply the new log settings ({e}); keeping the previous ones.");
+            tracing::error!(
+                "Reload: cannot apply the new log settings ({e}); keeping the previous ones."
+            );
         }
         if let Err(e) = crate::log::reopen() {
             tracing::error!("Cannot reopen log files: {e}");
@@ -386,7 +434,10 @@ impl Arbiter {
         self.hooks.set_commands(&new.hooks);
         self.stats.reloads += 1;
         let old_settings = std::mem::replace(&mut self.settings, new);
-        self.previous = Some(PreviousGeneration { settings: old_settings, generation: self.generation });
+        self.previous = Some(PreviousGeneration {
+            settings: old_settings,
+            generation: self.generation,
+        });
         self.generation = self.next_generation;
         self.next_generation += 1;
         for w in self.workers.iter_mut() {
@@ -396,9 +447,18 @@ impl Arbiter {
         }
         self.boot_failures = 0;
         self.next_spawn_at = None;
-        tracing::info!("Reloading: starting generation {} with {} workers", self.generation, self.target);
-        self.hooks.fire("on_reload", &[("GUNICORND_WORKERS", self.target.to_string())]);
-        self.emit(EventKind::ReloadStarted { generation: self.generation });
+        tracing::info!(
+            "Reloading: starting generation {} with {} workers",
+            self.generation,
+            self.target
+        );
+        self.hooks.fire(
+            "on_reload",
+            &[("GUNICORND_WORKERS", self.target.to_string())],
+        );
+        self.emit(EventKind::ReloadStarted {
+            generation: self.generation,
+        });
         self.target_changed(old_target);
         Ok(())
     }
@@ -429,20 +489,30 @@ impl Arbiter {
 
     /// A failed reload: the old generation goes back to serving.
     fn roll_back(&mut self, reason: &str) {
-        let Some(prev) = self.previous.take() else { return };
+        let Some(prev) = self.previous.take() else {
+            return;
+        };
         tracing::error!(
             "Reload failed: {reason} Keeping generation {} serving; fix the configuration and reload again.",
             prev.generation
         );
         let failed = self.generation;
-        self.emit(EventKind::ReloadFailed { generation: Some(failed), reason: reason.to_string() });
+        self.emit(EventKind::ReloadFailed {
+            generation: Some(failed),
+            reason: reason.to_string(),
+        });
         self.report.reloaded();
         self.generation = prev.generation;
         self.settings = prev.settings;
-        if let Err(e) = crate::log::reconfigure(&crate::log::LogConfig::from_settings(&self.settings)) {
+        if let Err(e) =
+            crate::log::reconfigure(&crate::log::LogConfig::from_settings(&self.settings))
+        {
             tracing::error!("Cannot restore the previous log settings: {e}");
         }
-        for pid in self.workers.oldest_first(|w| w.generation == failed && w.running()) {
+        for pid in self
+            .workers
+            .oldest_first(|w| w.generation == failed && w.running())
+        {
             self.send_stop(pid, Signal::SIGTERM);
         }
         for w in self.workers.iter_mut() {
@@ -459,10 +529,18 @@ impl Arbiter {
     fn begin_stop(&mut self, graceful: bool) {
         let now = Instant::now();
         match self.state {
-            State::Stopping { graceful: false, .. } => return,
-            State::Stopping { graceful: true, deadline } if !graceful => {
+            State::Stopping {
+                graceful: false, ..
+            } => return,
+            State::Stopping {
+                graceful: true,
+                deadline,
+            } if !graceful => {
                 tracing::info!("Quick shutdown requested");
-                self.state = State::Stopping { graceful: false, deadline: deadline.min(now + QUICK_STOP_GRACE) };
+                self.state = State::Stopping {
+                    graceful: false,
+                    deadline: deadline.min(now + QUICK_STOP_GRACE),
+                };
             }
             State::Stopping { .. } => return,
             State::Running => {
@@ -471,14 +549,25 @@ impl Arbiter {
                 } else {
                     QUICK_STOP_GRACE
                 };
-                self.state = State::Stopping { graceful, deadline: now + grace };
+                self.state = State::Stopping {
+                    graceful,
+                    deadline: now + grace,
+                };
                 self.report.stopping();
-                let mode = if graceful { ShutdownMode::Graceful } else { ShutdownMode::Quick };
+                let mode = if graceful {
+                    ShutdownMode::Graceful
+                } else {
+                    ShutdownMode::Quick
+                };
                 self.emit(EventKind::ShuttingDown { mode });
                 self.close_listeners();
             }
         }
-        let sig = if graceful { Signal::SIGTERM } else { Signal::SIGQUIT };
+        let sig = if graceful {
+            Signal::SIGTERM
+        } else {
+            Signal::SIGQUIT
+        };
         for pid in self.workers.oldest_first(|_| true) {
             self.send_stop(pid, sig);
         }
@@ -500,11 +589,17 @@ impl Arbiter {
         } else {
             QUICK_STOP_GRACE
         };
-        let Some(w) = self.workers.get_mut(pid) else { return };
+        let Some(w) = self.workers.get_mut(pid) else {
+            return;
+        };
         if w.stop.is_some_and(|s| s.signal == sig) || w.killed {
             return;
         }
-        w.stop = Some(StopSent { signal: sig, at: now, kill_at: now + grace });
+        w.stop = Some(StopSent {
+            signal: sig,
+            at: now,
+            kill_at: now + grace,
+        });
         if let Err(e) = kill(pid, sig) {
             tracing::debug!("kill({pid}, {sig}): {e}");
         }
@@ -585,7 +680,11 @@ impl Arbiter {
             if let Some(w) = self.workers.get_mut(pid) {
                 w.aborted_at = Some(now);
                 let generation = w.generation;
-                self.emit(EventKind::WorkerRetired { pid: pid.as_raw(), generation, reason: RetireReason::Timeout });
+                self.emit(EventKind::WorkerRetired {
+                    pid: pid.as_raw(),
+                    generation,
+                    reason: RetireReason::Timeout,
+                });
             }
             let _ = kill(pid, Signal::SIGABRT);
         }
@@ -615,7 +714,9 @@ impl Arbiter {
     }
 
     fn on_worker_message(&mut self, pid: Pid, msg: WorkerMsg) {
-        let Some(w) = self.workers.get_mut(pid) else { return };
+        let Some(w) = self.workers.get_mut(pid) else {
+            return;
+        };
         match msg {
             WorkerMsg::Booted => {
                 w.booted_at = Some(Instant::now());
@@ -623,7 +724,10 @@ impl Arbiter {
                 self.boot_failures = 0;
                 self.next_spawn_at = None;
                 tracing::debug!("Worker (pid:{pid}) booted");
-                self.emit(EventKind::WorkerBooted { pid: pid.as_raw(), generation });
+                self.emit(EventKind::WorkerBooted {
+                    pid: pid.as_raw(),
+                    generation,
+                });
             }
             WorkerMsg::Recycle => {
                 if w.retire.is_none() {
@@ -640,7 +744,10 @@ impl Arbiter {
             control.shutdown(self.poll.registry());
         }
         if halt.status != 0 {
-            let reason = halt.reason.clone().unwrap_or_else(|| format!("exit status {}", halt.status));
+            let reason = halt
+                .reason
+                .clone()
+                .unwrap_or_else(|| format!("exit status {}", halt.status));
             self.report.startup_failed(&reason);
         }
         for w in self.workers.iter() {
@@ -664,7 +771,10 @@ impl Arbiter {
         if let Some(pidfile) = &self.pidfile {
             pidfile.unlink();
         }
-        self.hooks.fire("on_exit", &[("GUNICORND_EXIT_STATUS", halt.status.to_string())]);
+        self.hooks.fire(
+            "on_exit",
+            &[("GUNICORND_EXIT_STATUS", halt.status.to_string())],
+        );
         if let Some(reason) = &halt.reason {
             if halt.status == 0 {
                 tracing::info!("Reason: {reason}");
@@ -695,8 +805,14 @@ fn open_listeners(settings: &Settings) -> Result<(Vec<Listener>, bool), String> 
             activated.len(),
             settings.bind.join(", ")
         );
-        let fds: Vec<RawFd> = activated.into_iter().map(|l| std::os::fd::IntoRawFd::into_raw_fd(l.fd)).collect();
-        let ls = fds.iter().map(|&fd| listeners::adopt_fd(fd, settings.backlog)).collect::<Result<_, _>>()?;
+        let fds: Vec<RawFd> = activated
+            .into_iter()
+            .map(|l| std::os::fd::IntoRawFd::into_raw_fd(l.fd))
+            .collect();
+        let ls = fds
+            .iter()
+            .map(|&fd| listeners::adopt_fd(fd, settings.backlog))
+            .collect::<Result<_, _>>()?;
         return Ok((ls, true));
     }
     let inherited: Vec<RawFd> = match std::env::var("GUNICORN_FD") {
@@ -712,7 +828,11 @@ fn open_listeners(settings: &Settings) -> Result<(Vec<Listener>, bool), String> 
         umask: settings.umask,
         owner: (settings.user, settings.group),
     };
-    let from_fds = !inherited.is_empty() || settings.binds.iter().any(|b| matches!(b, crate::config::BindAddr::Fd(_)));
+    let from_fds = !inherited.is_empty()
+        || settings
+            .binds
+            .iter()
+            .any(|b| matches!(b, crate::config::BindAddr::Fd(_)));
     let ls = listeners::create_all(&spec, &inherited, listeners::BIND_ATTEMPTS)?;
     Ok((ls, from_fds))
 }
@@ -747,6 +867,9 @@ fn set_nonblocking(fd: RawFd) {
     // SAFETY: fd is a descriptor we just created and own.
     let bfd = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
     if let Ok(flags) = fcntl(bfd, FcntlArg::F_GETFL) {
-        let _ = fcntl(bfd, FcntlArg::F_SETFL(OFlag::from_bits_truncate(flags) | OFlag::O_NONBLOCK));
+        let _ = fcntl(
+            bfd,
+            FcntlArg::F_SETFL(OFlag::from_bits_truncate(flags) | OFlag::O_NONBLOCK),
+        );
     }
 }

@@ -23,11 +23,22 @@ pub(super) struct Reporter {
 impl Reporter {
     pub(super) fn new(daemon: Option<DaemonHandle>) -> Reporter {
         let notifier = Notifier::from_env();
-        let watchdog = notifier.watchdog_interval().map(|every| (every, Instant::now() + every));
+        let watchdog = notifier
+            .watchdog_interval()
+            .map(|every| (every, Instant::now() + every));
         if let Some((every, _)) = watchdog {
-            tracing::info!("systemd watchdog enabled: pinging every {} ms", every.as_millis());
+            tracing::info!(
+                "systemd watchdog enabled: pinging every {} ms",
+                every.as_millis()
+            );
         }
-        Reporter { notifier, daemon, ready: false, status: String::new(), watchdog }
+        Reporter {
+            notifier,
+            daemon,
+            ready: false,
+            status: String::new(),
+            watchdog,
+        }
     }
 
     /// Descriptors a forked worker must close.

@@ -218,7 +218,9 @@ impl Loader {
         };
         // Unset means the master applies the default rule
         // (gunicornd::control::paths), which needs the pidfile and name.
-        let control_socket = layers.pick("control_socket", |l| &l.control_socket).map(|(path, _)| base.join(path));
+        let control_socket = layers
+            .pick("control_socket", |l| &l.control_socket)
+            .map(|(path, _)| base.join(path));
         Ok(Settings {
             app: layers.value("app", |l| &l.app),
             config: layers.file.map(|f| f.path.clone()),
@@ -618,5 +620,4 @@ mod tests {
             Ok(Startup::CheckConfig(_))
         ));
     }
-
 }

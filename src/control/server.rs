@@ -74,13 +74,15 @@ impl ControlServer {
         let owner_uid = nix::unistd::geteuid().as_raw();
         if let Some(dir) = path.parent() {
             if paths::is_private_tmp_path(path, owner_uid) {
-                paths::ensure_private_dir(dir, owner_uid).map_err(|e| format!("{}: {e}", dir.display()))?;
+                paths::ensure_private_dir(dir, owner_uid)
+                    .map_err(|e| format!("{}: {e}", dir.display()))?;
             } else if !dir.is_dir() {
                 return Err(format!("directory {} does not exist", dir.display()));
             }
         }
         replace_stale_socket(path)?;
-        let listener = UnixListener::bind(path).map_err(|e| format!("cannot bind {}: {e}", path.display()))?;
+        let listener =
+            UnixListener::bind(path).map_err(|e| format!("cannot bind {}: {e}", path.display()))?;
         std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
             .map_err(|e| format!("cannot set the mode of {}: {e}", path.display()))?;
         Ok(ControlServer {
@@ -168,9 +170,17 @@ impl ControlServer {
     }
 
     /// Handle readiness of a client; returns the complete requests it sent.
-    pub fn ready(&mut self, registry: &Registry, token: Token, readable: bool, writable: bool) -> Vec<Incoming> {
+    pub fn ready(
+        &mut self,
+        registry: &Registry,
+        token: Token,
+        readable: bool,
+        writable: bool,
+    ) -> Vec<Incoming> {
         let mut incoming = Vec::new();
-        let Some(client) = self.clients.get_mut(&token) else { return incoming };
+        let Some(client) = self.clients.get_mut(&token) else {
+            return incoming;
+        };
         if writable {
             client.flush();
         }
@@ -204,8 +214,12 @@ impl ControlServer {
 
     /// Send an event to every subscriber.
     pub fn broadcast(&mut self, registry: &Registry, event: &Event) {
-        let subscribers: Vec<Token> =
-            self.clients.iter().filter(|(_, c)| c.subscribed.is_some()).map(|(t, _)| *t).collect();
+        let subscribers: Vec<Token> = self
+            .clients
+            .iter()
+            .filter(|(_, c)| c.subscribed.is_some())
+            .map(|(t, _)| *t)
+            .collect();
         for token in subscribers {
             if let Some(client) = self.clients.get_mut(&token) {
                 let id = client.subscribed.unwrap_or(0);
@@ -218,7 +232,11 @@ impl ControlServer {
 
     /// When the next idle client must be closed.
     pub fn next_deadline(&self) -> Option<Instant> {
-        self.clients.values().filter(|c| c.subscribed.is_none()).map(|c| c.last_active + IDLE_TIMEOUT).min()
+        self.clients
+            .values()
+            .filter(|c| c.subscribed.is_none())
+            .map(|c| c.last_active + IDLE_TIMEOUT)
+            .min()
     }
 
     /// Close connections that have been idle too long.
@@ -230,7 +248,10 @@ impl ControlServer {
             .map(|(t, _)| *t)
             .collect();
         for token in idle {
-            tracing::debug!("Control socket: closing a connection idle for {}s", IDLE_TIMEOUT.as_secs());
+            tracing::debug!(
+                "Control socket: closing a connection idle for {}s",
+                IDLE_TIMEOUT.as_secs()
+            );
             self.drop_client(registry, token);
         }
     }
@@ -254,9 +275,14 @@ impl ControlServer {
 
     /// Close the client if it is done, or update its write interest.
     fn settle(&mut self, registry: &Registry, token: Token) {
-        let Some(client) = self.clients.get_mut(&token) else { return };
+        let Some(client) = self.clients.get_mut(&token) else {
+            return;
+        };
         if client.out.len() > MAX_PENDING_OUTPUT {
-            tracing::warn!("Control socket: dropping pid {} that does not read its replies", client.peer.pid);
+            tracing::warn!(
+                "Control socket: dropping pid {} that does not read its replies",
+                client.peer.pid
+            );
             self.drop_client(registry, token);
             return;
         }
@@ -266,8 +292,15 @@ impl ControlServer {
         }
         let want_write = !client.out.is_empty();
         if want_write != client.writable_interest {
-            let interest = if want_write { Interest::READABLE | Interest::WRITABLE } else { Interest::READABLE };
-            if registry.reregister(&mut client.stream, token, interest).is_ok() {
+            let interest = if want_write {
+                Interest::READABLE | Interest::WRITABLE
+            } else {
+                Interest::READABLE
+            };
+            if registry
+                .reregister(&mut client.stream, token, interest)
+                .is_ok()
+            {
                 client.writable_interest = want_write;
             }
         }
@@ -314,7 +347,11 @@ impl Client {
                     // An event stream takes no further requests.
                     self.closing = true;
                 }
-                Ok(Some(request)) => incoming.push(Incoming { token, peer: self.peer, request }),
+                Ok(Some(request)) => incoming.push(Incoming {
+                    token,
+                    peer: self.peer,
+                    request,
+                }),
                 Ok(None) => return,
                 Err(e) => {
                     if let Some(reply) = e.error_reply() {
@@ -332,7 +369,8 @@ impl Client {
         match encode_frame(response) {
             Ok(frame) => self.out.extend_from_slice(&frame),
             Err(e) => {
-                let fallback = Response::error(response.id(), format!("cannot encode the reply: {e}"));
+                let fallback =
+                    Response::error(response.id(), format!("cannot encode the reply: {e}"));
                 if let Ok(frame) = encode_frame(&fallback) {
                     self.out.extend_from_slice(&frame);
                 }
@@ -361,9 +399,15 @@ impl Client {
 
 fn peer_of(stream: &UnixStream) -> Peer {
     match getsockopt(stream, sockopt::PeerCredentials) {
-        Ok(cred) => Peer { pid: cred.pid(), uid: cred.uid() },
+        Ok(cred) => Peer {
+            pid: cred.pid(),
+            uid: cred.uid(),
+        },
         // Unknown credentials are treated as an unknown (refused) user.
-        Err(_) => Peer { pid: 0, uid: u32::MAX },
+        Err(_) => Peer {
+            pid: 0,
+            uid: u32::MAX,
+        },
     }
 }
 
@@ -373,9 +417,13 @@ fn replace_stale_socket(path: &Path) -> Result<(), String> {
         Ok(meta) if meta.file_type().is_socket() => {
             // A live server answers a connect: then the path is taken.
             if std::os::unix::net::UnixStream::connect(path).is_ok() {
-                return Err(format!("{} is in use by another running server", path.display()));
+                return Err(format!(
+                    "{} is in use by another running server",
+                    path.display()
+                ));
             }
-            std::fs::remove_file(path).map_err(|e| format!("cannot replace {}: {e}", path.display()))
+            std::fs::remove_file(path)
+                .map_err(|e| format!("cannot replace {}: {e}", path.display()))
         }
         Ok(_) => Err(format!("{} exists and is not a socket", path.display())),
         Err(_) => Ok(()),

@@ -115,10 +115,17 @@ pub fn serve(stream: Stream, peer: &PeerAddr, app: &mut dyn App, limits: &Limits
     let mut out = &stream;
     let mut resp = ResponseWriter::new(&mut out, head.version, head.method == "HEAD");
     let mut body = conn.body(&head);
-    let req = Request { head: &head, peer, scheme: "http", body: &mut body };
+    let req = Request {
+        head: &head,
+        peer,
+        scheme: "http",
+        body: &mut body,
+    };
     let outcome = app.call(req, &mut resp).and_then(|()| {
         if !resp.started() {
-            return Err(io::Error::other("the app returned without starting a response"));
+            return Err(io::Error::other(
+                "the app returned without starting a response",
+            ));
         }
         resp.finish()
     });
@@ -126,7 +133,9 @@ pub fn serve(stream: Stream, peer: &PeerAddr, app: &mut dyn App, limits: &Limits
     let body_bytes = resp.body_bytes();
     let headers_sent = resp.headers_sent();
     let response_headers: Vec<(String, String)> = if crate::log::access_enabled() {
-        resp.headers().map(|(n, v)| (n.to_string(), v.into_owned())).collect()
+        resp.headers()
+            .map(|(n, v)| (n.to_string(), v.into_owned()))
+            .collect()
     } else {
         Vec::new()
     };
@@ -143,7 +152,15 @@ pub fn serve(stream: Stream, peer: &PeerAddr, app: &mut dyn App, limits: &Limits
     // Read what the app left unread so that closing does not reset a client
     // that is still sending (the reset could destroy the response in flight).
     let _ = body.drain();
-    log_access(peer, Some(&head), status, body_bytes, &response_headers, started, clock.elapsed());
+    log_access(
+        peer,
+        Some(&head),
+        status,
+        body_bytes,
+        &response_headers,
+        started,
+        clock.elapsed(),
+    );
     stream.shutdown_write();
 }
 
@@ -152,10 +169,17 @@ pub fn serve(stream: Stream, peer: &PeerAddr, app: &mut dyn App, limits: &Limits
 fn failure_response(e: &io::Error, head: &http::RequestHead, peer: &PeerAddr) -> Option<HttpError> {
     use io::ErrorKind::*;
     if let Some(bad_body) = http::http_error(e) {
-        tracing::warn!("Invalid request from ip={}: {}", peer.host(), bad_body.message);
+        tracing::warn!(
+            "Invalid request from ip={}: {}",
+            peer.host(),
+            bad_body.message
+        );
         return Some(bad_body.clone());
     }
-    if matches!(e.kind(), BrokenPipe | ConnectionReset | ConnectionAborted | NotConnected | UnexpectedEof) {
+    if matches!(
+        e.kind(),
+        BrokenPipe | ConnectionReset | ConnectionAborted | NotConnected | UnexpectedEof
+    ) {
         tracing::debug!("Ignored premature client disconnection. {e}");
         return None;
     }

@@ -87,7 +87,10 @@ fn boot(setup: &WorkerSetup<'_>) -> Result<Booted, i32> {
     // parent-pid check); TERM so that a request in flight still completes.
     let _ = nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGTERM);
     if nix::unistd::getppid() != setup.master_pid {
-        tracing::info!("Parent changed, shutting down: <Worker {}>", std::process::id());
+        tracing::info!(
+            "Parent changed, shutting down: <Worker {}>",
+            std::process::id()
+        );
         return Err(EXIT_OK);
     }
     tracing::info!("Booting worker with pid: {}", std::process::id());

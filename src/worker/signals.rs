@@ -23,13 +23,28 @@ extern "C" fn abort_now(_: libc::c_int) {
 pub fn install() -> nix::Result<SignalPipe> {
     let pipe = SignalPipe::new()?;
     set_handler(
-        &[Signal::SIGHUP, Signal::SIGWINCH, Signal::SIGUSR2, Signal::SIGTTIN, Signal::SIGTTOU, Signal::SIGPIPE],
+        &[
+            Signal::SIGHUP,
+            Signal::SIGWINCH,
+            Signal::SIGUSR2,
+            Signal::SIGTTIN,
+            Signal::SIGTTOU,
+            Signal::SIGPIPE,
+        ],
         SigHandler::SigIgn,
         SaFlags::empty(),
     )?;
     set_handler(&[Signal::SIGCHLD], SigHandler::SigDfl, SaFlags::empty())?;
-    set_handler(&[Signal::SIGQUIT, Signal::SIGINT], SigHandler::Handler(quit_now), SaFlags::empty())?;
-    set_handler(&[Signal::SIGABRT], SigHandler::Handler(abort_now), SaFlags::empty())?;
+    set_handler(
+        &[Signal::SIGQUIT, Signal::SIGINT],
+        SigHandler::Handler(quit_now),
+        SaFlags::empty(),
+    )?;
+    set_handler(
+        &[Signal::SIGABRT],
+        SigHandler::Handler(abort_now),
+        SaFlags::empty(),
+    )?;
     // SA_RESTART: a TERM must not break the request being served; the loop
     // sees it at its next pass (the pipe wakes it if it is waiting).
     pipe.forward_to_pipe(&[Signal::SIGTERM, Signal::SIGUSR1], true)?;

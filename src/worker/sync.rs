@@ -53,7 +53,10 @@ pub fn serve(setup: &WorkerSetup<'_>, app: &mut dyn App, sigpipe: &SignalPipe) -
             continue;
         }
         if nix::unistd::getppid() != setup.master_pid {
-            tracing::info!("Parent changed, shutting down: <Worker {}>", std::process::id());
+            tracing::info!(
+                "Parent changed, shutting down: <Worker {}>",
+                std::process::id()
+            );
             return super::EXIT_OK;
         }
         match epoll.wait(&mut events, server.wait_timeout) {
@@ -69,7 +72,10 @@ pub fn serve(setup: &WorkerSetup<'_>, app: &mut dyn App, sigpipe: &SignalPipe) -
 fn watch(listeners: &[Listener], sigpipe: &SignalPipe) -> nix::Result<Epoll> {
     let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC)?;
     for (i, l) in listeners.iter().enumerate() {
-        epoll.add(l.as_fd(), EpollEvent::new(EpollFlags::EPOLLIN | EpollFlags::EPOLLEXCLUSIVE, i as u64))?;
+        epoll.add(
+            l.as_fd(),
+            EpollEvent::new(EpollFlags::EPOLLIN | EpollFlags::EPOLLEXCLUSIVE, i as u64),
+        )?;
     }
     // SAFETY: the pipe outlives the epoll instance (both live for the worker).
     let pipe_fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(sigpipe.raw_fd()) };
@@ -96,13 +102,25 @@ impl<'a, 'b> Server<'a, 'b> {
         };
         // Heartbeat twice per timeout, like gunicorn; without a timeout, still
         // wake now and then to notice an orphaning.
-        let wait_ms = if s.timeout > 0 { (s.timeout * 1000 / 2).max(100) } else { 1000 };
+        let wait_ms = if s.timeout > 0 {
+            (s.timeout * 1000 / 2).max(100)
+        } else {
+            1000
+        };
         let wait_timeout = EpollTimeout::try_from(wait_ms.min(i32::MAX as u64) as i32)
             .unwrap_or(EpollTimeout::NONE);
         // A client that stalls longer than the heartbeat timeout would get
         // the worker killed; give up on it first.
-        let io_timeout = (s.timeout > 0).then(|| Duration::from_millis((s.timeout * 1000 / 2).max(500)));
-        Server { setup, app, limits, io_timeout, wait_timeout, recycle_requested: false }
+        let io_timeout =
+            (s.timeout > 0).then(|| Duration::from_millis((s.timeout * 1000 / 2).max(500)));
+        Server {
+            setup,
+            app,
+            limits,
+            io_timeout,
+            wait_timeout,
+            recycle_requested: false,
+        }
     }
 
     /// Act on queued signals; false once a graceful stop was requested.
@@ -143,7 +161,10 @@ impl<'a, 'b> Server<'a, 'b> {
         connection::serve(stream, &peer, self.app, &self.limits);
         let served = self.setup.slot.count_request();
         self.setup.slot.beat();
-        if self.setup.max_requests > 0 && served >= self.setup.max_requests && !self.recycle_requested {
+        if self.setup.max_requests > 0
+            && served >= self.setup.max_requests
+            && !self.recycle_requested
+        {
             tracing::info!("Autorestarting worker after {served} requests: asking the master for a replacement.");
             self.recycle_requested = true;
             if let Err(e) = notify::send(self.setup.notify_fd, WorkerMsg::Recycle) {
@@ -174,7 +195,12 @@ fn accept(listener: RawFd) -> Option<(OwnedFd, PeerAddr)> {
     loop {
         // SAFETY: storage/len describe a writable buffer of the right size.
         let fd = unsafe {
-            libc::accept4(listener, (&mut storage as *mut libc::sockaddr_storage).cast(), &mut len, libc::SOCK_CLOEXEC)
+            libc::accept4(
+                listener,
+                (&mut storage as *mut libc::sockaddr_storage).cast(),
+                &mut len,
+                libc::SOCK_CLOEXEC,
+            )
         };
         if fd >= 0 {
             // SAFETY: accept4 returned a new descriptor that we now own.
@@ -183,7 +209,9 @@ fn accept(listener: RawFd) -> Option<(OwnedFd, PeerAddr)> {
         }
         match nix::errno::Errno::last() {
             nix::errno::Errno::EINTR => continue,
-            nix::errno::Errno::EAGAIN | nix::errno::Errno::ECONNABORTED | nix::errno::Errno::EPROTO => return None,
+            nix::errno::Errno::EAGAIN
+            | nix::errno::Errno::ECONNABORTED
+            | nix::errno::Errno::EPROTO => return None,
             e => {
                 tracing::debug!("accept failed: {e}");
                 return None;

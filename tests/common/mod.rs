@@ -33,7 +33,10 @@ pub fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
 /// Like [`wait_until`] but panics with `what` on timeout.
 #[track_caller]
 pub fn expect_within(timeout: Duration, what: &str, cond: impl FnMut() -> bool) {
-    assert!(wait_until(timeout, cond), "timed out after {timeout:?} waiting for: {what}");
+    assert!(
+        wait_until(timeout, cond),
+        "timed out after {timeout:?} waiting for: {what}"
+    );
 }
 
 /// A running gunicornd.
@@ -117,9 +120,22 @@ impl Launch {
             Some(name) => dir.path().join(name),
             None => log_path,
         };
-        let mut server = Server { child: Some(child), pid, dir, log_path, addr: None, reaped: None };
-        let other_binds = self.args.iter().any(|a| a.starts_with("unix:") || a.starts_with("fd://"));
-        let tcp_binds = self.args.iter().any(|a| a.starts_with("127.0.0.1:") || a.starts_with("[::1]:"));
+        let mut server = Server {
+            child: Some(child),
+            pid,
+            dir,
+            log_path,
+            addr: None,
+            reaped: None,
+        };
+        let other_binds = self
+            .args
+            .iter()
+            .any(|a| a.starts_with("unix:") || a.starts_with("fd://"));
+        let tcp_binds = self
+            .args
+            .iter()
+            .any(|a| a.starts_with("127.0.0.1:") || a.starts_with("[::1]:"));
         let expects_tcp = tcp_binds || !other_binds;
         if expects_tcp {
             expect_within(Duration::from_secs(15), "Listening at: in the log", || {
@@ -210,7 +226,10 @@ impl Server {
     #[track_caller]
     pub fn wait_exit(&mut self, timeout: Duration) -> i32 {
         if !wait_until(timeout, || self.exited()) {
-            panic!("gunicornd did not exit within {timeout:?}; log:\n{}", self.log());
+            panic!(
+                "gunicornd did not exit within {timeout:?}; log:\n{}",
+                self.log()
+            );
         }
         self.reaped.unwrap().code().unwrap_or(-1)
     }
@@ -228,7 +247,11 @@ impl Server {
             pids.len() == n && self.booted_count() >= n
         });
         if !ok {
-            panic!("expected {n} booted workers, have {:?}; log:\n{}", self.worker_pids(), self.log());
+            panic!(
+                "expected {n} booted workers, have {:?}; log:\n{}",
+                self.worker_pids(),
+                self.log()
+            );
         }
     }
 
@@ -245,7 +268,10 @@ impl Server {
     }
 
     pub fn get(&self, path: &str) -> Response {
-        http_request(self.addr(), &format!("GET {path} HTTP/1.1\r\nHost: test\r\n\r\n"))
+        http_request(
+            self.addr(),
+            &format!("GET {path} HTTP/1.1\r\nHost: test\r\n\r\n"),
+        )
     }
 }
 
@@ -279,12 +305,20 @@ pub fn pending_signals(pid: i32) -> u64 {
 /// Live (non-zombie) children of `ppid`, found by scanning /proc.
 pub fn children_of(ppid: i32) -> BTreeSet<i32> {
     let mut out = BTreeSet::new();
-    let Ok(entries) = std::fs::read_dir("/proc") else { return out };
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return out;
+    };
     for e in entries.flatten() {
-        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else { continue };
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { continue };
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
         // Fields after the ")" that closes the command name: state, ppid, ...
-        let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) else { continue };
+        let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) else {
+            continue;
+        };
         let mut fields = rest.split_whitespace();
         let state = fields.next().unwrap_or("");
         let parent: i32 = fields.next().and_then(|p| p.parse().ok()).unwrap_or(0);
@@ -305,8 +339,12 @@ pub fn sleeping_in_app(pid: i32) -> bool {
 }
 
 pub fn process_alive(pid: i32) -> bool {
-    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { return false };
-    let state = stat.rsplit_once(')').and_then(|(_, r)| r.trim_start().chars().next());
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return false;
+    };
+    let state = stat
+        .rsplit_once(')')
+        .and_then(|(_, r)| r.trim_start().chars().next());
     state != Some('Z')
 }
 
@@ -320,7 +358,10 @@ pub struct Response {
 
 impl Response {
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
     }
 
     pub fn text(&self) -> String {
@@ -328,13 +369,15 @@ impl Response {
     }
 
     pub fn json(&self) -> serde_json::Value {
-        serde_json::from_slice(&self.body).unwrap_or_else(|e| panic!("bad JSON ({e}): {}", self.text()))
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("bad JSON ({e}): {}", self.text()))
     }
 }
 
 /// Send raw bytes, read until the server closes, parse the response.
 pub fn http_request(addr: &str, raw: &str) -> Response {
-    try_http_request(addr, raw.as_bytes()).unwrap_or_else(|e| panic!("request to {addr} failed: {e}"))
+    try_http_request(addr, raw.as_bytes())
+        .unwrap_or_else(|e| panic!("request to {addr} failed: {e}"))
 }
 
 pub fn try_http_request(addr: &str, raw: &[u8]) -> std::io::Result<Response> {
@@ -345,7 +388,8 @@ pub fn try_http_request(addr: &str, raw: &[u8]) -> std::io::Result<Response> {
 }
 
 pub fn unix_request(path: &Path, raw: &str) -> Response {
-    let mut s = UnixStream::connect(path).unwrap_or_else(|e| panic!("connect {}: {e}", path.display()));
+    let mut s =
+        UnixStream::connect(path).unwrap_or_else(|e| panic!("connect {}: {e}", path.display()));
     s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
     s.write_all(raw.as_bytes()).unwrap();
     read_response(&mut s).unwrap()
@@ -354,8 +398,12 @@ pub fn unix_request(path: &Path, raw: &str) -> Response {
 pub fn read_response(s: &mut impl Read) -> std::io::Result<Response> {
     let mut buf = Vec::new();
     s.read_to_end(&mut buf)?;
-    parse_response(&buf)
-        .ok_or_else(|| std::io::Error::other(format!("unparsable response: {:?}", String::from_utf8_lossy(&buf))))
+    parse_response(&buf).ok_or_else(|| {
+        std::io::Error::other(format!(
+            "unparsable response: {:?}",
+            String::from_utf8_lossy(&buf)
+        ))
+    })
 }
 
 pub fn parse_response(buf: &[u8]) -> Option<Response> {
@@ -368,18 +416,34 @@ pub fn parse_response(buf: &[u8]) -> Option<Response> {
         .map(|(n, v)| (n.trim().to_string(), v.trim().to_string()))
         .collect();
     let raw_body = &buf[end + 4..];
-    let chunked = headers
-        .iter()
-        .any(|(n, v)| n.eq_ignore_ascii_case("transfer-encoding") && v.eq_ignore_ascii_case("chunked"));
-    let body = if chunked { dechunk(raw_body)? } else { raw_body.to_vec() };
-    Some(Response { status, headers, body })
+    let chunked = headers.iter().any(|(n, v)| {
+        n.eq_ignore_ascii_case("transfer-encoding") && v.eq_ignore_ascii_case("chunked")
+    });
+    let body = if chunked {
+        dechunk(raw_body)?
+    } else {
+        raw_body.to_vec()
+    };
+    Some(Response {
+        status,
+        headers,
+        body,
+    })
 }
 
 fn dechunk(mut b: &[u8]) -> Option<Vec<u8>> {
     let mut out = Vec::new();
     loop {
         let eol = b.windows(2).position(|w| w == b"\r\n")?;
-        let size = usize::from_str_radix(std::str::from_utf8(&b[..eol]).ok()?.split(';').next()?.trim(), 16).ok()?;
+        let size = usize::from_str_radix(
+            std::str::from_utf8(&b[..eol])
+                .ok()?
+                .split(';')
+                .next()?
+                .trim(),
+            16,
+        )
+        .ok()?;
         b = &b[eol + 2..];
         if size == 0 {
             return Some(out);
@@ -408,7 +472,9 @@ impl Load {
                 std::thread::spawn(move || {
                     let mut ok = 0u64;
                     let mut failures = Vec::new();
-                    while !stop.load(std::sync::atomic::Ordering::Relaxed) && ok + (failures.len() as u64) < max_requests {
+                    while !stop.load(std::sync::atomic::Ordering::Relaxed)
+                        && ok + (failures.len() as u64) < max_requests
+                    {
                         match try_http_request(&addr, raw.as_bytes()) {
                             Ok(r) if r.status == 200 => ok += 1,
                             Ok(r) => failures.push(format!("status {}", r.status)),
