@@ -15,6 +15,8 @@ use crate::worker::{self, WorkerSetup};
 /// Crash-loop backoff: first delay, and the cap.
 const BACKOFF_BASE: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(10);
+/// Boot failures in a row, before ever being ready, that count as a failed start.
+const STARTUP_FAILURES: u32 = 5;
 
 impl Arbiter {
     pub(super) fn manage(&mut self) {
@@ -121,6 +123,13 @@ impl Arbiter {
             self.boot_failures,
             delay.as_millis()
         );
+        if self.boot_failures == STARTUP_FAILURES && !self.report.is_ready() {
+            // Whoever is waiting for readiness (a daemon's launcher) gets a
+            // truthful answer; the master itself keeps trying.
+            self.report.startup_failed(&format!(
+                "workers keep dying before they boot ({STARTUP_FAILURES} in a row); see the error log"
+            ));
+        }
     }
 
     fn spawn_worker(&mut self) -> Result<(), String> {
