@@ -9,6 +9,7 @@
 use std::collections::BTreeSet;
 use std::io::{Read, Write};
 use std::net::TcpStream;
+use std::os::fd::RawFd;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -59,6 +60,17 @@ pub struct Launch {
     pub dir: Option<tempfile::TempDir>,
     /// Read the log from this file (relative to the dir) instead of stderr.
     pub log_file: Option<String>,
+    /// Programs and arguments put in front of gunicornd (e.g. `unshare ...`).
+    pub wrapper: Vec<String>,
+    /// Variables set to gunicornd's own pid (`LISTEN_PID`, `WATCHDOG_PID`):
+    /// the command runs as `sh -c 'export VAR=$$; exec ...'`, so `$$` is the
+    /// pid gunicornd keeps after the exec.
+    pub pid_env: Vec<String>,
+    /// A descriptor handed to gunicornd as fd 3 (systemd socket activation).
+    pub fd3: Option<RawFd>,
+    /// Whether to wait for a TCP `Listening at:` line; guessed from the
+    /// binds when `None`.
+    pub expect_tcp: Option<bool>,
 }
 
 impl Launch {
@@ -69,7 +81,50 @@ impl Launch {
             wait_workers: 0,
             dir: None,
             log_file: None,
+            wrapper: vec![],
+            pid_env: vec![],
+            fd3: None,
+            expect_tcp: None,
         }
+    }
+
+    /// Run gunicornd through `program` (e.g. `["unshare", "--pid", "--fork"]`).
+    pub fn wrapper(mut self, program: &[&str]) -> Self {
+        self.wrapper = program.iter().map(|s| s.to_string()).collect();
+        self
+    }
+
+    /// Set `var` to gunicornd's own pid in its environment.
+    pub fn pid_env(mut self, var: &str) -> Self {
+        self.pid_env.push(var.to_string());
+        self
+    }
+
+    /// Hand `fd` to gunicornd as fd 3, without close-on-exec.
+    pub fn fd3(mut self, fd: RawFd) -> Self {
+        self.fd3 = Some(fd);
+        self
+    }
+
+    /// Say whether a TCP listener will show up in the log.
+    pub fn expect_tcp(mut self, yes: bool) -> Self {
+        self.expect_tcp = Some(yes);
+        self
+    }
+
+    /// argv: `[sh -c 'export V=$$; exec "$0" "$@"'] [wrapper...] BIN args...`.
+    fn argv(&self) -> Vec<String> {
+        let mut argv = self.wrapper.clone();
+        argv.push(BIN.to_string());
+        argv.extend(self.args.iter().cloned());
+        if self.pid_env.is_empty() {
+            return argv;
+        }
+        let exports: Vec<String> = self.pid_env.iter().map(|v| format!("{v}=$$")).collect();
+        let script = format!("export {}; exec \"$0\" \"$@\"", exports.join(" "));
+        let mut sh = vec!["/bin/sh".to_string(), "-c".to_string(), script];
+        sh.extend(argv);
+        sh
     }
 
     pub fn env(mut self, k: &str, v: &str) -> Self {
@@ -93,12 +148,16 @@ impl Launch {
         self
     }
 
-    pub fn start(self) -> Server {
-        let dir = self.dir.unwrap_or_else(|| tempfile::tempdir().unwrap());
+    pub fn start(mut self) -> Server {
+        let dir = self
+            .dir
+            .take()
+            .unwrap_or_else(|| tempfile::tempdir().unwrap());
         let log_path = dir.path().join("stderr.log");
         let log = std::fs::File::create(&log_path).unwrap();
-        let mut cmd = Command::new(BIN);
-        cmd.args(&self.args)
+        let argv = self.argv();
+        let mut cmd = Command::new(&argv[0]);
+        cmd.args(&argv[1..])
             .current_dir(dir.path())
             .env_remove("GUNICORN_CMD_ARGS")
             .env_remove("PORT")
@@ -114,6 +173,9 @@ impl Launch {
             cmd.env(k, v);
         }
         std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
+        if let Some(fd) = self.fd3 {
+            pass_as_fd3(&mut cmd, fd);
+        }
         let child = cmd.spawn().expect("spawn gunicornd");
         let pid = child.id() as i32;
         let log_path = match &self.log_file {
@@ -136,7 +198,7 @@ impl Launch {
             .args
             .iter()
             .any(|a| a.starts_with("127.0.0.1:") || a.starts_with("[::1]:"));
-        let expects_tcp = tcp_binds || !other_binds;
+        let expects_tcp = self.expect_tcp.unwrap_or(tcp_binds || !other_binds);
         if expects_tcp {
             expect_within(Duration::from_secs(15), "Listening at: in the log", || {
                 server.addr = server.listening_addr();
@@ -178,11 +240,7 @@ impl Server {
     }
 
     fn listening_addr(&self) -> Option<String> {
-        let log = self.log();
-        let line = log.lines().find(|l| l.contains("Listening at: "))?;
-        let rest = line.split("Listening at: ").nth(1)?;
-        let first = rest.split([',', ' ']).next()?;
-        first.strip_prefix("http://").map(|s| s.to_string())
+        listening_addr_in(&self.log())
     }
 
     pub fn addr(&self) -> &str {
@@ -284,6 +342,80 @@ impl Drop for Server {
             let _ = child.wait();
         }
     }
+}
+
+/// Make `fd` the child's fd 3, inheritable across exec.
+fn pass_as_fd3(cmd: &mut Command, fd: RawFd) {
+    let hook = move || {
+        // SAFETY: only async-signal-safe calls between fork and exec.
+        let ok = if fd == 3 {
+            // dup2(3, 3) would keep close-on-exec: clear the flag instead.
+            (unsafe { libc::fcntl(3, libc::F_SETFD, 0) }) == 0
+        } else {
+            (unsafe { libc::dup2(fd, 3) }) == 3
+        };
+        if ok {
+            Ok(())
+        } else {
+            Err(std::io::Error::last_os_error())
+        }
+    };
+    // SAFETY: the hook runs in the forked child and is async-signal-safe.
+    unsafe { std::os::unix::process::CommandExt::pre_exec(cmd, hook) };
+}
+
+/// The first TCP address in a `Listening at:` line of `log`.
+pub fn listening_addr_in(log: &str) -> Option<String> {
+    let line = log.lines().find(|l| l.contains("Listening at: "))?;
+    let rest = line.split("Listening at: ").nth(1)?;
+    let first = rest.split([',', ' ']).next()?;
+    first.strip_prefix("http://").map(|s| s.to_string())
+}
+
+/// One process seen in /proc: pid, state letter (`Z` for a zombie) and
+/// command name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProcInfo {
+    pub pid: i32,
+    pub ppid: i32,
+    pub state: char,
+    pub comm: String,
+}
+
+/// What /proc says about `pid`, if it exists.
+pub fn proc_info(pid: i32) -> Option<ProcInfo> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let (head, rest) = stat.rsplit_once(')')?;
+    let comm = head.split_once('(')?.1.to_string();
+    let mut fields = rest.split_whitespace();
+    let state = fields.next()?.chars().next()?;
+    let ppid = fields.next()?.parse().ok()?;
+    Some(ProcInfo {
+        pid,
+        ppid,
+        state,
+        comm,
+    })
+}
+
+/// Every process in /proc (zombies included).
+pub fn all_processes() -> Vec<ProcInfo> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return vec![];
+    };
+    entries
+        .flatten()
+        .filter_map(|e| e.file_name().to_string_lossy().parse::<i32>().ok())
+        .filter_map(proc_info)
+        .collect()
+}
+
+/// All children of `ppid`, zombies included.
+pub fn all_children_of(ppid: i32) -> Vec<ProcInfo> {
+    all_processes()
+        .into_iter()
+        .filter(|p| p.ppid == ppid)
+        .collect()
 }
 
 /// Bitmask of signals pending for the whole process (`ShdPnd` in /proc).
