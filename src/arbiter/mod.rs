@@ -171,6 +171,8 @@ impl Arbiter {
             }
             None => None,
         };
+        // Any failure from here on must not leave our pidfile behind.
+        let pidfile = UnlinkOnError(pidfile);
         if let Some(dir) = &settings.chdir {
             std::env::set_current_dir(dir)
                 .map_err(|e| format!("cannot change directory to {}: {e}", dir.display()))?;
@@ -253,7 +255,7 @@ impl Arbiter {
                 reloads: 0,
             },
             hooks,
-            pidfile,
+            pidfile: pidfile.disarm(),
             control,
             report,
         })
@@ -794,6 +796,24 @@ impl Arbiter {
         }
         fds.extend(self.report.fds());
         fds
+    }
+}
+
+/// Removes the pidfile it holds when dropped, unless disarmed: a start that
+/// fails half-way leaves no pidfile behind.
+struct UnlinkOnError(Option<Pidfile>);
+
+impl UnlinkOnError {
+    fn disarm(mut self) -> Option<Pidfile> {
+        self.0.take()
+    }
+}
+
+impl Drop for UnlinkOnError {
+    fn drop(&mut self) {
+        if let Some(p) = &self.0 {
+            p.unlink();
+        }
     }
 }
 
