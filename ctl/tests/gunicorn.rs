@@ -5,77 +5,19 @@
 //! gunicorn comes from PyPI into a venv cached under `target/` (created once,
 //! atomically). The test is skipped only when `python3` cannot make venvs.
 
+mod support;
+
 use std::fs;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::thread;
-use std::time::{Duration, Instant};
 
 use nix::sys::signal::{killpg, Signal};
 use nix::unistd::Pid;
 use serde_json::Value;
 
-const DEADLINE: Duration = Duration::from_secs(60);
-
-/// Python with gunicorn installed, or `None` (with a message) when this
-/// machine cannot create venvs.
-fn gunicorn_python() -> Option<PathBuf> {
-    let target = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target");
-    let venv = target.join("gunicorn-venv");
-    let python = venv.join("bin/python");
-    if !python.exists() {
-        let probe = Command::new("python3")
-            .args(["-c", "import venv, ensurepip"])
-            .output();
-        if !probe.is_ok_and(|o| o.status.success()) {
-            eprintln!("SKIPPED: `python3 -m venv` is unavailable (no python3, or no venv/ensurepip module)");
-            return None;
-        }
-        // Build beside the final place and rename when complete, so an
-        // interrupted or concurrent run never leaves a half-made venv there.
-        // (The venv is used through `bin/python -m ...`, which survives the
-        // rename; console-script shebangs would not.)
-        let building = target.join(format!("gunicorn-venv.building-{}", std::process::id()));
-        let _ = fs::remove_dir_all(&building);
-        run_ok(Command::new("python3").arg("-m").arg("venv").arg(&building));
-        run_ok(Command::new(building.join("bin/python")).args([
-            "-m",
-            "pip",
-            "install",
-            "--quiet",
-            "--disable-pip-version-check",
-            "gunicorn>=25.1",
-        ]));
-        if fs::rename(&building, &venv).is_err() {
-            // Another run finished first; use its venv.
-            let _ = fs::remove_dir_all(&building);
-        }
-    }
-    let version =
-        run_ok(Command::new(&python).args(["-c", "import gunicorn; print(gunicorn.__version__)"]));
-    let version = String::from_utf8_lossy(&version.stdout).trim().to_string();
-    let parts: Vec<u32> = version.split('.').filter_map(|p| p.parse().ok()).collect();
-    assert!(
-        parts.as_slice() >= &[25, 1][..],
-        "gunicorn {version} in {} is older than 25.1",
-        venv.display()
-    );
-    Some(python)
-}
-
-fn run_ok(cmd: &mut Command) -> Output {
-    let out = cmd
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed: {}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
-}
+use support::{ctl, ctl_json, ctl_ok, gunicorn_python, poll, stderr};
 
 /// A gunicorn master in its own process group, killed with its workers on
 /// drop (and its log printed if the test failed).
@@ -138,64 +80,14 @@ impl Drop for Gunicorn {
     }
 }
 
-/// Runs gunicornctl. `XDG_RUNTIME_DIR` would take precedence over `--pid`
-/// in the default-path rules, so it is removed.
-fn ctl(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_gunicornctl"))
-        .args(args)
-        .env_remove("XDG_RUNTIME_DIR")
-        .output()
-        .expect("run gunicornctl")
-}
-
-fn stdout(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
-
-#[track_caller]
-fn ctl_ok(args: &[&str]) -> String {
-    let out = ctl(args);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "gunicornctl {args:?}: {}{}",
-        stdout(&out),
-        stderr(&out)
-    );
-    stdout(&out)
-}
-
-fn json(args: &[&str]) -> Value {
-    let mut args = args.to_vec();
-    args.push("--json");
-    let text = ctl_ok(&args);
-    serde_json::from_str(&text)
-        .unwrap_or_else(|e| panic!("{args:?} printed invalid JSON ({e}): {text}"))
-}
-
 /// (pid, booted) of every worker.
 fn workers(sock: &str) -> Vec<(i64, bool)> {
-    json(&["-s", sock, "workers"])["workers"]
+    ctl_json(&["-s", sock, "workers"])["workers"]
         .as_array()
         .unwrap()
         .iter()
         .map(|w| (w["pid"].as_i64().unwrap(), w["booted"].as_bool().unwrap()))
         .collect()
-}
-
-fn poll<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + DEADLINE;
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        thread::sleep(Duration::from_millis(50));
-    }
 }
 
 #[test]
@@ -243,7 +135,7 @@ fn drives_python_gunicorn() {
         "{text}"
     );
     assert_eq!(lines.len(), 3, "{text}");
-    let listed = json(&["-s", sock, "workers"]);
+    let listed = ctl_json(&["-s", sock, "workers"]);
     for w in listed["workers"].as_array().unwrap() {
         assert!(w["rss_kb"].as_u64().unwrap() > 0, "{listed}");
     }
@@ -257,7 +149,7 @@ fn drives_python_gunicorn() {
     let scaled = workers(sock);
     assert_eq!(scaled.len(), 3, "{scaled:?}");
     assert!(scaled.iter().all(|&(_, booted)| booted), "{scaled:?}");
-    assert_eq!(json(&["-s", sock, "stats"])["workers_target"], 3);
+    assert_eq!(ctl_json(&["-s", sock, "stats"])["workers_target"], 3);
 
     // reload --wait: every old worker replaced by a booted new one.
     let text = ctl_ok(&["reload", "--wait", "--timeout", "60", "--pid", pidfile]);
@@ -273,10 +165,10 @@ fn drives_python_gunicorn() {
     }
 
     // scale -1 goes through `worker remove`.
-    let target = json(&["-s", sock, "stats"])["workers_target"]
+    let target = ctl_json(&["-s", sock, "stats"])["workers_target"]
         .as_u64()
         .unwrap();
-    let result = json(&["-s", sock, "scale", "-1", "--wait"]);
+    let result = ctl_json(&["-s", sock, "scale", "-1", "--wait"]);
     assert_eq!(result["total"].as_u64(), Some(target - 1), "{result}");
     assert_eq!(workers(sock).len() as u64, target - 1);
 
