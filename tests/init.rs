@@ -183,17 +183,11 @@ impl Daemon {
             .arg(dir.path().join("ctl.sock"))
             .args(args)
             .current_dir(dir.path())
-            .env_remove("GUNICORN_CMD_ARGS")
-            .env_remove("PORT")
-            .env_remove("WEB_CONCURRENCY")
-            .env_remove("XDG_RUNTIME_DIR")
-            .env_remove("NOTIFY_SOCKET")
-            .env_remove("LISTEN_FDS")
-            .env_remove("LISTEN_PID")
             .stdin(Stdio::null())
             // Files, not pipes: a daemon that kept a pipe open would hang the read.
             .stdout(fs::File::create(&stdout_path).unwrap())
             .stderr(fs::File::create(&stderr_path).unwrap());
+        without_inherited_settings(&mut cmd);
         for (k, v) in env {
             cmd.env(k, v);
         }

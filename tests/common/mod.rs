@@ -17,6 +17,25 @@ use std::time::{Duration, Instant};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_gunicornd");
 
+/// Remove the variables gunicornd reads from the environment, so that the
+/// test runner's environment never changes what a test server does.
+pub fn without_inherited_settings(cmd: &mut Command) -> &mut Command {
+    for var in [
+        "GUNICORN_CMD_ARGS",
+        "PORT",
+        "WEB_CONCURRENCY",
+        "XDG_RUNTIME_DIR",
+        "NOTIFY_SOCKET",
+        "LISTEN_FDS",
+        "LISTEN_PID",
+        "WATCHDOG_USEC",
+        "WATCHDOG_PID",
+    ] {
+        cmd.env_remove(var);
+    }
+    cmd
+}
+
 /// Poll `cond` every 20 ms until it holds or `timeout` passes.
 pub fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
     let deadline = Instant::now() + timeout;
@@ -159,16 +178,10 @@ impl Launch {
         let mut cmd = Command::new(&argv[0]);
         cmd.args(&argv[1..])
             .current_dir(dir.path())
-            .env_remove("GUNICORN_CMD_ARGS")
-            .env_remove("PORT")
-            .env_remove("WEB_CONCURRENCY")
-            .env_remove("XDG_RUNTIME_DIR")
-            .env_remove("NOTIFY_SOCKET")
-            .env_remove("LISTEN_FDS")
-            .env_remove("LISTEN_PID")
             .stdin(Stdio::null())
             .stdout(Stdio::from(log.try_clone().unwrap()))
             .stderr(Stdio::from(log));
+        without_inherited_settings(&mut cmd);
         for (k, v) in &self.env {
             cmd.env(k, v);
         }
