@@ -32,6 +32,9 @@ use serde_json::Value;
 /// machine is small and shared.
 pub const DEADLINE: Duration = Duration::from_secs(60);
 
+/// How long the control socket may take to appear once the server listens.
+const SOCKET_DEADLINE: Duration = Duration::from_secs(20);
+
 const POLL_PAUSE: Duration = Duration::from_millis(20);
 
 /// Calls `f` until it returns `Some`, panicking with `what` after
@@ -470,8 +473,10 @@ impl Launch {
             s.listening_addr()
         });
         if let Some(path) = srv.socket.clone() {
+            // The socket is bound at startup, right after the listeners: no
+            // need to wait the full deadline when it never comes.
             let line = format!("Control socket listening at {}", path.display());
-            srv.poll(&format!("the log line {line:?}"), |s| {
+            srv.poll_within(SOCKET_DEADLINE, &format!("the log line {line:?}"), |s| {
                 s.log().contains(&line).then_some(())
             });
             srv.wait_pool(self.workers);
@@ -526,8 +531,18 @@ impl Gunicornd {
     /// Polls `f` until it returns `Some`; stops early with the log if the
     /// master is gone.
     #[track_caller]
-    pub fn poll<T>(&mut self, what: &str, mut f: impl FnMut(&mut Gunicornd) -> Option<T>) -> T {
-        let deadline = Instant::now() + DEADLINE;
+    pub fn poll<T>(&mut self, what: &str, f: impl FnMut(&mut Gunicornd) -> Option<T>) -> T {
+        self.poll_within(DEADLINE, what, f)
+    }
+
+    #[track_caller]
+    pub fn poll_within<T>(
+        &mut self,
+        timeout: Duration,
+        what: &str,
+        mut f: impl FnMut(&mut Gunicornd) -> Option<T>,
+    ) -> T {
+        let deadline = Instant::now() + timeout;
         loop {
             if let Some(v) = f(self) {
                 return v;
@@ -537,7 +552,7 @@ impl Gunicornd {
             }
             assert!(
                 Instant::now() < deadline,
-                "timed out after {DEADLINE:?} waiting for {what}"
+                "timed out after {timeout:?} waiting for {what}"
             );
             thread::sleep(POLL_PAUSE);
         }
@@ -554,7 +569,7 @@ impl Gunicornd {
     /// the master's pid is then in the pidfile.
     #[track_caller]
     fn daemon_pid(&mut self) -> i32 {
-        let status = poll("the -D launcher to exit", || {
+        let status = poll("the -D launcher to exit once the daemon is ready", || {
             self.launcher.as_mut().unwrap().try_wait().unwrap()
         });
         self.launcher_status = Some(status);
