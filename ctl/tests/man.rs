@@ -283,9 +283,10 @@ fn gunicornd_page() -> String {
     page.push_str(
         &Section::new("SIGNALS")
             .para(
-                "The master handles each signal it receives, even several of the same kind in \
-                 quick succession (each delivery is queued in order), and never signals a worker \
-                 twice with the same stop signal.",
+                "Every signal delivered to the master is handled, in order of arrival: ten TTINs \
+                 add ten workers even when they arrive while the master is busy. (The kernel \
+                 itself merges a signal sent again before the first one was delivered.) A \
+                 worker is never sent the same stop signal twice.",
             )
             .items(SIGNALS)
             .para(
@@ -523,7 +524,7 @@ fn gunicornctl_page() -> String {
                 "gunicornctl talks to the control socket of a running gunicornd: it reports on \
                  the master and its workers, and asks for the same changes as the signals do \
                  (reload is HUP, reopen is USR1, stop is TERM or INT, stop-workers is WINCH) \
-                 without needing the master's pid or the right to signal it. Python gunicorn \
+                 without needing the master's pid. Python gunicorn \
                  25.1 or later speaks the same protocol and can be driven too (-s to its control \
                  socket) for status, workers, stats, listeners, config, scale, reload, reopen, \
                  kill and stop.",
