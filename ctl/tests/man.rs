@@ -283,8 +283,8 @@ fn gunicornd_page() -> String {
     page.push_str(
         &Section::new("SIGNALS")
             .para(
-                "Every signal delivered to the master is handled, in order of arrival: ten TTINs \
-                 add ten workers even when they arrive while the master is busy. (The kernel \
+                "Every delivery of a signal to the master is queued and handled: ten TTINs add ten \
+                 workers even when they arrive while the master is busy. (The kernel \
                  itself merges a signal sent again before the first one was delivered.) A \
                  worker is never sent the same stop signal twice.",
             )
