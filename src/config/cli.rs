@@ -182,7 +182,8 @@ pub struct Cli {
     pub pidfile: Option<PathBuf>,
 
     /// Path of the control socket used by gunicornctl [default:
-    /// $XDG_RUNTIME_DIR/gunicornd.ctl, else ~/.gunicornd/gunicornd.ctl]
+    /// $XDG_RUNTIME_DIR/gunicornd.ctl, else PIDFILE.ctl with --pid, else
+    /// /tmp/gunicornd-UID/NAME.ctl]
     #[arg(long = "control-socket", value_name = "PATH")]
     pub control_socket: Option<PathBuf>,
 

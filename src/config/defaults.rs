@@ -20,10 +20,8 @@ pub const ACCESS_LOG_FORMAT: &str =
 pub const ERRORLOG: &str = "-";
 pub const LOGLEVEL: &str = "info";
 pub const CONTROL_SOCKET_MODE: u32 = 0o600;
-/// File name of the default control socket, in `$XDG_RUNTIME_DIR` or in
-/// [`CONTROL_SOCKET_HOME_DIR`] under `$HOME`. Not gunicorn's `gunicorn.ctl`,
-/// so that a gunicorn and a gunicornd run by the same user do not collide.
-pub const CONTROL_SOCKET_NAME: &str = "gunicornd.ctl";
-pub const CONTROL_SOCKET_HOME_DIR: &str = ".gunicornd";
+/// File name of the default control socket in `$XDG_RUNTIME_DIR` (the full
+/// rule is `crate::control::paths::default_socket_path`).
+pub use crate::control::paths::XDG_SOCKET_NAME as CONTROL_SOCKET_NAME;
 /// Config file looked for in the current directory when none is given.
 pub const CONFIG_FILE: &str = "gunicornd.toml";

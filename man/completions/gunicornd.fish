@@ -1,0 +1,32 @@
+complete -c gunicornd -s c -l config -d 'The config file to read [default: ./gunicornd.toml if it exists]' -r -F
+complete -c gunicornd -s b -l bind -d 'Address to listen on: HOST, HOST:PORT, [IPV6]:PORT, unix:PATH or fd://FD. Repeat to listen on several [default: 127.0.0.1:8000, or 0.0.0.0:$PORT if PORT is set]' -r
+complete -c gunicornd -l backlog -d 'Maximum number of pending connections (the listen() backlog) [default: 2048]' -r
+complete -c gunicornd -s w -l workers -d 'Number of worker processes [default: 1, or $WEB_CONCURRENCY if set]' -r
+complete -c gunicornd -s t -l timeout -d 'Seconds a worker may go silent before it is killed and replaced; 0 disables the check [default: 30]' -r
+complete -c gunicornd -l graceful-timeout -d 'Seconds workers get to finish their requests after a graceful stop or restart before they are killed [default: 30]' -r
+complete -c gunicornd -l max-requests -d 'Requests a worker serves before it is replaced; 0 disables [default: 0]' -r
+complete -c gunicornd -l max-requests-jitter -d 'Add a random 0..=INT to each worker\'s --max-requests so workers are not replaced all at once [default: 0]' -r
+complete -c gunicornd -l limit-request-line -d 'Maximum size of the HTTP request line in bytes; 0 means unlimited, values above 8190 mean 8190 [default: 4094]' -r
+complete -c gunicornd -l limit-request-fields -d 'Maximum number of HTTP request header fields; 0 or above 32768 means 32768 [default: 100]' -r
+complete -c gunicornd -l limit-request-field_size -l limit-request-field-size -d 'Maximum size of one HTTP request header field in bytes; 0 means 8190 [default: 8190]' -r
+complete -c gunicornd -s e -l env -d 'Set an environment variable for the workers. Repeatable [default: none]' -r
+complete -c gunicornd -l chdir -d 'Change to this directory before loading the app; relative paths in other settings are taken from there [default: the current directory]' -r -F
+complete -c gunicornd -s u -l user -d 'Run workers as this user (a name or a uid) [default: the master\'s user]' -r
+complete -c gunicornd -s g -l group -d 'Run workers as this group (a name or a gid) [default: the master\'s group]' -r
+complete -c gunicornd -s m -l umask -d 'Umask for files and Unix sockets the server creates; a leading 0 means octal, as in 0022 [default: 0]' -r
+complete -c gunicornd -s n -l name -d 'Process name shown by ps and top [default: the app]' -r
+complete -c gunicornd -l worker-tmp-dir -d 'Existing directory for the workers\' heartbeat files; a tmpfs such as /dev/shm avoids disk stalls [default: the system temporary directory]' -r -F
+complete -c gunicornd -l access-logfile -d 'Access log file, or - for stdout [default: none, no access log]' -r
+complete -c gunicornd -l access-logformat -d 'Access log format, with gunicorn\'s atoms such as %(h)s and %(r)s [default: %(h)s %(l)s %(u)s %(t)s "%(r)s" %(s)s %(b)s "%(f)s" "%(a)s"]' -r
+complete -c gunicornd -l error-logfile -l log-file -d 'Error log file, or - for stderr [default: -]' -r
+complete -c gunicornd -l log-level -d 'Error log level: debug, info, warning, error or critical [default: info]' -r
+complete -c gunicornd -l hook -d 'Run a shell command on a server event. NAME is one of on_starting, when_ready, on_reload, pre_fork, post_fork, child_exit, worker_exit, nworkers_changed, on_exit. Repeatable [default: none]' -r
+complete -c gunicornd -s p -l pid -d 'Write the master\'s pid to this file [default: none]' -r -F
+complete -c gunicornd -l control-socket -d 'Path of the control socket used by gunicornctl [default: $XDG_RUNTIME_DIR/gunicornd.ctl, else PIDFILE.ctl with --pid, else /tmp/gunicornd-UID/NAME.ctl]' -r -F
+complete -c gunicornd -l control-socket-mode -d 'Permissions of the control socket, in octal [default: 0600]' -r
+complete -c gunicornd -s D -l daemon -d 'Detach from the terminal and run in the background [default: off]'
+complete -c gunicornd -l no-control-socket -d 'Do not open a control socket [default: off]'
+complete -c gunicornd -l check-config -d 'Check the configuration and the app name, then exit: status 0 if valid, 1 (with the error) if not'
+complete -c gunicornd -l print-config -d 'Print the effective settings as a config file and exit'
+complete -c gunicornd -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c gunicornd -s V -l version -d 'Print version'
