@@ -14,7 +14,7 @@ complete -c gunicornd -l chdir -d 'Change to this directory before loading the a
 complete -c gunicornd -s u -l user -d 'Run workers as this user (a name or a uid) [default: the master\'s user]' -r
 complete -c gunicornd -s g -l group -d 'Run workers as this group (a name or a gid) [default: the master\'s group]' -r
 complete -c gunicornd -s m -l umask -d 'Umask for files and Unix sockets the server creates; a leading 0 means octal, as in 0022 [default: 0]' -r
-complete -c gunicornd -s n -l name -d 'Process name shown by ps and top [default: the app]' -r
+complete -c gunicornd -s n -l name -d 'The server\'s name: names the default control socket (/tmp/gunicornd-UID/NAME.ctl) [default: gunicornd]' -r
 complete -c gunicornd -l worker-tmp-dir -d 'Existing directory for the workers\' heartbeat files; a tmpfs such as /dev/shm avoids disk stalls [default: the system temporary directory]' -r -F
 complete -c gunicornd -l access-logfile -d 'Access log file, or - for stdout [default: none, no access log]' -r
 complete -c gunicornd -l access-logformat -d 'Access log format, with gunicorn\'s atoms such as %(h)s and %(r)s [default: %(h)s %(l)s %(u)s %(t)s "%(r)s" %(s)s %(b)s "%(f)s" "%(a)s"]' -r

@@ -135,7 +135,8 @@ pub struct Cli {
     #[arg(short = 'm', long = "umask", value_name = "UMASK", value_parser = values::umask)]
     pub umask: Option<u32>,
 
-    /// Process name shown by ps and top [default: the app]
+    /// The server's name: names the default control socket
+    /// (/tmp/gunicornd-UID/NAME.ctl) [default: gunicornd]
     #[arg(short = 'n', long = "name", value_name = "NAME", value_parser = values::non_empty)]
     pub proc_name: Option<String>,
 
