@@ -315,10 +315,6 @@ fn gunicornd_page() -> String {
                  (the master's pid) in its environment, and the variables named below.",
             )
             .items(HOOKS)
-            .para(
-                "pre_exec is accepted for compatibility with gunicorn but never runs: this \
-                 version does not re-execute itself (USR2).",
-            )
             .render(),
     );
 
@@ -851,8 +847,8 @@ fn config_page_documents_every_printed_key() {
         );
     }
     // Besides the printed keys and the hooks, only the accepted synonyms of
-    // two keys and the hook that never fires may appear.
-    let extra = ["env", "name", "pre_exec"];
+    // two keys may appear.
+    let extra = ["env", "name"];
     let unknown: Vec<_> = documented
         .iter()
         .filter(|name| {
