@@ -33,7 +33,16 @@ impl Arbiter {
             }
             _ => return,
         };
+        self.run_control_requests(incoming);
+    }
+
+    /// Execute requests and send each reply, skipping those whose client
+    /// has gone meanwhile (dropped for not reading its replies).
+    fn run_control_requests(&mut self, incoming: Vec<Incoming>) {
         for inc in incoming {
+            if !self.control.as_ref().is_some_and(|ctl| ctl.owns(inc.token)) {
+                continue;
+            }
             let (response, subscribe) = self.execute(&inc);
             if let Some(ctl) = self.control.as_mut() {
                 ctl.reply(self.poll.registry(), inc.token, &response);
@@ -44,10 +53,17 @@ impl Arbiter {
         }
     }
 
+    /// Serve clients with input left over from earlier passes, and close
+    /// idle ones.
     pub(super) fn control_housekeeping(&mut self, now: Instant) {
-        if let Some(ctl) = self.control.as_mut() {
-            ctl.expire_idle(self.poll.registry(), now);
-        }
+        let backlog = match self.control.as_mut() {
+            Some(ctl) => {
+                ctl.expire_idle(self.poll.registry(), now);
+                ctl.serve_backlog(self.poll.registry())
+            }
+            None => return,
+        };
+        self.run_control_requests(backlog);
     }
 
     /// Send an event to `events` subscribers.
@@ -104,7 +120,7 @@ impl Arbiter {
                 Response::ok(
                     id,
                     &WorkerAddReply {
-                        added: self.target - previous,
+                        added: self.target.saturating_sub(previous),
                         previous,
                         total: self.target,
                     },
@@ -116,7 +132,7 @@ impl Arbiter {
                 Response::ok(
                     id,
                     &WorkerRemoveReply {
-                        removed: previous - self.target,
+                        removed: previous.saturating_sub(self.target),
                         previous,
                         total: self.target,
                     },
@@ -232,7 +248,7 @@ impl Arbiter {
         let Some(w) = self.workers.get(pid) else {
             return;
         };
-        if w.stop.is_some() {
+        if !w.running() {
             return;
         }
         let generation = w.generation;

@@ -50,7 +50,13 @@ impl Arbiter {
         );
     }
 
-    fn on_worker_exit(&mut self, w: Worker, status: WaitStatus) {
+    fn on_worker_exit(&mut self, mut w: Worker, status: WaitStatus) {
+        // Its "booted" message may still sit unread in the worker pipe; the
+        // scoreboard knows for sure (a quick death after booting is no boot
+        // failure).
+        if w.booted_at.is_none() && self.scoreboard.slot(w.slot).booted() {
+            w.booted_at = Some(w.spawned_at);
+        }
         self.scoreboard.release(w.slot);
         let pid = w.pid;
         self.emit(exit_event(&w, &status));

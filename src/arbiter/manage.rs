@@ -30,21 +30,27 @@ impl Arbiter {
     }
 
     /// Scale-down: the oldest live workers go first (gunicorn's choice).
+    /// Workers still booting are no capacity, so they go first (newest
+    /// first); then the oldest booted ones (gunicorn's choice).
     fn stop_excess(&mut self) {
-        let live = self.workers.oldest_first(Worker::live);
-        if live.len() > self.target {
-            for pid in live
-                .into_iter()
-                .take(self.workers.count(Worker::live) - self.target)
-            {
-                self.retire(pid, RetireReason::Scale);
-            }
+        let live = self.workers.count(Worker::live);
+        if live <= self.target {
+            return;
+        }
+        let mut victims = self.workers.oldest_first(|w| w.live() && !w.booted());
+        victims.reverse();
+        victims.extend(self.workers.oldest_first(|w| w.live() && w.booted()));
+        for pid in victims.into_iter().take(live - self.target) {
+            self.retire(pid, RetireReason::Scale);
         }
     }
 
     fn spawn_missing(&mut self) {
         let live = self.workers.count(Worker::live);
         if live >= self.target {
+            // A backoff deadline nobody will act on must not stay armed
+            // (it would make every poll return at once).
+            self.next_spawn_at = None;
             return;
         }
         if let Some(t) = self.next_spawn_at {

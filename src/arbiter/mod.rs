@@ -287,6 +287,9 @@ impl Arbiter {
                     token => self.control_ready(token, event.is_readable(), event.is_writable()),
                 }
             }
+            // Reap on every pass, not only on SIGCHLD: a wake-up byte can be
+            // lost when the signal pipe is full, and waitpid is cheap.
+            self.reap();
             let now = Instant::now();
             self.enforce_deadlines(now);
             self.control_housekeeping(now);
@@ -339,10 +342,18 @@ impl Arbiter {
             return;
         }
         let old = self.target;
-        self.target = match scale {
+        let wanted = match scale {
             Scale::To(n) => n.max(1),
-            Scale::By(d) => (old as i64 + d).max(1) as usize,
+            // Like gunicorn's TTOU: never below one, and nothing to do at
+            // one or at zero (after WINCH).
+            Scale::By(d) if d < 0 && old <= 1 => old,
+            Scale::By(d) => (old as i64).saturating_add(d).max(1) as usize,
         };
+        let cap = crate::scoreboard::CAPACITY;
+        if wanted > cap {
+            tracing::warn!("Cannot run {wanted} workers: {cap} is the most one master runs; using {cap}");
+        }
+        self.target = wanted.min(cap);
         self.target_changed(old);
     }
 
@@ -626,22 +637,31 @@ impl Arbiter {
         let timeout = Duration::from_secs(self.settings.timeout);
         let mut next: Option<Instant> = None;
         let mut consider = |t: Instant| next = Some(next.map_or(t, |n| n.min(t)));
-        if let State::Stopping { deadline, .. } = self.state {
-            consider(deadline);
-        } else if let Some(t) = self.next_spawn_at {
-            consider(t);
+        let unkilled = self.workers.iter().any(|w| !w.killed);
+        match self.state {
+            // Once everyone got SIGKILL the deadline has done its job.
+            State::Stopping { deadline, .. } if unkilled => consider(deadline),
+            State::Stopping { .. } => {}
+            State::Running => {
+                if let Some(t) = self.next_spawn_at {
+                    consider(t);
+                }
+            }
         }
-        if let Some(t) = self.control.as_ref().and_then(ControlServer::next_deadline) {
-            consider(t);
+        if let Some(ctl) = &self.control {
+            if ctl.has_backlog() {
+                consider(now);
+            }
+            if let Some(t) = ctl.next_deadline() {
+                consider(t);
+            }
         }
         if let Some(t) = self.report.next_watchdog() {
             consider(t);
         }
         for w in self.workers.iter().filter(|w| !w.killed) {
-            if let Some(stop) = w.stop {
-                consider(stop.kill_at);
-            } else if let Some(at) = w.aborted_at {
-                consider(at + ABORT_GRACE);
+            if let Some(at) = kill_due(w) {
+                consider(at);
             } else if !timeout.is_zero() {
                 let silence = self.scoreboard.slot(w.slot).silence();
                 consider(now + timeout.saturating_sub(silence) + Duration::from_millis(1));
@@ -656,13 +676,10 @@ impl Arbiter {
         let mut abort = Vec::new();
         let mut kill_now = Vec::new();
         for w in self.workers.iter().filter(|w| !w.killed) {
-            if let Some(stop) = w.stop {
-                if now >= stop.kill_at {
-                    kill_now.push((w.pid, "did not stop in time"));
-                }
-            } else if let Some(at) = w.aborted_at {
-                if now >= at + ABORT_GRACE {
-                    kill_now.push((w.pid, "still there after SIGABRT"));
+            if let Some(at) = kill_due(w) {
+                if now >= at {
+                    let why = if w.aborted_at.is_some() { "still there after SIGABRT" } else { "did not stop in time" };
+                    kill_now.push((w.pid, why));
                 }
             } else if !timeout.is_zero() && self.scoreboard.slot(w.slot).silence() > timeout {
                 abort.push(w.pid);
@@ -796,6 +813,17 @@ impl Arbiter {
         }
         fds.extend(self.report.fds());
         fds
+    }
+}
+
+/// When a worker that was asked to stop (or aborted after a timeout) gets
+/// SIGKILL if it is still there; `None` while it is not on its way out. A hung
+/// worker that also got TERM keeps its short SIGABRT grace.
+fn kill_due(w: &Worker) -> Option<Instant> {
+    let after_abort = w.aborted_at.map(|at| at + ABORT_GRACE);
+    match (w.stop.map(|s| s.kill_at), after_abort) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
     }
 }
 

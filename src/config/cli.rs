@@ -72,12 +72,12 @@ pub struct Cli {
 
     /// Seconds a worker may go silent before it is killed and replaced; 0
     /// disables the check [default: 30]
-    #[arg(short = 't', long = "timeout", value_name = "INT", value_parser = values::non_negative_int)]
+    #[arg(short = 't', long = "timeout", value_name = "INT", value_parser = values::seconds)]
     pub timeout: Option<u64>,
 
     /// Seconds workers get to finish their requests after a graceful stop or
     /// restart before they are killed [default: 30]
-    #[arg(long = "graceful-timeout", value_name = "INT", value_parser = values::non_negative_int)]
+    #[arg(long = "graceful-timeout", value_name = "INT", value_parser = values::seconds)]
     pub graceful_timeout: Option<u64>,
 
     /// Requests a worker serves before it is replaced; 0 disables

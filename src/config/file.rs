@@ -242,8 +242,8 @@ fn apply(layer: &mut Cli, e: &Entry<'_>) -> Result<(), ConfigError> {
         "bind" => layer.bind = Some(e.list(values::bind)?),
         "backlog" => layer.backlog = Some(e.number(values::backlog)?),
         "workers" => layer.workers = Some(e.number(values::positive_int)?),
-        "timeout" => layer.timeout = Some(e.number(values::non_negative_int)?),
-        "graceful_timeout" => layer.graceful_timeout = Some(e.number(values::non_negative_int)?),
+        "timeout" => layer.timeout = Some(e.number(values::seconds)?),
+        "graceful_timeout" => layer.graceful_timeout = Some(e.number(values::seconds)?),
         "max_requests" => layer.max_requests = Some(e.number(values::non_negative_int)?),
         "max_requests_jitter" => {
             layer.max_requests_jitter = Some(e.number(values::non_negative_int)?)

@@ -69,10 +69,12 @@ pub fn parse_int(s: &str) -> Result<i64, String> {
     Ok(if negative { -magnitude } else { magnitude })
 }
 
-/// A count of at least one (`--workers`).
+/// A count of at least one (`--workers`), at most what one master runs.
 pub fn positive_int(s: &str) -> Result<usize, String> {
+    let most = crate::scoreboard::CAPACITY;
     match parse_int(s) {
-        Ok(n) if n >= 1 => usize::try_from(n).map_err(|_| "the number is too large".to_owned()),
+        Ok(n) if n >= 1 && n <= most as i64 => Ok(n as usize),
+        Ok(n) if n > most as i64 => Err(format!("expected at most {most}")),
         _ => Err("expected a positive integer".to_owned()),
     }
 }
@@ -82,6 +84,18 @@ pub fn non_negative_int(s: &str) -> Result<u64, String> {
     match parse_int(s) {
         Ok(n) if n >= 0 => Ok(n as u64),
         _ => Err("expected a non-negative integer".to_owned()),
+    }
+}
+
+/// Longest timeout accepted: a year. Larger values mean "never" in
+/// practice, and would overflow the master's clock arithmetic.
+pub const MAX_SECONDS: u64 = 365 * 24 * 3600;
+
+/// A duration in whole seconds (`--timeout`, `--graceful-timeout`).
+pub fn seconds(s: &str) -> Result<u64, String> {
+    match non_negative_int(s)? {
+        n if n <= MAX_SECONDS => Ok(n),
+        _ => Err(format!("expected at most {MAX_SECONDS} seconds (a year)")),
     }
 }
 

@@ -28,6 +28,12 @@ use super::protocol::{encode_frame, Event, FrameDecoder, Request, Response, MAX_
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(300);
 pub const MAX_PENDING_OUTPUT: usize = 4 << 20;
 pub const MAX_CLIENTS: usize = 1024;
+/// Requests run per client per pass of the event loop: a client that
+/// pipelines thousands of requests takes turns with everything else.
+pub const REQUESTS_PER_PASS: usize = 16;
+/// Stop reading from a client whose replies pile up beyond this (it will be
+/// read again once they drain): backpressure instead of unbounded work.
+const OUTPUT_HIGH_WATER: usize = 256 << 10;
 
 /// Who is on the other end of a control connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -55,6 +61,17 @@ struct Client {
     subscribed: Option<u64>,
     /// Close once `out` is flushed.
     closing: bool,
+    /// The peer shut down its sending side: close once every request it
+    /// sent has been answered.
+    peer_eof: bool,
+    /// Requests handed to the arbiter and not yet answered.
+    awaiting: usize,
+    /// More work may be waiting (unread bytes or unparsed requests): serve it
+    /// on the next pass even without a readiness event.
+    wants_service: bool,
+    /// Its replies piled up: no reading or new requests until they drain
+    /// (its writable event resumes it).
+    paused: bool,
     writable_interest: bool,
 }
 
@@ -155,6 +172,10 @@ impl ControlServer {
                             last_active: Instant::now(),
                             subscribed: None,
                             closing: false,
+                            peer_eof: false,
+                            awaiting: 0,
+                            wants_service: false,
+                            paused: false,
                             writable_interest: false,
                         },
                     );
@@ -184,13 +205,8 @@ impl ControlServer {
         if writable {
             client.flush();
         }
-        if readable {
-            let eof = client.read_available();
-            client.last_active = Instant::now();
-            client.take_requests(token, &mut incoming);
-            if eof && client.out.is_empty() {
-                client.closing = true;
-            }
+        if readable || client.wants_service {
+            client.serve_input(token, &mut incoming);
         }
         self.settle(registry, token);
         incoming
@@ -199,10 +215,27 @@ impl ControlServer {
     /// Queue the reply to a request and try to send it right away.
     pub fn reply(&mut self, registry: &Registry, token: Token, response: &Response) {
         if let Some(client) = self.clients.get_mut(&token) {
+            client.awaiting = client.awaiting.saturating_sub(1);
             client.queue(response);
             client.flush();
         }
         self.settle(registry, token);
+    }
+
+    /// Whether some client has input left to serve (the loop then polls
+    /// without waiting and calls [`ControlServer::serve_backlog`]).
+    pub fn has_backlog(&self) -> bool {
+        self.clients.values().any(|c| c.wants_service)
+    }
+
+    /// One more batch from every client that has input left.
+    pub fn serve_backlog(&mut self, registry: &Registry) -> Vec<Incoming> {
+        let tokens: Vec<Token> = self.clients.iter().filter(|(_, c)| c.wants_service).map(|(t, _)| *t).collect();
+        let mut incoming = Vec::new();
+        for token in tokens {
+            incoming.extend(self.ready(registry, token, false, false));
+        }
+        incoming
     }
 
     /// Turn the connection into an event stream (after the ok reply).
@@ -286,7 +319,15 @@ impl ControlServer {
             self.drop_client(registry, token);
             return;
         }
-        if client.closing && client.out.is_empty() {
+        if client.paused && client.out.len() <= OUTPUT_HIGH_WATER {
+            // Its replies drained (by a writable event or a direct flush):
+            // serve its input again on the next pass.
+            client.paused = false;
+            client.wants_service = true;
+        }
+        let answered = client.awaiting == 0 && !client.wants_service && !client.paused;
+        let done = client.closing || (client.peer_eof && answered && client.subscribed.is_none());
+        if done && client.out.is_empty() {
             self.drop_client(registry, token);
             return;
         }
@@ -314,26 +355,51 @@ impl ControlServer {
 }
 
 impl Client {
-    /// Read what is there; true at end of stream or on a fatal error.
-    fn read_available(&mut self) -> bool {
+    /// Read what is there, up to about one maximal frame.
+    fn read_available(&mut self) -> ReadOutcome {
         let mut buf = [0u8; 16 * 1024];
         loop {
-            match self.stream.read(&mut buf) {
-                Ok(0) => return true,
-                Ok(n) => self.decoder.feed(&buf[..n]),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return false,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(_) => return true,
-            }
             // Never buffer more than one maximal frame's worth unparsed.
             if self.decoder.buffered() > MAX_FRAME + 8 {
-                return false;
+                return ReadOutcome::Full;
+            }
+            match self.stream.read(&mut buf) {
+                Ok(0) => return ReadOutcome::Eof,
+                Ok(n) => self.decoder.feed(&buf[..n]),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return ReadOutcome::Drained,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(_) => return ReadOutcome::Eof,
             }
         }
     }
 
+    /// Read what the socket has (unless replies are piling up) and take at
+    /// most [`REQUESTS_PER_PASS`] requests; note whether more is waiting.
+    fn serve_input(&mut self, token: Token, incoming: &mut Vec<Incoming>) {
+        if self.out.len() > OUTPUT_HIGH_WATER {
+            self.paused = true;
+            self.wants_service = false;
+            return;
+        }
+        let mut unread = false;
+        if !self.peer_eof {
+            match self.read_available() {
+                ReadOutcome::Drained => {}
+                ReadOutcome::Eof => self.peer_eof = true,
+                ReadOutcome::Full => unread = true,
+            }
+            self.last_active = Instant::now();
+        }
+        let before = incoming.len();
+        self.take_requests(token, incoming);
+        let taken = incoming.len() - before;
+        self.awaiting += taken;
+        self.wants_service = !self.closing && (taken == REQUESTS_PER_PASS || unread);
+    }
+
     fn take_requests(&mut self, token: Token, incoming: &mut Vec<Incoming>) {
-        while !self.closing {
+        let limit = incoming.len() + REQUESTS_PER_PASS;
+        while !self.closing && incoming.len() < limit {
             match self.decoder.next_request() {
                 Ok(Some(request)) if !self.allowed => {
                     let why = format!(
@@ -395,6 +461,15 @@ impl Client {
             }
         }
     }
+}
+
+enum ReadOutcome {
+    /// Everything available was read.
+    Drained,
+    /// The peer will send nothing more (or the connection failed).
+    Eof,
+    /// The buffer is full; more may be waiting in the socket.
+    Full,
 }
 
 fn peer_of(stream: &UnixStream) -> Peer {

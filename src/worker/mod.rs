@@ -83,16 +83,6 @@ fn boot(setup: &WorkerSetup<'_>) -> Result<Booted, i32> {
         Some(&setup.signal_mask),
         None,
     );
-    // Die with the master (it would otherwise be noticed only at the next
-    // parent-pid check); TERM so that a request in flight still completes.
-    let _ = nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGTERM);
-    if nix::unistd::getppid() != setup.master_pid {
-        tracing::info!(
-            "Parent changed, shutting down: <Worker {}>",
-            std::process::id()
-        );
-        return Err(EXIT_OK);
-    }
     tracing::info!("Booting worker with pid: {}", std::process::id());
     let settings = setup.settings;
     for (k, v) in &settings.raw_env {
@@ -103,6 +93,17 @@ fn boot(setup: &WorkerSetup<'_>) -> Result<Booted, i32> {
         tracing::error!("Exception in worker process: {e}");
         WORKER_BOOT_ERROR
     })?;
+    // Die with the master (it would otherwise be noticed only at the next
+    // parent-pid check); TERM so that a request in flight still completes.
+    // After dropping privileges: a credential change clears this setting.
+    let _ = nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGTERM);
+    if nix::unistd::getppid() != setup.master_pid {
+        tracing::info!(
+            "Parent changed, shutting down: <Worker {}>",
+            std::process::id()
+        );
+        return Err(EXIT_OK);
+    }
     let spec = settings.app.as_deref().unwrap_or_default();
     let app = crate::app::load(spec).map_err(|e| {
         tracing::error!("Failed to load application '{spec}': {e}");
