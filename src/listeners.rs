@@ -339,6 +339,21 @@ fn local_addr(fd: RawFd) -> Result<ListenAddr, String> {
     Err(format!("unsupported address family {:?}", ss.family()))
 }
 
+/// Whether `listener` already serves `bind` (so a reload can keep it
+/// instead of binding the address a second time). An ephemeral port (`:0`)
+/// never matches: each such bind asks for a new port.
+pub fn serves(listener: &Listener, bind: &BindAddr) -> bool {
+    match (bind, listener.addr()) {
+        (BindAddr::Tcp { port: 0, .. }, _) => false,
+        (BindAddr::Tcp { host, port }, ListenAddr::Tcp(addr)) => {
+            resolve(host, *port).is_ok_and(|wanted| wanted == *addr)
+        }
+        (BindAddr::Unix(path), ListenAddr::Unix(bound)) => path == bound,
+        (BindAddr::Fd(fd), _) => *fd == listener.raw_fd(),
+        _ => false,
+    }
+}
+
 /// `GUNICORN_FD`-style list: `3,4,5`.
 pub fn fd_list(listeners: &[Listener]) -> String {
     listeners

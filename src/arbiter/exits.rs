@@ -93,17 +93,15 @@ impl Arbiter {
         if self.state != State::Running {
             return;
         }
-        let old_generation_serving = self.previous.is_some()
-            && self
-                .workers
-                .count(|o| o.generation != w.generation && o.running())
-                > 0;
-        if w.generation == self.generation && old_generation_serving {
+        // A worker of the generation being rolled in failed while the
+        // previous one still serves: fall back to it.
+        if w.generation == self.generation && self.fallback_generation().is_some() {
             self.roll_back(reason);
             return;
         }
         if w.generation != self.generation {
-            // A straggler of a generation already replaced: nothing to halt.
+            // A straggler of a generation already replaced (or of one in
+            // between two reloads): nothing to halt.
             return;
         }
         self.halt = Some(Halt {

@@ -115,6 +115,7 @@ impl Arbiter {
                 prev.generation
             );
             self.previous = None;
+            self.close_retired_listeners();
             self.emit(EventKind::ReloadFinished { generation: gen });
             self.report.reloaded();
         }

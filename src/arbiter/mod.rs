@@ -10,6 +10,7 @@ mod command;
 mod control;
 mod exits;
 mod manage;
+mod reload;
 mod report;
 mod workers;
 
@@ -62,6 +63,8 @@ enum State {
 struct PreviousGeneration {
     settings: Settings,
     generation: u64,
+    /// The worker target it ran with.
+    target: usize,
 }
 
 /// Counters reported by `show stats`.
@@ -78,6 +81,8 @@ pub struct Arbiter {
     settings: Settings,
     pid: Pid,
     listeners: Vec<Listener>,
+    /// Sockets a reload stopped binding, kept open until it completes.
+    retired_listeners: Vec<Listener>,
     /// Listeners came from systemd or a parent master: never rebind them.
     inherited_listeners: bool,
     workers: WorkerTable,
@@ -177,12 +182,16 @@ impl Arbiter {
             std::env::set_current_dir(dir)
                 .map_err(|e| format!("cannot change directory to {}: {e}", dir.display()))?;
         }
+        // Inherited sockets (fd://N, GUNICORN_FD, LISTEN_FDS) are claimed
+        // before anything could take their numbers or inherit them.
+        let claimed = claim_inherited_listeners(&settings)?;
         let mut hooks = Hooks::new(&settings.hooks);
         hooks.fire("on_starting", &[]);
-        // Listeners first: inherited descriptors (fd://N, GUNICORN_FD,
-        // LISTEN_FDS) must be claimed before we open anything that could
-        // take a free number.
-        let (listeners, inherited_listeners) = open_listeners(&settings)?;
+        let inherited_listeners = claimed.is_some();
+        let listeners = match claimed {
+            Some(ls) => ls,
+            None => bind_listeners(&settings)?,
+        };
         let sigpipe =
             SignalPipe::new().map_err(|e| format!("cannot create the signal pipe: {e}"))?;
         sigpipe
@@ -231,6 +240,7 @@ impl Arbiter {
             settings,
             pid,
             listeners,
+            retired_listeners: Vec::new(),
             inherited_listeners,
             workers: WorkerTable::default(),
             scoreboard,
@@ -351,7 +361,9 @@ impl Arbiter {
         };
         let cap = crate::scoreboard::CAPACITY;
         if wanted > cap {
-            tracing::warn!("Cannot run {wanted} workers: {cap} is the most one master runs; using {cap}");
+            tracing::warn!(
+                "Cannot run {wanted} workers: {cap} is the most one master runs; using {cap}"
+            );
         }
         self.target = wanted.min(cap);
         self.target_changed(old);
@@ -401,140 +413,6 @@ impl Arbiter {
         for pid in self.workers.oldest_first(Worker::running) {
             self.retire(pid, RetireReason::StopWorkers);
         }
-    }
-
-    /// Re-read the configuration and roll a new generation of workers in;
-    /// the old ones retire as the new ones boot (see `manage`).
-    fn reload(&mut self) -> Result<(), String> {
-        tracing::info!("Hang up: Master");
-        if self.state != State::Running {
-            return Err("the server is shutting down".into());
-        }
-        self.report.reloading();
-        let result = self.load_and_roll();
-        if let Err(e) = &result {
-            tracing::error!("Reload failed, keeping the running configuration: {e}");
-            self.emit(EventKind::ReloadFailed {
-                generation: None,
-                reason: e.clone(),
-            });
-            self.report.reloaded();
-        }
-        result
-    }
-
-    fn load_and_roll(&mut self) -> Result<(), String> {
-        let new = match self.loader.load() {
-            Ok(crate::config::Startup::Run(s)) => s,
-            Ok(_) => return Err("the configuration asks to print or check it, not to run".into()),
-            Err(e) => return Err(e.to_string()),
-        };
-        if let Err(e) = crate::log::reconfigure(&crate::log::LogConfig::from_settings(&new)) {
-            tracing::error!(
-                "Reload: cannot apply the new log settings ({e}); keeping the previous ones."
-            );
-        }
-        if let Err(e) = crate::log::reopen() {
-            tracing::error!("Cannot reopen log files: {e}");
-        }
-        if new.binds != self.settings.binds && !self.inherited_listeners {
-            self.rebind(&new)?;
-        }
-        let old_target = self.target;
-        if new.workers != self.settings.workers || self.target == 0 {
-            self.target = new.workers;
-        }
-        self.hooks.set_commands(&new.hooks);
-        self.stats.reloads += 1;
-        let old_settings = std::mem::replace(&mut self.settings, new);
-        self.previous = Some(PreviousGeneration {
-            settings: old_settings,
-            generation: self.generation,
-        });
-        self.generation = self.next_generation;
-        self.next_generation += 1;
-        for w in self.workers.iter_mut() {
-            if w.running() && w.retire.is_none() {
-                w.retire = Some(Retire::Generation);
-            }
-        }
-        self.boot_failures = 0;
-        self.next_spawn_at = None;
-        tracing::info!(
-            "Reloading: starting generation {} with {} workers",
-            self.generation,
-            self.target
-        );
-        self.hooks.fire(
-            "on_reload",
-            &[("GUNICORND_WORKERS", self.target.to_string())],
-        );
-        self.emit(EventKind::ReloadStarted {
-            generation: self.generation,
-        });
-        self.target_changed(old_target);
-        Ok(())
-    }
-
-    /// New sockets first, then the old ones go (workers of the old
-    /// generation keep their copies until they retire).
-    fn rebind(&mut self, new: &Settings) -> Result<(), String> {
-        let spec = ListenerSpec {
-            binds: &new.binds,
-            backlog: new.backlog,
-            umask: new.umask,
-            owner: (new.user, new.group),
-        };
-        let fresh = listeners::create_all(&spec, &[], 1)?;
-        for l in &fresh {
-            l.set_nonblocking().map_err(|e| format!("{l}: {e}"))?;
-        }
-        let old = std::mem::replace(&mut self.listeners, fresh);
-        let kept: Vec<_> = self.listeners.iter().map(|l| l.addr().clone()).collect();
-        for l in old {
-            let still_bound = kept.contains(l.addr());
-            l.close(!still_bound);
-        }
-        let shown: Vec<String> = self.listeners.iter().map(|l| l.to_string()).collect();
-        tracing::info!("Listening at: {} ({})", shown.join(","), self.pid);
-        Ok(())
-    }
-
-    /// A failed reload: the old generation goes back to serving.
-    fn roll_back(&mut self, reason: &str) {
-        let Some(prev) = self.previous.take() else {
-            return;
-        };
-        tracing::error!(
-            "Reload failed: {reason} Keeping generation {} serving; fix the configuration and reload again.",
-            prev.generation
-        );
-        let failed = self.generation;
-        self.emit(EventKind::ReloadFailed {
-            generation: Some(failed),
-            reason: reason.to_string(),
-        });
-        self.report.reloaded();
-        self.generation = prev.generation;
-        self.settings = prev.settings;
-        if let Err(e) =
-            crate::log::reconfigure(&crate::log::LogConfig::from_settings(&self.settings))
-        {
-            tracing::error!("Cannot restore the previous log settings: {e}");
-        }
-        for pid in self
-            .workers
-            .oldest_first(|w| w.generation == failed && w.running())
-        {
-            self.send_stop(pid, Signal::SIGTERM);
-        }
-        for w in self.workers.iter_mut() {
-            if w.generation == prev.generation && w.retire == Some(Retire::Generation) {
-                w.retire = None;
-            }
-        }
-        self.boot_failures = 0;
-        self.next_spawn_at = None;
     }
 
     /// TERM (graceful) or INT/QUIT (quick); a quick request during a
@@ -589,7 +467,11 @@ impl Arbiter {
     fn close_listeners(&mut self) {
         // Unix socket files are removed only by their owner (DESIGN rule 4).
         let unlink = !self.inherited_listeners;
-        for l in self.listeners.drain(..) {
+        for l in self
+            .listeners
+            .drain(..)
+            .chain(self.retired_listeners.drain(..))
+        {
             l.close(unlink);
         }
     }
@@ -678,7 +560,11 @@ impl Arbiter {
         for w in self.workers.iter().filter(|w| !w.killed) {
             if let Some(at) = kill_due(w) {
                 if now >= at {
-                    let why = if w.aborted_at.is_some() { "still there after SIGABRT" } else { "did not stop in time" };
+                    let why = if w.aborted_at.is_some() {
+                        "still there after SIGABRT"
+                    } else {
+                        "did not stop in time"
+                    };
                     kill_now.push((w.pid, why));
                 }
             } else if !timeout.is_zero() && self.scoreboard.slot(w.slot).silence() > timeout {
@@ -808,6 +694,8 @@ impl Arbiter {
     fn master_fds(&self) -> Vec<RawFd> {
         let mut fds = vec![self.poll.as_raw_fd(), self.notify_read.as_raw_fd()];
         fds.extend(self.sigpipe.fds());
+        // Sockets parked by a reload belong to the old generation only.
+        fds.extend(self.retired_listeners.iter().map(Listener::raw_fd));
         if let Some(control) = &self.control {
             fds.extend(control.fds());
         }
@@ -845,7 +733,11 @@ impl Drop for UnlinkOnError {
     }
 }
 
-fn open_listeners(settings: &Settings) -> Result<(Vec<Listener>, bool), String> {
+/// Take the listening sockets handed to us (systemd's `LISTEN_FDS`, a
+/// parent master's `GUNICORN_FD`, `fd://N` binds), if any. Called before
+/// anything else opens a descriptor or runs a hook: until they are adopted
+/// (with close-on-exec) a hook would inherit them.
+fn claim_inherited_listeners(settings: &Settings) -> Result<Option<Vec<Listener>>, String> {
     let activated = crate::systemd::listen_fds();
     if !activated.is_empty() {
         tracing::info!(
@@ -853,15 +745,13 @@ fn open_listeners(settings: &Settings) -> Result<(Vec<Listener>, bool), String> 
             activated.len(),
             settings.bind.join(", ")
         );
-        let fds: Vec<RawFd> = activated
+        let ls = activated
             .into_iter()
-            .map(|l| std::os::fd::IntoRawFd::into_raw_fd(l.fd))
-            .collect();
-        let ls = fds
-            .iter()
-            .map(|&fd| listeners::adopt_fd(fd, settings.backlog))
+            .map(|l| {
+                listeners::adopt_fd(std::os::fd::IntoRawFd::into_raw_fd(l.fd), settings.backlog)
+            })
             .collect::<Result<_, _>>()?;
-        return Ok((ls, true));
+        return Ok(Some(ls));
     }
     let inherited: Vec<RawFd> = match std::env::var("GUNICORN_FD") {
         Ok(v) => {
@@ -870,19 +760,28 @@ fn open_listeners(settings: &Settings) -> Result<(Vec<Listener>, bool), String> 
         }
         Err(_) => Vec::new(),
     };
-    let spec = ListenerSpec {
+    let fd_binds = settings
+        .binds
+        .iter()
+        .any(|b| matches!(b, crate::config::BindAddr::Fd(_)));
+    if inherited.is_empty() && !fd_binds {
+        return Ok(None);
+    }
+    listeners::create_all(&listener_spec(settings), &inherited, 1).map(Some)
+}
+
+/// Bind the configured addresses (retrying like gunicorn).
+fn bind_listeners(settings: &Settings) -> Result<Vec<Listener>, String> {
+    listeners::create_all(&listener_spec(settings), &[], listeners::BIND_ATTEMPTS)
+}
+
+fn listener_spec(settings: &Settings) -> ListenerSpec<'_> {
+    ListenerSpec {
         binds: &settings.binds,
         backlog: settings.backlog,
         umask: settings.umask,
         owner: (settings.user, settings.group),
-    };
-    let from_fds = !inherited.is_empty()
-        || settings
-            .binds
-            .iter()
-            .any(|b| matches!(b, crate::config::BindAddr::Fd(_)));
-    let ls = listeners::create_all(&spec, &inherited, listeners::BIND_ATTEMPTS)?;
-    Ok((ls, from_fds))
+    }
 }
 
 /// Bind the control socket unless disabled. Failing is a warning, never

@@ -230,7 +230,12 @@ impl ControlServer {
 
     /// One more batch from every client that has input left.
     pub fn serve_backlog(&mut self, registry: &Registry) -> Vec<Incoming> {
-        let tokens: Vec<Token> = self.clients.iter().filter(|(_, c)| c.wants_service).map(|(t, _)| *t).collect();
+        let tokens: Vec<Token> = self
+            .clients
+            .iter()
+            .filter(|(_, c)| c.wants_service)
+            .map(|(t, _)| *t)
+            .collect();
         let mut incoming = Vec::new();
         for token in tokens {
             incoming.extend(self.ready(registry, token, false, false));

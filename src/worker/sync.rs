@@ -29,8 +29,10 @@ use crate::signals::SignalPipe;
 
 const SIGNAL_TOKEN: u64 = u64::MAX;
 
-/// At most this many queued connections are served after a graceful stop.
+/// At most this many queued connections are served after a graceful stop,
+/// and for at most this long.
 const DRAIN_LIMIT: usize = 1024;
+const DRAIN_WINDOW: Duration = Duration::from_secs(1);
 
 /// Serve until told to stop; returns the exit code.
 pub fn serve(setup: &WorkerSetup<'_>, app: &mut dyn App, sigpipe: &SignalPipe) -> i32 {
@@ -176,10 +178,15 @@ impl<'a, 'b> Server<'a, 'b> {
         }
     }
 
-    /// After a graceful stop: serve what is already queued, then exit.
+    /// After a graceful stop: serve what is already queued, then exit. The
+    /// listeners may be shared with a new generation that keeps them busy,
+    /// so the drain is bounded in time as well: a retiring worker must not
+    /// go on accepting until its SIGKILL.
     fn drain_backlog(&mut self) {
+        let graceful = Duration::from_secs(self.setup.settings.graceful_timeout);
+        let deadline = std::time::Instant::now() + DRAIN_WINDOW.min(graceful / 2);
         for _ in 0..DRAIN_LIMIT {
-            if !self.accept_ready() {
+            if std::time::Instant::now() >= deadline || !self.accept_ready() {
                 return;
             }
         }
