@@ -1,0 +1,350 @@
+#!/usr/bin/env bash
+# Failed requests during repeated HUP reloads: gunicornd's builtin:hello
+# against Python gunicorn's sync worker serving the same body, each with 4
+# workers on loopback, under the same wrk load while the master gets a HUP
+# every second. gunicorn stops its old workers as soon as it has forked their
+# replacements; gunicornd retires them only once the replacements have booted.
+# See bench/README.md.
+#
+# Environment:
+#   GUNICORND_BIN   use this binary instead of building target/release/gunicornd
+#   BENCH_RELOADS   HUPs sent to each master, one a second (default 10)
+#   BENCH_DURATION  seconds of wrk load per server (default 12; at least
+#                   BENCH_RELOADS + 2, so the last reload happens under load)
+#   BENCH_CONNS     concurrent connections (default 16)
+#   BENCH_THREADS   wrk threads (default 2)
+set -euo pipefail
+
+readonly RELOADS="${BENCH_RELOADS:-10}"
+readonly DURATION="${BENCH_DURATION:-12}"
+readonly CONNS="${BENCH_CONNS:-16}"
+readonly THREADS="${BENCH_THREADS:-2}"
+readonly WORKERS=4
+# wrk's "timeout" counter flags a request still unanswered after this long.
+# It is not a failure (the answer may still come, and wrk then counts it as a
+# completed request too), so it is reported on its own.
+readonly WRK_TIMEOUT_S=5
+readonly START_DEADLINE_S=15
+# How long the last generation of workers may take to boot after the last HUP.
+readonly SETTLE_DEADLINE_S=15
+readonly STOP_DEADLINE_S=5
+
+script_dir="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+repo_root="$(cd "$script_dir/.." && pwd)"
+target_dir="${CARGO_TARGET_DIR:-$repo_root/target}"
+readonly script_dir repo_root target_dir
+# gunicorn from PyPI, installed once and reused by later runs.
+readonly VENV="$target_dir/bench-gunicorn-venv"
+
+tmp=""
+server_pid=""
+wrk_pid=""
+
+log() { printf '%s\n' "$*" >&2; }
+die() {
+    log "reload.sh: $*"
+    exit 1
+}
+
+# --- setup -------------------------------------------------------------------
+
+as_root() {
+    if [[ $(id -u) -eq 0 ]]; then
+        "$@"
+    elif command -v sudo >/dev/null; then
+        sudo "$@"
+    else
+        die "need root or sudo to run: $*"
+    fi
+}
+
+install_tools() {
+    local missing=() probe
+    command -v wrk >/dev/null || missing+=(wrk)
+    command -v setsid >/dev/null || missing+=(util-linux)
+    command -v python3 >/dev/null || missing+=(python3)
+    if [[ ! -x $VENV/bin/python ]]; then
+        # Debian's python3 lacks ensurepip (so venv fails) without python3-venv.
+        probe=$(mktemp -d)
+        python3 -m venv "$probe/venv" >/dev/null 2>&1 || missing+=(python3-venv)
+        rm -rf "$probe"
+    fi
+    ((${#missing[@]} == 0)) && return
+    log "installing ${missing[*]} with apt-get"
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+        "${missing[@]}" >/dev/null
+}
+
+gunicornd_binary() {
+    if [[ -n "${GUNICORND_BIN:-}" ]]; then
+        [[ -x "$GUNICORND_BIN" ]] || die "GUNICORND_BIN=$GUNICORND_BIN is not executable"
+        echo "$GUNICORND_BIN"
+        return
+    fi
+    log "building gunicornd (release)"
+    (cd "$repo_root" && cargo build --release --quiet --bin gunicornd) >&2
+    echo "$target_dir/release/gunicornd"
+}
+
+# Python with gunicorn installed. The venv is built beside its final place and
+# renamed when complete, so an interrupted run never leaves a half-made one.
+# It is used through `bin/python -m gunicorn`, which survives the rename
+# (console-script shebangs would not).
+gunicorn_python() {
+    if [[ ! -x $VENV/bin/python ]]; then
+        local building="$VENV.building-$$"
+        log "installing gunicorn from PyPI into $VENV"
+        rm -rf "$building"
+        mkdir -p "$target_dir"
+        python3 -m venv "$building" >&2
+        "$building/bin/python" -m pip install --quiet --disable-pip-version-check gunicorn >&2
+        rm -rf "$VENV"
+        mv "$building" "$VENV"
+    fi
+    echo "$VENV/bin/python"
+}
+
+# A loopback port nobody listens on, below the kernel's ephemeral range: the
+# load leaves tens of thousands of client sockets in TIME_WAIT on ephemeral
+# ports, and a server asked to bind one of those fails with "Address already
+# in use". Another process could still take the port before the server binds;
+# the server would then fail to start and wait_ready says so.
+free_port() {
+    local low port
+    read -r low _ </proc/sys/net/ipv4/ip_local_port_range
+    ((low > 11000)) || die "the ephemeral port range starts at $low; no room below it"
+    for _ in $(seq 100); do
+        port=$((10000 + RANDOM % (low - 10000)))
+        if ! (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+            echo "$port"
+            return
+        fi
+    done
+    die "no free loopback port found"
+}
+
+# The same response as builtin:hello: 200, text/plain, "Hello, World!\n".
+write_wsgi_app() {
+    cat >"$tmp/hello.py" <<'EOF'
+BODY = b"Hello, World!\n"
+
+
+def app(environ, start_response):
+    start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(BODY)))])
+    return [BODY]
+EOF
+}
+
+# --- server lifecycle --------------------------------------------------------
+
+# Starts a server in its own session (so cleanup can reach its workers even if
+# the master died without taking them along), logging to $tmp/NAME.log.
+# setsid execs the server in place, so $! is the master's pid.
+start_server() {
+    local name="$1"
+    shift
+    setsid "$@" >"$tmp/$name.log" 2>&1 </dev/null &
+    server_pid=$!
+}
+
+# Polls until the server answers an HTTP request with 200, or fails once the
+# deadline passes or the server exits.
+wait_ready() {
+    local name="$1" port="$2"
+    local deadline=$((SECONDS + START_DEADLINE_S)) status
+    while ((SECONDS < deadline)); do
+        kill -0 "$server_pid" 2>/dev/null || {
+            log "$name exited during start-up; its log:"
+            cat "$tmp/$name.log" >&2
+            die "$name did not start"
+        }
+        if status=$(http_status "$port") && [[ $status == 200 ]]; then
+            return
+        fi
+        sleep 0.05
+    done
+    cat "$tmp/$name.log" >&2
+    die "$name did not answer on port $port within ${START_DEADLINE_S}s"
+}
+
+http_status() {
+    local port="$1" fd line
+    # The braces make the 2>/dev/null apply to this open only, not to the shell.
+    { exec {fd}<>"/dev/tcp/127.0.0.1/$port"; } 2>/dev/null || return 1
+    printf 'GET / HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n' >&"$fd"
+    IFS=' ' read -r -t 2 -u "$fd" _ line _ || line=""
+    exec {fd}>&-
+    [[ -n $line ]] && echo "$line"
+}
+
+stop_server() {
+    local pid="$server_pid" deadline=$((SECONDS + STOP_DEADLINE_S))
+    [[ -n $pid ]] || return 0
+    # gunicornd and gunicorn both treat INT as "stop now", workers included.
+    kill -INT "$pid" 2>/dev/null || true
+    while kill -0 "$pid" 2>/dev/null && ((SECONDS < deadline)); do
+        sleep 0.05
+    done
+    # Whatever is left of the session (master or orphaned workers) goes now.
+    kill -KILL -- "-$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+    server_pid=""
+}
+
+cleanup() {
+    local rc=$?
+    [[ -z $wrk_pid ]] || kill "$wrk_pid" 2>/dev/null || true
+    stop_server
+    [[ -n $tmp ]] && rm -rf "$tmp"
+    exit "$rc"
+}
+
+# --- measuring ---------------------------------------------------------------
+
+# Workers that have booted so far: both servers log "Booting worker with pid:
+# N" from each new worker. Counting distinct pids guards against a line that
+# is logged twice.
+booted_workers() {
+    local name="$1"
+    grep -o 'Booting worker with pid: [0-9]*' "$tmp/$name.log" | sort -u | wc -l
+}
+
+# Sends HUP to the master every second, paced against the clock so that the
+# time kill takes does not add up over the reloads.
+send_hups() {
+    local name="$1" start i
+    start=$EPOCHREALTIME
+    for ((i = 1; i <= RELOADS; i++)); do
+        sleep "$(awk -v start="$start" -v now="$EPOCHREALTIME" -v i="$i" \
+            'BEGIN {d = start + i - now; printf "%.6f", (d > 0 ? d : 0)}')"
+        kill -0 "$server_pid" 2>/dev/null || die "$name exited during the reloads"
+        kill -HUP "$server_pid"
+    done
+}
+
+# Waits until every generation has booted: the first plus one per reload.
+wait_settled() {
+    local name="$1" expected=$((WORKERS * (RELOADS + 1)))
+    local deadline=$((SECONDS + SETTLE_DEADLINE_S))
+    while (($(booted_workers "$name") < expected)) && ((SECONDS < deadline)); do
+        sleep 0.1
+    done
+}
+
+# Runs wrk against one server while reloading it; writes one line of figures
+# to $tmp/NAME.figures:
+#   requests failed connect read write non2xx timeouts max_latency booted reloads
+# (It runs in the main shell, not in a command substitution, so that the EXIT
+# trap still sees the server and wrk if something fails.)
+measure() {
+    local name="$1" port="$2" out
+    timeout $((DURATION + 15)) wrk -t"$THREADS" -c"$CONNS" -d"${DURATION}s" \
+        --timeout "${WRK_TIMEOUT_S}s" -H 'Connection: close' \
+        "http://127.0.0.1:$port/" >"$tmp/$name.wrk" 2>&1 &
+    wrk_pid=$!
+    send_hups "$name"
+    wait "$wrk_pid" || die "wrk failed against $name: $(cat "$tmp/$name.wrk")"
+    wrk_pid=""
+    wait_settled "$name"
+    out=$(<"$tmp/$name.wrk")
+
+    local completed connect read write timeouts non2xx max_latency
+    completed=$(awk '/requests in/ {print $1}' <<<"$out")
+    [[ -n $completed ]] || die "no request count in wrk output for $name: $out"
+    read -r connect read write timeouts < <(
+        awk '/Socket errors:/ {gsub(",", ""); print $4, $6, $8, $10; found=1}
+             END {if (!found) print 0, 0, 0, 0}' <<<"$out"
+    )
+    non2xx=$(awk '/Non-2xx or 3xx responses:/ {print $5; found=1} END {if (!found) print 0}' <<<"$out")
+    max_latency=$(awk '$1 == "Latency" {print $4}' <<<"$out")
+
+    # With one request per connection every socket error is one request that
+    # got no answer; wrk counts only answered requests in "requests in".
+    local failed=$((connect + read + write + non2xx))
+    local requests=$((completed + connect + read + write))
+    local reloads
+    reloads=$(grep -c 'Hang up: Master' "$tmp/$name.log" || true)
+    echo "$requests $failed $connect $read $write $non2xx $timeouts $max_latency" \
+        "$(booted_workers "$name") $reloads" >"$tmp/$name.figures"
+}
+
+# Prints the figures of one server and checks that its reloads all happened.
+report() {
+    local name="$1" requests failed connect read write non2xx timeouts max_latency booted reloads
+    read -r requests failed connect read write non2xx timeouts max_latency booted reloads \
+        <"$tmp/$name.figures"
+    printf '%s: %d requests, %d failed (connect %d, read %d, write %d, non-2xx %d),' \
+        "$name" "$requests" "$failed" "$connect" "$read" "$write" "$non2xx"
+    printf ' %d slower than %ds, max latency %s; %d reloads logged, %d workers booted\n' \
+        "$timeouts" "$WRK_TIMEOUT_S" "$max_latency" "$reloads" "$booted"
+    local expected=$((WORKERS * (RELOADS + 1)))
+    if ((reloads != RELOADS || booted < expected)); then
+        log "$name's log:"
+        cat "$tmp/$name.log" >&2
+        die "$name handled $reloads of $RELOADS HUPs and booted $booted of $expected workers"
+    fi
+}
+
+run_gunicornd() {
+    local bin="$1" port
+    port=$(free_port)
+    start_server gunicornd "$bin" builtin:hello -w "$WORKERS" -b "127.0.0.1:$port" \
+        --no-control-socket
+    wait_ready gunicornd "$port"
+    measure gunicornd "$port"
+    stop_server
+}
+
+run_gunicorn() {
+    local python="$1" port opts=()
+    port=$(free_port)
+    # gunicorn 25.1+ opens a control socket by default; keep it out of the way.
+    if "$python" -m gunicorn --help | grep -q -- '--no-control-socket'; then
+        opts+=(--no-control-socket)
+    fi
+    start_server gunicorn "$python" -m gunicorn -w "$WORKERS" -b "127.0.0.1:$port" \
+        --chdir "$tmp" "${opts[@]}" hello:app
+    wait_ready gunicorn "$port"
+    measure gunicorn "$port"
+    stop_server
+}
+
+main() {
+    trap cleanup EXIT
+    # Turn INT/TERM into an ordinary exit so the EXIT trap runs for them too.
+    trap 'exit 130' INT
+    trap 'exit 143' TERM
+    ((DURATION >= RELOADS + 2)) || die "BENCH_DURATION ($DURATION) must be at least BENCH_RELOADS + 2"
+    install_tools
+    local gunicornd_bin python
+    gunicornd_bin=$(gunicornd_binary)
+    [[ -x $gunicornd_bin ]] || die "no gunicornd binary at $gunicornd_bin"
+    python=$(gunicorn_python)
+
+    tmp=$(mktemp -d "${TMPDIR:-/tmp}/gunicornd-reload.XXXXXX")
+    write_wsgi_app
+
+    echo "wrk -t$THREADS -c$CONNS -d${DURATION}s --timeout ${WRK_TIMEOUT_S}s -H 'Connection: close'," \
+        "HUP every 1 s" \
+        "($RELOADS reloads), $WORKERS workers each, $(nproc) CPUs;" \
+        "gunicorn $("$python" -c 'import gunicorn; print(gunicorn.__version__)')"
+    run_gunicornd "$gunicornd_bin"
+    report gunicornd
+    run_gunicorn "$python"
+    report gunicorn
+
+    local name requests failed
+    printf '\n'
+    for name in gunicornd gunicorn; do
+        read -r requests failed _ <"$tmp/$name.figures"
+        printf '%s: %d requests, %d failed over %d reloads\n' "$name" "$requests" "$failed" "$RELOADS"
+    done
+
+    # gunicornd's claim is that a reload fails no request; gunicorn's failures
+    # are the finding, not an error.
+    read -r _ failed _ <"$tmp/gunicornd.figures"
+    ((failed == 0)) || die "gunicornd failed $failed requests during reloads"
+}
+
+main "$@"
