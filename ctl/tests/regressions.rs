@@ -15,8 +15,10 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use gunicornd::control::protocol::{write_frame, PingReply, Request, Response};
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
 
-use support::{ctl_ok, poll, process_alive, Conn, Launch};
+use support::{children_of, ctl_ok, poll, process_alive, Conn, Launch};
 
 /// One request frame: a big-endian length, then the JSON payload.
 fn frame(id: u64, command: &str) -> Vec<u8> {
@@ -41,12 +43,31 @@ fn ping_latency(socket: &std::path::Path) -> Result<Duration, String> {
     }
 }
 
+/// Kills a daemon's master and its workers, by pid, on drop.
+/// `support::Gunicornd` kills the process group named by the master's pid,
+/// but a daemon's group is named by the intermediate process that called
+/// `setsid`, so without this a daemon that survives its test would leak.
+struct KillDaemonOnDrop(i32);
+
+impl Drop for KillDaemonOnDrop {
+    fn drop(&mut self) {
+        if !process_alive(self.0) {
+            return;
+        }
+        for worker in children_of(self.0) {
+            let _ = kill(Pid::from_raw(worker), Signal::SIGKILL);
+        }
+        let _ = kill(Pid::from_raw(self.0), Signal::SIGKILL);
+    }
+}
+
 // ---------------------------------------------------------------------------
 // 5. `worker remove` with no workers left
 
 #[test]
 fn worker_remove_with_no_workers_keeps_the_daemon() {
     let mut srv = Launch::new(2).daemon().start();
+    let _daemon = KillDaemonOnDrop(srv.pid);
     let sock = srv.sock().to_string();
     ctl_ok(&["-s", &sock, "stop-workers"]);
     srv.poll("every worker to stop", |s| {
@@ -79,6 +100,8 @@ fn worker_remove_with_no_workers_keeps_the_daemon() {
     assert!(pong.pong);
     assert_eq!(pong.pid, srv.pid);
     assert!(process_alive(srv.pid), "the master keeps running");
+    ctl_ok(&["-s", &sock, "stop"]);
+    srv.wait_gone();
 }
 
 // ---------------------------------------------------------------------------
@@ -155,6 +178,7 @@ fn a_pipelining_client_does_not_delay_another_clients_ping() {
          'show workers' ({answered} answered, {pings} pings measured)"
     );
     assert!(pings > 0, "no ping was measured during the flood");
+    eprintln!("flood of {REQUESTS}: {answered} answered, {pings} pings, worst {worst:?}");
 }
 
 // ---------------------------------------------------------------------------
@@ -167,8 +191,16 @@ fn a_half_closed_client_still_gets_its_reply() {
     conn.stream
         .set_read_timeout(Some(Duration::from_secs(10)))
         .unwrap();
+    // The master must find the request and the end of stream together, in
+    // one read: hold it stopped while both are sent.
+    let master = Pid::from_raw(srv.pid);
+    kill(master, Signal::SIGSTOP).unwrap();
+    poll("the master to stop", || {
+        (state_of(srv.pid) == Some('T')).then_some(())
+    });
     conn.send_bytes(&frame(7, "ping"));
     conn.stream.shutdown(Shutdown::Write).unwrap();
+    kill(master, Signal::SIGCONT).unwrap();
     match conn.read() {
         Ok(Response::Ok { id, data }) => {
             assert_eq!(id, 7, "{data}");
@@ -178,4 +210,10 @@ fn a_half_closed_client_still_gets_its_reply() {
         }
         other => panic!("after 'ping' and shutdown(SHUT_WR): {other:?}"),
     }
+}
+
+/// The state letter of `pid` in /proc (`T` when stopped).
+fn state_of(pid: i32) -> Option<char> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat.rsplit_once(')')?.1.trim_start().chars().next()
 }
