@@ -3,7 +3,8 @@
 //! A hook runs `/bin/sh -c COMMAND` with the event's facts in `GUNICORND_*`
 //! environment variables. The master never waits for one: it starts the
 //! process and goes on; the exit is collected with the other children and a
-//! failure is logged, nothing more.
+//! failure is logged, nothing more. (`spawn` itself returns once the
+//! child has exec'd `/bin/sh`: a fork and an exec, never the hook's run.)
 
 use std::collections::{BTreeMap, HashMap};
 use std::process::{Command, Stdio};

@@ -340,7 +340,10 @@ fn local_addr(fd: RawFd) -> Result<ListenAddr, String> {
 }
 
 /// Whether `listener` already serves `bind` (so a reload can keep it
-/// instead of binding the address a second time). An ephemeral port (`:0`)
+/// instead of binding the address a second time). A host name is resolved
+/// here, which can wait on DNS: only on reload, and only for host names
+/// (IP literals, the usual case, resolve without I/O).
+/// An ephemeral port (`:0`)
 /// never matches: each such bind asks for a new port.
 pub fn serves(listener: &Listener, bind: &BindAddr) -> bool {
     match (bind, listener.addr()) {

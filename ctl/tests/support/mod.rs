@@ -695,9 +695,14 @@ fn booted_workers(path: &Path) -> Option<BTreeSet<i32>> {
 
 impl Drop for Gunicornd {
     fn drop(&mut self) {
-        // The master's process group holds its workers (a daemon makes its
-        // own session and group, named by its pid).
-        let _ = killpg(Pid::from_raw(self.pid), Signal::SIGKILL);
+        // The master's process group holds its workers. A daemon's group is
+        // named after the process that called setsid (not the master), so
+        // ask the kernel which group the master is in.
+        let master = Pid::from_raw(self.pid);
+        if let Ok(group) = nix::unistd::getpgid(Some(master)) {
+            let _ = killpg(group, Signal::SIGKILL);
+        }
+        let _ = nix::sys::signal::kill(master, Signal::SIGKILL);
         if let Some(mut child) = self.launcher.take() {
             let _ = killpg(Pid::from_raw(child.id() as i32), Signal::SIGKILL);
             let _ = child.wait();
