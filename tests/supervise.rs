@@ -172,3 +172,75 @@ fn int_stops_quickly() {
         "quick stop does not wait for the slow request"
     );
 }
+
+#[test]
+fn env_and_chdir_reach_the_workers() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("site")).unwrap();
+    std::fs::create_dir(dir.path().join("site/www")).unwrap();
+    std::fs::write(dir.path().join("site/www/index.html"), "from chdir").unwrap();
+    // `static:www` is relative: it resolves against --chdir in the worker.
+    let srv = Launch::new(&[
+        "-b",
+        "127.0.0.1:0",
+        "--chdir",
+        "site",
+        "-e",
+        "GREETING=hello-from-env",
+        "--access-logfile",
+        "access.log",
+        "--access-logformat",
+        "%({GREETING}e)s",
+        "static:www",
+    ])
+    .in_dir(dir)
+    .workers(1)
+    .start();
+    assert_eq!(srv.get("/").text(), "from chdir");
+    let access = srv.path("site/access.log");
+    expect_within(
+        Duration::from_secs(5),
+        "the worker's environment in the access log",
+        || {
+            std::fs::read_to_string(&access)
+                .unwrap_or_default()
+                .contains("hello-from-env")
+        },
+    );
+}
+
+#[test]
+fn max_requests_jitter_spreads_the_recycling_points() {
+    let srv = Server::start_with_workers(
+        1,
+        &[
+            "--max-requests",
+            "5",
+            "--max-requests-jitter",
+            "20",
+            "builtin:hello",
+        ],
+    );
+    let limits = || -> std::collections::BTreeSet<u64> {
+        srv.log()
+            .lines()
+            .filter_map(|l| l.split("Autorestarting worker after ").nth(1))
+            .filter_map(|r| r.split(' ').next()?.parse().ok())
+            .collect()
+    };
+    expect_within(
+        Duration::from_secs(30),
+        "three distinct recycling points",
+        || {
+            for _ in 0..10 {
+                assert_eq!(srv.get("/").status, 200);
+            }
+            limits().len() >= 3
+        },
+    );
+    assert!(
+        limits().iter().all(|n| (5..=25).contains(n)),
+        "{:?}",
+        limits()
+    );
+}
