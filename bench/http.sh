@@ -20,34 +20,11 @@ readonly WORKERS=2
 # wrk reports a few connect errors when the accept queue momentarily
 # overflows at start-up; more than this is a failed run, not noise.
 readonly MAX_CONNECT_ERRORS=10
-readonly START_DEADLINE_S=15
-readonly STOP_DEADLINE_S=5
 
-script_dir="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-repo_root="$(cd "$script_dir/.." && pwd)"
-readonly script_dir repo_root
-
-tmp=""
-gunicornd_pid=""
-nginx_pid=""
-
-log() { printf '%s\n' "$*" >&2; }
-die() {
-    log "http.sh: $*"
-    exit 1
-}
+# shellcheck source-path=SCRIPTDIR source=lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 # --- setup -------------------------------------------------------------------
-
-as_root() {
-    if [[ $(id -u) -eq 0 ]]; then
-        "$@"
-    elif command -v sudo >/dev/null; then
-        sudo "$@"
-    else
-        die "need root or sudo to run: $*"
-    fi
-}
 
 find_nginx() {
     # /usr/sbin is not on a normal user's PATH.
@@ -59,36 +36,7 @@ install_tools() {
     command -v wrk >/dev/null || missing+=(wrk)
     [[ -n "$(find_nginx)" ]] || missing+=(nginx)
     command -v setsid >/dev/null || missing+=(util-linux)
-    ((${#missing[@]} == 0)) && return
-    log "installing ${missing[*]} with apt-get"
-    as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq
-    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-        "${missing[@]}" >/dev/null
-}
-
-gunicornd_binary() {
-    if [[ -n "${GUNICORND_BIN:-}" ]]; then
-        [[ -x "$GUNICORND_BIN" ]] || die "GUNICORND_BIN=$GUNICORND_BIN is not executable"
-        echo "$GUNICORND_BIN"
-        return
-    fi
-    log "building gunicornd (release)"
-    (cd "$repo_root" && cargo build --release --quiet --bin gunicornd) >&2
-    echo "${CARGO_TARGET_DIR:-$repo_root/target}/release/gunicornd"
-}
-
-# A loopback port nobody listens on. Another process could take it before the
-# server binds; the server would then fail to start and wait_ready says so.
-free_port() {
-    local port
-    for _ in $(seq 100); do
-        port=$((20000 + RANDOM % 40000))
-        if ! (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
-            echo "$port"
-            return
-        fi
-    done
-    die "no free loopback port found"
+    install_packages "${missing[@]}"
 }
 
 write_nginx_conf() {
@@ -121,74 +69,17 @@ EOF
 
 # --- server lifecycle --------------------------------------------------------
 
-# Each server runs in its own session so cleanup can reach its workers even if
-# the master died without taking them along.
 start_gunicornd() {
     local bin="$1" port="$2"
-    setsid "$bin" builtin:hello -w "$WORKERS" -b "127.0.0.1:$port" \
-        --control-socket "$tmp/gunicornd.ctl" \
-        >"$tmp/gunicornd.log" 2>&1 </dev/null &
-    gunicornd_pid=$!
+    start_server gunicornd "$bin" builtin:hello -w "$WORKERS" -b "127.0.0.1:$port" \
+        --control-socket "$tmp/gunicornd.ctl"
 }
 
 start_nginx() {
     local bin="$1" port="$2" dir="$tmp/nginx"
     write_nginx_conf "$port" "$dir"
     # -e: nginx opens its compiled-in error log before reading the config.
-    setsid "$bin" -p "$dir" -c "$dir/nginx.conf" -e "$dir/logs/error.log" \
-        >"$tmp/nginx.log" 2>&1 </dev/null &
-    nginx_pid=$!
-}
-
-# Polls until the server answers an HTTP request with 200, or fails once the
-# deadline passes or the server exits.
-wait_ready() {
-    local name="$1" pid="$2" port="$3" logfile="$4"
-    local deadline=$((SECONDS + START_DEADLINE_S)) status
-    while ((SECONDS < deadline)); do
-        kill -0 "$pid" 2>/dev/null || {
-            log "$name exited during start-up; its log:"
-            cat "$logfile" >&2
-            die "$name did not start"
-        }
-        if status=$(http_status "$port") && [[ $status == 200 ]]; then
-            return
-        fi
-        sleep 0.05
-    done
-    cat "$logfile" >&2
-    die "$name did not answer on port $port within ${START_DEADLINE_S}s"
-}
-
-http_status() {
-    local port="$1" fd line
-    # The braces make the 2>/dev/null apply to this open only, not to the shell.
-    { exec {fd}<>"/dev/tcp/127.0.0.1/$port"; } 2>/dev/null || return 1
-    printf 'GET / HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n' >&"$fd"
-    IFS=' ' read -r -t 2 -u "$fd" _ line _ || line=""
-    exec {fd}>&-
-    [[ -n $line ]] && echo "$line"
-}
-
-stop_server() {
-    local pid="$1" deadline=$((SECONDS + STOP_DEADLINE_S))
-    [[ -n $pid ]] || return 0
-    # gunicornd and nginx both treat INT as "stop now", workers included.
-    kill -INT "$pid" 2>/dev/null || true
-    while kill -0 "$pid" 2>/dev/null && ((SECONDS < deadline)); do
-        sleep 0.05
-    done
-    # Whatever is left of the session (master or orphaned workers) goes now.
-    kill -KILL -- "-$pid" 2>/dev/null || true
-    wait "$pid" 2>/dev/null || true
-}
-
-cleanup() {
-    local rc=$?
-    stop_server "$gunicornd_pid"
-    stop_server "$nginx_pid"
-    [[ -n $tmp ]] && rm -rf "$tmp"
-    exit "$rc"
+    start_server nginx "$bin" -p "$dir" -c "$dir/nginx.conf" -e "$dir/logs/error.log"
 }
 
 # --- measuring ---------------------------------------------------------------
@@ -202,11 +93,7 @@ run_wrk() {
         -H 'Connection: close' "$url") || die "wrk failed against $name: $out"
     rps=$(awk '/^Requests\/sec:/ {print $2}' <<<"$out")
     [[ -n $rps ]] || die "no Requests/sec in wrk output for $name: $out"
-    read -r connect read write timeout < <(
-        awk '/Socket errors:/ {gsub(",", ""); print $4, $6, $8, $10; found=1}
-             END {if (!found) print 0, 0, 0, 0}' <<<"$out"
-    )
-    non2xx=$(awk '/Non-2xx or 3xx responses:/ {print $5; found=1} END {if (!found) print 0}' <<<"$out")
+    read -r connect read write timeout non2xx < <(wrk_error_counts "$out")
     if ((connect > 0 || read > 0 || write > 0 || timeout > 0 || non2xx > 0)); then
         log "  $name errors: connect $connect, read $read, write $write, timeout $timeout, non-2xx $non2xx"
     fi
@@ -222,17 +109,13 @@ median() {
 }
 
 main() {
-    trap cleanup EXIT
-    # Turn INT/TERM into an ordinary exit so the EXIT trap runs for them too.
-    trap 'exit 130' INT
-    trap 'exit 143' TERM
+    trap_exit
     install_tools
     local gunicornd_bin nginx_bin
     gunicornd_bin=$(gunicornd_binary)
-    [[ -x $gunicornd_bin ]] || die "no gunicornd binary at $gunicornd_bin"
     nginx_bin=$(find_nginx)
 
-    tmp=$(mktemp -d "${TMPDIR:-/tmp}/gunicornd-bench.XXXXXX")
+    make_tmp_dir gunicornd-bench
     # nginx workers drop to nobody when started as root; let them in.
     chmod 755 "$tmp"
 
@@ -242,8 +125,8 @@ main() {
     n_port=$(free_port)
     [[ $n_port != "$g_port" ]] || n_port=$(free_port)
     start_nginx "$nginx_bin" "$n_port"
-    wait_ready gunicornd "$gunicornd_pid" "$g_port" "$tmp/gunicornd.log"
-    wait_ready nginx "$nginx_pid" "$n_port" "$tmp/nginx.log"
+    wait_ready gunicornd "$g_port"
+    wait_ready nginx "$n_port"
 
     echo "wrk -t$THREADS -c$CONNS -d${DURATION}s -H 'Connection: close', $ROUNDS rounds," \
         "$WORKERS workers each, $(nproc) CPUs"

@@ -24,39 +24,16 @@ readonly WORKERS=4
 # It is not a failure (the answer may still come, and wrk then counts it as a
 # completed request too), so it is reported on its own.
 readonly WRK_TIMEOUT_S=5
-readonly START_DEADLINE_S=15
 # How long the last generation of workers may take to boot after the last HUP.
 readonly SETTLE_DEADLINE_S=15
-readonly STOP_DEADLINE_S=5
 
-script_dir="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-repo_root="$(cd "$script_dir/.." && pwd)"
-target_dir="${CARGO_TARGET_DIR:-$repo_root/target}"
-readonly script_dir repo_root target_dir
+# shellcheck source-path=SCRIPTDIR source=lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
 # gunicorn from PyPI, installed once and reused by later runs.
 readonly VENV="$target_dir/bench-gunicorn-venv"
 
-tmp=""
-server_pid=""
-wrk_pid=""
-
-log() { printf '%s\n' "$*" >&2; }
-die() {
-    log "reload.sh: $*"
-    exit 1
-}
-
 # --- setup -------------------------------------------------------------------
-
-as_root() {
-    if [[ $(id -u) -eq 0 ]]; then
-        "$@"
-    elif command -v sudo >/dev/null; then
-        sudo "$@"
-    else
-        die "need root or sudo to run: $*"
-    fi
-}
 
 install_tools() {
     local missing=() probe
@@ -69,22 +46,7 @@ install_tools() {
         python3 -m venv "$probe/venv" >/dev/null 2>&1 || missing+=(python3-venv)
         rm -rf "$probe"
     fi
-    ((${#missing[@]} == 0)) && return
-    log "installing ${missing[*]} with apt-get"
-    as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq
-    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-        "${missing[@]}" >/dev/null
-}
-
-gunicornd_binary() {
-    if [[ -n "${GUNICORND_BIN:-}" ]]; then
-        [[ -x "$GUNICORND_BIN" ]] || die "GUNICORND_BIN=$GUNICORND_BIN is not executable"
-        echo "$GUNICORND_BIN"
-        return
-    fi
-    log "building gunicornd (release)"
-    (cd "$repo_root" && cargo build --release --quiet --bin gunicornd) >&2
-    echo "$target_dir/release/gunicornd"
+    install_packages "${missing[@]}"
 }
 
 # Python with gunicorn installed. The venv is built beside its final place and
@@ -105,25 +67,6 @@ gunicorn_python() {
     echo "$VENV/bin/python"
 }
 
-# A loopback port nobody listens on, below the kernel's ephemeral range: the
-# load leaves tens of thousands of client sockets in TIME_WAIT on ephemeral
-# ports, and a server asked to bind one of those fails with "Address already
-# in use". Another process could still take the port before the server binds;
-# the server would then fail to start and wait_ready says so.
-free_port() {
-    local low port
-    read -r low _ </proc/sys/net/ipv4/ip_local_port_range
-    ((low > 11000)) || die "the ephemeral port range starts at $low; no room below it"
-    for _ in $(seq 100); do
-        port=$((10000 + RANDOM % (low - 10000)))
-        if ! (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
-            echo "$port"
-            return
-        fi
-    done
-    die "no free loopback port found"
-}
-
 # The same response as builtin:hello: 200, text/plain, "Hello, World!\n".
 write_wsgi_app() {
     cat >"$tmp/hello.py" <<'EOF'
@@ -134,70 +77,6 @@ def app(environ, start_response):
     start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(BODY)))])
     return [BODY]
 EOF
-}
-
-# --- server lifecycle --------------------------------------------------------
-
-# Starts a server in its own session (so cleanup can reach its workers even if
-# the master died without taking them along), logging to $tmp/NAME.log.
-# setsid execs the server in place, so $! is the master's pid.
-start_server() {
-    local name="$1"
-    shift
-    setsid "$@" >"$tmp/$name.log" 2>&1 </dev/null &
-    server_pid=$!
-}
-
-# Polls until the server answers an HTTP request with 200, or fails once the
-# deadline passes or the server exits.
-wait_ready() {
-    local name="$1" port="$2"
-    local deadline=$((SECONDS + START_DEADLINE_S)) status
-    while ((SECONDS < deadline)); do
-        kill -0 "$server_pid" 2>/dev/null || {
-            log "$name exited during start-up; its log:"
-            cat "$tmp/$name.log" >&2
-            die "$name did not start"
-        }
-        if status=$(http_status "$port") && [[ $status == 200 ]]; then
-            return
-        fi
-        sleep 0.05
-    done
-    cat "$tmp/$name.log" >&2
-    die "$name did not answer on port $port within ${START_DEADLINE_S}s"
-}
-
-http_status() {
-    local port="$1" fd line
-    # The braces make the 2>/dev/null apply to this open only, not to the shell.
-    { exec {fd}<>"/dev/tcp/127.0.0.1/$port"; } 2>/dev/null || return 1
-    printf 'GET / HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n' >&"$fd"
-    IFS=' ' read -r -t 2 -u "$fd" _ line _ || line=""
-    exec {fd}>&-
-    [[ -n $line ]] && echo "$line"
-}
-
-stop_server() {
-    local pid="$server_pid" deadline=$((SECONDS + STOP_DEADLINE_S))
-    [[ -n $pid ]] || return 0
-    # gunicornd and gunicorn both treat INT as "stop now", workers included.
-    kill -INT "$pid" 2>/dev/null || true
-    while kill -0 "$pid" 2>/dev/null && ((SECONDS < deadline)); do
-        sleep 0.05
-    done
-    # Whatever is left of the session (master or orphaned workers) goes now.
-    kill -KILL -- "-$pid" 2>/dev/null || true
-    wait "$pid" 2>/dev/null || true
-    server_pid=""
-}
-
-cleanup() {
-    local rc=$?
-    [[ -z $wrk_pid ]] || kill "$wrk_pid" 2>/dev/null || true
-    stop_server
-    [[ -n $tmp ]] && rm -rf "$tmp"
-    exit "$rc"
 }
 
 # --- measuring ---------------------------------------------------------------
@@ -213,13 +92,13 @@ booted_workers() {
 # Sends HUP to the master every second, paced against the clock so that the
 # time kill takes does not add up over the reloads.
 send_hups() {
-    local name="$1" start i
+    local name="$1" pid="${server_pids[$1]}" start i
     start=$EPOCHREALTIME
     for ((i = 1; i <= RELOADS; i++)); do
         sleep "$(awk -v start="$start" -v now="$EPOCHREALTIME" -v i="$i" \
             'BEGIN {d = start + i - now; printf "%.6f", (d > 0 ? d : 0)}')"
-        kill -0 "$server_pid" 2>/dev/null || die "$name exited during the reloads"
-        kill -HUP "$server_pid"
+        kill -0 "$pid" 2>/dev/null || die "$name exited during the reloads"
+        kill -HUP "$pid"
     done
 }
 
@@ -252,11 +131,7 @@ measure() {
     local completed connect read write timeouts non2xx max_latency
     completed=$(awk '/requests in/ {print $1}' <<<"$out")
     [[ -n $completed ]] || die "no request count in wrk output for $name: $out"
-    read -r connect read write timeouts < <(
-        awk '/Socket errors:/ {gsub(",", ""); print $4, $6, $8, $10; found=1}
-             END {if (!found) print 0, 0, 0, 0}' <<<"$out"
-    )
-    non2xx=$(awk '/Non-2xx or 3xx responses:/ {print $5; found=1} END {if (!found) print 0}' <<<"$out")
+    read -r connect read write timeouts non2xx < <(wrk_error_counts "$out")
     max_latency=$(awk '$1 == "Latency" {print $4}' <<<"$out")
 
     # With one request per connection every socket error is one request that
@@ -293,7 +168,7 @@ run_gunicornd() {
         --no-control-socket
     wait_ready gunicornd "$port"
     measure gunicornd "$port"
-    stop_server
+    stop_server gunicornd
 }
 
 run_gunicorn() {
@@ -307,22 +182,18 @@ run_gunicorn() {
         --chdir "$tmp" "${opts[@]}" hello:app
     wait_ready gunicorn "$port"
     measure gunicorn "$port"
-    stop_server
+    stop_server gunicorn
 }
 
 main() {
-    trap cleanup EXIT
-    # Turn INT/TERM into an ordinary exit so the EXIT trap runs for them too.
-    trap 'exit 130' INT
-    trap 'exit 143' TERM
+    trap_exit
     ((DURATION >= RELOADS + 2)) || die "BENCH_DURATION ($DURATION) must be at least BENCH_RELOADS + 2"
     install_tools
     local gunicornd_bin python
     gunicornd_bin=$(gunicornd_binary)
-    [[ -x $gunicornd_bin ]] || die "no gunicornd binary at $gunicornd_bin"
     python=$(gunicorn_python)
 
-    tmp=$(mktemp -d "${TMPDIR:-/tmp}/gunicornd-reload.XXXXXX")
+    make_tmp_dir gunicornd-reload
     write_wsgi_app
 
     echo "wrk -t$THREADS -c$CONNS -d${DURATION}s --timeout ${WRK_TIMEOUT_S}s -H 'Connection: close'," \
