@@ -401,8 +401,23 @@ fn reload_rebinds_when_the_bind_setting_changed() {
         http_request(&new_addr, "GET / HTTP/1.1\r\n\r\n").status,
         200
     );
-    let old_addr = format!("127.0.0.1:{a}");
-    expect_within(Duration::from_secs(10), "the old address is closed", || {
-        std::net::TcpStream::connect(&old_addr).is_err()
+    // No process of this server may still listen on the old port. (A probe
+    // by connecting could reach another test's server that got the freed
+    // port from the kernel.)
+    let ours = || {
+        let mut pids = srv.worker_pids();
+        pids.insert(srv.pid);
+        pids
+    };
+    let closed = wait_until(Duration::from_secs(10), || {
+        socket_holders(&ours(), &listening_inodes(a)).is_empty()
     });
+    assert!(
+        closed,
+        "old port {a} still held by {:?} (master {}, workers {:?})\n{}",
+        socket_holders(&ours(), &listening_inodes(a)),
+        srv.pid,
+        srv.worker_pids(),
+        srv.log()
+    );
 }

@@ -431,6 +431,46 @@ pub fn all_children_of(ppid: i32) -> Vec<ProcInfo> {
         .collect()
 }
 
+/// Inodes of the sockets listening on TCP `port` (IPv4 or IPv6), from
+/// /proc/net/tcp{,6}.
+pub fn listening_inodes(port: u16) -> Vec<u64> {
+    let mut inodes = Vec::new();
+    for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
+        let text = std::fs::read_to_string(table).unwrap_or_default();
+        for line in text.lines().skip(1) {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            let Some(local) = f.get(1) else { continue };
+            let local_port = local
+                .rsplit(':')
+                .next()
+                .and_then(|p| u16::from_str_radix(p, 16).ok());
+            // State 0A is LISTEN; the inode is the tenth field.
+            if local_port == Some(port) && f.get(3) == Some(&"0A") {
+                if let Some(inode) = f.get(9).and_then(|i| i.parse().ok()) {
+                    inodes.push(inode);
+                }
+            }
+        }
+    }
+    inodes
+}
+
+/// Which of `pids` hold any of the sockets `inodes` open.
+pub fn socket_holders(pids: &BTreeSet<i32>, inodes: &[u64]) -> Vec<i32> {
+    let wanted: Vec<String> = inodes.iter().map(|i| format!("socket:[{i}]")).collect();
+    pids.iter()
+        .copied()
+        .filter(|pid| {
+            std::fs::read_dir(format!("/proc/{pid}/fd")).is_ok_and(|fds| {
+                fds.flatten().any(|fd| {
+                    std::fs::read_link(fd.path())
+                        .is_ok_and(|t| wanted.iter().any(|w| t.to_string_lossy() == *w))
+                })
+            })
+        })
+        .collect()
+}
+
 /// Bitmask of signals pending for the whole process (`ShdPnd` in /proc).
 pub fn pending_signals(pid: i32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
