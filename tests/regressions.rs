@@ -16,15 +16,6 @@ use std::time::{Duration, Instant};
 
 use common::*;
 
-/// A port nobody listens on right now (the OS's choice, released at once).
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 fn loopback(port: u16) -> String {
     format!("127.0.0.1:{port}")
 }

@@ -61,6 +61,13 @@ fn without_preamble(rendered: String) -> String {
 }
 
 /// One part of a page rendered by clap_mangen (`Man::render_*_section`).
+/// The `.TH` line (with clap_mangen's preamble, which `man_part` strips).
+fn title(man: &Man) -> String {
+    let mut buf = Vec::new();
+    man.render_title(&mut buf).expect("render to memory");
+    String::from_utf8(buf).expect("UTF-8")
+}
+
 fn man_part(man: &Man, render: fn(&Man, &mut dyn std::io::Write) -> std::io::Result<()>) -> String {
     let mut buf = Vec::new();
     render(man, &mut buf).expect("rendering to memory cannot fail");
@@ -256,11 +263,7 @@ fn gunicornd_page() -> String {
         .to_string();
     let man = man_with_footer(cmd, "GUNICORND");
     let mut page = String::new();
-    page.push_str(&{
-        let mut buf = Vec::new();
-        man.render_title(&mut buf).expect("render to memory");
-        String::from_utf8(buf).expect("UTF-8")
-    });
+    page.push_str(&title(&man));
     for part in [
         Man::render_name_section,
         Man::render_synopsis_section,
@@ -502,11 +505,7 @@ fn gunicornctl_page() -> String {
     cmd.build();
     let man = man_with_footer(cmd.clone(), "GUNICORNCTL");
     let mut page = String::new();
-    page.push_str(&{
-        let mut buf = Vec::new();
-        man.render_title(&mut buf).expect("render to memory");
-        String::from_utf8(buf).expect("UTF-8")
-    });
+    page.push_str(&title(&man));
     for part in [
         Man::render_name_section,
         Man::render_synopsis_section,

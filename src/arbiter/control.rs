@@ -79,9 +79,7 @@ impl Arbiter {
     /// Readiness, STATUS= and watchdog, after every pass of the loop.
     pub(super) fn report_progress(&mut self, now: Instant) {
         let gen = self.generation;
-        let booted = self
-            .workers
-            .count(|w| w.generation == gen && w.live() && w.booted());
+        let booted = self.serving_capacity();
         if self.state == State::Running
             && !self.report.is_ready()
             && booted >= self.target
@@ -296,10 +294,7 @@ impl Arbiter {
             workers_killed: self.stats.killed,
             reloads: self.stats.reloads,
             dirty_arbiter_pid: None,
-            workers_booted: Some(
-                self.workers
-                    .count(|w| w.generation == gen && w.live() && w.booted()),
-            ),
+            workers_booted: Some(self.serving_capacity()),
             generation: Some(gen),
         }
     }

@@ -106,9 +106,7 @@ impl Arbiter {
         let Some(prev) = &self.previous else { return };
         let gen = self.generation;
         let old_serving = self.workers.count(|w| w.generation != gen && w.running());
-        let booted = self
-            .workers
-            .count(|w| w.generation == gen && w.live() && w.booted());
+        let booted = self.serving_capacity();
         if old_serving == 0 && booted >= self.target {
             tracing::info!(
                 "Reload complete: generation {gen} is serving with {booted} workers (replaced generation {})",
@@ -119,6 +117,14 @@ impl Arbiter {
             self.emit(EventKind::ReloadFinished { generation: gen });
             self.report.reloaded();
         }
+    }
+
+    /// Booted workers of the current generation that count towards the
+    /// target: what "serving at capacity" is measured against.
+    pub(super) fn serving_capacity(&self) -> usize {
+        let gen = self.generation;
+        self.workers
+            .count(|w| w.generation == gen && w.live() && w.booted())
     }
 
     pub(super) fn delay_next_spawn(&mut self) {

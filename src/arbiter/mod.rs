@@ -332,7 +332,8 @@ impl Arbiter {
     /// The one handler for every command, whatever asked for it.
     pub fn handle(&mut self, cmd: Command) {
         match cmd {
-            Command::Reap => self.reap(),
+            // SIGCHLD only has to wake the loop: it reaps on every pass.
+            Command::Reap => {}
             Command::Stop { graceful } => self.begin_stop(graceful),
             Command::Scale(scale) => self.scale(scale),
             Command::ReopenLogs => self.reopen_logs(),

@@ -17,6 +17,15 @@ use std::time::{Duration, Instant};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_gunicornd");
 
+/// A loopback port nothing listens on right now (bound, then released).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
 /// Remove the variables gunicornd reads from the environment, so that the
 /// test runner's environment never changes what a test server does.
 pub fn without_inherited_settings(cmd: &mut Command) -> &mut Command {
@@ -144,6 +153,13 @@ impl Launch {
         let mut sh = vec!["/bin/sh".to_string(), "-c".to_string(), script];
         sh.extend(argv);
         sh
+    }
+
+    /// Start from a `gunicornd.toml` with this content, in a new directory.
+    pub fn from_config(toml: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("gunicornd.toml"), toml).unwrap();
+        Launch::new(&[]).in_dir(dir)
     }
 
     pub fn env(mut self, k: &str, v: &str) -> Self {
