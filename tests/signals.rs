@@ -8,18 +8,12 @@ use std::time::{Duration, Instant};
 
 use common::*;
 
-/// Pids in the order their "Booting worker" lines appear in the log.
-fn boot_order(srv: &Server) -> Vec<i32> {
-    srv.log()
-        .lines()
-        .filter_map(|l| l.split("Booting worker with pid: ").nth(1))
-        .filter_map(|p| p.trim().parse().ok())
-        .collect()
-}
-
 #[test]
 fn reload_under_load_drops_nothing_and_replaces_every_worker() {
-    let srv = Server::start_with_workers(3, &["-w", "3", "builtin:hello"]);
+    // The master reports each worker's age (spawn order) to a hook: log lines
+    // from concurrently booting workers do not come in spawn order.
+    let ages_hook = "post_fork=echo \"$GUNICORND_WORKER_AGE $GUNICORND_WORKER_PID\" >> ages.txt";
+    let srv = Server::start_with_workers(3, &["-w", "3", "--hook", ages_hook, "builtin:hello"]);
     let load = Load::start(srv.addr(), 4, "/", 200_000);
     let mut pids = srv.worker_pids();
     for round in 0..10 {
@@ -55,7 +49,10 @@ fn reload_under_load_drops_nothing_and_replaces_every_worker() {
 
 #[test]
 fn scale_up_and_down_under_load_retires_the_oldest() {
-    let srv = Server::start_with_workers(3, &["-w", "3", "builtin:hello"]);
+    // The master reports each worker's age (spawn order) to a hook: log lines
+    // from concurrently booting workers do not come in spawn order.
+    let ages_hook = "post_fork=echo \"$GUNICORND_WORKER_AGE $GUNICORND_WORKER_PID\" >> ages.txt";
+    let srv = Server::start_with_workers(3, &["-w", "3", "--hook", ages_hook, "builtin:hello"]);
     let load = Load::start(srv.addr(), 4, "/", 200_000);
     for _ in 0..5 {
         srv.signal_delivered(libc::SIGTTIN);
@@ -75,8 +72,21 @@ fn scale_up_and_down_under_load_retires_the_oldest() {
         &failures[..failures.len().min(5)]
     );
     assert!(ok > 50);
-    let order = boot_order(&srv);
-    let newest: BTreeSet<i32> = order[order.len() - 3..].iter().copied().collect();
+    let read_ages = || -> Vec<(u64, i32)> {
+        let text = std::fs::read_to_string(srv.path("ages.txt")).unwrap_or_default();
+        let mut ages: Vec<(u64, i32)> = text
+            .lines()
+            .filter_map(|l| l.split_once(' '))
+            .filter_map(|(a, p)| Some((a.parse().ok()?, p.trim().parse().ok()?)))
+            .collect();
+        ages.sort();
+        ages
+    };
+    expect_within(Duration::from_secs(10), "all 8 post_fork hooks ran", || {
+        read_ages().len() == 8
+    });
+    let ages = read_ages();
+    let newest: BTreeSet<i32> = ages[ages.len() - 3..].iter().map(|&(_, pid)| pid).collect();
     assert_eq!(srv.worker_pids(), newest, "the oldest workers were retired");
 }
 
@@ -106,13 +116,9 @@ fn ttou_never_goes_below_one_worker() {
 
 #[test]
 fn reload_with_a_broken_config_file_keeps_serving() {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(
-        dir.path().join("gunicornd.toml"),
-        "workers = 2\nbind = \"127.0.0.1:0\"\napp = \"builtin:hello\"\n",
-    )
-    .unwrap();
-    let srv = Launch::new(&[]).in_dir(dir).workers(2).start();
+    let srv = Launch::from_config("workers = 2\nbind = \"127.0.0.1:0\"\napp = \"builtin:hello\"\n")
+        .workers(2)
+        .start();
     let before = srv.worker_pids();
     std::fs::write(srv.path("gunicornd.toml"), "workers = [this is not toml\n").unwrap();
     srv.signal(libc::SIGHUP);
@@ -126,14 +132,11 @@ fn reload_with_a_broken_config_file_keeps_serving() {
 
 #[test]
 fn reload_whose_app_cannot_load_keeps_the_old_generation() {
-    let dir = tempfile::tempdir().unwrap();
-    let conf = dir.path().join("gunicornd.toml");
-    std::fs::write(
-        &conf,
-        "workers = 2\nbind = \"127.0.0.1:0\"\napp = \"builtin:hello\"\n",
-    )
-    .unwrap();
-    let mut srv = Launch::new(&[]).in_dir(dir).workers(2).start();
+    let mut srv =
+        Launch::from_config("workers = 2\nbind = \"127.0.0.1:0\"\napp = \"builtin:hello\"\n")
+            .workers(2)
+            .start();
+    let conf = srv.path("gunicornd.toml");
     let before = srv.worker_pids();
     std::fs::write(
         &conf,
@@ -336,14 +339,10 @@ fn a_failing_hook_is_logged_and_changes_nothing() {
 
 #[test]
 fn runtime_scale_survives_a_reload_unless_workers_changed() {
-    let dir = tempfile::tempdir().unwrap();
-    let conf = dir.path().join("gunicornd.toml");
-    std::fs::write(
-        &conf,
-        "workers = 2\nbind = \"127.0.0.1:0\"\napp = \"builtin:hello\"\n",
-    )
-    .unwrap();
-    let srv = Launch::new(&[]).in_dir(dir).workers(2).start();
+    let srv = Launch::from_config("workers = 2\nbind = \"127.0.0.1:0\"\napp = \"builtin:hello\"\n")
+        .workers(2)
+        .start();
+    let conf = srv.path("gunicornd.toml");
     srv.signal_delivered(libc::SIGTTIN);
     srv.wait_booted(3);
     let before = srv.worker_pids();
@@ -368,22 +367,13 @@ fn runtime_scale_survives_a_reload_unless_workers_changed() {
 
 #[test]
 fn reload_rebinds_when_the_bind_setting_changed() {
-    let free_port = || {
-        std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port()
-    };
     let (a, b) = (free_port(), free_port());
-    let dir = tempfile::tempdir().unwrap();
-    let conf = dir.path().join("gunicornd.toml");
-    std::fs::write(
-        &conf,
-        format!("bind = \"127.0.0.1:{a}\"\napp = \"builtin:hello\"\n"),
-    )
-    .unwrap();
-    let srv = Launch::new(&[]).in_dir(dir).workers(1).start();
+    let srv = Launch::from_config(&format!(
+        "bind = \"127.0.0.1:{a}\"\napp = \"builtin:hello\"\n"
+    ))
+    .workers(1)
+    .start();
+    let conf = srv.path("gunicornd.toml");
     assert_eq!(srv.get("/").status, 200);
     std::fs::write(
         &conf,
