@@ -39,8 +39,6 @@ pub struct Listener {
     addr: ListenAddr,
     /// True when we created the unix socket file and so must remove it.
     owns_path: bool,
-    /// Shown as `https://` in `Listening at:` (TLS lands later).
-    pub tls: bool,
 }
 
 impl Listener {
@@ -62,12 +60,6 @@ impl Listener {
         let flags = OFlag::from_bits_truncate(fcntl(&self.fd, FcntlArg::F_GETFL)?);
         fcntl(&self.fd, FcntlArg::F_SETFL(flags | OFlag::O_NONBLOCK))?;
         Ok(())
-    }
-
-    /// Never unlink the socket file of this listener (inherited from a parent
-    /// master or from systemd: someone else owns it).
-    pub fn disown_path(&mut self) {
-        self.owns_path = false;
     }
 
     /// Close the socket; remove its file if we created it and `unlink` is set.
@@ -94,7 +86,8 @@ impl AsFd for Listener {
 impl fmt::Display for Listener {
     /// gunicorn's form: `http://127.0.0.1:8000`, `http://[::1]:8000`, `unix:/path`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let scheme = if self.tls { "https" } else { "http" };
+        // gunicorn shows `https://` with TLS, which gunicornd has not yet.
+        let scheme = "http";
         match &self.addr {
             ListenAddr::Tcp(SocketAddr::V4(a)) => write!(f, "{scheme}://{}:{}", a.ip(), a.port()),
             ListenAddr::Tcp(SocketAddr::V6(a)) => write!(f, "{scheme}://[{}]:{}", a.ip(), a.port()),
@@ -167,7 +160,6 @@ pub fn adopt_fd(fd: RawFd, backlog: i32) -> Result<Listener, String> {
         fd: owned,
         addr,
         owns_path: false,
-        tls: false,
     })
 }
 
@@ -263,7 +255,6 @@ fn bind_tcp(host: &str, port: u16, backlog: i32) -> Result<Listener, BindError> 
         fd,
         addr: actual,
         owns_path: false,
-        tls: false,
     })
 }
 
@@ -310,7 +301,6 @@ fn bind_unix(path: &Path, spec: &ListenerSpec<'_>) -> Result<Listener, BindError
         fd,
         addr: ListenAddr::Unix(path.to_path_buf()),
         owns_path: true,
-        tls: false,
     })
 }
 
@@ -355,15 +345,6 @@ pub fn serves(listener: &Listener, bind: &BindAddr) -> bool {
         (BindAddr::Fd(fd), _) => *fd == listener.raw_fd(),
         _ => false,
     }
-}
-
-/// `GUNICORN_FD`-style list: `3,4,5`.
-pub fn fd_list(listeners: &[Listener]) -> String {
-    listeners
-        .iter()
-        .map(|l| l.raw_fd().to_string())
-        .collect::<Vec<_>>()
-        .join(",")
 }
 
 /// Parse `GUNICORN_FD` (comma-separated fd numbers).

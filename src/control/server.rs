@@ -112,14 +112,6 @@ impl ControlServer {
         })
     }
 
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
-    pub fn listener_fd(&self) -> i32 {
-        self.listener.as_raw_fd()
-    }
-
     pub fn register(&mut self, registry: &Registry, token: Token) -> io::Result<()> {
         registry.register(&mut self.listener, token, Interest::READABLE)
     }
