@@ -20,7 +20,7 @@ use nix::sys::socket::{
 };
 use nix::sys::stat::{umask, Mode};
 
-use crate::config::BindAddr;
+use crate::config::{BindAddr, Settings};
 
 /// How many times a bind is attempted before giving up, like gunicorn.
 pub const BIND_ATTEMPTS: u32 = 5;
@@ -56,10 +56,7 @@ impl Listener {
 
     /// Switch the shared open file description to non-blocking (see module doc).
     pub fn set_nonblocking(&self) -> nix::Result<()> {
-        use nix::fcntl::{fcntl, FcntlArg, OFlag};
-        let flags = OFlag::from_bits_truncate(fcntl(&self.fd, FcntlArg::F_GETFL)?);
-        fcntl(&self.fd, FcntlArg::F_SETFL(flags | OFlag::O_NONBLOCK))?;
-        Ok(())
+        crate::fd::set_nonblocking(&self.fd)
     }
 
     /// Close the socket; remove its file if we created it and `unlink` is set.
@@ -103,6 +100,32 @@ pub struct ListenerSpec<'a> {
     pub umask: u32,
     /// Owner to give unix socket files (the workers' uid/gid).
     pub owner: (Option<u32>, Option<u32>),
+}
+
+impl<'a> ListenerSpec<'a> {
+    /// `binds` with the socket settings of `settings`.
+    pub fn new(settings: &Settings, binds: &'a [BindAddr]) -> ListenerSpec<'a> {
+        ListenerSpec {
+            binds,
+            backlog: settings.backlog,
+            umask: settings.umask,
+            owner: (settings.user, settings.group),
+        }
+    }
+}
+
+/// Make every listener non-blocking before the first fork (module doc).
+pub fn set_all_nonblocking(listeners: &[Listener]) -> Result<(), String> {
+    for l in listeners {
+        l.set_nonblocking().map_err(|e| format!("{l}: {e}"))?;
+    }
+    Ok(())
+}
+
+/// The "Listening at" line, after startup and after every rebind.
+pub fn log_listening(listeners: &[Listener], pid: nix::unistd::Pid) {
+    let shown: Vec<String> = listeners.iter().map(|l| l.to_string()).collect();
+    tracing::info!("Listening at: {} ({})", shown.join(","), pid);
 }
 
 /// Create every listener: inherited fds (from `fd://N` binds or `inherited`)
@@ -153,7 +176,7 @@ pub fn adopt_fd(fd: RawFd, backlog: i32) -> Result<Listener, String> {
         return Err(format!("fd://{fd} is a socket but is not listening"));
     }
     let addr = local_addr(owned.as_raw_fd()).map_err(|e| format!("fd://{fd}: {e}"))?;
-    set_cloexec(&owned);
+    let _ = crate::fd::set_cloexec(&owned);
     // Re-listen like gunicorn so the configured backlog applies.
     listen(&owned, backlog_of(backlog)).map_err(|e| format!("fd://{fd}: listen: {e}"))?;
     Ok(Listener {
@@ -306,11 +329,6 @@ fn bind_unix(path: &Path, spec: &ListenerSpec<'_>) -> Result<Listener, BindError
 
 fn backlog_of(n: i32) -> Backlog {
     Backlog::new(n.clamp(1, libc::SOMAXCONN.max(65535))).unwrap_or(Backlog::MAXCONN)
-}
-
-fn set_cloexec(fd: &OwnedFd) {
-    use nix::fcntl::{fcntl, FcntlArg, FdFlag};
-    let _ = fcntl(fd, FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC));
 }
 
 /// The address a socket is bound to.

@@ -1,14 +1,11 @@
-//! Everything the master can be asked to do, whatever asked it: a signal, a
-//! control-socket command, systemd. One value, one handler (DESIGN).
+//! Everything the master can be asked to do, whatever asked it: a signal or
+//! a control-socket request. One value, one handler (`Arbiter::command`);
+//! the two ways in differ only in who gets the [`super::Outcome`].
 
 use nix::sys::signal::Signal;
+use nix::unistd::Pid;
 
-/// A change to the worker count.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Scale {
-    To(usize),
-    By(i64),
-}
+use crate::control::protocol::ScaleTarget;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Command {
@@ -16,31 +13,31 @@ pub enum Command {
     Reload,
     /// TERM (graceful) or INT/QUIT (quick).
     Stop { graceful: bool },
-    /// TTIN / TTOU / `scale`.
-    Scale(Scale),
+    /// TTIN / TTOU / `scale` / `worker add|remove`.
+    Scale(ScaleTarget),
     /// USR1: reopen log files here and in every worker.
     ReopenLogs,
     /// WINCH: stop all workers, keep the master (daemon mode).
     StopWorkers,
+    /// `worker kill PID`: retire one worker.
+    KillWorker(Pid),
     /// USR2: binary upgrade.
     Upgrade,
-    /// SIGCHLD: reap exited children.
-    Reap,
 }
 
 impl Command {
-    /// The command a signal to the master stands for (reference §1.4).
+    /// The command a signal to the master stands for (gunicorn's signal
+    /// table). SIGCHLD is no command: the loop reaps on every pass.
     pub fn from_signal(sig: Signal) -> Option<Command> {
         Some(match sig {
             Signal::SIGHUP => Command::Reload,
             Signal::SIGTERM => Command::Stop { graceful: true },
             Signal::SIGINT | Signal::SIGQUIT => Command::Stop { graceful: false },
-            Signal::SIGTTIN => Command::Scale(Scale::By(1)),
-            Signal::SIGTTOU => Command::Scale(Scale::By(-1)),
+            Signal::SIGTTIN => Command::Scale(ScaleTarget::Up(1)),
+            Signal::SIGTTOU => Command::Scale(ScaleTarget::Down(1)),
             Signal::SIGUSR1 => Command::ReopenLogs,
             Signal::SIGUSR2 => Command::Upgrade,
             Signal::SIGWINCH => Command::StopWorkers,
-            Signal::SIGCHLD => Command::Reap,
             _ => return None,
         })
     }

@@ -1,20 +1,19 @@
-//! Control-socket commands, executed by the same handlers as the signals
-//! (`gunicornctl reload` and `kill -HUP` run `Arbiter::handle(Reload)`),
-//! plus the event stream and the periodic status report.
+//! The control socket's side of the master: frames become [`Command`]s for
+//! [`Arbiter::command`] (the handler signals use too), outcomes become
+//! replies. Read-only requests (`show ...`, `ping`, `version`, `help`) are
+//! answered from the state without changing it.
 
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::Instant;
 
 use mio::Token;
-use nix::sys::signal::Signal;
 use nix::unistd::Pid;
 
-use super::{Arbiter, Command, Scale, State, Worker};
+use super::{Arbiter, Command, Outcome};
 use crate::control::protocol::{
-    ConfigReply, ControlCommand, DirtyReply, Event, EventKind, EventsReply, HelpReply,
-    ListenerInfo, ListenersReply, PingReply, ReloadReply, Response, RetireReason, ScaleReply,
-    ShowAllReply, ShowTarget, ShutdownMode, ShutdownReply, StatsReply, StatusReply,
-    StopWorkersReply, VersionReply, WorkerAddReply, WorkerInfo, WorkerKillReply, WorkerRemoveReply,
-    WorkersReply,
+    ConfigReply, ControlCommand, DirtyReply, EventsReply, HelpReply, ListenerInfo, ListenersReply,
+    PingReply, ReloadReply, Response, ScaleReply, ScaleTarget, ShowAllReply, ShowTarget,
+    ShutdownMode, ShutdownReply, StatsReply, StatusReply, StopWorkersReply, VersionReply,
+    WorkerAddReply, WorkerInfo, WorkerKillReply, WorkerRemoveReply, WorkersReply,
 };
 use crate::control::server::Incoming;
 use crate::listeners::ListenAddr;
@@ -26,78 +25,49 @@ impl Arbiter {
         }
     }
 
-    pub(super) fn control_ready(&mut self, token: Token, readable: bool, writable: bool) {
-        let incoming = match self.control.as_mut() {
+    /// Requests that arrived on a client's connection.
+    pub(super) fn control_ready(
+        &mut self,
+        token: Token,
+        readable: bool,
+        writable: bool,
+    ) -> Vec<Incoming> {
+        match self.control.as_mut() {
             Some(ctl) if ctl.owns(token) => {
                 ctl.ready(self.poll.registry(), token, readable, writable)
             }
-            _ => return,
-        };
-        self.run_control_requests(incoming);
-    }
-
-    /// Execute requests and send each reply, skipping those whose client
-    /// has gone meanwhile (dropped for not reading its replies).
-    fn run_control_requests(&mut self, incoming: Vec<Incoming>) {
-        for inc in incoming {
-            if !self.control.as_ref().is_some_and(|ctl| ctl.owns(inc.token)) {
-                continue;
-            }
-            let (response, subscribe) = self.execute(&inc);
-            if let Some(ctl) = self.control.as_mut() {
-                ctl.reply(self.poll.registry(), inc.token, &response);
-                if subscribe {
-                    ctl.subscribe(inc.token, inc.request.id);
-                }
-            }
+            _ => Vec::new(),
         }
     }
 
-    /// Serve clients with input left over from earlier passes, and close
-    /// idle ones.
-    pub(super) fn control_housekeeping(&mut self, now: Instant) {
-        let backlog = match self.control.as_mut() {
+    /// Close idle clients; return requests left over from earlier passes.
+    pub(super) fn control_housekeeping(&mut self, now: Instant) -> Vec<Incoming> {
+        match self.control.as_mut() {
             Some(ctl) => {
                 ctl.expire_idle(self.poll.registry(), now);
                 ctl.serve_backlog(self.poll.registry())
             }
-            None => return,
-        };
-        self.run_control_requests(backlog);
+            None => Vec::new(),
+        }
     }
 
-    /// Send an event to `events` subscribers.
-    pub(super) fn emit(&mut self, kind: EventKind) {
+    /// Answer one request, unless its client has gone meanwhile (dropped
+    /// for not reading its replies).
+    pub(super) fn on_control_request(&mut self, inc: Incoming) {
+        if !self.control.as_ref().is_some_and(|ctl| ctl.owns(inc.token)) {
+            return;
+        }
+        let (response, subscribe) = self.answer(&inc);
         if let Some(ctl) = self.control.as_mut() {
-            let time = SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map_or(0.0, |d| d.as_secs_f64());
-            ctl.broadcast(self.poll.registry(), &Event { time, kind });
+            ctl.reply(self.poll.registry(), inc.token, &response);
+            if subscribe {
+                ctl.subscribe(inc.token, inc.request.id);
+            }
         }
     }
 
-    /// Readiness, STATUS= and watchdog, after every pass of the loop.
-    pub(super) fn report_progress(&mut self, now: Instant) {
-        let gen = self.generation;
-        let booted = self.serving_capacity();
-        if self.state == State::Running
-            && !self.report.is_ready()
-            && booted >= self.target
-            && self.target > 0
-        {
-            tracing::info!("Ready: {booted} workers booted");
-            self.report.serving();
-        }
-        let text = match self.state {
-            State::Running => format!("{booted}/{} workers booted (generation {gen})", self.target),
-            State::Stopping { .. } => format!("Stopping: {} workers left", self.workers.len()),
-        };
-        self.report.status(text);
-        self.report.tick(now);
-    }
-
-    /// Run one control command; the flag says "subscribe this connection".
-    fn execute(&mut self, inc: &Incoming) -> (Response, bool) {
+    /// The reply to one request; the flag says "subscribe this connection".
+    fn answer(&mut self, inc: &Incoming) -> (Response, bool) {
         let id = inc.request.id;
         let cmd = match ControlCommand::parse(&inc.request) {
             Ok(cmd) => cmd,
@@ -112,74 +82,6 @@ impl Arbiter {
         }
         let reply = match cmd {
             ControlCommand::Show(target) => self.show(id, target),
-            ControlCommand::WorkerAdd(n) => {
-                let previous = self.target;
-                self.handle(Command::Scale(Scale::By(i64::from(n))));
-                Response::ok(
-                    id,
-                    &WorkerAddReply {
-                        added: self.target.saturating_sub(previous),
-                        previous,
-                        total: self.target,
-                    },
-                )
-            }
-            ControlCommand::WorkerRemove(n) => {
-                let previous = self.target;
-                self.handle(Command::Scale(Scale::By(-i64::from(n))));
-                Response::ok(
-                    id,
-                    &WorkerRemoveReply {
-                        removed: previous.saturating_sub(self.target),
-                        previous,
-                        total: self.target,
-                    },
-                )
-            }
-            ControlCommand::Scale(target) => {
-                let previous = self.target;
-                self.handle(Command::Scale(Scale::To(target.apply(previous))));
-                Response::ok(
-                    id,
-                    &ScaleReply {
-                        previous,
-                        total: self.target,
-                    },
-                )
-            }
-            ControlCommand::WorkerKill(pid) => self.kill_worker(id, pid),
-            ControlCommand::Reload => match self.reload() {
-                Ok(()) => Response::ok(id, &ReloadReply::reloading(self.generation)),
-                Err(e) => Response::error(id, format!("reload failed: {e}")),
-            },
-            ControlCommand::Reopen => {
-                self.handle(Command::ReopenLogs);
-                Response::ok(id, &StatusReply::reopening())
-            }
-            ControlCommand::Shutdown(mode) => {
-                self.handle(Command::Stop {
-                    graceful: mode == ShutdownMode::Graceful,
-                });
-                Response::ok(id, &ShutdownReply::new(mode))
-            }
-            ControlCommand::StopWorkers => {
-                if !self.settings.daemon {
-                    Response::error(
-                        id,
-                        "stop-workers (SIGWINCH) only acts in daemon mode (-D), like gunicorn: \
-                         in the foreground it is ignored",
-                    )
-                } else {
-                    let workers = self.workers.count(Worker::running);
-                    self.handle(Command::StopWorkers);
-                    Response::ok(id, &StopWorkersReply::new(workers))
-                }
-            }
-            ControlCommand::Upgrade => Response::error(
-                id,
-                "binary upgrade (USR2) is not supported by this version of gunicornd yet; \
-                 use reload to pick up a new configuration",
-            ),
             ControlCommand::Help => Response::ok(id, &HelpReply::gunicornd()),
             ControlCommand::Ping => Response::ok(
                 id,
@@ -191,6 +93,87 @@ impl Arbiter {
             ControlCommand::Version => Response::ok(id, &VersionReply::current()),
             ControlCommand::Events => {
                 return (Response::ok(id, &EventsReply { subscribed: true }), true)
+            }
+            ControlCommand::WorkerAdd(n) => match self.command(Command::Scale(ScaleTarget::Up(n)))
+            {
+                Outcome::Scaled { previous, total } => Response::ok(
+                    id,
+                    &WorkerAddReply {
+                        added: total.saturating_sub(previous),
+                        previous,
+                        total,
+                    },
+                ),
+                other => refusal(id, other),
+            },
+            ControlCommand::WorkerRemove(n) => {
+                match self.command(Command::Scale(ScaleTarget::Down(n))) {
+                    Outcome::Scaled { previous, total } => Response::ok(
+                        id,
+                        &WorkerRemoveReply {
+                            removed: previous.saturating_sub(total),
+                            previous,
+                            total,
+                        },
+                    ),
+                    other => refusal(id, other),
+                }
+            }
+            ControlCommand::Scale(target) => match self.command(Command::Scale(target)) {
+                Outcome::Scaled { previous, total } => {
+                    Response::ok(id, &ScaleReply { previous, total })
+                }
+                other => refusal(id, other),
+            },
+            ControlCommand::WorkerKill(pid) => {
+                match self.command(Command::KillWorker(Pid::from_raw(pid))) {
+                    Outcome::Retired { pid } => Response::ok(
+                        id,
+                        &WorkerKillReply {
+                            success: true,
+                            killed: Some(pid.as_raw()),
+                            error: None,
+                        },
+                    ),
+                    // gunicorn answers "ok" with success false.
+                    Outcome::Refused(why) => Response::ok(
+                        id,
+                        &WorkerKillReply {
+                            success: false,
+                            killed: None,
+                            error: Some(why),
+                        },
+                    ),
+                    other => refusal(id, other),
+                }
+            }
+            ControlCommand::Reload => match self.command(Command::Reload) {
+                Outcome::Reloading { generation } => {
+                    Response::ok(id, &ReloadReply::reloading(generation))
+                }
+                Outcome::Refused(e) => Response::error(id, format!("reload failed: {e}")),
+                other => refusal(id, other),
+            },
+            ControlCommand::Reopen => match self.command(Command::ReopenLogs) {
+                Outcome::Done => Response::ok(id, &StatusReply::reopening()),
+                other => refusal(id, other),
+            },
+            ControlCommand::Shutdown(mode) => {
+                let graceful = mode == ShutdownMode::Graceful;
+                match self.command(Command::Stop { graceful }) {
+                    Outcome::Done => Response::ok(id, &ShutdownReply::new(mode)),
+                    other => refusal(id, other),
+                }
+            }
+            ControlCommand::StopWorkers => match self.command(Command::StopWorkers) {
+                Outcome::StoppingWorkers { count } => {
+                    Response::ok(id, &StopWorkersReply::new(count))
+                }
+                other => refusal(id, other),
+            },
+            ControlCommand::Upgrade => {
+                let outcome = self.command(Command::Upgrade);
+                refusal(id, outcome)
             }
         };
         (reply, false)
@@ -216,60 +199,20 @@ impl Arbiter {
         }
     }
 
-    fn kill_worker(&mut self, id: u64, pid: i32) -> Response {
-        let target = Pid::from_raw(pid);
-        let running = self.workers.get(target).is_some_and(Worker::running);
-        if !running {
-            let why = format!("no running worker with pid {pid}");
-            return Response::ok(
-                id,
-                &WorkerKillReply {
-                    success: false,
-                    killed: None,
-                    error: Some(why),
-                },
-            );
-        }
-        self.retire(target, RetireReason::Killed);
-        Response::ok(
-            id,
-            &WorkerKillReply {
-                success: true,
-                killed: Some(pid),
-                error: None,
-            },
-        )
-    }
-
-    /// Gracefully stop one worker, telling event subscribers why.
-    pub(super) fn retire(&mut self, pid: Pid, reason: RetireReason) {
-        let Some(w) = self.workers.get(pid) else {
-            return;
-        };
-        if !w.running() {
-            return;
-        }
-        let generation = w.generation;
-        self.send_stop(pid, Signal::SIGTERM);
-        self.emit(EventKind::WorkerRetired {
-            pid: pid.as_raw(),
-            generation,
-            reason,
-        });
-    }
-
     fn worker_infos(&self) -> Vec<WorkerInfo> {
         let mut infos: Vec<WorkerInfo> = self
+            .pool
             .workers
             .iter()
             .map(|w| {
                 let slot = self.scoreboard.slot(w.slot);
+                let silence = self.kind.silence(slot);
                 WorkerInfo {
                     pid: w.pid.as_raw(),
                     age: w.age,
                     booted: w.booted(),
                     aborted: w.aborted_at.is_some(),
-                    last_heartbeat: Some(slot.silence().as_secs_f64()),
+                    last_heartbeat: Some(silence.as_secs_f64()),
                     kind: None,
                     generation: Some(w.generation),
                     requests: Some(slot.requests()),
@@ -284,18 +227,18 @@ impl Arbiter {
     }
 
     fn stats_reply(&self) -> StatsReply {
-        let gen = self.generation;
+        let counters = self.pool.counters;
         StatsReply {
-            uptime: Some(self.stats.started_at.elapsed().as_secs_f64()),
+            uptime: Some(self.started_at.elapsed().as_secs_f64()),
             pid: self.pid.as_raw(),
-            workers_current: self.workers.len(),
-            workers_target: self.target,
-            workers_spawned: self.stats.spawned,
-            workers_killed: self.stats.killed,
-            reloads: self.stats.reloads,
+            workers_current: self.pool.workers.len(),
+            workers_target: self.pool.target,
+            workers_spawned: counters.spawned,
+            workers_killed: counters.killed,
+            reloads: counters.reloads,
             dirty_arbiter_pid: None,
-            workers_booted: Some(self.serving_capacity()),
-            generation: Some(gen),
+            workers_booted: Some(self.pool.serving_capacity()),
+            generation: Some(self.pool.generation),
         }
     }
 
@@ -315,6 +258,15 @@ impl Arbiter {
                 }
             })
             .collect()
+    }
+}
+
+/// The reply for an outcome the request does not expect: an error saying
+/// why nothing was done.
+fn refusal(id: u64, outcome: Outcome) -> Response {
+    match outcome {
+        Outcome::Refused(why) => Response::error(id, why),
+        other => Response::error(id, format!("unexpected outcome: {other:?}")),
     }
 }
 

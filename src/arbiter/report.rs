@@ -4,7 +4,7 @@
 //!
 //! "Ready" means what an operator means: listeners bound *and* the first
 //! generation of workers booted (gunicorn sends READY=1 before it has
-//! spawned a single worker, reference §1.13).
+//! spawned a single worker).
 
 use std::os::fd::RawFd;
 use std::time::{Duration, Instant};
@@ -44,10 +44,6 @@ impl Reporter {
     /// Descriptors a forked worker must close.
     pub(super) fn fds(&self) -> Vec<RawFd> {
         self.daemon.iter().map(DaemonHandle::raw_fd).collect()
-    }
-
-    pub(super) fn is_ready(&self) -> bool {
-        self.ready
     }
 
     /// The first generation is serving: tell systemd and the launcher.
@@ -94,6 +90,10 @@ impl Reporter {
 
     pub(super) fn next_watchdog(&self) -> Option<Instant> {
         self.watchdog.map(|(_, at)| at)
+    }
+
+    pub(super) fn watchdog_due(&self, now: Instant) -> bool {
+        self.watchdog.is_some_and(|(_, at)| now >= at)
     }
 
     /// Ping the watchdog when due: the event loop running is the proof of life.

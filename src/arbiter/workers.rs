@@ -1,4 +1,6 @@
-//! The worker table: the master's truth about its children (DESIGN rule 2).
+//! The worker table: the master's truth about its children. Nothing here
+//! touches a process; the plan reads and changes it, the executor reports
+//! what really happened (a fork's pid, a reaped exit).
 
 use std::collections::BTreeMap;
 use std::time::Instant;
@@ -6,9 +8,11 @@ use std::time::Instant;
 use nix::sys::signal::Signal;
 use nix::unistd::Pid;
 
-/// Why a worker should make way once a replacement has booted.
+/// Why a worker should make way once a replacement has booted. A worker
+/// with a `Replace` still serves and is still capacity; it is retired
+/// (asked to stop) only when the capacity it gives is no longer needed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Retire {
+pub enum Replace {
     /// Part of an older generation (a reload is rolling it over).
     Generation,
     /// Served its `max_requests` and asked to be replaced.
@@ -24,7 +28,7 @@ pub struct StopSent {
     pub kill_at: Instant,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Worker {
     pub pid: Pid,
     /// Spawn order across the master's life (gunicorn's `age`).
@@ -34,7 +38,7 @@ pub struct Worker {
     pub slot: usize,
     pub spawned_at: Instant,
     pub booted_at: Option<Instant>,
-    pub retire: Option<Retire>,
+    pub replace: Option<Replace>,
     pub stop: Option<StopSent>,
     /// When SIGABRT was sent for a heartbeat timeout.
     pub aborted_at: Option<Instant>,
@@ -43,6 +47,21 @@ pub struct Worker {
 }
 
 impl Worker {
+    pub fn new(pid: Pid, age: u64, generation: u64, slot: usize, now: Instant) -> Worker {
+        Worker {
+            pid,
+            age,
+            generation,
+            slot,
+            spawned_at: now,
+            booted_at: None,
+            replace: None,
+            stop: None,
+            aborted_at: None,
+            killed: false,
+        }
+    }
+
     pub fn booted(&self) -> bool {
         self.booted_at.is_some()
     }
@@ -54,7 +73,7 @@ impl Worker {
 
     /// Counts towards the target: running and not waiting to be replaced.
     pub fn live(&self) -> bool {
-        self.running() && self.retire.is_none()
+        self.running() && self.replace.is_none()
     }
 }
 

@@ -5,6 +5,7 @@
 //! timeout), 3 the worker failed to boot, 4 the app failed to load.
 
 pub mod connection;
+pub mod kind;
 pub mod notify;
 pub mod signals;
 pub mod sync;
@@ -41,12 +42,16 @@ pub struct WorkerSetup<'a> {
     pub signal_mask: nix::sys::signal::SigSet,
 }
 
-/// Run the worker to completion. Never returns: the process exits.
-pub fn run(setup: WorkerSetup<'_>) -> ! {
+/// How a worker kind serves once booted; returns the exit code.
+pub type Serve = fn(&WorkerSetup<'_>, &mut dyn crate::app::App, &crate::signals::SignalPipe) -> i32;
+
+/// Boot the worker, `serve` until told to stop, exit. Never returns: the
+/// process exits.
+fn run(setup: WorkerSetup<'_>, serve: Serve) -> ! {
     let code = match boot(&setup) {
         Ok((mut app, sigpipe)) => {
             tracing::debug!("Worker booted (pid: {})", std::process::id());
-            sync::serve(&setup, app.as_mut(), &sigpipe)
+            serve(&setup, app.as_mut(), &sigpipe)
         }
         Err(code) => code,
     };

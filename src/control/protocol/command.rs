@@ -107,15 +107,17 @@ pub enum ScaleTarget {
 }
 
 impl ScaleTarget {
-    /// The new target given the current one. Never below 1, like gunicorn's
-    /// `worker remove` (stopping every worker is `stop-workers`).
+    /// The new target given the current one: the one place the floor of 1
+    /// is kept. Never below 1, like gunicorn's `worker remove` and TTOU
+    /// (stopping every worker is `stop-workers`); and a scale-down never
+    /// raises the target (at 0, after `stop-workers`, it stays 0).
     pub fn apply(self, current: usize) -> usize {
-        let new = match self {
-            ScaleTarget::To(n) => n as usize,
-            ScaleTarget::Up(n) => current.saturating_add(n as usize),
-            ScaleTarget::Down(n) => current.saturating_sub(n as usize),
-        };
-        new.max(1)
+        match self {
+            ScaleTarget::To(n) => (n as usize).max(1),
+            ScaleTarget::Up(n) => current.saturating_add(n as usize).max(1),
+            ScaleTarget::Down(_) if current <= 1 => current,
+            ScaleTarget::Down(n) => current.saturating_sub(n as usize).max(1),
+        }
     }
 }
 
@@ -583,5 +585,13 @@ mod tests {
         assert_eq!(ScaleTarget::Down(2).apply(3), 1);
         assert_eq!(ScaleTarget::Down(9).apply(3), 1);
         assert_eq!(ScaleTarget::Up(u32::MAX).apply(usize::MAX), usize::MAX);
+        assert_eq!(ScaleTarget::To(0).apply(3), 1);
+        assert_eq!(ScaleTarget::Up(1).apply(0), 1);
+    }
+
+    #[test]
+    fn scale_down_never_raises_the_target() {
+        assert_eq!(ScaleTarget::Down(1).apply(1), 1);
+        assert_eq!(ScaleTarget::Down(1).apply(0), 0);
     }
 }

@@ -1,0 +1,26 @@
+//! The inputs of the master. The event loop (`mod.rs`) turns whatever woke
+//! it into these values and hands each to `Arbiter::handle`.
+
+use nix::sys::signal::Signal;
+use nix::sys::wait::WaitStatus;
+use nix::unistd::Pid;
+
+use crate::control::server::Incoming;
+use crate::worker::notify::WorkerMsg;
+
+#[derive(Debug)]
+pub enum Event {
+    /// A signal to the master (one per delivery).
+    Signal(Signal),
+    /// A request read from a control-socket client.
+    Control(Incoming),
+    /// A record from the worker pipe.
+    WorkerMessage { pid: Pid, msg: WorkerMsg },
+    /// A child was reaped (a worker, a hook, or an orphan when PID 1).
+    ChildExited(WaitStatus),
+    /// The loop woke up: deadlines may have passed (heartbeats, stop
+    /// grace periods, a delayed respawn), and the table may need action.
+    Tick,
+    /// The systemd watchdog is due a ping.
+    WatchdogDue,
+}

@@ -1,0 +1,155 @@
+//! The executor: performs the [`Action`]s the plan queued, in order. This is
+//! the only place the master forks, signals workers, runs hooks, writes its
+//! decisions to the log or tells systemd about them.
+
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use nix::sys::signal::{kill, SigSet, SigmaskHow};
+use nix::unistd::{fork, ForkResult};
+use rand::Rng;
+
+use super::{Action, Arbiter, Level, Report};
+use crate::control::protocol::{Event, EventKind};
+use crate::worker::WorkerSetup;
+
+impl Arbiter {
+    /// Perform every queued action, including those queued while doing so
+    /// (a fork reports its pid, which queues its event and hook).
+    pub(super) fn execute(&mut self) {
+        loop {
+            let actions = self.pool.take_actions();
+            if actions.is_empty() {
+                return;
+            }
+            // After a failed fork the rest of the batch's spawns wait for
+            // the backoff the failure armed.
+            let mut fork_failed = false;
+            for action in actions {
+                self.perform(action, &mut fork_failed);
+            }
+        }
+    }
+
+    fn perform(&mut self, action: Action, fork_failed: &mut bool) {
+        match action {
+            Action::Spawn { .. } if *fork_failed => {}
+            Action::Spawn { age, generation } => {
+                if let Err(e) = self.spawn_worker(age, generation) {
+                    self.pool.spawn_failed(e, Instant::now());
+                    *fork_failed = true;
+                }
+            }
+            Action::Signal { pid, signal } => {
+                if let Err(e) = kill(pid, signal) {
+                    tracing::debug!("kill({pid}, {signal}): {e}");
+                }
+            }
+            Action::Log(level, msg) => log(level, &msg),
+            Action::Emit(kind) => self.emit(kind),
+            Action::Hook(name, vars) => self.hooks.fire(name, &vars),
+            Action::Report(report) => self.tell(report),
+            Action::CloseListeners => self.close_listeners(),
+            Action::CloseParkedListeners => {
+                self.previous_settings = None;
+                self.close_parked_listeners();
+            }
+            Action::RestorePrevious => self.restore_previous(),
+            Action::ReopenLogs => match crate::log::reopen() {
+                Ok(()) => tracing::info!(
+                    "Log files reopened; forwarding USR1 to {} workers",
+                    self.pool.workers.len()
+                ),
+                Err(e) => tracing::error!("Cannot reopen log files: {e}"),
+            },
+        }
+    }
+
+    fn tell(&mut self, report: Report) {
+        match report {
+            Report::Ready => self.report.serving(),
+            Report::Reloading => self.report.reloading(),
+            Report::Reloaded => self.report.reloaded(),
+            Report::Stopping => self.report.stopping(),
+            Report::StartupFailed(reason) => self.report.startup_failed(&reason),
+            Report::Status(text) => self.report.status(text),
+        }
+    }
+
+    /// Send an event to `events` subscribers.
+    pub(super) fn emit(&mut self, kind: EventKind) {
+        if let Some(ctl) = self.control.as_mut() {
+            let time = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0.0, |d| d.as_secs_f64());
+            ctl.broadcast(self.poll.registry(), &Event { time, kind });
+        }
+    }
+
+    /// Fork one worker of `generation`; its kind runs in the child.
+    fn spawn_worker(&mut self, age: u64, generation: u64) -> Result<(), String> {
+        let slot = self.scoreboard.allocate().ok_or_else(|| {
+            format!(
+                "Cannot spawn a worker: {} workers is the most one master runs",
+                crate::scoreboard::CAPACITY
+            )
+        })?;
+        let s = &self.settings;
+        let max_requests = if s.max_requests > 0 {
+            s.max_requests + rand::rng().random_range(0..=s.max_requests_jitter)
+        } else {
+            0
+        };
+        self.hooks
+            .fire("pre_fork", &[("GUNICORND_WORKER_AGE", age.to_string())]);
+        // Block signals across fork so that none reaches the child while it
+        // still has the master's handlers (they would write to our pipe).
+        let mut old_mask = SigSet::empty();
+        let _ = nix::sys::signal::sigprocmask(
+            SigmaskHow::SIG_SETMASK,
+            Some(&SigSet::all()),
+            Some(&mut old_mask),
+        );
+        // SAFETY: the master is single-threaded, so the child is a consistent copy.
+        let forked = unsafe { fork() };
+        match forked {
+            Ok(ForkResult::Child) => {
+                let setup = WorkerSetup {
+                    age,
+                    master_pid: self.pid,
+                    listeners: &self.listeners,
+                    slot: self.scoreboard.slot(slot),
+                    notify_fd: std::os::fd::AsRawFd::as_raw_fd(&self.notify_write),
+                    settings: &self.settings,
+                    max_requests,
+                    master_fds: self.master_fds(),
+                    signal_mask: old_mask,
+                };
+                self.kind.run(setup)
+            }
+            Ok(ForkResult::Parent { child }) => {
+                let _ =
+                    nix::sys::signal::sigprocmask(SigmaskHow::SIG_SETMASK, Some(&old_mask), None);
+                self.scoreboard.set_pid(slot, child.as_raw() as u32);
+                self.pool
+                    .spawned(child, age, generation, slot, Instant::now());
+                Ok(())
+            }
+            Err(e) => {
+                let _ =
+                    nix::sys::signal::sigprocmask(SigmaskHow::SIG_SETMASK, Some(&old_mask), None);
+                self.scoreboard.release(slot);
+                Err(format!("Cannot fork a worker: {e}"))
+            }
+        }
+    }
+}
+
+fn log(level: Level, msg: &str) {
+    match level {
+        Level::Debug => tracing::debug!("{msg}"),
+        Level::Info => tracing::info!("{msg}"),
+        Level::Warn => tracing::warn!("{msg}"),
+        Level::Error => tracing::error!("{msg}"),
+        Level::Critical => crate::critical!("{msg}"),
+    }
+}

@@ -1,0 +1,718 @@
+//! The master's life, scenario by scenario, with no process: a simulated
+//! clock, made-up pids, and the [`Pool`]'s actions read back as values.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::Signal;
+use nix::sys::wait::WaitStatus;
+use nix::unistd::Pid;
+
+use super::plan::{BACKOFF_BASE, BACKOFF_MAX, QUICK_STOP_GRACE, STARTUP_FAILURES};
+use super::*;
+use crate::control::protocol::{EventKind, RetireReason, ScaleTarget};
+use crate::worker::notify::WorkerMsg;
+use crate::worker::{APP_LOAD_ERROR, WORKER_BOOT_ERROR};
+
+const TIMEOUT: Duration = Duration::from_secs(30);
+const GRACEFUL: Duration = Duration::from_secs(30);
+
+fn limits() -> Limits {
+    Limits {
+        timeout: TIMEOUT,
+        graceful_timeout: GRACEFUL,
+        daemon: false,
+        max_workers: 64,
+    }
+}
+
+/// A pool driven the way the executor drives it, with forks that always
+/// succeed (pids from 100 up) and heartbeats the test controls.
+struct Sim {
+    pool: Pool,
+    now: Instant,
+    next_pid: i32,
+    beats: BTreeMap<i32, Instant>,
+    stopped: BTreeSet<i32>,
+    /// Every action performed so far, in order.
+    done: Vec<Action>,
+}
+
+impl Sim {
+    fn new(target: usize) -> Sim {
+        Sim::with_limits(target, limits())
+    }
+
+    fn with_limits(target: usize, limits: Limits) -> Sim {
+        Sim {
+            pool: Pool::new(target, limits),
+            now: Instant::now(),
+            next_pid: 100,
+            beats: BTreeMap::new(),
+            stopped: BTreeSet::new(),
+            done: Vec::new(),
+        }
+    }
+
+    /// Perform what the pool queued (forks get pids); return those actions.
+    fn run(&mut self) -> Vec<Action> {
+        let mut performed = Vec::new();
+        loop {
+            let actions = self.pool.take_actions();
+            if actions.is_empty() {
+                break;
+            }
+            for a in actions {
+                if let Action::Spawn { age, generation } = a {
+                    let pid = Pid::from_raw(self.next_pid);
+                    self.next_pid += 1;
+                    self.beats.insert(pid.as_raw(), self.now);
+                    self.pool.spawned(pid, age, generation, 0, self.now);
+                }
+                performed.push(a);
+            }
+        }
+        self.done.extend(performed.iter().cloned());
+        performed
+    }
+
+    /// One pass of the loop with nothing else happening.
+    fn tick(&mut self) -> Vec<Action> {
+        let (now, beats, stopped) = (self.now, &self.beats, &self.stopped);
+        self.pool.check_deadlines(now, |w| Liveness {
+            silence: now.saturating_duration_since(beats[&w.pid.as_raw()]),
+            stopped: stopped.contains(&w.pid.as_raw()),
+        });
+        self.pool.progress();
+        self.pool.manage(now);
+        self.run()
+    }
+
+    fn advance(&mut self, d: Duration) {
+        self.now += d;
+    }
+
+    fn beat_all(&mut self) {
+        for t in self.beats.values_mut() {
+            *t = self.now;
+        }
+    }
+
+    fn boot(&mut self, pid: Pid) {
+        self.pool.worker_message(pid, WorkerMsg::Booted, self.now);
+        self.tick();
+    }
+
+    /// Boot every worker that has not booted yet, then let the plan react.
+    fn boot_all(&mut self) {
+        for pid in self.pids(|w| !w.booted()) {
+            self.pool.worker_message(pid, WorkerMsg::Booted, self.now);
+        }
+        self.tick();
+    }
+
+    fn exit(&mut self, pid: Pid, status: WaitStatus) -> Vec<Action> {
+        let booted = self.pool.workers.get(pid).is_some_and(Worker::booted);
+        self.pool.worker_exited(
+            Exit {
+                pid,
+                status,
+                booted,
+            },
+            self.now,
+        );
+        self.beats.remove(&pid.as_raw());
+        let mut out = self.run();
+        out.extend(self.tick());
+        out
+    }
+
+    /// Every worker that was sent a stop signal exits as it was asked.
+    fn stopped_workers_exit(&mut self) {
+        for pid in self.pids(|w| w.stop.is_some()) {
+            self.exit(pid, WaitStatus::Exited(pid, 0));
+        }
+    }
+
+    fn pids(&self, pred: impl Fn(&Worker) -> bool) -> Vec<Pid> {
+        self.pool.workers.oldest_first(pred)
+    }
+
+    fn generation_pids(&self, generation: u64) -> Vec<Pid> {
+        self.pids(|w| w.generation == generation)
+    }
+
+    fn reload(&mut self) -> Outcome {
+        self.reload_with(self.pool.target)
+    }
+
+    /// A reload whose configuration asks for `workers` (the old one asked
+    /// for the current target).
+    fn reload_with(&mut self, workers: usize) -> Outcome {
+        self.pool.start_reload().expect("reload allowed");
+        let out = self
+            .pool
+            .begin_reload((self.pool.target, workers), limits());
+        self.run();
+        self.tick();
+        out
+    }
+}
+
+fn signals(actions: &[Action]) -> Vec<(Pid, Signal)> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Signal { pid, signal } => Some((*pid, *signal)),
+            _ => None,
+        })
+        .collect()
+}
+
+fn spawns(actions: &[Action]) -> usize {
+    actions
+        .iter()
+        .filter(|a| matches!(a, Action::Spawn { .. }))
+        .count()
+}
+
+fn has_log(actions: &[Action], level: Level, needle: &str) -> bool {
+    actions
+        .iter()
+        .any(|a| matches!(a, Action::Log(l, m) if *l == level && m.contains(needle)))
+}
+
+fn retired(actions: &[Action], reason: RetireReason) -> Vec<i32> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Emit(EventKind::WorkerRetired { pid, reason: r, .. }) if *r == reason => {
+                Some(*pid)
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+/// A pool at `n` booted workers of generation 1, ready.
+fn serving(n: usize) -> Sim {
+    let mut sim = Sim::new(n);
+    sim.tick();
+    sim.boot_all();
+    assert_eq!(sim.pool.serving_capacity(), n);
+    sim
+}
+
+// --- start ---------------------------------------------------------------
+
+#[test]
+fn start_spawns_the_target_and_is_ready_only_once_all_booted() {
+    let mut sim = Sim::new(3);
+    let first = sim.tick();
+    assert_eq!(spawns(&first), 3);
+    assert!(!first.contains(&Action::Report(Report::Ready)));
+    let pids = sim.pids(|_| true);
+    sim.boot(pids[0]);
+    sim.boot(pids[1]);
+    assert!(!sim.done.contains(&Action::Report(Report::Ready)));
+    sim.boot(pids[2]);
+    assert!(sim.done.contains(&Action::Report(Report::Ready)));
+    // Nothing more to do once at target.
+    assert!(sim.tick().is_empty());
+}
+
+// --- reload --------------------------------------------------------------
+
+#[test]
+fn reload_keeps_capacity_old_workers_retire_only_as_new_ones_boot() {
+    let mut sim = serving(3);
+    let old = sim.generation_pids(1);
+    assert_eq!(sim.reload(), Outcome::Reloading { generation: 2 });
+    let new = sim.generation_pids(2);
+    assert_eq!(new.len(), 3, "a whole new generation is spawned at once");
+    // Nothing old is stopped before anything new has booted.
+    assert!(signals(&sim.done).is_empty());
+    for (i, pid) in new.iter().enumerate() {
+        let before = sim.done.len();
+        sim.boot(*pid);
+        let stops = signals(&sim.done[before..]);
+        assert_eq!(stops, vec![(old[i], Signal::SIGTERM)], "one old per new booted");
+        // Booted capacity never drops below the target.
+        let capacity = sim.pool.workers.count(|w| w.running() && w.booted());
+        assert!(capacity >= 3);
+    }
+    assert!(!sim
+        .done
+        .iter()
+        .any(|a| matches!(a, Action::Emit(EventKind::ReloadFinished { .. }))));
+    sim.stopped_workers_exit();
+    assert!(sim
+        .done
+        .contains(&Action::Emit(EventKind::ReloadFinished { generation: 2 })));
+    assert!(sim.done.contains(&Action::CloseParkedListeners));
+    assert!(sim.pool.previous.is_none());
+}
+
+#[test]
+fn reload_whose_new_generation_cannot_boot_rolls_back() {
+    let mut sim = serving(2);
+    let old = sim.generation_pids(1);
+    sim.reload_with(4);
+    assert_eq!(sim.pool.target, 4);
+    let new = sim.generation_pids(2);
+    let out = sim.exit(new[0], WaitStatus::Exited(new[0], APP_LOAD_ERROR));
+    assert!(out.contains(&Action::RestorePrevious));
+    assert!(has_log(&out, Level::Error, "Reload failed: App failed to load."));
+    assert!(out.contains(&Action::Emit(EventKind::ReloadFailed {
+        generation: Some(2),
+        reason: "App failed to load.".into()
+    })));
+    // Back to generation 1 with its own worker count; the rest of
+    // generation 2 is stopped, the old workers are kept.
+    assert_eq!((sim.pool.generation, sim.pool.target), (1, 2));
+    assert_eq!(signals(&out), vec![(new[1], Signal::SIGTERM), (new[2], Signal::SIGTERM), (new[3], Signal::SIGTERM)]);
+    for pid in &old {
+        let w = sim.pool.workers.get(*pid).unwrap();
+        assert!(w.live(), "old worker {pid} serves on");
+    }
+    assert!(sim.pool.finished().is_none(), "the master does not halt");
+    assert_eq!(spawns(&out), 0);
+}
+
+#[test]
+fn exit_3_without_a_reload_halts_the_master() {
+    let mut sim = Sim::new(2);
+    sim.tick();
+    let pid = sim.pids(|_| true)[0];
+    sim.exit(pid, WaitStatus::Exited(pid, WORKER_BOOT_ERROR));
+    assert!(matches!(sim.pool.phase, Phase::Stopping { graceful: true, .. }));
+    sim.stopped_workers_exit();
+    assert_eq!(
+        sim.pool.finished(),
+        Some(Halt {
+            reason: Some("Worker failed to boot.".into()),
+            status: WORKER_BOOT_ERROR
+        })
+    );
+}
+
+#[test]
+fn reload_during_a_reload_keeps_the_last_serving_generation_as_fallback() {
+    let mut sim = serving(2);
+    let gen1 = sim.generation_pids(1);
+    sim.reload();
+    sim.boot(sim.generation_pids(2)[0]);
+    // Generation 2 is half booted when the second HUP arrives.
+    sim.reload();
+    assert_eq!(sim.pool.generation, 3);
+    assert_eq!(sim.pool.previous.map(|p| p.generation), Some(1));
+    // Generation 3 fails: generation 1 (still serving one worker) is back,
+    // and every later worker goes.
+    let gen3 = sim.generation_pids(3);
+    let out = sim.exit(gen3[0], WaitStatus::Exited(gen3[0], WORKER_BOOT_ERROR));
+    assert!(out.contains(&Action::RestorePrevious));
+    assert_eq!(sim.pool.generation, 1);
+    let stopped: BTreeSet<Pid> = sim.pids(|w| w.stop.is_some()).into_iter().collect();
+    for pid in sim.generation_pids(2).iter().chain(&gen3[1..]) {
+        assert!(stopped.contains(pid), "{pid} of a later generation is stopped");
+    }
+    let serving_old = gen1.iter().filter(|p| sim.pool.workers.get(**p).is_some_and(Worker::live));
+    assert_eq!(serving_old.count(), 1, "the gen-1 worker not yet replaced serves on");
+    // The plan makes up the missing gen-1 capacity.
+    sim.stopped_workers_exit();
+    assert_eq!(sim.pool.workers.count(|w| w.generation == 1 && w.live()), 2);
+}
+
+#[test]
+fn scaling_during_a_reload() {
+    struct Case {
+        name: &'static str,
+        scale: ScaleTarget,
+        target: usize,
+    }
+    let cases = [
+        Case {
+            name: "up",
+            scale: ScaleTarget::Up(2),
+            target: 5,
+        },
+        Case {
+            name: "down",
+            scale: ScaleTarget::Down(2),
+            target: 1,
+        },
+    ];
+    for case in cases {
+        let mut sim = serving(3);
+        sim.reload();
+        assert_eq!(
+            sim.pool.scale(case.scale),
+            Outcome::Scaled {
+                previous: 3,
+                total: case.target
+            },
+            "{}",
+            case.name
+        );
+        sim.run();
+        sim.tick();
+        sim.boot_all();
+        sim.stopped_workers_exit();
+        sim.boot_all();
+        let live_new = sim.pool.workers.count(|w| w.generation == 2 && w.live() && w.booted());
+        assert_eq!(live_new, case.target, "{}: new generation at the new target", case.name);
+        assert_eq!(sim.pool.workers.count(|w| w.generation == 1), 0, "{}", case.name);
+        assert!(
+            sim.done
+                .contains(&Action::Emit(EventKind::ReloadFinished { generation: 2 })),
+            "{}",
+            case.name
+        );
+    }
+}
+
+// --- scaling -------------------------------------------------------------
+
+#[test]
+fn scale_down_stops_booting_workers_first_then_the_oldest() {
+    let mut sim = serving(2);
+    sim.pool.scale(ScaleTarget::Up(2));
+    sim.tick();
+    let all = sim.pids(|_| true);
+    // Workers 3 and 4 are still booting: they go first, newest first.
+    sim.pool.scale(ScaleTarget::To(1));
+    let out = sim.tick();
+    assert_eq!(
+        signals(&out),
+        vec![(all[3], Signal::SIGTERM), (all[2], Signal::SIGTERM), (all[0], Signal::SIGTERM)]
+    );
+    assert_eq!(retired(&out, RetireReason::Scale).len(), 3);
+}
+
+#[test]
+fn ttou_at_one_or_zero_changes_nothing_and_the_cap_holds() {
+    let mut sim = serving(1);
+    assert_eq!(
+        sim.pool.scale(ScaleTarget::Down(1)),
+        Outcome::Scaled {
+            previous: 1,
+            total: 1
+        }
+    );
+    assert!(sim.run().is_empty(), "no event, no hook");
+    let out = sim.pool.scale(ScaleTarget::To(1000));
+    assert_eq!(
+        out,
+        Outcome::Scaled {
+            previous: 1,
+            total: 64
+        }
+    );
+    assert!(has_log(&sim.run(), Level::Warn, "64 is the most one master runs"));
+}
+
+// --- max_requests ----------------------------------------------------------
+
+#[test]
+fn max_requests_recycling_starts_the_replacement_first() {
+    let mut sim = serving(2);
+    let old = sim.pids(|_| true)[0];
+    sim.pool.worker_message(old, WorkerMsg::Recycle, sim.now);
+    let out = sim.tick();
+    assert_eq!(spawns(&out), 1, "a replacement is spawned");
+    assert!(signals(&out).is_empty(), "the recycled worker serves until it is ready");
+    let replacement = sim.pids(|w| !w.booted())[0];
+    let before = sim.done.len();
+    sim.boot(replacement);
+    assert_eq!(signals(&sim.done[before..]), vec![(old, Signal::SIGTERM)]);
+    assert_eq!(retired(&sim.done[before..], RetireReason::MaxRequests), vec![old.as_raw()]);
+    // A second recycle request from the same worker is no second stop.
+    sim.pool.worker_message(old, WorkerMsg::Recycle, sim.now);
+    assert!(signals(&sim.tick()).is_empty());
+}
+
+// --- heartbeat -------------------------------------------------------------
+
+#[test]
+fn heartbeat_timeout_while_booting_and_while_serving() {
+    for booted in [false, true] {
+        let mut sim = Sim::new(1);
+        sim.tick();
+        let pid = sim.pids(|_| true)[0];
+        if booted {
+            sim.boot(pid);
+        }
+        sim.advance(TIMEOUT);
+        assert!(signals(&sim.tick()).is_empty(), "silence of exactly timeout is fine");
+        sim.advance(Duration::from_millis(1));
+        let out = sim.tick();
+        assert_eq!(signals(&out), vec![(pid, Signal::SIGABRT)]);
+        let text = if booted {
+            format!("WORKER TIMEOUT (pid:{pid})")
+        } else {
+            format!("WORKER TIMEOUT (pid:{pid}) while booting")
+        };
+        assert!(has_log(&out, Level::Critical, &text), "booted={booted}");
+        assert_eq!(retired(&out, RetireReason::Timeout), vec![pid.as_raw()]);
+        // A timed-out worker is no capacity: its replacement is spawned.
+        assert_eq!(spawns(&out), 1, "booted={booted}");
+        // Still there after the grace: SIGKILL, once.
+        sim.advance(super::plan::ABORT_GRACE);
+        let out = sim.tick();
+        assert_eq!(signals(&out), vec![(pid, Signal::SIGKILL)]);
+        assert!(signals(&sim.tick()).is_empty());
+        assert_eq!(sim.pool.counters.killed, 1);
+    }
+}
+
+#[test]
+fn a_stopped_worker_that_times_out_is_killed_at_once() {
+    let mut sim = serving(1);
+    let pid = sim.pids(|_| true)[0];
+    sim.stopped.insert(pid.as_raw());
+    sim.advance(TIMEOUT + Duration::from_millis(1));
+    let out = sim.tick();
+    assert_eq!(signals(&out), vec![(pid, Signal::SIGKILL)]);
+    assert!(has_log(&out, Level::Critical, "WORKER TIMEOUT"));
+}
+
+#[test]
+fn the_next_deadline_is_the_first_heartbeat_to_go_stale() {
+    let mut sim = serving(2);
+    let first = sim.pids(|_| true)[0];
+    sim.advance(Duration::from_secs(10));
+    sim.beats.insert(first.as_raw(), sim.now);
+    let (now, beats) = (sim.now, &sim.beats);
+    let next = sim.pool.next_deadline(now, |w| Liveness {
+        silence: now - beats[&w.pid.as_raw()],
+        stopped: false,
+    });
+    // The other worker has been silent 10 s of its 30.
+    assert_eq!(next, Some(now + Duration::from_secs(20) + Duration::from_millis(1)));
+}
+
+#[test]
+fn no_heartbeat_check_with_timeout_zero() {
+    let mut sim = Sim::with_limits(
+        1,
+        Limits {
+            timeout: Duration::ZERO,
+            ..limits()
+        },
+    );
+    sim.tick();
+    sim.boot_all();
+    sim.advance(Duration::from_secs(86_400));
+    assert!(signals(&sim.tick()).is_empty());
+}
+
+// --- crash loop ------------------------------------------------------------
+
+#[test]
+fn crash_loop_backs_off_exponentially_and_resets_on_boot() {
+    let mut sim = Sim::new(2);
+    sim.tick();
+    let mut delay = BACKOFF_BASE;
+    for failure in 1..=STARTUP_FAILURES + 3 {
+        let pid = sim.pids(|w| !w.booted())[0];
+        let out = sim.exit(pid, WaitStatus::Exited(pid, 1));
+        assert!(
+            has_log(&out, Level::Warn, &format!("{failure} worker(s) in a row died before booting; next spawn in {} ms", delay.as_millis())),
+            "failure {failure}: {out:?}"
+        );
+        assert_eq!(
+            out.contains(&Action::Report(Report::StartupFailed(format!(
+                "workers keep dying before they boot ({STARTUP_FAILURES} in a row); see the error log"
+            )))),
+            failure == STARTUP_FAILURES
+        );
+        // Nothing is spawned before the delay is over...
+        sim.advance(delay - Duration::from_millis(1));
+        assert_eq!(spawns(&sim.tick()), 0, "failure {failure}");
+        // ...then one worker at a time.
+        sim.advance(Duration::from_millis(1));
+        assert_eq!(spawns(&sim.tick()), 1, "failure {failure}");
+        delay = (delay * 2).min(BACKOFF_MAX);
+    }
+    // One boot resets the count: the rest are spawned together, and the
+    // next failure starts from the base delay again.
+    sim.boot_all();
+    assert_eq!(sim.pool.workers.len(), 2);
+    sim.boot_all();
+    let pid = sim.pids(|_| true)[0];
+    sim.pool.scale(ScaleTarget::Up(1));
+    sim.tick();
+    let fresh = sim.pids(|w| !w.booted())[0];
+    let out = sim.exit(fresh, WaitStatus::Exited(fresh, 1));
+    assert!(has_log(&out, Level::Warn, "1 worker(s) in a row died before booting; next spawn in 100 ms"));
+    assert!(sim.pool.workers.get(pid).is_some());
+}
+
+#[test]
+fn a_worker_that_dies_after_booting_is_no_boot_failure() {
+    let mut sim = serving(1);
+    let pid = sim.pids(|_| true)[0];
+    let out = sim.exit(pid, WaitStatus::Signaled(pid, Signal::SIGSEGV, false));
+    assert!(has_log(&out, Level::Warn, "was sent SIGSEGV!"));
+    assert!(!has_log(&out, Level::Warn, "died before booting"));
+    assert_eq!(spawns(&out), 1, "replaced at once");
+}
+
+// --- stop ------------------------------------------------------------------
+
+#[test]
+fn graceful_and_quick_stop_with_their_deadlines() {
+    struct Case {
+        graceful: bool,
+        signal: Signal,
+        grace: Duration,
+    }
+    for case in [
+        Case {
+            graceful: true,
+            signal: Signal::SIGTERM,
+            grace: GRACEFUL,
+        },
+        Case {
+            graceful: false,
+            signal: Signal::SIGQUIT,
+            grace: QUICK_STOP_GRACE,
+        },
+    ] {
+        let mut sim = serving(2);
+        let pids = sim.pids(|_| true);
+        assert_eq!(sim.pool.begin_stop(case.graceful, sim.now), Outcome::Done);
+        let out = sim.run();
+        assert!(out.contains(&Action::CloseListeners));
+        assert!(out.contains(&Action::Report(Report::Stopping)));
+        assert_eq!(signals(&out), pids.iter().map(|p| (*p, case.signal)).collect::<Vec<_>>());
+        // No respawn while stopping, and a second request changes nothing.
+        assert_eq!(spawns(&sim.tick()), 0);
+        assert_eq!(sim.pool.begin_stop(case.graceful, sim.now), Outcome::Done);
+        assert!(signals(&sim.run()).is_empty());
+        sim.exit(pids[0], WaitStatus::Exited(pids[0], 0));
+        assert!(sim.pool.finished().is_none());
+        sim.advance(case.grace - Duration::from_millis(1));
+        sim.beat_all();
+        assert!(signals(&sim.tick()).is_empty());
+        sim.advance(Duration::from_millis(1));
+        sim.beat_all();
+        let out = sim.tick();
+        assert_eq!(signals(&out), vec![(pids[1], Signal::SIGKILL)]);
+        sim.exit(pids[1], WaitStatus::Signaled(pids[1], Signal::SIGKILL, false));
+        assert_eq!(
+            sim.pool.finished(),
+            Some(Halt {
+                reason: None,
+                status: 0
+            })
+        );
+    }
+}
+
+#[test]
+fn quick_stop_during_a_graceful_one_escalates_and_shortens_the_deadline() {
+    let mut sim = serving(1);
+    let pid = sim.pids(|_| true)[0];
+    sim.pool.begin_stop(true, sim.now);
+    sim.run();
+    sim.advance(Duration::from_secs(1));
+    sim.pool.begin_stop(false, sim.now);
+    let out = sim.run();
+    assert!(has_log(&out, Level::Info, "Quick shutdown requested"));
+    assert_eq!(signals(&out), vec![(pid, Signal::SIGQUIT)]);
+    sim.advance(QUICK_STOP_GRACE);
+    sim.beat_all();
+    assert_eq!(signals(&sim.tick()), vec![(pid, Signal::SIGKILL)]);
+}
+
+#[test]
+fn reload_is_refused_while_stopping() {
+    let mut sim = serving(1);
+    sim.pool.begin_stop(true, sim.now);
+    assert_eq!(
+        sim.pool.start_reload(),
+        Err("the server is shutting down".to_string())
+    );
+}
+
+// --- WINCH -----------------------------------------------------------------
+
+#[test]
+fn winch_stops_every_worker_in_daemon_mode_only() {
+    let mut fg = serving(2);
+    let outcome = fg.pool.stop_workers(fg.now);
+    assert!(matches!(outcome, Outcome::Refused(ref why) if why.contains("daemon mode")));
+    let out = fg.run();
+    assert!(has_log(&out, Level::Info, "SIGWINCH ignored. Not daemonized"));
+    assert!(signals(&out).is_empty());
+
+    let mut sim = Sim::with_limits(
+        2,
+        Limits {
+            daemon: true,
+            ..limits()
+        },
+    );
+    sim.tick();
+    sim.boot_all();
+    let pids = sim.pids(|_| true);
+    assert_eq!(
+        sim.pool.stop_workers(sim.now),
+        Outcome::StoppingWorkers { count: 2 }
+    );
+    let out = sim.run();
+    assert_eq!(signals(&out), pids.iter().map(|p| (*p, Signal::SIGTERM)).collect::<Vec<_>>());
+    assert_eq!(sim.pool.target, 0);
+    sim.stopped_workers_exit();
+    assert_eq!(spawns(&sim.tick()), 0, "target 0: nothing respawns");
+    // TTOU leaves it at zero, TTIN brings one back.
+    sim.pool.scale(ScaleTarget::Down(1));
+    assert_eq!(sim.pool.target, 0);
+    sim.pool.scale(ScaleTarget::Up(1));
+    assert_eq!(spawns(&sim.tick()), 1);
+}
+
+// --- commands from anywhere --------------------------------------------------
+
+#[test]
+fn worker_kill_retires_a_running_worker_and_refuses_anything_else() {
+    let mut sim = serving(1);
+    let pid = sim.pids(|_| true)[0];
+    assert_eq!(sim.pool.kill_worker(pid, sim.now), Outcome::Retired { pid });
+    assert_eq!(signals(&sim.run()), vec![(pid, Signal::SIGTERM)]);
+    assert_eq!(
+        sim.pool.kill_worker(pid, sim.now),
+        Outcome::Refused(format!("no running worker with pid {pid}"))
+    );
+    assert!(signals(&sim.run()).is_empty(), "never asked twice");
+}
+
+#[test]
+fn signals_map_to_the_commands_control_requests_use() {
+    let table = [
+        (Signal::SIGHUP, Some(Command::Reload)),
+        (Signal::SIGTERM, Some(Command::Stop { graceful: true })),
+        (Signal::SIGINT, Some(Command::Stop { graceful: false })),
+        (Signal::SIGQUIT, Some(Command::Stop { graceful: false })),
+        (Signal::SIGTTIN, Some(Command::Scale(ScaleTarget::Up(1)))),
+        (Signal::SIGTTOU, Some(Command::Scale(ScaleTarget::Down(1)))),
+        (Signal::SIGUSR1, Some(Command::ReopenLogs)),
+        (Signal::SIGUSR2, Some(Command::Upgrade)),
+        (Signal::SIGWINCH, Some(Command::StopWorkers)),
+        (Signal::SIGCHLD, None),
+    ];
+    for (sig, cmd) in table {
+        assert_eq!(Command::from_signal(sig), cmd, "{sig}");
+    }
+}
+
+#[test]
+fn reopen_forwards_usr1_to_every_worker() {
+    let mut sim = serving(2);
+    let pids = sim.pids(|_| true);
+    assert_eq!(sim.pool.reopen_logs(), Outcome::Done);
+    let out = sim.run();
+    assert_eq!(out[0], Action::ReopenLogs);
+    assert_eq!(signals(&out), pids.iter().map(|p| (*p, Signal::SIGUSR1)).collect::<Vec<_>>());
+}
