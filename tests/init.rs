@@ -584,6 +584,39 @@ fn daemon_under_notify_socket_warns_about_type_notify() {
         "a warning mentioning 'daemon mode' and 'Type=notify'\n{}",
         d.report()
     );
+    let on_stderr = d
+        .stderr
+        .lines()
+        .filter(|l| l.contains("daemon mode") && l.contains("Type=notify"))
+        .count();
+    assert_eq!(on_stderr, 1, "the warning is printed once\n{}", d.report());
+}
+
+#[test]
+fn daemon_applies_a_relative_chdir_once() {
+    let dir = tempfile::tempdir().unwrap();
+    // Relative to where gunicornd starts; `site/site` does not exist, so a
+    // second chdir would fail the start.
+    fs::create_dir(dir.path().join("site")).unwrap();
+    fs::write(dir.path().join("site").join("here.txt"), "from site\n").unwrap();
+    let pid_path = dir.path().join("g.pid");
+    let d = Daemon::launch_with(
+        dir,
+        &pid_path,
+        &["-b", "127.0.0.1:0", "--chdir", "site", "static:."],
+        &[],
+    );
+    assert_eq!(
+        d.status.code(),
+        Some(0),
+        "the start succeeds\n{}",
+        d.report()
+    );
+    let addr = listening_addr_in(&d.log())
+        .unwrap_or_else(|| panic!("no 'Listening at:' in the error log\n{}", d.report()));
+    let r = try_http_request(&addr, b"GET /here.txt HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap_or_else(|e| panic!("request failed: {e}\n{}", d.report()));
+    assert_eq!(r.status, 200, "served from site/\n{}", d.report());
 }
 
 // ---------------------------------------------------------------------------

@@ -45,9 +45,21 @@ fn stopped_worker_is_killed_after_timeout_and_replaced() {
             now.len() == 1 && !now.contains(&victim)
         },
     );
+    // It beat at most 1 s (half the timeout) before SIGSTOP, so it is due
+    // 2 s after that beat: a stopped process cannot run its SIGABRT
+    // handler, so SIGKILL goes out at once instead of a second later.
+    let gone_after = stopped.elapsed();
     assert!(
-        stopped.elapsed() >= Duration::from_millis(1500),
-        "not killed before the timeout"
+        gone_after >= Duration::from_millis(900),
+        "not killed before the timeout ({gone_after:?})"
+    );
+    assert!(
+        gone_after <= Duration::from_millis(2400),
+        "killed within timeout + 100 ms of its last heartbeat, not a second later ({gone_after:?})"
+    );
+    srv.expect_log(
+        &format!("Worker (pid:{victim}) is stopped and cannot handle SIGABRT; sending SIGKILL"),
+        Duration::from_secs(5),
     );
     srv.expect_log(
         &format!("WORKER TIMEOUT (pid:{victim})"),

@@ -13,9 +13,15 @@ pub enum Action {
     /// Fork a worker of `generation`; `age` is its spawn order. The executor
     /// tells the pool the pid ([`super::Pool::spawned`]) or the failure
     /// ([`super::Pool::spawn_failed`]).
-    Spawn { age: u64, generation: u64 },
+    Spawn {
+        age: u64,
+        generation: u64,
+    },
     /// Send `signal` to a worker (the pool has already recorded it).
-    Signal { pid: Pid, signal: Signal },
+    Signal {
+        pid: Pid,
+        signal: Signal,
+    },
     Log(Level, String),
     /// An event for `gunicornctl events` subscribers.
     Emit(EventKind),
@@ -64,13 +70,22 @@ pub enum Report {
 pub enum Outcome {
     Done,
     /// The worker target changed (or was already where asked).
-    Scaled { previous: usize, total: usize },
+    Scaled {
+        previous: usize,
+        total: usize,
+    },
     /// A reload started a new generation.
-    Reloading { generation: u64 },
+    Reloading {
+        generation: u64,
+    },
     /// `count` running workers were asked to stop.
-    StoppingWorkers { count: usize },
+    StoppingWorkers {
+        count: usize,
+    },
     /// The worker was asked to stop.
-    Retired { pid: Pid },
+    Retired {
+        pid: Pid,
+    },
     /// Nothing was done, and this is why.
     Refused(String),
 }

@@ -94,18 +94,19 @@ impl Arbiter {
             ControlCommand::Events => {
                 return (Response::ok(id, &EventsReply { subscribed: true }), true)
             }
-            ControlCommand::WorkerAdd(n) => match self.command(Command::Scale(ScaleTarget::Up(n)))
-            {
-                Outcome::Scaled { previous, total } => Response::ok(
-                    id,
-                    &WorkerAddReply {
-                        added: total.saturating_sub(previous),
-                        previous,
-                        total,
-                    },
-                ),
-                other => refusal(id, other),
-            },
+            ControlCommand::WorkerAdd(n) => {
+                match self.command(Command::Scale(ScaleTarget::Up(n))) {
+                    Outcome::Scaled { previous, total } => Response::ok(
+                        id,
+                        &WorkerAddReply {
+                            added: total.saturating_sub(previous),
+                            previous,
+                            total,
+                        },
+                    ),
+                    other => refusal(id, other),
+                }
+            }
             ControlCommand::WorkerRemove(n) => {
                 match self.command(Command::Scale(ScaleTarget::Down(n))) {
                     Outcome::Scaled { previous, total } => Response::ok(

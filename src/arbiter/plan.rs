@@ -703,7 +703,10 @@ impl Pool {
         let during = if w.booted() { "" } else { " while booting" };
         w.aborted_at = Some(now);
         let generation = w.generation;
-        self.log(Level::Critical, format!("WORKER TIMEOUT (pid:{pid}){during}"));
+        self.log(
+            Level::Critical,
+            format!("WORKER TIMEOUT (pid:{pid}){during}"),
+        );
         self.emit(EventKind::WorkerRetired {
             pid: pid.as_raw(),
             generation,
@@ -901,13 +904,19 @@ fn exit_text(status: &WaitStatus) -> String {
 fn signaled_log(w: &Worker, sig: Signal) -> (Level, String) {
     let pid = w.pid;
     match sig {
-        Signal::SIGKILL if w.killed => (Level::Error, format!("Worker (pid:{pid}) was sent SIGKILL!")),
+        Signal::SIGKILL if w.killed => (
+            Level::Error,
+            format!("Worker (pid:{pid}) was sent SIGKILL!"),
+        ),
         Signal::SIGKILL => (
             Level::Error,
             format!("Worker (pid:{pid}) was sent SIGKILL! Perhaps out of memory?"),
         ),
         Signal::SIGTERM => (Level::Info, format!("Worker (pid:{pid}) was sent SIGTERM!")),
-        _ => (Level::Warn, format!("Worker (pid:{pid}) was sent {}!", sig.as_str())),
+        _ => (
+            Level::Warn,
+            format!("Worker (pid:{pid}) was sent {}!", sig.as_str()),
+        ),
     }
 }
 

@@ -95,8 +95,7 @@ impl Arbiter {
         }
         // Infallible from here: move every socket to where it belongs.
         let mut current: Vec<Option<Listener>> = self.listeners.drain(..).map(Some).collect();
-        let mut parked: Vec<Option<Listener>> =
-            self.parked_listeners.drain(..).map(Some).collect();
+        let mut parked: Vec<Option<Listener>> = self.parked_listeners.drain(..).map(Some).collect();
         let mut fresh: Vec<Option<Listener>> = fresh.into_iter().map(Some).collect();
         for source in plan {
             let taken = match source {

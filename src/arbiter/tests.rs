@@ -236,21 +236,24 @@ fn reload_keeps_capacity_old_workers_retire_only_as_new_ones_boot() {
         let before = sim.done.len();
         sim.boot(*pid);
         let stops = signals(&sim.done[before..]);
-        assert_eq!(stops, vec![(old[i], Signal::SIGTERM)], "one old per new booted");
+        assert_eq!(
+            stops,
+            vec![(old[i], Signal::SIGTERM)],
+            "one old per new booted"
+        );
         // Booted capacity never drops below the target.
         let capacity = sim.pool.workers.count(|w| w.running() && w.booted());
         assert!(capacity >= 3);
     }
-    assert!(!sim
-        .done
-        .iter()
-        .any(|a| matches!(a, Action::Emit(EventKind::ReloadFinished { .. }))));
-    sim.stopped_workers_exit();
+    // Complete once the new generation serves at target and every old
+    // worker has been asked to stop (they drain on their own).
     assert!(sim
         .done
         .contains(&Action::Emit(EventKind::ReloadFinished { generation: 2 })));
     assert!(sim.done.contains(&Action::CloseParkedListeners));
     assert!(sim.pool.previous.is_none());
+    sim.stopped_workers_exit();
+    assert_eq!(sim.pool.workers.len(), 3);
 }
 
 #[test]
@@ -262,7 +265,11 @@ fn reload_whose_new_generation_cannot_boot_rolls_back() {
     let new = sim.generation_pids(2);
     let out = sim.exit(new[0], WaitStatus::Exited(new[0], APP_LOAD_ERROR));
     assert!(out.contains(&Action::RestorePrevious));
-    assert!(has_log(&out, Level::Error, "Reload failed: App failed to load."));
+    assert!(has_log(
+        &out,
+        Level::Error,
+        "Reload failed: App failed to load."
+    ));
     assert!(out.contains(&Action::Emit(EventKind::ReloadFailed {
         generation: Some(2),
         reason: "App failed to load.".into()
@@ -270,7 +277,14 @@ fn reload_whose_new_generation_cannot_boot_rolls_back() {
     // Back to generation 1 with its own worker count; the rest of
     // generation 2 is stopped, the old workers are kept.
     assert_eq!((sim.pool.generation, sim.pool.target), (1, 2));
-    assert_eq!(signals(&out), vec![(new[1], Signal::SIGTERM), (new[2], Signal::SIGTERM), (new[3], Signal::SIGTERM)]);
+    assert_eq!(
+        signals(&out),
+        vec![
+            (new[1], Signal::SIGTERM),
+            (new[2], Signal::SIGTERM),
+            (new[3], Signal::SIGTERM)
+        ]
+    );
     for pid in &old {
         let w = sim.pool.workers.get(*pid).unwrap();
         assert!(w.live(), "old worker {pid} serves on");
@@ -285,7 +299,10 @@ fn exit_3_without_a_reload_halts_the_master() {
     sim.tick();
     let pid = sim.pids(|_| true)[0];
     sim.exit(pid, WaitStatus::Exited(pid, WORKER_BOOT_ERROR));
-    assert!(matches!(sim.pool.phase, Phase::Stopping { graceful: true, .. }));
+    assert!(matches!(
+        sim.pool.phase,
+        Phase::Stopping { graceful: true, .. }
+    ));
     sim.stopped_workers_exit();
     assert_eq!(
         sim.pool.finished(),
@@ -314,10 +331,19 @@ fn reload_during_a_reload_keeps_the_last_serving_generation_as_fallback() {
     assert_eq!(sim.pool.generation, 1);
     let stopped: BTreeSet<Pid> = sim.pids(|w| w.stop.is_some()).into_iter().collect();
     for pid in sim.generation_pids(2).iter().chain(&gen3[1..]) {
-        assert!(stopped.contains(pid), "{pid} of a later generation is stopped");
+        assert!(
+            stopped.contains(pid),
+            "{pid} of a later generation is stopped"
+        );
     }
-    let serving_old = gen1.iter().filter(|p| sim.pool.workers.get(**p).is_some_and(Worker::live));
-    assert_eq!(serving_old.count(), 1, "the gen-1 worker not yet replaced serves on");
+    let serving_old = gen1
+        .iter()
+        .filter(|p| sim.pool.workers.get(**p).is_some_and(Worker::live));
+    assert_eq!(
+        serving_old.count(),
+        1,
+        "the gen-1 worker not yet replaced serves on"
+    );
     // The plan makes up the missing gen-1 capacity.
     sim.stopped_workers_exit();
     assert_eq!(sim.pool.workers.count(|w| w.generation == 1 && w.live()), 2);
@@ -359,9 +385,21 @@ fn scaling_during_a_reload() {
         sim.boot_all();
         sim.stopped_workers_exit();
         sim.boot_all();
-        let live_new = sim.pool.workers.count(|w| w.generation == 2 && w.live() && w.booted());
-        assert_eq!(live_new, case.target, "{}: new generation at the new target", case.name);
-        assert_eq!(sim.pool.workers.count(|w| w.generation == 1), 0, "{}", case.name);
+        let live_new = sim
+            .pool
+            .workers
+            .count(|w| w.generation == 2 && w.live() && w.booted());
+        assert_eq!(
+            live_new, case.target,
+            "{}: new generation at the new target",
+            case.name
+        );
+        assert_eq!(
+            sim.pool.workers.count(|w| w.generation == 1),
+            0,
+            "{}",
+            case.name
+        );
         assert!(
             sim.done
                 .contains(&Action::Emit(EventKind::ReloadFinished { generation: 2 })),
@@ -384,7 +422,11 @@ fn scale_down_stops_booting_workers_first_then_the_oldest() {
     let out = sim.tick();
     assert_eq!(
         signals(&out),
-        vec![(all[3], Signal::SIGTERM), (all[2], Signal::SIGTERM), (all[0], Signal::SIGTERM)]
+        vec![
+            (all[3], Signal::SIGTERM),
+            (all[2], Signal::SIGTERM),
+            (all[0], Signal::SIGTERM)
+        ]
     );
     assert_eq!(retired(&out, RetireReason::Scale).len(), 3);
 }
@@ -408,7 +450,11 @@ fn ttou_at_one_or_zero_changes_nothing_and_the_cap_holds() {
             total: 64
         }
     );
-    assert!(has_log(&sim.run(), Level::Warn, "64 is the most one master runs"));
+    assert!(has_log(
+        &sim.run(),
+        Level::Warn,
+        "64 is the most one master runs"
+    ));
 }
 
 // --- max_requests ----------------------------------------------------------
@@ -420,12 +466,18 @@ fn max_requests_recycling_starts_the_replacement_first() {
     sim.pool.worker_message(old, WorkerMsg::Recycle, sim.now);
     let out = sim.tick();
     assert_eq!(spawns(&out), 1, "a replacement is spawned");
-    assert!(signals(&out).is_empty(), "the recycled worker serves until it is ready");
+    assert!(
+        signals(&out).is_empty(),
+        "the recycled worker serves until it is ready"
+    );
     let replacement = sim.pids(|w| !w.booted())[0];
     let before = sim.done.len();
     sim.boot(replacement);
     assert_eq!(signals(&sim.done[before..]), vec![(old, Signal::SIGTERM)]);
-    assert_eq!(retired(&sim.done[before..], RetireReason::MaxRequests), vec![old.as_raw()]);
+    assert_eq!(
+        retired(&sim.done[before..], RetireReason::MaxRequests),
+        vec![old.as_raw()]
+    );
     // A second recycle request from the same worker is no second stop.
     sim.pool.worker_message(old, WorkerMsg::Recycle, sim.now);
     assert!(signals(&sim.tick()).is_empty());
@@ -443,7 +495,10 @@ fn heartbeat_timeout_while_booting_and_while_serving() {
             sim.boot(pid);
         }
         sim.advance(TIMEOUT);
-        assert!(signals(&sim.tick()).is_empty(), "silence of exactly timeout is fine");
+        assert!(
+            signals(&sim.tick()).is_empty(),
+            "silence of exactly timeout is fine"
+        );
         sim.advance(Duration::from_millis(1));
         let out = sim.tick();
         assert_eq!(signals(&out), vec![(pid, Signal::SIGABRT)]);
@@ -488,7 +543,10 @@ fn the_next_deadline_is_the_first_heartbeat_to_go_stale() {
         stopped: false,
     });
     // The other worker has been silent 10 s of its 30.
-    assert_eq!(next, Some(now + Duration::from_secs(20) + Duration::from_millis(1)));
+    assert_eq!(
+        next,
+        Some(now + Duration::from_secs(20) + Duration::from_millis(1))
+    );
 }
 
 #[test]
@@ -517,7 +575,14 @@ fn crash_loop_backs_off_exponentially_and_resets_on_boot() {
         let pid = sim.pids(|w| !w.booted())[0];
         let out = sim.exit(pid, WaitStatus::Exited(pid, 1));
         assert!(
-            has_log(&out, Level::Warn, &format!("{failure} worker(s) in a row died before booting; next spawn in {} ms", delay.as_millis())),
+            has_log(
+                &out,
+                Level::Warn,
+                &format!(
+                    "{failure} worker(s) in a row died before booting; next spawn in {} ms",
+                    delay.as_millis()
+                )
+            ),
             "failure {failure}: {out:?}"
         );
         assert_eq!(
@@ -544,7 +609,11 @@ fn crash_loop_backs_off_exponentially_and_resets_on_boot() {
     sim.tick();
     let fresh = sim.pids(|w| !w.booted())[0];
     let out = sim.exit(fresh, WaitStatus::Exited(fresh, 1));
-    assert!(has_log(&out, Level::Warn, "1 worker(s) in a row died before booting; next spawn in 100 ms"));
+    assert!(has_log(
+        &out,
+        Level::Warn,
+        "1 worker(s) in a row died before booting; next spawn in 100 ms"
+    ));
     assert!(sim.pool.workers.get(pid).is_some());
 }
 
@@ -585,7 +654,10 @@ fn graceful_and_quick_stop_with_their_deadlines() {
         let out = sim.run();
         assert!(out.contains(&Action::CloseListeners));
         assert!(out.contains(&Action::Report(Report::Stopping)));
-        assert_eq!(signals(&out), pids.iter().map(|p| (*p, case.signal)).collect::<Vec<_>>());
+        assert_eq!(
+            signals(&out),
+            pids.iter().map(|p| (*p, case.signal)).collect::<Vec<_>>()
+        );
         // No respawn while stopping, and a second request changes nothing.
         assert_eq!(spawns(&sim.tick()), 0);
         assert_eq!(sim.pool.begin_stop(case.graceful, sim.now), Outcome::Done);
@@ -599,7 +671,10 @@ fn graceful_and_quick_stop_with_their_deadlines() {
         sim.beat_all();
         let out = sim.tick();
         assert_eq!(signals(&out), vec![(pids[1], Signal::SIGKILL)]);
-        sim.exit(pids[1], WaitStatus::Signaled(pids[1], Signal::SIGKILL, false));
+        sim.exit(
+            pids[1],
+            WaitStatus::Signaled(pids[1], Signal::SIGKILL, false),
+        );
         assert_eq!(
             sim.pool.finished(),
             Some(Halt {
@@ -644,7 +719,11 @@ fn winch_stops_every_worker_in_daemon_mode_only() {
     let outcome = fg.pool.stop_workers(fg.now);
     assert!(matches!(outcome, Outcome::Refused(ref why) if why.contains("daemon mode")));
     let out = fg.run();
-    assert!(has_log(&out, Level::Info, "SIGWINCH ignored. Not daemonized"));
+    assert!(has_log(
+        &out,
+        Level::Info,
+        "SIGWINCH ignored. Not daemonized"
+    ));
     assert!(signals(&out).is_empty());
 
     let mut sim = Sim::with_limits(
@@ -662,7 +741,12 @@ fn winch_stops_every_worker_in_daemon_mode_only() {
         Outcome::StoppingWorkers { count: 2 }
     );
     let out = sim.run();
-    assert_eq!(signals(&out), pids.iter().map(|p| (*p, Signal::SIGTERM)).collect::<Vec<_>>());
+    assert_eq!(
+        signals(&out),
+        pids.iter()
+            .map(|p| (*p, Signal::SIGTERM))
+            .collect::<Vec<_>>()
+    );
     assert_eq!(sim.pool.target, 0);
     sim.stopped_workers_exit();
     assert_eq!(spawns(&sim.tick()), 0, "target 0: nothing respawns");
@@ -714,5 +798,10 @@ fn reopen_forwards_usr1_to_every_worker() {
     assert_eq!(sim.pool.reopen_logs(), Outcome::Done);
     let out = sim.run();
     assert_eq!(out[0], Action::ReopenLogs);
-    assert_eq!(signals(&out), pids.iter().map(|p| (*p, Signal::SIGUSR1)).collect::<Vec<_>>());
+    assert_eq!(
+        signals(&out),
+        pids.iter()
+            .map(|p| (*p, Signal::SIGUSR1))
+            .collect::<Vec<_>>()
+    );
 }
