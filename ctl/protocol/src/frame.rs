@@ -254,7 +254,7 @@ impl FrameDecoder {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::control::protocol::{Arg, Event, EventKind};
+    use crate::{Arg, Event, EventKind};
     use serde_json::json;
 
     fn raw_frame(payload: &[u8]) -> Vec<u8> {
