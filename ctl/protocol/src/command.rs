@@ -208,7 +208,7 @@ impl ControlCommand {
 
     /// Parses already-split words. Keywords are case-insensitive, as in
     /// gunicorn.
-    pub fn parse_words(words: &[String]) -> Result<ControlCommand, String> {
+    fn parse_words(words: &[String]) -> Result<ControlCommand, String> {
         let Some((first, rest)) = words.split_first() else {
             return Err("empty command; try 'help'".to_string());
         };

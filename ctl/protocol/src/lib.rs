@@ -72,8 +72,7 @@ mod words;
 pub use command::{ControlCommand, ScaleTarget, ShowTarget, ShutdownMode};
 pub use event::{Event, EventKind, RetireReason};
 pub use frame::{
-    decode_request, encode_frame, read_frame, read_payload, write_frame, FrameDecoder,
-    ProtocolError, LENGTH_PREFIX, MAX_FRAME,
+    encode_frame, read_frame, write_frame, FrameDecoder, ProtocolError, LENGTH_PREFIX, MAX_FRAME,
 };
 pub use message::{Arg, Request, Response};
 pub use reply::{

@@ -55,7 +55,7 @@ pub fn default_socket_path_from_env(
 /// `/tmp/gunicornd-<uid>`: the fallback socket directory. Always `/tmp`
 /// rather than `$TMPDIR`, so that a client with a different `TMPDIR` (sudo,
 /// systemd's PrivateTmp aside) still finds the daemon.
-pub fn private_tmp_dir(uid: u32) -> PathBuf {
+fn private_tmp_dir(uid: u32) -> PathBuf {
     PathBuf::from(format!("/tmp/gunicornd-{uid}"))
 }
 
