@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use clap::{Args, CommandFactory, Parser, Subcommand};
 use clap_complete::Shell;
-use gunicornd::control::protocol::ScaleTarget;
+use gunicornd_protocol::ScaleTarget;
 
 const AFTER_HELP: &str = "\
 Socket path, first match wins:

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use gunicornd::control::protocol::{
+use gunicornd_protocol::{
     read_frame, write_frame, Arg, ControlCommand, Event, EventsReply, FrameDecoder, ProtocolError,
     Request, Response, VersionReply,
 };

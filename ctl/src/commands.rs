@@ -4,7 +4,7 @@ use std::collections::HashSet;
 use std::io::Write;
 use std::path::Path;
 
-use gunicornd::control::protocol::{
+use gunicornd_protocol::{
     Arg, ConfigReply, ControlCommand, HelpReply, ListenersReply, ReloadReply, Request, ScaleReply,
     ScaleTarget, ShowAllReply, ShowTarget, ShutdownMode, ShutdownReply, StatsReply, StatusReply,
     StopWorkersReply, WorkerAddReply, WorkerKillReply, WorkerRemoveReply, WorkersReply,
@@ -189,7 +189,7 @@ pub fn reload(path: &Path, wait: WaitOpts, o: &mut Output) -> Result<(), CtlErro
     let generation = reply
         .generation
         .or_else(|| before.newest_generation().map(|g| g + 1));
-    let is_old = |w: &gunicornd::control::protocol::WorkerInfo| {
+    let is_old = |w: &gunicornd_protocol::WorkerInfo| {
         old.contains(&w.pid)
             || matches!((w.generation, generation), (Some(g), Some(new)) if g < new)
     };

@@ -4,7 +4,7 @@ use std::fmt;
 use std::io;
 use std::path::{Path, PathBuf};
 
-use gunicornd::control::protocol::ProtocolError;
+use gunicornd_protocol::ProtocolError;
 
 /// Exit status: the command did what was asked.
 pub const EXIT_OK: u8 = 0;

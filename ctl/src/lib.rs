@@ -8,8 +8,9 @@
 //! (and completion scripts with `clap_complete`, as `gunicornctl
 //! completions SHELL` does).
 //!
-//! The wire format is not defined here: it is
-//! [`gunicornd::control::protocol`], shared with the daemon.
+//! The wire format is not defined here: it is the `gunicornd-protocol`
+//! crate ([`gunicornd_protocol`], in `ctl/protocol/`), which the daemon
+//! serves; gunicornctl depends on it alone, not on the server.
 
 pub mod cli;
 pub mod client;
@@ -26,8 +27,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
-use gunicornd::control::paths::default_socket_path_from_env;
-use gunicornd::control::protocol::ShowTarget;
+use gunicornd_protocol::paths::default_socket_path_from_env;
+use gunicornd_protocol::ShowTarget;
 
 use crate::cli::{Cli, Cmd, GlobalOpts};
 use crate::commands::Output;
@@ -85,7 +86,7 @@ pub fn run(cli: &Cli, out: &mut dyn Write) -> Result<(), CtlError> {
 }
 
 /// `-s PATH`, else the daemon's default rules
-/// ([`gunicornd::control::paths`]) applied to `--pid` and `--name`.
+/// ([`gunicornd_protocol::paths`]) applied to `--pid` and `--name`.
 pub fn socket_path(global: &GlobalOpts) -> PathBuf {
     global.socket.clone().unwrap_or_else(|| {
         default_socket_path_from_env(

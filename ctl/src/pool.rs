@@ -1,7 +1,7 @@
 //! A snapshot of the master and its workers, read from either server and
 //! normalised so that the rest of the client need not care which one it is.
 
-use gunicornd::control::protocol::{
+use gunicornd_protocol::{
     ControlCommand, ListenerInfo, ListenersReply, ShowTarget, StatsReply, WorkerInfo, WorkersReply,
 };
 use serde::Serialize;

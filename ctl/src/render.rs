@@ -3,7 +3,7 @@
 use std::io::{self, Write};
 use std::time::{Duration, UNIX_EPOCH};
 
-use gunicornd::control::protocol::{
+use gunicornd_protocol::{
     ConfigReply, HelpReply, ListenersReply, ShowAllReply, StatsReply, WorkerInfo, WorkersReply,
 };
 use serde::Serialize;

@@ -9,7 +9,8 @@
 use std::thread;
 use std::time::{Duration, Instant};
 
-use gunicornd::control::protocol::EventKind;
+use gunicornd_protocol::exit::{APP_LOAD_ERROR, WORKER_BOOT_ERROR};
+use gunicornd_protocol::EventKind;
 
 use crate::client::{is_stream_end, Client, EventStream, Flavor, StreamItem};
 use crate::error::CtlError;
@@ -107,9 +108,8 @@ fn round_to_millis(d: Duration) -> Duration {
     Duration::from_millis(d.as_millis().try_into().unwrap_or(u64::MAX))
 }
 
-/// gunicorn's exit codes for a worker that could not start (reference
-/// §1.7): `WORKER_BOOT_ERROR` and `APP_LOAD_ERROR`.
-const BOOT_FAILURE_CODES: [i32; 2] = [3, 4];
+/// gunicorn's exit codes for a worker that could not start.
+const BOOT_FAILURE_CODES: [i32; 2] = [WORKER_BOOT_ERROR, APP_LOAD_ERROR];
 
 /// Events that stop any wait: a worker that cannot boot, the master leaving.
 pub fn pool_failure(kind: &EventKind) -> Option<String> {
@@ -140,7 +140,7 @@ pub fn reload_failure(kind: &EventKind) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use gunicornd::control::protocol::ShutdownMode;
+    use gunicornd_protocol::ShutdownMode;
 
     #[test]
     fn failure_events() {
@@ -148,13 +148,21 @@ mod tests {
             pid: 9,
             generation: 2,
             reason: "exited with code 3 (worker failed to boot)".into(),
-            exit_code: Some(3),
+            exit_code: Some(WORKER_BOOT_ERROR),
             signal: None,
         };
         assert_eq!(
             pool_failure(&boot).unwrap(),
             "worker 9 failed to boot: exited with code 3 (worker failed to boot)"
         );
+        let load = EventKind::WorkerExited {
+            pid: 9,
+            generation: 2,
+            reason: "exited with code 4 (app failed to load)".into(),
+            exit_code: Some(APP_LOAD_ERROR),
+            signal: None,
+        };
+        assert!(pool_failure(&load).is_some());
         let normal = EventKind::WorkerExited {
             pid: 9,
             generation: 1,

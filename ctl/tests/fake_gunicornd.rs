@@ -8,7 +8,7 @@ use std::process::{Command, Output};
 use std::sync::{Arc, Mutex};
 use std::thread;
 
-use gunicornd::control::protocol::{
+use gunicornd_protocol::{
     encode_frame, read_frame, write_frame, ControlCommand, Event, EventKind, EventsReply,
     ListenersReply, ReloadReply, Request, Response, ScaleReply, ShowTarget, StatsReply,
     VersionReply, WorkerInfo, WorkersReply,

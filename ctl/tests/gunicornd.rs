@@ -20,7 +20,7 @@ use std::sync::{mpsc, Barrier};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use gunicornd::control::protocol::{
+use gunicornd_protocol::{
     read_frame, write_frame, Arg, ConfigReply, DirtyReply, EventKind, EventsReply, HelpReply,
     ListenersReply, PingReply, ProtocolError, ReloadReply, Request, Response, ScaleReply,
     ShowAllReply, ShutdownMode, ShutdownReply, StatsReply, StatusReply, VersionReply,
@@ -307,8 +307,7 @@ fn clients_of_another_uid_are_refused_and_logged() {
     let mode = fs::metadata(&socket).unwrap().permissions().mode();
     assert_eq!(mode & 0o777, 0o666);
 
-    let request =
-        gunicornd::control::protocol::encode_frame(&Request::new(1, "show stats")).expect("encode");
+    let request = gunicornd_protocol::encode_frame(&Request::new(1, "show stats")).expect("encode");
     let received = match probe_as(NOBODY, &socket, &request) {
         Probe::Received(bytes) => bytes,
         Probe::ConnectFailed(errno) => panic!(

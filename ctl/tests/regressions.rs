@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use gunicornd::control::protocol::{write_frame, PingReply, Request, Response};
+use gunicornd_protocol::{write_frame, PingReply, Request, Response};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
@@ -37,7 +37,7 @@ fn ping_latency(socket: &std::path::Path) -> Result<Duration, String> {
     stream
         .write_all(&frame(1, "ping"))
         .map_err(|e| format!("send: {e}"))?;
-    match gunicornd::control::protocol::read_frame::<_, Response>(&mut stream) {
+    match gunicornd_protocol::read_frame::<_, Response>(&mut stream) {
         Ok(Response::Ok { .. }) => Ok(started.elapsed()),
         other => Err(format!("ping answered {other:?}")),
     }

@@ -22,8 +22,8 @@ use mio::net::{UnixListener, UnixStream};
 use mio::{Interest, Registry, Token};
 use nix::sys::socket::{getsockopt, sockopt};
 
-use super::paths;
 use super::protocol::{encode_frame, Event, FrameDecoder, Request, Response, MAX_FRAME};
+use super::{paths, private_dir};
 
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(300);
 pub const MAX_PENDING_OUTPUT: usize = 4 << 20;
@@ -91,7 +91,7 @@ impl ControlServer {
         let owner_uid = nix::unistd::geteuid().as_raw();
         if let Some(dir) = path.parent() {
             if paths::is_private_tmp_path(path, owner_uid) {
-                paths::ensure_private_dir(dir, owner_uid)
+                private_dir::ensure_private_dir(dir, owner_uid)
                     .map_err(|e| format!("{}: {e}", dir.display()))?;
             } else if !dir.is_dir() {
                 return Err(format!("directory {} does not exist", dir.display()));

@@ -20,8 +20,9 @@ use crate::scoreboard::Slot;
 
 pub const EXIT_OK: i32 = 0;
 pub const EXIT_ABORTED: i32 = 1;
-pub const WORKER_BOOT_ERROR: i32 = 3;
-pub const APP_LOAD_ERROR: i32 = 4;
+/// gunicorn's "could not start" statuses, part of the control protocol's
+/// interface (the `worker_exited` event reports them) and so defined there.
+pub use gunicornd_protocol::exit::{APP_LOAD_ERROR, WORKER_BOOT_ERROR};
 
 /// What the master hands a freshly forked worker.
 pub struct WorkerSetup<'a> {

@@ -22,7 +22,7 @@ use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use gunicornd::control::protocol::{read_frame, write_frame, ProtocolError, Request, Response};
+use gunicornd_protocol::{read_frame, write_frame, ProtocolError, Request, Response};
 use nix::sys::signal::{killpg, Signal};
 use nix::unistd::Pid;
 use serde::de::DeserializeOwned;

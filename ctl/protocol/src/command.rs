@@ -5,7 +5,8 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
-use super::message::Request;
+use crate::message::Request;
+use crate::words::split_words;
 
 /// Everything the control socket understands, parsed and validated.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -193,10 +194,11 @@ const SHOW_TARGETS: &str = "all, workers, stats, config, listeners or dirty";
 
 impl ControlCommand {
     /// Parses a request: the command string is split like a POSIX shell
-    /// would (as gunicorn does with `shlex.split`) and the args are appended.
+    /// would ([`split_words`], as gunicorn does with `shlex.split`) and the
+    /// args are appended.
     /// Errors name the problem and go back to the client verbatim.
     pub fn parse(req: &Request) -> Result<ControlCommand, String> {
-        let mut words = shlex::split(&req.command).ok_or_else(|| {
+        let mut words = split_words(&req.command).ok_or_else(|| {
             format!(
                 "cannot split {:?}: unbalanced quotes or a trailing backslash",
                 req.command
@@ -208,7 +210,7 @@ impl ControlCommand {
 
     /// Parses already-split words. Keywords are case-insensitive, as in
     /// gunicorn.
-    pub fn parse_words(words: &[String]) -> Result<ControlCommand, String> {
+    fn parse_words(words: &[String]) -> Result<ControlCommand, String> {
         let Some((first, rest)) = words.split_first() else {
             return Err("empty command; try 'help'".to_string());
         };
@@ -381,7 +383,7 @@ impl FromStr for ControlCommand {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::control::protocol::Arg;
+    use crate::Arg;
 
     fn parse(s: &str) -> Result<ControlCommand, String> {
         s.parse()

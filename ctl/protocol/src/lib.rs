@@ -1,4 +1,9 @@
-//! The control-socket wire protocol, shared by the master and `gunicornctl`.
+//! The control-socket wire protocol, shared by gunicornd's master and
+//! `gunicornctl`: the one definition of what travels over the socket, plus
+//! the other things both sides must agree on ([`paths`]: where the socket is
+//! by default; [`exit`]: the exit statuses of a worker that cannot start).
+//! It depends on serde and serde_json only, so a client builds without the
+//! server.
 //!
 //! It is gunicorn's (`gunicorn/ctl/protocol.py`, gunicorn ≥ 25.1) byte for
 //! byte, so gunicorn's `gunicornc` works against gunicornd unchanged and
@@ -21,10 +26,10 @@
 //! reply    {"id": 1, "status": "error", "error": "unknown command 'x'; try 'help'"}
 //! ```
 //!
-//! The command string is split like a POSIX shell would (quotes, escapes)
-//! and the `args` (strings or integers) are appended to the words, so
-//! `{"command": "worker add", "args": [2]}` and `{"command": "worker add 2"}`
-//! mean the same; gunicornc sends the latter. `id` is echoed in the reply
+//! The command string is split like a POSIX shell would (quotes, escapes:
+//! [`split_words`]) and the `args` (strings or integers) are appended to the
+//! words, so `{"command": "worker add", "args": [2]}` and
+//! `{"command": "worker add 2"}` mean the same; gunicornc sends the latter. `id` is echoed in the reply
 //! (missing means 0, as in gunicorn). [`ControlCommand::parse`] holds the
 //! grammar; the `help` command lists it ([`HelpReply::gunicornd`]).
 //!
@@ -57,15 +62,17 @@
 
 mod command;
 mod event;
+pub mod exit;
 mod frame;
 mod message;
+pub mod paths;
 mod reply;
+mod words;
 
 pub use command::{ControlCommand, ScaleTarget, ShowTarget, ShutdownMode};
 pub use event::{Event, EventKind, RetireReason};
 pub use frame::{
-    decode_request, encode_frame, read_frame, read_payload, write_frame, FrameDecoder,
-    ProtocolError, LENGTH_PREFIX, MAX_FRAME,
+    encode_frame, read_frame, write_frame, FrameDecoder, ProtocolError, LENGTH_PREFIX, MAX_FRAME,
 };
 pub use message::{Arg, Request, Response};
 pub use reply::{
@@ -74,3 +81,4 @@ pub use reply::{
     StopWorkersReply, VersionReply, WorkerAddReply, WorkerInfo, WorkerKillReply, WorkerRemoveReply,
     WorkersReply, PROTOCOL_VERSION,
 };
+pub use words::split_words;

@@ -10,7 +10,7 @@
 //! now, and
 //!
 //! ```text
-//! UPDATE_MAN=1 cargo test -p gunicornctl --test man
+//! UPDATE_MAN=1 cargo test -p gunicornd --test man
 //! ```
 //!
 //! rewrites them. `man/gunicornd.toml.5` is written by hand; a test checks it
@@ -20,7 +20,7 @@
 
 use std::collections::BTreeSet;
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
 use clap::ArgAction;
@@ -34,17 +34,14 @@ use gunicornd::control::paths::{DEFAULT_NAME, XDG_SOCKET_NAME};
 /// change from one day to the next); set both when the version changes.
 const RELEASE: (&str, &str) = ("0.1.0", "2026-11-22");
 const MANUAL: &str = "gunicornd Manual";
-const UPDATE_HINT: &str = "UPDATE_MAN=1 cargo test -p gunicornctl --test man";
+const UPDATE_HINT: &str = "UPDATE_MAN=1 cargo test -p gunicornd --test man";
 
 fn source() -> String {
     format!("gunicornd {}", RELEASE.0)
 }
 
-fn repo_root() -> PathBuf {
+fn repo_root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("ctl/ lies in the repository")
-        .to_path_buf()
 }
 
 // ---------------------------------------------------------------------------
@@ -759,29 +756,11 @@ fn gunicornd_page_covers_every_signal_and_hook() {
     );
 }
 
-/// The gunicornd binary of this build: `target/<profile>/gunicornd`, beside
-/// the `deps/` directory this test runs from.
-fn gunicornd_binary() -> PathBuf {
-    let exe = std::env::current_exe().expect("the test's own path");
-    let profile_dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("test executables live in target/<profile>/deps/");
-    let binary = profile_dir.join("gunicornd");
-    assert!(
-        binary.is_file(),
-        "{} is missing: build it with `cargo build --bin gunicornd` (cargo nextest run \
-         --workspace and cargo test --workspace build it too)",
-        binary.display()
-    );
-    binary
-}
-
 /// The top-level keys (and `[tables]`) of `gunicornd --print-config`,
 /// including the ones printed as `# KEY is not set`.
 fn printed_config_keys() -> BTreeSet<String> {
     let dir = tempfile::tempdir().unwrap();
-    let output = Command::new(gunicornd_binary())
+    let output = Command::new(env!("CARGO_BIN_EXE_gunicornd"))
         .arg("--print-config")
         .current_dir(dir.path())
         .env_clear()

@@ -172,7 +172,7 @@ impl fmt::Display for EventKind {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::control::protocol::Response;
+    use crate::Response;
     use serde_json::{json, Value};
 
     fn all_kinds() -> Vec<EventKind> {

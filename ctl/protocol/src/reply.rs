@@ -322,7 +322,8 @@ pub struct VersionReply {
 }
 
 impl VersionReply {
-    /// This build's answer.
+    /// This build's answer. The crate shares the workspace's version with
+    /// gunicornd (a gunicornd test checks), so this is the server's version.
     pub fn current() -> VersionReply {
         VersionReply {
             name: "gunicornd".to_string(),
@@ -401,7 +402,7 @@ impl HelpReply {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::control::protocol::ControlCommand;
+    use crate::ControlCommand;
     use serde_json::json;
 
     fn worker(pid: i32) -> WorkerInfo {

@@ -115,7 +115,7 @@ pub fn write_frame<W: Write, T: Serialize>(w: &mut W, msg: &T) -> Result<(), Pro
 }
 
 /// Reads one frame's payload (blocking).
-pub fn read_payload<R: Read>(r: &mut R) -> Result<Vec<u8>, ProtocolError> {
+fn read_payload<R: Read>(r: &mut R) -> Result<Vec<u8>, ProtocolError> {
     let mut prefix = [0u8; LENGTH_PREFIX];
     match read_full(r, &mut prefix)? {
         0 => return Err(ProtocolError::Closed),
@@ -138,9 +138,8 @@ pub fn read_frame<R: Read, T: DeserializeOwned>(r: &mut R) -> Result<T, Protocol
     decode_payload(&read_payload(r)?)
 }
 
-/// Decodes a request payload. Errors name the problem and carry the request
-/// id when it is readable, so the master can answer and keep the connection.
-pub fn decode_request(payload: &[u8]) -> Result<Request, ProtocolError> {
+/// Decodes a request payload (see [`FrameDecoder::next_request`]).
+fn decode_request(payload: &[u8]) -> Result<Request, ProtocolError> {
     let value: Value = serde_json::from_slice(payload).map_err(|e| ProtocolError::Malformed {
         id: None,
         reason: format!("invalid JSON: {e}"),
@@ -240,21 +239,18 @@ impl FrameDecoder {
         Ok(Some(payload))
     }
 
-    /// Pops and decodes the next request (see [`decode_request`]).
+    /// Pops and decodes the next request. Errors name the problem and carry
+    /// the request id when it is readable, so the master can answer and keep
+    /// the connection.
     pub fn next_request(&mut self) -> Result<Option<Request>, ProtocolError> {
         self.next_payload()?.map(|p| decode_request(&p)).transpose()
-    }
-
-    /// Pops and decodes the next reply or event frame.
-    pub fn next_response(&mut self) -> Result<Option<Response>, ProtocolError> {
-        self.next_payload()?.map(|p| decode_payload(&p)).transpose()
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::control::protocol::{Arg, Event, EventKind};
+    use crate::{Arg, Event, EventKind};
     use serde_json::json;
 
     fn raw_frame(payload: &[u8]) -> Vec<u8> {
@@ -422,23 +418,5 @@ mod tests {
         let mut dec = FrameDecoder::new();
         dec.feed(&raw_frame(&payload));
         assert_eq!(dec.next_request().unwrap(), Some(Request::new(0, "ping")));
-    }
-
-    #[test]
-    fn decoder_reads_replies_too() {
-        let mut dec = FrameDecoder::new();
-        dec.feed(&raw_frame(
-            br#"{"id": 1, "status": "ok", "data": {"status": "reloading"}}"#,
-        ));
-        dec.feed(&raw_frame(br#"{"id": 1, "status": "maybe"}"#));
-        assert_eq!(
-            dec.next_response().unwrap(),
-            Some(Response::ok(1, &json!({"status": "reloading"})))
-        );
-        assert!(dec
-            .next_response()
-            .unwrap_err()
-            .to_string()
-            .starts_with("unexpected message: "));
     }
 }
