@@ -57,15 +57,6 @@ pub enum EventKind {
     /// The target number of workers changed (scale, worker add/remove,
     /// TTIN/TTOU).
     ScaleChanged { previous: usize, target: usize },
-    /// Progress of a binary upgrade (USR2). `phase` is one word such as
-    /// `started`, `ready`, `failed`, `finished`; `pid` is the new master's.
-    Upgrade {
-        phase: String,
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        pid: Option<i32>,
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        detail: Option<String>,
-    },
     /// The master began to shut down; the stream ends when it is gone.
     ShuttingDown { mode: ShutdownMode },
 }
@@ -86,10 +77,6 @@ pub enum RetireReason {
     Killed,
     /// `stop-workers` (WINCH).
     StopWorkers,
-    /// Handed over to a new master after a binary upgrade.
-    Upgrade,
-    /// The master is shutting down.
-    Shutdown,
 }
 
 impl fmt::Display for RetireReason {
@@ -101,8 +88,6 @@ impl fmt::Display for RetireReason {
             RetireReason::Timeout => "heartbeat timeout",
             RetireReason::Killed => "worker kill",
             RetireReason::StopWorkers => "stop-workers",
-            RetireReason::Upgrade => "upgrade",
-            RetireReason::Shutdown => "shutdown",
         })
     }
 }
@@ -154,16 +139,6 @@ impl fmt::Display for EventKind {
             EventKind::ScaleChanged { previous, target } => {
                 write!(f, "workers target {previous} -> {target}")
             }
-            EventKind::Upgrade { phase, pid, detail } => {
-                write!(f, "upgrade {phase}")?;
-                if let Some(pid) = pid {
-                    write!(f, " (new master {pid})")?;
-                }
-                if let Some(detail) = detail {
-                    write!(f, ": {detail}")?;
-                }
-                Ok(())
-            }
             EventKind::ShuttingDown { mode } => write!(f, "shutting down ({mode})"),
         }
     }
@@ -206,11 +181,6 @@ mod tests {
             EventKind::ScaleChanged {
                 previous: 2,
                 target: 4,
-            },
-            EventKind::Upgrade {
-                phase: "ready".into(),
-                pid: Some(77),
-                detail: None,
             },
             EventKind::ShuttingDown {
                 mode: ShutdownMode::Quick,
@@ -276,15 +246,6 @@ mod tests {
             }
             .to_string(),
             "worker 5 retiring (generation 2): scale down"
-        );
-        assert_eq!(
-            EventKind::Upgrade {
-                phase: "failed".into(),
-                pid: Some(9),
-                detail: Some("timeout".into())
-            }
-            .to_string(),
-            "upgrade failed (new master 9): timeout"
         );
         for kind in all_kinds() {
             assert!(!kind.to_string().contains('\n'));
