@@ -9,6 +9,7 @@ pub mod arbiter;
 pub mod config;
 pub mod control;
 pub mod daemon;
+pub mod exec;
 pub mod hooks;
 pub mod http;
 pub mod listeners;
