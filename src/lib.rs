@@ -10,6 +10,7 @@ pub mod config;
 pub mod control;
 pub mod daemon;
 pub mod fd;
+pub mod exec;
 pub mod hooks;
 pub mod http;
 pub mod listeners;

@@ -1,0 +1,387 @@
+//! `gunicornd::exec::spawn` seen from the program it starts: a shell that
+//! writes down its fds, signal state, environment and directory, and writes
+//! a letter into each pipe it is told to.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::ffi::OsString;
+use std::fs;
+use std::io::Read;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard};
+
+use gunicornd::exec::{spawn, ExecSpec, Step};
+use nix::errno::Errno;
+use nix::fcntl::OFlag;
+use nix::sys::signal::{
+    pthread_sigmask, sigaction, SaFlags, SigAction, SigHandler, SigSet, SigmaskHow, Signal,
+};
+use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+use nix::unistd::Pid;
+
+/// Tests take turns, so that while one runs, the only children of this
+/// process are its own: the zombie checks look at all of them.
+static TURN: Mutex<()> = Mutex::new(());
+
+fn turn() -> MutexGuard<'static, ()> {
+    TURN.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+const PATH: &str = "/usr/bin:/bin";
+
+/// Run by `/bin/sh -c` with the output directory and then `LETTER:FD` pairs.
+/// The observations look at the shell's own `/proc` entries, which are what
+/// `execve` produced: dash opens nothing of its own before running a
+/// command. Each runs in a subshell because dash applies the redirection of
+/// a simple command in the shell itself before forking (it would show up in
+/// the fd list), but that of a subshell only in the subshell. Pipes are
+/// written through `/proc/$$/fd/N` because dash redirects only fds 0 to 9.
+const OBSERVE: &str = r#"set -e
+out=$1; shift
+(ls -l /proc/$$/fd) > "$out/fds"
+(grep -E 'SigBlk|SigIgn' /proc/$$/status) > "$out/signals"
+(tr '\0' '\n' < /proc/$$/environ) > "$out/env"
+(pwd -P) > "$out/cwd"
+for write in "$@"; do
+    printf '%s' "${write%%:*}" > "/proc/$$/fd/${write#*:}"
+done
+"#;
+
+/// A spec that runs [`OBSERVE`] writing into `out`, with only `PATH` set.
+fn observer(out: &Path, writes: &[(&str, RawFd)]) -> ExecSpec {
+    let mut args: Vec<OsString> = ["sh", "-c", OBSERVE, "sh"]
+        .iter()
+        .map(OsString::from)
+        .collect();
+    args.push(out.into());
+    args.extend(
+        writes
+            .iter()
+            .map(|(letter, fd)| format!("{letter}:{fd}").into()),
+    );
+    ExecSpec {
+        program: "/bin/sh".into(),
+        args,
+        env: vec![("PATH".into(), PATH.into())],
+        cwd: None,
+        fds: Vec::new(),
+    }
+}
+
+struct Observed {
+    /// fd number to what `/proc` says it is (`pipe:[123]`, `/dev/null`).
+    fds: BTreeMap<RawFd, String>,
+    /// `SigBlk`/`SigIgn` to their hex masks.
+    signals: BTreeMap<String, String>,
+    env: Vec<String>,
+    cwd: PathBuf,
+}
+
+fn read(out: &Path, name: &str) -> String {
+    fs::read_to_string(out.join(name)).unwrap_or_else(|e| panic!("{name}: {e}"))
+}
+
+/// Spawn the observer, wait for it to succeed and read what it wrote.
+fn observe(spec: &ExecSpec, out: &Path) -> Observed {
+    let pid = spawn(spec).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(wait(pid), 0, "the observer failed");
+    let fds = read(out, "fds")
+        .lines()
+        .filter_map(|line| {
+            let (left, target) = line.split_once(" -> ")?;
+            let fd = left.split_whitespace().last()?.parse().ok()?;
+            Some((fd, target.to_string()))
+        })
+        .collect();
+    let signals = read(out, "signals")
+        .lines()
+        .filter_map(|line| {
+            let (name, mask) = line.split_once(':')?;
+            Some((name.to_string(), mask.trim().to_string()))
+        })
+        .collect();
+    Observed {
+        fds,
+        signals,
+        env: read(out, "env").lines().map(String::from).collect(),
+        cwd: read(out, "cwd").trim_end().into(),
+    }
+}
+
+/// Reap `pid` and return its exit code.
+fn wait(pid: Pid) -> i32 {
+    loop {
+        match waitpid(pid, None) {
+            Ok(WaitStatus::Exited(_, code)) => return code,
+            Ok(other) => panic!("child {pid}: {other:?}"),
+            Err(Errno::EINTR) => continue,
+            Err(e) => panic!("waitpid {pid}: {e}"),
+        }
+    }
+}
+
+/// What this process's `fd` is, as `/proc` names it.
+fn link(fd: RawFd) -> String {
+    fs::read_link(format!("/proc/self/fd/{fd}"))
+        .unwrap()
+        .to_string_lossy()
+        .into_owned()
+}
+
+fn close_on_exec(fd: RawFd) -> bool {
+    // SAFETY: F_GETFD only queries.
+    let flags = unsafe { libc::fcntl(fd, libc::F_GETFD) };
+    assert!(flags >= 0, "fd {fd} is not open");
+    flags & libc::FD_CLOEXEC != 0
+}
+
+fn pipe() -> (OwnedFd, OwnedFd) {
+    nix::unistd::pipe2(OFlag::O_CLOEXEC).unwrap()
+}
+
+fn read_all(fd: OwnedFd) -> String {
+    let mut text = String::new();
+    fs::File::from(fd).read_to_string(&mut text).unwrap();
+    text
+}
+
+/// Pids whose parent is this process, from `/proc`.
+fn children() -> Vec<i32> {
+    let me = std::process::id().to_string();
+    fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|entry| {
+            let name = entry.ok()?.file_name().into_string().ok()?;
+            let pid: i32 = name.parse().ok()?;
+            let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+            // `pid (comm) state ppid ...`; comm may hold spaces.
+            let after_comm = &stat[stat.rfind(')')? + 1..];
+            let ppid = after_comm.split_whitespace().nth(1)?;
+            (ppid == me).then_some(pid)
+        })
+        .collect()
+}
+
+fn assert_no_children() {
+    assert_eq!(children(), Vec::<i32>::new(), "children left behind");
+    assert_eq!(
+        waitpid(None::<Pid>, Some(WaitPidFlag::WNOHANG)),
+        Err(Errno::ECHILD)
+    );
+}
+
+#[test]
+fn only_stdio_crosses_when_no_fds_are_passed() {
+    let _turn = turn();
+    let out = tempfile::tempdir().unwrap();
+    // An fd without close-on-exec would survive a bare execve.
+    let (stray_read, stray_write) = nix::unistd::pipe().unwrap();
+    assert!(!close_on_exec(stray_write.as_raw_fd()));
+    let seen = observe(&observer(out.path(), &[]), out.path());
+    let stdio: BTreeMap<RawFd, String> = (0..3).map(|fd| (fd, link(fd))).collect();
+    assert_eq!(seen.fds, stdio);
+    drop((stray_read, stray_write));
+}
+
+#[test]
+fn passed_fds_land_at_3_in_order_even_where_they_collide() {
+    let _turn = turn();
+    let out = tempfile::tempdir().unwrap();
+    let filler = fs::File::open("/dev/null").unwrap();
+    let (a_read, a_write) = pipe();
+    let (b_read, b_write) = pipe();
+    let (c_read, c_write) = pipe();
+    let (a, b, c) = (
+        a_write.as_raw_fd(),
+        b_write.as_raw_fd(),
+        c_write.as_raw_fd(),
+    );
+    // Targets 3..=top cover every source: a and b trade places, c stays
+    // where it is (a dup2 onto itself would keep close-on-exec), the rest
+    // of the range is /dev/null.
+    let top = a.max(b).max(c).max(filler.as_raw_fd());
+    let mut fds = vec![filler.as_raw_fd(); (top - 2) as usize];
+    fds[(b - 3) as usize] = a;
+    fds[(a - 3) as usize] = b;
+    fds[(c - 3) as usize] = c;
+    assert!(fds.iter().all(|fd| close_on_exec(*fd)));
+    let expected: BTreeMap<RawFd, String> = (0..3)
+        .map(|fd| (fd, link(fd)))
+        .chain((3..).zip(fds.iter().map(|fd| link(*fd))))
+        .collect();
+
+    // The observer writes each letter to where its pipe should be.
+    let mut spec = observer(out.path(), &[("a", b), ("b", a), ("c", c)]);
+    spec.fds = fds;
+    let seen = observe(&spec, out.path());
+    assert_eq!(seen.fds, expected);
+
+    drop((a_write, b_write, c_write));
+    assert_eq!(read_all(a_read), "a");
+    assert_eq!(read_all(b_read), "b");
+    assert_eq!(read_all(c_read), "c");
+}
+
+/// `SigBlk` and `SigIgn` of this thread.
+fn own_signal_masks() -> BTreeMap<String, String> {
+    fs::read_to_string("/proc/thread-self/status")
+        .unwrap()
+        .lines()
+        .filter_map(|line| {
+            let (name, mask) = line.split_once(':')?;
+            matches!(name, "SigBlk" | "SigIgn").then(|| (name.to_string(), mask.trim().to_string()))
+        })
+        .collect()
+}
+
+#[test]
+fn signals_start_unblocked_and_at_their_defaults() {
+    let _turn = turn();
+    let out = tempfile::tempdir().unwrap();
+    // The Rust runtime ignores SIGPIPE; make sure of it, and ignore SIGUSR2
+    // as the master might.
+    let ignore = SigAction::new(SigHandler::SigIgn, SaFlags::empty(), SigSet::empty());
+    // SAFETY: ignoring a signal installs no handler.
+    let old_pipe = unsafe { sigaction(Signal::SIGPIPE, &ignore) }.unwrap();
+    let old_usr2 = unsafe { sigaction(Signal::SIGUSR2, &ignore) }.unwrap();
+    let mut blocked = SigSet::empty();
+    blocked.add(Signal::SIGUSR1);
+    blocked.add(Signal::SIGTERM);
+    let mut old_mask = SigSet::empty();
+    pthread_sigmask(SigmaskHow::SIG_BLOCK, Some(&blocked), Some(&mut old_mask)).unwrap();
+    let before = own_signal_masks();
+
+    let result = std::panic::catch_unwind(|| observe(&observer(out.path(), &[]), out.path()));
+    let mut mask_after = SigSet::empty();
+    pthread_sigmask(
+        SigmaskHow::SIG_SETMASK,
+        Some(&old_mask),
+        Some(&mut mask_after),
+    )
+    .unwrap();
+    // SAFETY: restores what was there.
+    unsafe {
+        sigaction(Signal::SIGPIPE, &old_pipe).unwrap();
+        sigaction(Signal::SIGUSR2, &old_usr2).unwrap();
+    }
+    let seen = result.unwrap();
+
+    assert!(
+        before.values().all(|mask| mask != "0000000000000000"),
+        "the test sets nothing up: {before:?}"
+    );
+    assert!(mask_after.contains(Signal::SIGUSR1) && mask_after.contains(Signal::SIGTERM));
+    assert!(
+        !mask_after.contains(Signal::SIGINT),
+        "spawn did not restore the mask"
+    );
+    let zero = "0000000000000000".to_string();
+    let expected: BTreeMap<String, String> = ["SigBlk", "SigIgn"]
+        .into_iter()
+        .map(|name| (name.to_string(), zero.clone()))
+        .collect();
+    assert_eq!(seen.signals, expected);
+}
+
+#[test]
+fn the_environment_is_exactly_the_given_one() {
+    let _turn = turn();
+    let out = tempfile::tempdir().unwrap();
+    let mut spec = observer(out.path(), &[]);
+    spec.env.extend([
+        ("GUNICORND_EXEC_TEST".into(), "1".into()),
+        ("WITH_SPACES".into(), "a b = c".into()),
+        ("EMPTY".into(), "".into()),
+    ]);
+    let given: BTreeSet<OsString> = spec.env.iter().map(|(name, _)| name.clone()).collect();
+    assert!(
+        std::env::vars_os().any(|(name, _)| !given.contains(&name)),
+        "the test process should have variables of its own"
+    );
+    let seen = observe(&spec, out.path());
+    assert_eq!(
+        seen.env,
+        [
+            format!("PATH={PATH}"),
+            "GUNICORND_EXEC_TEST=1".into(),
+            "WITH_SPACES=a b = c".into(),
+            "EMPTY=".into()
+        ]
+    );
+}
+
+#[test]
+fn the_program_runs_in_the_given_directory_or_ours() {
+    let _turn = turn();
+    let out = tempfile::tempdir().unwrap();
+    let dir = out.path().join("work dir");
+    fs::create_dir(&dir).unwrap();
+    let mut spec = observer(out.path(), &[]);
+    spec.cwd = Some(dir.clone());
+    assert_eq!(observe(&spec, out.path()).cwd, dir.canonicalize().unwrap());
+
+    spec.cwd = None;
+    let ours = std::env::current_dir().unwrap().canonicalize().unwrap();
+    assert_eq!(observe(&spec, out.path()).cwd, ours);
+}
+
+#[test]
+fn a_program_that_cannot_be_executed_is_an_error_naming_it_and_leaves_no_zombie() {
+    let _turn = turn();
+    let missing = ExecSpec {
+        program: "/nonexistent/gunicornd-exec-test".into(),
+        args: vec!["x".into()],
+        ..ExecSpec::default()
+    };
+    let err = spawn(&missing).unwrap_err();
+    assert_eq!(err.step(), Step::Exec);
+    assert_eq!(err.raw_os_error(), Some(libc::ENOENT));
+    assert_eq!(
+        err.to_string(),
+        "cannot execute /nonexistent/gunicornd-exec-test: No such file or directory (os error 2)"
+    );
+    assert_no_children();
+
+    // Not even root may execute a file without any execute bit.
+    let dir = tempfile::tempdir().unwrap();
+    let script = dir.path().join("script");
+    fs::write(&script, "#!/bin/sh\n").unwrap();
+    fs::set_permissions(&script, fs::Permissions::from_mode(0o644)).unwrap();
+    let not_executable = ExecSpec {
+        program: script.clone(),
+        args: vec!["script".into()],
+        ..ExecSpec::default()
+    };
+    let err = spawn(&not_executable).unwrap_err();
+    assert_eq!(err.step(), Step::Exec);
+    assert_eq!(err.raw_os_error(), Some(libc::EACCES));
+    assert_no_children();
+}
+
+#[test]
+fn failed_setup_steps_are_reported_with_their_step() {
+    let _turn = turn();
+    let mut spec = ExecSpec {
+        program: "/bin/true".into(),
+        args: vec!["true".into()],
+        cwd: Some("/nonexistent/gunicornd-exec-dir".into()),
+        ..ExecSpec::default()
+    };
+    let err = spawn(&spec).unwrap_err();
+    assert_eq!(err.step(), Step::ChangeDir);
+    assert_eq!(
+        err.to_string(),
+        "cannot execute /bin/true: cannot change to directory /nonexistent/gunicornd-exec-dir: \
+         No such file or directory (os error 2)"
+    );
+    assert_no_children();
+
+    // No process has this fd open.
+    spec.cwd = None;
+    spec.fds = vec![libc::c_int::MAX - 1];
+    let err = spawn(&spec).unwrap_err();
+    assert_eq!(err.step(), Step::PlaceFds);
+    assert_eq!(err.raw_os_error(), Some(libc::EBADF));
+    assert_no_children();
+}
