@@ -39,11 +39,12 @@ use nix::sys::signal::{kill, Signal};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 
-pub use action::{Action, Level, Outcome, Report};
-pub use command::{Command, MASTER_SIGNALS};
-pub use event::Event;
-pub use plan::{Exit, Halt, Limits, Liveness, Phase, Pool};
-pub use workers::{Replace, StopSent, Worker, WorkerTable};
+use action::{Action, Level, Outcome, Report};
+pub use command::MASTER_SIGNALS;
+use command::Command;
+use event::Event;
+use plan::{Exit, Halt, Limits, Liveness, Pool};
+use workers::Worker;
 
 use crate::config::{Loader, Settings};
 use crate::control::server::ControlServer;
@@ -306,7 +307,7 @@ impl Arbiter {
     }
 
     /// The one way in: every input of the master goes through here.
-    pub fn handle(&mut self, event: Event) {
+    fn handle(&mut self, event: Event) {
         let now = Instant::now();
         match event {
             Event::Signal(sig) => self.on_signal(sig),
@@ -345,7 +346,7 @@ impl Arbiter {
 
     /// The one handler for every command, whatever asked for it: a signal
     /// ignores the outcome, a control client gets it as its reply.
-    pub fn command(&mut self, cmd: Command) -> Outcome {
+    fn command(&mut self, cmd: Command) -> Outcome {
         let now = Instant::now();
         let outcome = match cmd {
             Command::Reload => self.reload(),

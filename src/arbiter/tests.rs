@@ -8,7 +8,7 @@ use nix::sys::signal::Signal;
 use nix::sys::wait::WaitStatus;
 use nix::unistd::Pid;
 
-use super::plan::{BACKOFF_BASE, BACKOFF_MAX, QUICK_STOP_GRACE, STARTUP_FAILURES};
+use super::plan::{Phase, BACKOFF_BASE, BACKOFF_MAX, QUICK_STOP_GRACE, STARTUP_FAILURES};
 use super::*;
 use crate::control::protocol::{EventKind, RetireReason, ScaleTarget};
 use crate::worker::notify::WorkerMsg;
