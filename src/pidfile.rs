@@ -1,7 +1,7 @@
 //! The master's pidfile (`-p/--pid FILE`).
 //!
-//! Behaviour follows gunicorn's `Pidfile` (reference §1.15) with the fixes its
-//! users asked for (§6 item 12, gunicorn #3383):
+//! Behaviour follows gunicorn's `Pidfile` (`gunicorn/pidfile.py`), made
+//! robust against crashes, pid reuse and upgrades:
 //!
 //! - The file is written atomically (temporary file in the same directory,
 //!   then `rename(2)`), holds `"<pid>\n"` and has mode 0644 whatever the umask.
@@ -255,7 +255,7 @@ fn probe_process(pid: u32) -> Probe {
 }
 
 /// Interprets `kill(pid, 0)`: EPERM means the process exists but belongs to
-/// someone else (gunicorn #1014, #1091), so it counts as alive.
+/// another user, so it counts as alive.
 fn is_alive(result: nix::Result<()>) -> bool {
     !matches!(result, Err(Errno::ESRCH))
 }

@@ -1,5 +1,5 @@
 //! systemd integration: socket activation (`LISTEN_FDS`) and readiness
-//! notifications (`sd_notify`), reference §1.13 and control-tools §6.5.
+//! notifications (`sd_notify`); gunicorn's side of this is `gunicorn/systemd.py`.
 //!
 //! Where gunicorn only ever sends `READY=1` (before any worker exists), the
 //! master drives [`Notifier`] through the whole lifecycle:
