@@ -11,10 +11,9 @@
 //! So signal-hook is used one level lower: [`signal_hook::low_level::register`]
 //! adds an action to its handler that does the one async-signal-safe thing
 //! that keeps every delivery, `write(2)` the signal number to a non-blocking
-//! pipe the event loop polls. signal-hook's handler saves and restores
-//! `errno` around the actions, so the interrupted code never sees the
-//! action's write. (The kernel itself merges a standard signal that is sent
-//! again while still pending; nothing in userspace can undo that.)
+//! pipe the event loop polls, leaving `errno` as it found it. (The kernel
+//! itself merges a standard signal that is sent again while still pending;
+//! nothing in userspace can undo that.)
 //!
 //! A process has one signal pipe at a time. Actions registered with
 //! signal-hook survive `fork()`, so a forked worker that calls
@@ -51,8 +50,10 @@ pub struct SignalPipe {
 
 /// The action run by signal-hook's handler at each delivery of a forwarded
 /// signal. Async-signal-safe: two atomics and one `write(2)`, no allocation,
-/// no lock.
+/// no lock. `errno` is restored so the interrupted code never sees the
+/// write's (signal-hook's handler does the same; this does not rely on it).
 fn forward(sig: libc::c_int) {
+    let errno = nix::errno::Errno::last_raw();
     let fd = WRITE_FD.load(Ordering::Relaxed);
     if fd >= 0 {
         let byte = sig as u8;
@@ -61,6 +62,7 @@ fn forward(sig: libc::c_int) {
         unsafe { libc::write(fd, (&byte as *const u8).cast(), 1) };
         PENDING.store(true, Ordering::Release);
     }
+    nix::errno::Errno::set_raw(errno);
 }
 
 /// Remove every action that forwards to the current pipe.
