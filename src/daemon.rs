@@ -1,12 +1,12 @@
 //! Daemon mode (`-D/--daemon`).
 //!
-//! gunicorn's `util.daemonize` (reference §1.2) forks, `setsid`s, forks again
+//! gunicorn's `daemonize` (`gunicorn/util.py`) forks, `setsid`s, forks again
 //! and lets the launching process exit 0 at once, so a start that fails a
 //! moment later (port in use, bad app, pidfile held) still looks like a
 //! success to the shell or init script that ran it. Here the launching
 //! process waits: the daemon reports over a socket when its listeners are
 //! bound and its first workers have booted, and the launcher exits with a
-//! status that tells the truth (like pingora's `daemon_wait_for_ready`).
+//! status that tells the truth.
 //!
 //! ```text
 //! launcher ──fork──► intermediate ──setsid, fork──► daemon (master)

@@ -129,7 +129,7 @@ pub fn log_listening(listeners: &[Listener], pid: nix::unistd::Pid) {
 }
 
 /// Create every listener: inherited fds (from `fd://N` binds or `inherited`)
-/// take precedence over addresses, as in gunicorn (reference §1.14).
+/// take precedence over addresses, as in gunicorn (`gunicorn/sock.py`).
 ///
 /// Blocking: binding retries sleep a second between attempts. Only call it
 /// before the event loop starts (or accept one attempt on reload via

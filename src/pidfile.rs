@@ -1,7 +1,7 @@
 //! The master's pidfile (`-p/--pid FILE`).
 //!
-//! Behaviour follows gunicorn's `Pidfile` (reference §1.15) with the fixes its
-//! users asked for (§6 item 12, gunicorn #3383):
+//! Behaviour follows gunicorn's `Pidfile` (`gunicorn/pidfile.py`), made
+//! robust against crashes, pid reuse and upgrades:
 //!
 //! - The file is written atomically (temporary file in the same directory,
 //!   then `rename(2)`), holds `"<pid>\n"` and has mode 0644 whatever the umask.
@@ -155,26 +155,6 @@ impl Pidfile {
             Err(err) => debug!("cannot read pidfile {}: {err}", self.path.display()),
         }
     }
-
-    /// Moves the pidfile to `new_path`, e.g. from `<pidfile>.2` to
-    /// `<pidfile>` when an upgraded master takes over.
-    ///
-    /// This is a deliberate takeover: whatever `new_path` holds is replaced
-    /// without the liveness check of [`Pidfile::create`], because the old
-    /// master named there may still be draining its workers. When the current
-    /// file still holds our pid it is renamed in one atomic step; otherwise a
-    /// fresh file is written atomically at `new_path`.
-    pub fn rename(&mut self, new_path: &Path) -> Result<(), PidfileError> {
-        check_directory(new_path)?;
-        let still_ours = matches!(read_pid(&self.path), Ok(Holder::Pid(held)) if held == self.pid);
-        if still_ours {
-            fs::rename(&self.path, new_path).map_err(|source| io_error(new_path, source))?;
-        } else {
-            write_atomically(new_path, self.pid).map_err(|source| io_error(new_path, source))?;
-        }
-        self.path = new_path.to_path_buf();
-        Ok(())
-    }
 }
 
 fn io_error(path: &Path, source: io::Error) -> PidfileError {
@@ -255,7 +235,7 @@ fn probe_process(pid: u32) -> Probe {
 }
 
 /// Interprets `kill(pid, 0)`: EPERM means the process exists but belongs to
-/// someone else (gunicorn #1014, #1091), so it counts as alive.
+/// another user, so it counts as alive.
 fn is_alive(result: nix::Result<()>) -> bool {
     !matches!(result, Err(Errno::ESRCH))
 }
@@ -590,55 +570,6 @@ mod tests {
         assert!(!path.exists());
         // Unlinking again (file gone) is harmless.
         pidfile.unlink();
-    }
-
-    #[test]
-    fn rename_moves_the_upgrade_file_over_the_base_name() {
-        let dir = tempfile::tempdir().unwrap();
-        let base = dir.path().join("g.pid");
-        let second = dir.path().join("g.pid.2");
-        // The old master's file, naming a live process, is taken over.
-        let old_master = spawn_sleep(&sleep_binary(), Some("gunicornd"));
-        fs::write(&base, format!("{}\n", old_master.pid())).unwrap();
-
-        let mut pidfile = Pidfile::create(&second, our_pid()).unwrap();
-        pidfile.rename(&base).unwrap();
-        assert_eq!(pidfile.path(), base);
-        assert!(!second.exists());
-        assert_eq!(
-            fs::read_to_string(&base).unwrap(),
-            format!("{}\n", our_pid())
-        );
-    }
-
-    #[test]
-    fn rename_writes_a_fresh_file_when_ours_is_gone() {
-        let dir = tempfile::tempdir().unwrap();
-        let first = dir.path().join("a.pid");
-        let second = dir.path().join("b.pid");
-        let mut pidfile = Pidfile::create(&first, our_pid()).unwrap();
-        fs::remove_file(&first).unwrap();
-        pidfile.rename(&second).unwrap();
-        assert_eq!(
-            fs::read_to_string(&second).unwrap(),
-            format!("{}\n", our_pid())
-        );
-        let mode = fs::metadata(&second).unwrap().permissions().mode() & 0o777;
-        assert_eq!(mode, 0o644);
-    }
-
-    #[test]
-    fn rename_into_a_missing_directory_fails_and_keeps_the_file() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("g.pid");
-        let mut pidfile = Pidfile::create(&path, our_pid()).unwrap();
-        let err = pidfile.rename(&dir.path().join("nope/g.pid")).unwrap_err();
-        assert!(
-            matches!(err, PidfileError::MissingDirectory { .. }),
-            "{err:?}"
-        );
-        assert_eq!(pidfile.path(), path);
-        assert!(path.exists());
     }
 
     #[test]

@@ -1,10 +1,11 @@
 //! The scoreboard: a shared-memory table with one slot per worker, written by
 //! the worker and read by the master.
 //!
-//! gunicorn's heartbeat touches a temporary file with `utime` every loop
-//! pass (reference §2.1), which blocks on slow disks (§6 item 8) and, because
-//! the file starts with a wall-clock mtime, never times out a worker that hangs
-//! while booting (§1.6). Here the master maps the table (`MAP_SHARED`) before
+//! gunicorn's heartbeat (`gunicorn/workers/workertmp.py`) touches a temporary
+//! file with `utime` every loop pass, which blocks when that file sits on a
+//! slow disk and, because the file starts with a wall-clock mtime that the
+//! master compares with the monotonic clock, never times out a worker that
+//! hangs while booting. Here the master maps the table (`MAP_SHARED`) before
 //! forking, stamps a slot with the spawn time, and the worker stores the
 //! monotonic clock into it: no system call per heartbeat, and a boot hang
 //! times out like any other hang. `CLOCK_MONOTONIC` is system-wide, so the

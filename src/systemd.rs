@@ -1,5 +1,5 @@
 //! systemd integration: socket activation (`LISTEN_FDS`) and readiness
-//! notifications (`sd_notify`), reference §1.13 and control-tools §6.5.
+//! notifications (`sd_notify`); gunicorn's side of this is `gunicorn/systemd.py`.
 //!
 //! Where gunicorn only ever sends `READY=1` (before any worker exists), the
 //! master drives [`Notifier`] through the whole lifecycle:
@@ -12,7 +12,6 @@
 //! | new generation booted after HUP         | [`Notifier::ready`]                   |
 //! | shutdown begins                         | [`Notifier::stopping`]                |
 //! | every [`Notifier::watchdog_interval`]   | [`Notifier::watchdog_ping`]           |
-//! | upgraded master takes over              | [`Notifier::mainpid`]                 |
 //!
 //! `RELOADING=1` always carries `MONOTONIC_USEC=`, which `Type=notify-reload`
 //! (systemd ≥ 253) requires and plain `Type=notify` accepts.
@@ -230,11 +229,6 @@ impl Notifier {
         self.send(&[NotifyState::Status(&text)]);
     }
 
-    /// `MAINPID=<pid>`: the service's main process is now `pid`.
-    pub fn mainpid(&self, pid: u32) {
-        self.send(&[NotifyState::MainPid(pid)]);
-    }
-
     /// `EXTEND_TIMEOUT_USEC=<usec>`: asks for more time while starting,
     /// reloading or draining.
     pub fn extend_timeout(&self, by: Duration) {
@@ -373,8 +367,6 @@ mod tests {
         assert_eq!(manager.recv(), "STATUS=2/4 workers booted\n");
         notifier.stopping();
         assert_eq!(manager.recv(), "STOPPING=1\n");
-        notifier.mainpid(4242);
-        assert_eq!(manager.recv(), "MAINPID=4242\n");
         notifier.watchdog_ping();
         assert_eq!(manager.recv(), "WATCHDOG=1\n");
         notifier.extend_timeout(Duration::from_secs(30));

@@ -332,13 +332,13 @@ fn hooks_from_the_file_and_the_command_line() {
 #[test]
 fn check_config() {
     let s = Scratch::new();
-    let out = s.run(&["--check-config", "builtin:debug?x=1"], &[]);
+    let out = s.run(&["--check-config", "builtin:debug?boot_sleep=1"], &[]);
     assert_eq!(out.status.code(), Some(0));
     let err = s.fails(&["--check-config", "myapp:application"], &[], 1);
     assert_error_line(
         &err,
-        "invalid value 'myapp:application' for APP: expected builtin:hello|echo|debug[?QUERY] \
-         or static:DIR",
+        "invalid value 'myapp:application' for APP: expected builtin:hello, builtin:echo, \
+         builtin:debug[?OPTIONS] or static:DIR",
     );
     s.write("gunicornd.toml", "app = \"builtin:nope\"\n");
     let err = s.fails(&["--check-config"], &[], 1);
@@ -351,6 +351,36 @@ fn check_config() {
     assert_error_line(
         &err,
         "invalid value 'missing' for --worker-tmp-dir: not an existing directory",
+    );
+}
+
+#[test]
+fn check_config_and_startup_reject_a_spec_the_workers_cannot_load() {
+    // The workers parse the spec with the same grammar: what passes
+    // `--check-config` loads, and what would make every worker exit 4 is
+    // refused before any worker is forked.
+    let s = Scratch::new();
+    let expected = "invalid value 'builtin:hello?x=1' for APP: builtin:hello takes no options \
+                    (only builtin:debug does): expected builtin:hello, builtin:echo, \
+                    builtin:debug[?OPTIONS] or static:DIR";
+    let err = s.fails(&["--check-config", "builtin:hello?x=1"], &[], 1);
+    assert_error_line(&err, expected);
+    let err = s.fails(
+        &[
+            "-b",
+            "127.0.0.1:0",
+            "--no-control-socket",
+            "builtin:hello?x=1",
+        ],
+        &[],
+        1,
+    );
+    assert_error_line(&err, expected);
+    let err = s.fails(&["--check-config", "builtin:debug?x=1"], &[], 1);
+    assert_error_line(
+        &err,
+        "invalid value 'builtin:debug?x=1' for APP: builtin:debug: unknown option 'x': expected \
+         boot_sleep=SECONDS, boot_exit=CODE or fail_load=1",
     );
 }
 

@@ -223,6 +223,45 @@ fn winch_is_ignored_in_the_foreground() {
 }
 
 #[test]
+fn signals_sent_straight_to_a_worker_keep_gunicorns_exit_codes() {
+    let srv = Server::start_with_workers(1, &["builtin:hello"]);
+    let worker = *srv.worker_pids().iter().next().unwrap();
+    let send = |pid: i32, sig: i32| {
+        // SAFETY: plain kill(2) on our server's worker.
+        unsafe { libc::kill(pid, sig) };
+        let bit = 1u64 << (sig - 1);
+        expect_within(Duration::from_secs(5), "signal delivered", || {
+            pending_signals(pid) & bit == 0
+        });
+    };
+    // Ignored by the worker (gunicorn's worker dies of HUP and USR2).
+    for sig in [libc::SIGHUP, libc::SIGUSR2, libc::SIGTTIN, libc::SIGWINCH] {
+        send(worker, sig);
+    }
+    assert_eq!(srv.get("/").status, 200);
+    assert_eq!(srv.worker_pids().into_iter().collect::<Vec<_>>(), [worker]);
+    // ABRT: exit 1, as after a heartbeat timeout.
+    send(worker, libc::SIGABRT);
+    srv.expect_log(
+        &format!("Worker (pid:{worker}) exited with code 1."),
+        Duration::from_secs(10),
+    );
+    srv.wait_booted(1);
+    // QUIT: exit 0, not a death by signal.
+    let second = *srv.worker_pids().iter().next().unwrap();
+    send(second, libc::SIGQUIT);
+    expect_within(Duration::from_secs(10), "the worker replaced", || {
+        let now = srv.worker_pids();
+        now.len() == 1 && !now.contains(&second)
+    });
+    let log = srv.log();
+    assert!(
+        !log.contains(&format!("Worker (pid:{second})")),
+        "a clean exit is not reported:\n{log}"
+    );
+}
+
+#[test]
 fn crash_loop_backs_off_instead_of_fork_storming() {
     let mut srv = Server::start(&["-b", "127.0.0.1:0", "builtin:debug?boot_exit=1"]);
     expect_within(Duration::from_secs(20), "five backoff steps", || {

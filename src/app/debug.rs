@@ -30,19 +30,17 @@ pub struct DebugApp {
 
 /// What the spec's query string asked for at load time.
 #[derive(Debug, Default, Clone, PartialEq)]
-struct BootOptions {
+pub struct DebugOptions {
     boot_sleep: Option<Duration>,
     boot_exit: Option<i32>,
     fail_load: bool,
 }
 
 impl DebugApp {
-    /// Load with the spec's query string (without `?`; may be empty).
+    /// Load with the options parsed from the spec.
     ///
     /// May sleep, fail, or end the process, as the options ask.
-    pub fn load(options: &str) -> Result<Self, AppLoadError> {
-        let boot =
-            parse_boot_options(options).map_err(|e| AppLoadError(format!("builtin:debug: {e}")))?;
+    pub fn load(boot: &DebugOptions) -> Result<Self, AppLoadError> {
         if let Some(pause) = boot.boot_sleep {
             tracing::info!(
                 "builtin:debug: sleeping {:.3}s while booting as requested",
@@ -76,8 +74,16 @@ impl App for DebugApp {
     }
 }
 
-fn parse_boot_options(query: &str) -> Result<BootOptions, String> {
-    let mut boot = BootOptions::default();
+impl DebugOptions {
+    /// Parse the spec's query string (without `?`; may be empty). Part of
+    /// the app spec grammar ([`super::AppSpec`]).
+    pub fn parse(query: &str) -> Result<DebugOptions, String> {
+        parse_boot_options(query).map_err(|e| format!("builtin:debug: {e}"))
+    }
+}
+
+fn parse_boot_options(query: &str) -> Result<DebugOptions, String> {
+    let mut boot = DebugOptions::default();
     for (name, value) in form_urlencoded::parse(query.as_bytes()) {
         match &*name {
             "boot_sleep" => boot.boot_sleep = Some(parse_seconds("boot_sleep", &value)?),
@@ -150,10 +156,10 @@ mod tests {
 
     #[test]
     fn parses_boot_options() {
-        assert_eq!(parse_boot_options(""), Ok(BootOptions::default()));
+        assert_eq!(parse_boot_options(""), Ok(DebugOptions::default()));
         assert_eq!(
             parse_boot_options("boot_sleep=1.5&boot_exit=3"),
-            Ok(BootOptions {
+            Ok(DebugOptions {
                 boot_sleep: Some(Duration::from_millis(1500)),
                 boot_exit: Some(3),
                 fail_load: false
@@ -171,9 +177,9 @@ mod tests {
 
     #[test]
     fn rejects_bad_boot_options() {
-        let err = DebugApp::load("bogus=1").unwrap_err();
+        let err = DebugOptions::parse("bogus=1").unwrap_err();
         assert_eq!(
-            err.0,
+            err,
             "builtin:debug: unknown option 'bogus': expected boot_sleep=SECONDS, boot_exit=CODE or fail_load=1"
         );
         for bad in [
@@ -185,19 +191,18 @@ mod tests {
             "fail_load=yes",
         ] {
             let name = bad.split('=').next().unwrap();
-            let err = DebugApp::load(bad).unwrap_err();
-            assert!(err.0.contains(&format!("invalid {bad}")), "{bad}: {err}");
-            assert!(err.0.contains(name));
+            let err = DebugOptions::parse(bad).unwrap_err();
+            assert!(err.contains(&format!("invalid {bad}")), "{bad}: {err}");
+            assert!(err.contains(name));
         }
-        assert!(DebugApp::load("fail_load=1&boot_exit=3")
+        assert!(DebugOptions::parse("fail_load=1&boot_exit=3")
             .unwrap_err()
-            .0
             .contains("cannot be combined"));
     }
 
     #[test]
     fn fail_load_is_a_load_error() {
-        let err = DebugApp::load("fail_load=1").unwrap_err();
+        let err = DebugApp::load(&DebugOptions::parse("fail_load=1").unwrap()).unwrap_err();
         assert!(err.0.contains("fail_load=1"), "{err}");
         assert!(crate::app::load("builtin:debug?fail_load=1").is_err());
     }
@@ -205,13 +210,13 @@ mod tests {
     #[test]
     fn boot_sleep_delays_load() {
         let started = Instant::now();
-        DebugApp::load("boot_sleep=0.05").unwrap();
+        DebugApp::load(&DebugOptions::parse("boot_sleep=0.05").unwrap()).unwrap();
         assert!(started.elapsed() >= Duration::from_millis(50));
     }
 
     #[test]
     fn echoes_and_sleeps_per_request() {
-        let mut app = DebugApp::load("").unwrap();
+        let mut app = DebugApp::load(&DebugOptions::default()).unwrap();
         let started = Instant::now();
         let sent = call(&mut app, &head("GET", "/slow?sleep=0.05&x=1", &[]), b"body");
         assert!(started.elapsed() >= Duration::from_millis(50));
@@ -223,7 +228,7 @@ mod tests {
 
     #[test]
     fn bad_sleep_is_400() {
-        let mut app = DebugApp::load("").unwrap();
+        let mut app = DebugApp::load(&DebugOptions::default()).unwrap();
         let sent = call(&mut app, &head("GET", "/?sleep=soon", &[]), b"");
         assert_eq!(sent.status, Some(400));
         assert_eq!(

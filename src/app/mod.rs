@@ -49,80 +49,19 @@ impl std::fmt::Display for AppLoadError {
 mod debug;
 mod echo;
 mod hello;
+mod spec;
 mod static_files;
 #[cfg(test)]
 pub(crate) mod testing;
 
-pub use debug::DebugApp;
+pub use debug::{DebugApp, DebugOptions};
 pub use echo::EchoApp;
 pub use hello::HelloApp;
+pub use spec::{AppSpec, APP_SPECS};
 pub use static_files::StaticApp;
 
-/// The app specs `load` understands, for error messages and `--help`.
-pub const APP_SPECS: &str = "builtin:hello, builtin:echo, builtin:debug, or static:DIR";
-
-/// Load the app named by `spec` (the positional `APP` argument).
-///
-/// Called in the worker after fork. `builtin:debug` may sleep or exit the
-/// process here on purpose (see [`DebugApp`]).
+/// Load the app named by `spec` (the positional `APP` argument), in the
+/// worker after fork. See [`AppSpec`] for the grammar.
 pub fn load(spec: &str) -> Result<Box<dyn App>, AppLoadError> {
-    if let Some(dir) = spec.strip_prefix("static:") {
-        // Everything after the prefix is the directory: paths may contain '?'.
-        return Ok(Box::new(StaticApp::load(dir)?));
-    }
-    let (name, options) = match spec.split_once('?') {
-        Some((name, options)) => (name, Some(options)),
-        None => (spec, None),
-    };
-    match (name, options) {
-        ("builtin:hello", None) => Ok(Box::new(HelloApp::new())),
-        ("builtin:echo", None) => Ok(Box::new(EchoApp)),
-        ("builtin:debug", options) => Ok(Box::new(DebugApp::load(options.unwrap_or(""))?)),
-        ("builtin:hello" | "builtin:echo", Some(_)) => Err(AppLoadError(format!(
-            "app '{name}' takes no options (got '{spec}')"
-        ))),
-        _ => Err(AppLoadError(format!(
-            "unknown app '{spec}': expected {APP_SPECS}"
-        ))),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn load_err(spec: &str) -> String {
-        match load(spec) {
-            Ok(_) => panic!("{spec} loaded"),
-            Err(e) => e.0,
-        }
-    }
-
-    #[test]
-    fn loads_builtins() {
-        assert!(load("builtin:hello").is_ok());
-        assert!(load("builtin:echo").is_ok());
-        assert!(load("builtin:debug").is_ok());
-        assert!(load("builtin:debug?").is_ok());
-        assert!(load("static:.").is_ok());
-    }
-
-    #[test]
-    fn unknown_app_is_named_with_the_alternatives() {
-        assert_eq!(
-            load_err("myapp:app"),
-            "unknown app 'myapp:app': expected builtin:hello, builtin:echo, builtin:debug, or static:DIR"
-        );
-        assert!(load_err("builtin:nope").starts_with("unknown app 'builtin:nope'"));
-        assert!(load_err("").starts_with("unknown app ''"));
-    }
-
-    #[test]
-    fn options_only_for_debug() {
-        assert_eq!(
-            load_err("builtin:hello?x=1"),
-            "app 'builtin:hello' takes no options (got 'builtin:hello?x=1')"
-        );
-        assert!(load_err("builtin:echo?").contains("takes no options"));
-    }
+    AppSpec::parse(spec).map_err(AppLoadError)?.load()
 }

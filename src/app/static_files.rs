@@ -53,11 +53,6 @@ enum Resolved {
 impl StaticApp {
     /// Fails if `dir` is missing or not a directory.
     pub fn load(dir: &str) -> Result<Self, AppLoadError> {
-        if dir.is_empty() {
-            return Err(AppLoadError(
-                "static: needs a directory (static:DIR)".into(),
-            ));
-        }
         let root = fs::canonicalize(dir).map_err(|e| {
             AppLoadError(format!("static:{dir}: cannot use directory '{dir}': {e}"))
         })?;

@@ -45,9 +45,9 @@ a shell would (e.g. GUNICORN_CMD_ARGS=\"--workers 4 --bind 0.0.0.0:80\").";
     args_override_self = true
 )]
 pub struct Cli {
-    /// The application to serve: builtin:hello, builtin:echo, builtin:debug
-    /// (each optionally followed by ?QUERY) or static:DIR. May also come from
-    /// the config file's `app` key.
+    /// The application to serve: builtin:hello, builtin:echo,
+    /// builtin:debug[?OPTIONS] or static:DIR. May also come from the config
+    /// file's `app` key.
     #[arg(value_name = "APP", value_parser = values::non_empty)]
     pub app: Option<String>,
 

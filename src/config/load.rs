@@ -12,6 +12,7 @@ use super::cli::Cli;
 use super::error::{ConfigError, Origin};
 use super::file::{self, FileLayer};
 use super::{defaults, values, Settings};
+use crate::app::AppSpec;
 
 /// Environment variables the configuration depends on; [`Loader`] keeps a
 /// snapshot of them so a reload sees the environment the server started in.
@@ -113,23 +114,18 @@ impl Loader {
         let check = layers.flag(|l| l.check_config);
         let print = layers.flag(|l| l.print_config);
         if check || !print {
-            match &settings.app {
-                Some(app) => {
-                    if check {
-                        values::check_app_spec(app).map_err(|reason| {
-                            let origin = layers.pick("app", |l| &l.app).map(|(_, o)| o);
-                            let origin = origin.unwrap_or(Origin::CommandLine);
-                            ConfigError::invalid(
-                                app,
-                                &origin.name_of("APP", "app"),
-                                &origin,
-                                &reason,
-                            )
-                        })?;
-                    }
-                }
-                None => return Err(ConfigError::no_application()),
-            }
+            // The grammar the workers load with: a spec that passes here
+            // cannot fail to parse in a worker (only `static:DIR` can still
+            // be missing there).
+            let app = settings
+                .app
+                .as_deref()
+                .ok_or_else(ConfigError::no_application)?;
+            AppSpec::parse(app).map_err(|reason| {
+                let origin = layers.pick("app", |l| &l.app).map(|(_, o)| o);
+                let origin = origin.unwrap_or(Origin::CommandLine);
+                ConfigError::invalid(app, &origin.name_of("APP", "app"), &origin, &reason)
+            })?;
         }
         Ok(if print {
             Startup::PrintConfig(settings)
@@ -457,12 +453,16 @@ mod tests {
     fn environment_defaults_apply_only_when_unset() {
         let dir = tempfile::tempdir().unwrap();
         let env = [("PORT", "5000"), ("WEB_CONCURRENCY", "3")];
-        let s = run_settings(&loader(dir.path(), &["x"], &env));
+        let s = run_settings(&loader(dir.path(), &["builtin:hello"], &env));
         assert_eq!(s.bind, ["0.0.0.0:5000"]);
         assert_eq!(s.workers, 3);
         // A bad PORT does not matter once a bind is given.
         let env = [("PORT", "nope"), ("WEB_CONCURRENCY", "")];
-        let s = run_settings(&loader(dir.path(), &["-b", "[::1]:1", "x"], &env));
+        let s = run_settings(&loader(
+            dir.path(),
+            &["-b", "[::1]:1", "builtin:hello"],
+            &env,
+        ));
         assert_eq!(
             s.binds,
             [BindAddr::Tcp {
@@ -471,7 +471,7 @@ mod tests {
             }]
         );
         assert_eq!(s.workers, 1);
-        let err = loader(dir.path(), &["x"], &[("PORT", "nope")])
+        let err = loader(dir.path(), &["builtin:hello"], &[("PORT", "nope")])
             .load()
             .unwrap_err();
         assert_eq!(
@@ -497,7 +497,7 @@ mod tests {
             "a.log",
             "--control-socket",
             "c.sock",
-            "x",
+            "builtin:hello",
         ];
         let s = run_settings(&loader(dir.path(), &args, &[]));
         let app = dir.path().join("app");
@@ -525,7 +525,7 @@ mod tests {
         let env = [("GUNICORN_CMD_ARGS", "--hook 'pre_fork=env fork'")];
         let s = run_settings(&loader(
             dir.path(),
-            &["--hook", "on_exit=cli-exit", "x"],
+            &["--hook", "on_exit=cli-exit", "builtin:hello"],
             &env,
         ));
         let hooks: Vec<_> = s
@@ -585,7 +585,7 @@ mod tests {
             "0",
             "--hook",
             "on_exit=echo \"bye\"\n",
-            "builtin:echo?x=1",
+            "builtin:debug?boot_sleep=1",
         ];
         let printed = match loader(dir.path(), &args, &[]).load() {
             Ok(Startup::PrintConfig(s)) => s,

@@ -26,9 +26,6 @@ pub const LOG_LEVELS: [&str; 5] = ["debug", "info", "warning", "error", "critica
 /// Server hooks that can run a command (the events the master fires).
 pub use crate::hooks::EVENTS as HOOK_NAMES;
 
-/// Built-in apps, each optionally followed by `?QUERY`.
-pub const BUILTIN_APPS: [&str; 3] = ["hello", "echo", "debug"];
-
 /// Python's `int(s, 0)`: optional sign, `0x`/`0o`/`0b` prefixes, `_`
 /// between digits, and no leading zeros on a non-zero decimal (so `010` is
 /// an error, as in Python). Hand-written because Rust's integer parsing
@@ -277,30 +274,6 @@ pub fn boolean(s: &str) -> Result<bool, String> {
     }
 }
 
-/// Check that an app spec names a known kind of app, without loading it:
-/// `builtin:hello|echo|debug` (optionally `?QUERY`) or `static:DIR`.
-pub fn check_app_spec(spec: &str) -> Result<(), String> {
-    if let Some(rest) = spec.strip_prefix("builtin:") {
-        let name = rest.split_once('?').map_or(rest, |(name, _)| name);
-        return if BUILTIN_APPS.contains(&name) {
-            Ok(())
-        } else {
-            Err(format!(
-                "unknown built-in app '{name}' (expected one of {})",
-                BUILTIN_APPS.join(", ")
-            ))
-        };
-    }
-    match spec.strip_prefix("static:") {
-        Some("") => Err("static: needs a directory, as in static:DIR".to_owned()),
-        Some(_) => Ok(()),
-        None => Err(format!(
-            "expected builtin:{}[?QUERY] or static:DIR",
-            BUILTIN_APPS.join("|")
-        )),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -400,22 +373,6 @@ mod tests {
         assert!(user("no-such-user-gunicornd").is_err());
         assert_eq!(group("0"), Ok(0));
         assert!(group("no-such-group-gunicornd").is_err());
-    }
-
-    #[test]
-    fn app_specs() {
-        for ok in [
-            "builtin:hello",
-            "builtin:echo",
-            "builtin:debug?x=1",
-            "static:/srv",
-            "static:.",
-        ] {
-            assert_eq!(check_app_spec(ok), Ok(()), "{ok}");
-        }
-        for bad in ["builtin:nope", "static:", "myapp:app", "builtin:"] {
-            assert!(check_app_spec(bad).is_err(), "{bad}");
-        }
     }
 
     #[test]

@@ -1,4 +1,5 @@
-//! Request body readers: Content-Length and chunked (reference §3.5).
+//! Request body readers: Content-Length and chunked (gunicorn's
+//! `gunicorn/http/body.py`).
 
 use std::io::{self, Read, Write};
 

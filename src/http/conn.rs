@@ -1,5 +1,6 @@
 //! A buffered client connection: reads the request head, then hands out the
-//! body reader (reference §2.5, §3.1–§3.4).
+//! body reader, with gunicorn's limits and framing rules
+//! (`gunicorn/http/message.py`).
 
 use std::io::{self, Read, Write};
 

@@ -1,6 +1,6 @@
-//! Error responses in gunicorn's wire format (reference §2.6), and the
-//! [`HttpError`] constructors that carry gunicorn's status, reason and
-//! message for each kind of bad request.
+//! Error responses in gunicorn's wire format (`write_error` in
+//! `gunicorn/util.py`), and the [`HttpError`] constructors that carry
+//! gunicorn's status, reason and message for each kind of bad request.
 
 use std::io::{self, Write};
 

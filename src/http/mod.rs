@@ -1,7 +1,7 @@
 //! HTTP/1.x for the sync worker: request heads, body readers, responses.
 //!
-//! Parsing follows gunicorn's rules and limits (reference §3); the types here
-//! are what the worker and the apps exchange.
+//! Parsing follows gunicorn's rules and limits (`gunicorn/http/`); the types
+//! here are what the worker and the apps exchange.
 //!
 //! # Serving one request
 //!
@@ -142,7 +142,8 @@ impl RequestHead {
 }
 
 /// A request that cannot be served, with the answer gunicorn gives for it
-/// (reference §2.6): status, reason phrase and the message shown in the page.
+/// (`handle_error` in `gunicorn/workers/base.py`): status, reason phrase and
+/// the message shown in the page.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HttpError {
     pub status: u16,

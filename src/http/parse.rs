@@ -1,5 +1,5 @@
 //! Pure parsing of a request line, a header (or trailer) block and the body
-//! framing, following gunicorn's `message.py` rule by rule (reference §3.1–§3.4).
+//! framing, following gunicorn's `gunicorn/http/message.py` rule by rule.
 //!
 //! Why not `httparse`: it accepts a bare LF as a line ending (a request
 //! smuggling vector gunicorn closes by splitting on CRLF only), knows only
@@ -206,7 +206,8 @@ fn parse_version(token: &[u8]) -> Result<(u8, u8), HttpError> {
     }
 }
 
-/// Which block is being parsed: the rules differ slightly (reference §3.3, §3.5).
+/// Which block is being parsed: the rules for a request's headers and for a
+/// chunked body's trailers differ slightly.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Section {
     /// The request's header block, for a request of this version.

@@ -1,5 +1,6 @@
-//! Writing a response for the sync worker (reference §3.8): always
-//! `Connection: close`, framing chosen from the request and the app's headers.
+//! Writing a response for the sync worker (gunicorn's `Response` in
+//! `gunicorn/http/wsgi.py`): always `Connection: close`, framing chosen from
+//! the request and the app's headers.
 
 use std::borrow::Cow;
 use std::cell::Cell;

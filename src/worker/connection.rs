@@ -1,4 +1,5 @@
-//! One connection, one request (gunicorn's sync worker, reference §2.5).
+//! One connection, one request (gunicorn's sync worker,
+//! `gunicorn/workers/sync.py`).
 
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, TcpStream};

@@ -1,5 +1,5 @@
 //! What runs in a worker process, from the moment `fork()` returns in the
-//! child until it exits (reference §2.2, §2.3).
+//! child until it exits (gunicorn's `Worker` in `gunicorn/workers/base.py`).
 //!
 //! Exit codes, as gunicorn's: 0 normal, 1 aborted (SIGABRT after a heartbeat
 //! timeout), 3 the worker failed to boot, 4 the app failed to load.

@@ -1,5 +1,5 @@
-//! The sync worker's loop (reference §2.4): accept, serve one request per
-//! connection, heartbeat, repeat.
+//! The sync worker's loop (gunicorn's `gunicorn/workers/sync.py`): accept,
+//! serve one request per connection, heartbeat, repeat.
 //!
 //! Differences from gunicorn, on purpose:
 //! - the wait is an epoll with `EPOLLEXCLUSIVE` on the listeners, so one
@@ -7,10 +7,11 @@
 //!   herd), and the signal self-pipe is in the same wait (no lost wake-ups);
 //! - after a graceful stop (TERM) the worker first serves the connections
 //!   already queued on the listeners, so a shutdown does not reset them
-//!   (reference §6 item 2);
+//!   (gunicorn's workers exit and leave them to be reset);
 //! - at `max_requests` the worker asks the master for a replacement and keeps
 //!   serving until the master retires it once that replacement has booted
-//!   (§6 item 11: no capacity dip).
+//!   (gunicorn's worker just exits, so the pool is one short until the
+//!   replacement boots).
 
 use std::os::fd::{AsFd, FromRawFd, OwnedFd, RawFd};
 use std::time::Duration;

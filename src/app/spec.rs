@@ -1,0 +1,157 @@
+//! The grammar of an app spec (the positional `APP` argument, or the config
+//! file's `app` key), in one place:
+//!
+//! ```text
+//! builtin:hello
+//! builtin:echo
+//! builtin:debug[?OPTIONS]    OPTIONS: boot_sleep=SECONDS&boot_exit=CODE&fail_load=1
+//! static:DIR                 everything after the prefix is the directory
+//! ```
+//!
+//! The master checks the spec with [`AppSpec::parse`] when it reads its
+//! configuration (for `--check-config`, at startup and on reload) and a
+//! worker loads what the same function returns, so a spec is accepted by
+//! both or by neither, with the same message. What only the worker can know
+//! (whether `static:DIR` exists, relative to its working directory) is left
+//! to [`AppSpec::load`].
+
+use super::debug::DebugOptions;
+use super::{App, AppLoadError, DebugApp, EchoApp, HelloApp, StaticApp};
+
+/// The valid forms, for error messages.
+pub const APP_SPECS: &str = "builtin:hello, builtin:echo, builtin:debug[?OPTIONS] or static:DIR";
+
+/// A parsed app spec: which app, with its load-time options.
+#[derive(Debug, Clone, PartialEq)]
+pub enum AppSpec {
+    Hello,
+    Echo,
+    Debug(DebugOptions),
+    Static(String),
+}
+
+impl AppSpec {
+    /// Parse `spec`; the error says what is wrong and what the valid forms
+    /// are. Has no side effects.
+    pub fn parse(spec: &str) -> Result<AppSpec, String> {
+        if let Some(dir) = spec.strip_prefix("static:") {
+            // Paths may contain '?': no query string here.
+            return if dir.is_empty() {
+                Err("static: needs a directory, as in static:DIR".to_owned())
+            } else {
+                Ok(AppSpec::Static(dir.to_owned()))
+            };
+        }
+        let Some(builtin) = spec.strip_prefix("builtin:") else {
+            return Err(format!("expected {APP_SPECS}"));
+        };
+        let (name, options) = match builtin.split_once('?') {
+            Some((name, options)) => (name, Some(options)),
+            None => (builtin, None),
+        };
+        match (name, options) {
+            ("hello", None) => Ok(AppSpec::Hello),
+            ("echo", None) => Ok(AppSpec::Echo),
+            ("debug", options) => Ok(AppSpec::Debug(DebugOptions::parse(
+                options.unwrap_or_default(),
+            )?)),
+            ("hello" | "echo", Some(_)) => Err(format!(
+                "builtin:{name} takes no options (only builtin:debug does): expected {APP_SPECS}"
+            )),
+            _ => Err(format!(
+                "unknown built-in app '{name}': expected {APP_SPECS}"
+            )),
+        }
+    }
+
+    /// Load the app. Called in the worker after fork: `builtin:debug` may
+    /// sleep or end the process here on purpose (see [`DebugApp`]).
+    pub fn load(&self) -> Result<Box<dyn App>, AppLoadError> {
+        Ok(match self {
+            AppSpec::Hello => Box::new(HelloApp::new()),
+            AppSpec::Echo => Box::new(EchoApp),
+            AppSpec::Debug(options) => Box::new(DebugApp::load(options)?),
+            AppSpec::Static(dir) => Box::new(StaticApp::load(dir)?),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse_err(spec: &str) -> String {
+        AppSpec::parse(spec).expect_err(spec)
+    }
+
+    #[test]
+    fn valid_forms() {
+        assert_eq!(AppSpec::parse("builtin:hello"), Ok(AppSpec::Hello));
+        assert_eq!(AppSpec::parse("builtin:echo"), Ok(AppSpec::Echo));
+        for debug in ["builtin:debug", "builtin:debug?"] {
+            assert_eq!(
+                AppSpec::parse(debug),
+                Ok(AppSpec::Debug(DebugOptions::default())),
+                "{debug}"
+            );
+        }
+        assert_eq!(
+            AppSpec::parse("builtin:debug?boot_sleep=1.5"),
+            Ok(AppSpec::Debug(
+                DebugOptions::parse("boot_sleep=1.5").unwrap()
+            ))
+        );
+        assert_eq!(
+            AppSpec::parse("static:/srv/a?b"),
+            Ok(AppSpec::Static("/srv/a?b".into()))
+        );
+        assert_eq!(AppSpec::parse("static:."), Ok(AppSpec::Static(".".into())));
+    }
+
+    #[test]
+    fn each_error_names_the_valid_forms() {
+        let forms = "expected builtin:hello, builtin:echo, builtin:debug[?OPTIONS] or static:DIR";
+        assert_eq!(parse_err("myapp:app"), forms);
+        assert_eq!(parse_err(""), forms);
+        assert_eq!(
+            parse_err("builtin:hello?x=1"),
+            format!("builtin:hello takes no options (only builtin:debug does): {forms}")
+        );
+        assert!(parse_err("builtin:echo?").starts_with("builtin:echo takes no options"));
+        assert_eq!(
+            parse_err("builtin:nope"),
+            format!("unknown built-in app 'nope': {forms}")
+        );
+        assert_eq!(
+            parse_err("builtin:"),
+            format!("unknown built-in app '': {forms}")
+        );
+        assert_eq!(
+            parse_err("static:"),
+            "static: needs a directory, as in static:DIR"
+        );
+    }
+
+    #[test]
+    fn debug_options_are_part_of_the_grammar() {
+        assert_eq!(
+            parse_err("builtin:debug?x=1"),
+            "builtin:debug: unknown option 'x': expected boot_sleep=SECONDS, boot_exit=CODE \
+             or fail_load=1"
+        );
+        assert!(parse_err("builtin:debug?boot_exit=300").contains("invalid boot_exit=300"));
+    }
+
+    #[test]
+    fn loads_what_it_parsed() {
+        for spec in ["builtin:hello", "builtin:echo", "builtin:debug", "static:."] {
+            let parsed = AppSpec::parse(spec).unwrap();
+            assert!(parsed.load().is_ok(), "{spec}");
+        }
+        let missing = AppSpec::parse("static:/nonexistent/gunicornd").unwrap();
+        assert!(
+            missing.load().is_err(),
+            "a missing directory is a load error"
+        );
+    }
+}
