@@ -17,7 +17,7 @@
 //!
 //! Wire format: one record, `READY` or `ERROR <text>`, terminated by a NUL
 //! byte. The launcher acts on the first complete record, so a process that
-//! still holds the daemon's end (see [`DaemonHandle::close_in_child`]) cannot
+//! still holds the daemon's end (see [`DaemonHandle::raw_fd`]) cannot
 //! keep it waiting after a report; only the "daemon died" case relies on
 //! end-of-file.
 //!
@@ -102,18 +102,12 @@ impl DaemonHandle {
         self.send_record(&format!("{ERROR_PREFIX}{}", sanitize(message)));
     }
 
-    /// Closes this process's copy without reporting anything.
-    ///
-    /// Call it in every worker right after `fork()`: workers are forked
-    /// before the report (readiness means "workers booted"), and
-    /// close-on-exec does not help across a plain fork. A worker that kept
-    /// its copy would not delay a report, but if the master died during
-    /// startup the launcher would wait for that worker too before saying so.
-    /// Equivalent to dropping the handle; it exists to make the intent
-    /// visible in the worker's setup code.
-    pub fn close_in_child(self) {}
-
-    /// The channel's descriptor, for a forked worker that closes it by number.
+    /// The channel's descriptor, for a forked worker that closes it by
+    /// number: workers are forked before the report (readiness means
+    /// "workers booted"), and close-on-exec does not help across a plain
+    /// fork. A worker that kept its copy would not delay a report, but if
+    /// the master died during startup the launcher would wait for that
+    /// worker too before saying so.
     pub fn raw_fd(&self) -> std::os::fd::RawFd {
         self.channel.as_raw_fd()
     }
@@ -377,13 +371,6 @@ mod tests {
     }
 
     #[test]
-    fn close_in_child_reports_nothing() {
-        let (handle, launcher) = handle_pair();
-        handle.close_in_child();
-        assert_eq!(report_within_deadline(launcher), Report::Died);
-    }
-
-    #[test]
     fn a_copy_left_open_does_not_delay_a_report() {
         let (handle, launcher) = handle_pair();
         // Stands for a worker forked before the report that kept its copy.
@@ -586,7 +573,7 @@ mod tests {
             ForkResult::Child => {
                 if close {
                     if let Some(handle) = handle.take() {
-                        handle.close_in_child();
+                        drop(handle);
                     }
                 }
                 std::mem::forget(handle.take());

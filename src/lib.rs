@@ -4,19 +4,23 @@
 //! [`arbiter`]; everything else lives in this library so that `gunicornctl`
 //! and the integration tests can share the wire-protocol types.
 
-pub mod app;
+// Public: what the binary, the man page generator and the integration
+// tests use. Everything else is private, so that the compiler reports what
+// nothing uses.
 pub mod arbiter;
 pub mod config;
-pub mod control;
-pub mod daemon;
-pub mod fd;
 pub mod exec;
 pub mod hooks;
-pub mod http;
-pub mod listeners;
-pub mod log;
-pub mod pidfile;
-pub mod scoreboard;
-pub mod signals;
-pub mod systemd;
-pub mod worker;
+
+mod app;
+mod control;
+mod daemon;
+mod fd;
+mod http;
+mod listeners;
+mod log;
+mod pidfile;
+mod scoreboard;
+mod signals;
+mod systemd;
+mod worker;

@@ -127,12 +127,14 @@ impl Pidfile {
     }
 
     /// The path the pidfile currently lives at.
-    pub fn path(&self) -> &Path {
+    #[cfg(test)]
+    fn path(&self) -> &Path {
         &self.path
     }
 
     /// The pid written in the file.
-    pub fn pid(&self) -> u32 {
+    #[cfg(test)]
+    fn pid(&self) -> u32 {
         self.pid
     }
 

@@ -196,7 +196,8 @@ impl Notifier {
     }
 
     /// Whether messages go anywhere.
-    pub fn is_enabled(&self) -> bool {
+    #[cfg(test)]
+    fn is_enabled(&self) -> bool {
         self.target.is_some()
     }
 
@@ -227,13 +228,6 @@ impl Notifier {
     pub fn status(&self, text: &str) {
         let text = one_line(text);
         self.send(&[NotifyState::Status(&text)]);
-    }
-
-    /// `EXTEND_TIMEOUT_USEC=<usec>`: asks for more time while starting,
-    /// reloading or draining.
-    pub fn extend_timeout(&self, by: Duration) {
-        let usec = u32::try_from(by.as_micros()).unwrap_or(u32::MAX);
-        self.send(&[NotifyState::ExtendTimeoutUsec(usec)]);
     }
 
     /// How often to call [`Notifier::watchdog_ping`]: half of
@@ -369,8 +363,6 @@ mod tests {
         assert_eq!(manager.recv(), "STOPPING=1\n");
         notifier.watchdog_ping();
         assert_eq!(manager.recv(), "WATCHDOG=1\n");
-        notifier.extend_timeout(Duration::from_secs(30));
-        assert_eq!(manager.recv(), "EXTEND_TIMEOUT_USEC=30000000\n");
         notifier.send(&[NotifyState::Ready, NotifyState::Status("4/4 workers")]);
         assert_eq!(manager.recv(), "READY=1\nSTATUS=4/4 workers\n");
     }

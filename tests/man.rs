@@ -27,7 +27,7 @@ use clap::ArgAction;
 use clap_complete::{Generator, Shell};
 use clap_mangen::roff::{bold, roman, Roff};
 use clap_mangen::Man;
-use gunicornd::control::paths::{DEFAULT_NAME, XDG_SOCKET_NAME};
+use gunicornd_protocol::paths::{DEFAULT_NAME, XDG_SOCKET_NAME};
 
 /// The version the pages describe and its release date, printed in every
 /// page's footer. A fixed date keeps the pages reproducible (they do not
@@ -336,11 +336,11 @@ fn gunicornd_page() -> String {
             "No application was given.".to_owned(),
         ),
         (
-            gunicornd::worker::WORKER_BOOT_ERROR.to_string(),
+            gunicornd_protocol::exit::WORKER_BOOT_ERROR.to_string(),
             "A worker failed to boot (for example it could not switch to --user).".to_owned(),
         ),
         (
-            gunicornd::worker::APP_LOAD_ERROR.to_string(),
+            gunicornd_protocol::exit::APP_LOAD_ERROR.to_string(),
             "A worker could not load the application.".to_owned(),
         ),
     ];

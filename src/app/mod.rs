@@ -54,10 +54,10 @@ mod static_files;
 #[cfg(test)]
 pub(crate) mod testing;
 
-pub use debug::{DebugApp, DebugOptions};
+pub use debug::DebugApp;
 pub use echo::EchoApp;
 pub use hello::HelloApp;
-pub use spec::{AppSpec, APP_SPECS};
+pub use spec::AppSpec;
 pub use static_files::StaticApp;
 
 /// Load the app named by `spec` (the positional `APP` argument), in the

@@ -40,8 +40,8 @@ use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 
 use action::{Action, Level, Outcome, Report};
-pub use command::MASTER_SIGNALS;
 use command::Command;
+pub use command::MASTER_SIGNALS;
 use event::Event;
 use plan::{Exit, Halt, Limits, Liveness, Pool};
 use workers::Worker;
@@ -549,9 +549,11 @@ impl Drop for UnlinkOnError {
 fn claim_inherited_listeners(settings: &Settings) -> Result<Option<Vec<Listener>>, String> {
     let activated = crate::systemd::listen_fds();
     if !activated.is_empty() {
+        let names: Vec<&str> = activated.iter().map(|l| l.name.as_str()).collect();
         tracing::info!(
-            "Using {} socket(s) passed by systemd (LISTEN_FDS); the bind setting ({}) is ignored",
+            "Using {} socket(s) passed by systemd (LISTEN_FDS, named {}); the bind setting ({}) is ignored",
             activated.len(),
+            names.join(", "),
             settings.bind.join(", ")
         );
         let ls = activated

@@ -91,7 +91,9 @@ impl<'c, S: Read + Write> BodyReader<'c, S> {
 
     /// Trailer fields of a chunked body, once it has been read to the end
     /// (same rules and limits as header fields; framing and credential
-    /// fields are refused).
+    /// fields are refused). Apps do not see them (neither do gunicorn's);
+    /// the tests read them.
+    #[cfg(test)]
     pub fn trailers(&self) -> &[(String, String)] {
         &self.trailers
     }

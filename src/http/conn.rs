@@ -43,15 +43,13 @@ impl<S: Read + Write> Connection<S> {
         }
     }
 
+    #[cfg(test)]
     pub fn get_ref(&self) -> &S {
         &self.stream
     }
 
-    pub fn get_mut(&mut self) -> &mut S {
-        &mut self.stream
-    }
-
     /// The stream; bytes still buffered are lost.
+    #[cfg(test)]
     pub fn into_inner(self) -> S {
         self.stream
     }

@@ -54,11 +54,10 @@ mod status;
 mod tests;
 mod text;
 
-pub use body::{http_error, BodyReader, DRAIN_LIMIT};
+pub use body::http_error;
 pub use conn::Connection;
-pub use error_page::{render_error, write_error};
-pub use response::{ResponseFields, ResponseWriter};
-pub use status::reason_phrase;
+pub use error_page::write_error;
+pub use response::ResponseWriter;
 
 /// The `--limit-request-*` settings, already normalised by the config
 /// (0 / out-of-range values mapped the way gunicorn maps them).

@@ -117,11 +117,13 @@ impl<'a, W: Write> ResponseWriter<'a, W> {
     }
 
     /// The Content-Length the app declared (absent for 1xx and 204).
+    #[cfg(test)]
     pub fn content_length(&self) -> Option<u64> {
         self.content_length
     }
 
     /// Whether the app wrote more than its Content-Length (the excess was not sent).
+    #[cfg(test)]
     pub fn truncated(&self) -> bool {
         self.truncated
     }
@@ -136,6 +138,7 @@ impl<'a, W: Write> ResponseWriter<'a, W> {
     }
 
     /// The first field the app set with this name (case-insensitive).
+    #[cfg(test)]
     pub fn header(&self, name: &str) -> Option<Cow<'_, str>> {
         self.headers()
             .find(|(n, _)| n.eq_ignore_ascii_case(name))

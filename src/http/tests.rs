@@ -3,6 +3,7 @@
 
 use std::io::{self, IoSlice, Read, Write};
 
+use super::body::DRAIN_LIMIT;
 use super::*;
 use crate::app::ResponseSink;
 
