@@ -1,7 +1,7 @@
 //! The harness shared by the integration tests of `gunicornd` (`tests/`)
 //! and `gunicornctl` (`ctl/tests/`): start the real `gunicornd` in its own
 //! process group ([`Launch`], [`Server`]), talk HTTP ([`http`]) and the
-//! control protocol ([`Conn`]) to it, run `gunicornctl` ([`ctl`]), look at
+//! control protocol ([`Conn`]) to it, run `gunicornctl` ([`mod@ctl`]), look at
 //! processes and sockets through `/proc`, and kill everything on drop.
 //!
 //! Synchronisation is always "poll a fact until a deadline" ([`wait`]),
