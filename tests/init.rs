@@ -2,8 +2,6 @@
 //! (`-p`), systemd readiness notifications and watchdog, socket activation
 //! (`LISTEN_FDS`), and running as PID 1 in a container.
 
-mod common;
-
 use std::fs;
 use std::io::ErrorKind;
 use std::net::{TcpListener, TcpStream};
@@ -15,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-use common::*;
+use gunicornd_test_support::*;
 
 /// How long a launcher may take: binding a busy port is retried
 /// `BIND_ATTEMPTS` (5) times one second apart before giving up.
@@ -163,7 +161,7 @@ impl Daemon {
         let log_path = dir.path().join("error.log");
         let stdout_path = dir.path().join("launcher.stdout");
         let stderr_path = dir.path().join("launcher.stderr");
-        let mut cmd = Command::new(BIN);
+        let mut cmd = Command::new(gunicornd_bin());
         cmd.arg("-D")
             .arg("-p")
             .arg(pid_path)
@@ -517,7 +515,7 @@ fn daemon_refuses_a_pidfile_held_by_a_running_server() {
     let pid_path = first_dir.path().join("g.pid");
     let pid_arg = pid_path.to_str().unwrap().to_string();
     let first = Launch::new(&["-b", "127.0.0.1:0", "-p", &pid_arg, "builtin:hello"])
-        .workers(1)
+        .booted(1)
         .in_dir(first_dir)
         .start();
     expect_pidfile_of(&first, &pid_path);
@@ -629,8 +627,8 @@ fn pidfile_holds_the_master_pid_and_is_removed_at_exit() {
     let pid_path = dir.path().join("run").join("g.pid");
     fs::create_dir(pid_path.parent().unwrap()).unwrap();
     let pid_arg = pid_path.to_str().unwrap().to_string();
-    let mut srv = Launch::new(&["-b", "127.0.0.1:0", "-p", &pid_arg, "builtin:hello"])
-        .workers(1)
+    let srv = Launch::new(&["-b", "127.0.0.1:0", "-p", &pid_arg, "builtin:hello"])
+        .booted(1)
         .in_dir(dir)
         .start();
     expect_pidfile_of(&srv, &pid_path);
@@ -651,12 +649,12 @@ fn pidfile_of_a_running_gunicornd_refuses_the_start() {
     let pid_path = dir.path().join("g.pid");
     let pid_arg = pid_path.to_str().unwrap().to_string();
     let first = Launch::new(&["-b", "127.0.0.1:0", "-p", &pid_arg, "builtin:hello"])
-        .workers(1)
+        .booted(1)
         .in_dir(dir)
         .start();
     expect_pidfile_of(&first, &pid_path);
 
-    let mut second = Server::start(&["-b", "127.0.0.1:0", "-p", &pid_arg, "builtin:hello"]);
+    let second = Server::start(&["-b", "127.0.0.1:0", "-p", &pid_arg, "builtin:hello"]);
     assert_eq!(
         second.wait_exit(Duration::from_secs(15)),
         1,
@@ -689,7 +687,7 @@ fn stale_pidfile_of_a_dead_process_is_replaced() {
     fs::write(&pid_path, format!("{}\n", dead_pid())).unwrap();
     let pid_arg = pid_path.to_str().unwrap().to_string();
     let srv = Launch::new(&["-b", "127.0.0.1:0", "-p", &pid_arg, "builtin:hello"])
-        .workers(1)
+        .booted(1)
         .in_dir(dir)
         .start();
     expect_pidfile_of(&srv, &pid_path);
@@ -704,7 +702,7 @@ fn pidfile_naming_a_live_process_that_is_not_gunicornd_is_replaced_with_a_warnin
     fs::write(&pid_path, format!("{}\n", sleeper.pid())).unwrap();
     let pid_arg = pid_path.to_str().unwrap().to_string();
     let srv = Launch::new(&["-b", "127.0.0.1:0", "-p", &pid_arg, "builtin:hello"])
-        .workers(1)
+        .booted(1)
         .in_dir(dir)
         .start();
     expect_pidfile_of(&srv, &pid_path);
@@ -727,7 +725,7 @@ fn pidfile_in_a_missing_directory_is_an_error() {
     let dir = tempfile::tempdir().unwrap();
     let missing = dir.path().join("no-such-dir");
     let pid_arg = missing.join("g.pid").to_str().unwrap().to_string();
-    let mut srv = Launch::new(&["-b", "127.0.0.1:0", "-p", &pid_arg, "builtin:hello"])
+    let srv = Launch::new(&["-b", "127.0.0.1:0", "-p", &pid_arg, "builtin:hello"])
         .in_dir(dir)
         .start();
     assert_eq!(srv.wait_exit(Duration::from_secs(15)), 1, "{}", srv.log());
@@ -749,7 +747,7 @@ fn pidfile_in_a_missing_directory_is_an_error() {
 fn notify_ready_reloading_ready_stopping() {
     let dir = tempfile::tempdir().unwrap();
     let mut notify = NotifySocket::bind(dir.path());
-    let mut srv = Launch::new(&[
+    let srv = Launch::new(&[
         "-b",
         "127.0.0.1:0",
         "-w",
@@ -849,7 +847,7 @@ fn watchdog_pings_every_half_timeout() {
         .env("NOTIFY_SOCKET", notify.path())
         .env("WATCHDOG_USEC", "1000000")
         .pid_env("WATCHDOG_PID")
-        .workers(1)
+        .booted(1)
         .in_dir(dir)
         .start();
     // Pings queued while the server started would all seem to arrive now.
@@ -890,11 +888,11 @@ fn socket_activation_uses_the_passed_tcp_socket_and_ignores_binds() {
     let passed = TcpListener::bind("127.0.0.1:0").unwrap();
     let passed_addr = passed.local_addr().unwrap().to_string();
     let ignored_addr = format!("127.0.0.1:{}", free_port());
-    let mut srv = Launch::new(&["-b", &ignored_addr, "builtin:hello"])
+    let srv = Launch::new(&["-b", &ignored_addr, "builtin:hello"])
         .env("LISTEN_FDS", "1")
         .pid_env("LISTEN_PID")
         .fd3(passed.as_raw_fd())
-        .workers(1)
+        .booted(1)
         .start();
     assert_eq!(
         srv.addr(),
@@ -928,7 +926,7 @@ fn socket_activation_keeps_the_unix_socket_file_at_exit() {
     let passed = UnixListener::bind(&sock).unwrap();
     let ignored = dir.path().join("ignored.sock");
     let ignored_bind = format!("unix:{}", ignored.display());
-    let mut srv = Launch::new(&["-b", &ignored_bind, "builtin:hello"])
+    let srv = Launch::new(&["-b", &ignored_bind, "builtin:hello"])
         .env("LISTEN_FDS", "1")
         .pid_env("LISTEN_PID")
         .fd3(passed.as_raw_fd())
@@ -1003,7 +1001,7 @@ fn as_pid_1_reaps_orphans_and_stops_gracefully() {
         return;
     }
     // Each hook leaves an orphan that is re-parented to PID 1: gunicornd.
-    let mut srv = Launch::new(&[
+    let srv = Launch::new(&[
         "-b",
         "127.0.0.1:0",
         "-w",

@@ -1,13 +1,11 @@
 //! Serving HTTP: workers answer, the echo app round-trips requests, every
 //! kind of listener works.
 
-mod common;
-
 use std::collections::BTreeSet;
 use std::os::unix::process::CommandExt;
 use std::time::Duration;
 
-use common::*;
+use gunicornd_test_support::*;
 
 /// Distinct worker pids seen in an access log written with `%(p)s`.
 fn pids_in_access_log(path: &std::path::Path) -> BTreeSet<String> {
@@ -31,7 +29,7 @@ fn all_workers_start_and_answer() {
         "%(p)s",
         "builtin:debug",
     ])
-    .workers(3)
+    .booted(3)
     .start();
     assert_eq!(srv.worker_pids().len(), 3);
     // Three concurrent slow requests need three workers: each serves one.
@@ -124,7 +122,7 @@ fn unix_socket_listener_serves_and_is_removed_on_exit() {
     let dir = tempfile::tempdir().unwrap();
     let sock = dir.path().join("app.sock");
     let bind = format!("unix:{}", sock.display());
-    let mut srv = Launch::new(&["-b", &bind, "builtin:hello"])
+    let srv = Launch::new(&["-b", &bind, "builtin:hello"])
         .in_dir(dir)
         .start();
     expect_within(Duration::from_secs(10), "socket file", || sock.exists());
@@ -152,7 +150,7 @@ fn inherited_fd_listener_serves() {
     let fd = std::os::fd::AsRawFd::as_raw_fd(&listener);
     let dir = tempfile::tempdir().unwrap();
     let log = std::fs::File::create(dir.path().join("stderr.log")).unwrap();
-    let mut cmd = std::process::Command::new(BIN);
+    let mut cmd = std::process::Command::new(gunicornd_bin());
     cmd.args(["-b", "fd://3", "builtin:hello"])
         .current_dir(dir.path())
         .stderr(log)

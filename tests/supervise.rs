@@ -1,11 +1,9 @@
 //! Supervision: replacing dead and hung workers, recycling, halting on boot
-//! failures, stopping gracefully.
-
-mod common;
+//! failures, backing off a crash loop, and timeouts at their limits.
 
 use std::time::{Duration, Instant};
 
-use common::*;
+use gunicornd_test_support::*;
 
 fn only(pids: &std::collections::BTreeSet<i32>) -> i32 {
     assert_eq!(pids.len(), 1, "{pids:?}");
@@ -116,7 +114,7 @@ fn max_requests_recycles_a_worker_without_failing_a_request() {
 
 #[test]
 fn worker_boot_failure_halts_with_status_3() {
-    let mut srv = Server::start(&["-b", "127.0.0.1:0", "builtin:debug?boot_exit=3"]);
+    let srv = Server::start(&["-b", "127.0.0.1:0", "builtin:debug?boot_exit=3"]);
     assert_eq!(srv.wait_exit(Duration::from_secs(15)), 3);
     let log = srv.log();
     assert!(log.contains("Reason: Worker failed to boot."), "{log}");
@@ -125,7 +123,7 @@ fn worker_boot_failure_halts_with_status_3() {
 
 #[test]
 fn app_load_failure_halts_with_status_4() {
-    let mut srv = Server::start(&["-b", "127.0.0.1:0", "static:/nonexistent/dir"]);
+    let srv = Server::start(&["-b", "127.0.0.1:0", "static:/nonexistent/dir"]);
     assert_eq!(srv.wait_exit(Duration::from_secs(15)), 4);
     assert!(
         srv.log().contains("Reason: App failed to load."),
@@ -135,54 +133,23 @@ fn app_load_failure_halts_with_status_4() {
 }
 
 #[test]
-fn term_lets_the_request_in_flight_finish_then_exits_cleanly() {
-    let dir = tempfile::tempdir().unwrap();
-    let sock = dir.path().join("web.sock");
-    let unix_bind = format!("unix:{}", sock.display());
-    let mut srv = Launch::new(&[
-        "-b",
-        "127.0.0.1:0",
-        "-b",
-        &unix_bind,
-        "--graceful-timeout",
-        "20",
-        "builtin:debug",
-    ])
-    .workers(1)
-    .in_dir(dir)
-    .start();
-    let addr = srv.addr().to_string();
-    let slow = std::thread::spawn(move || {
-        http_request(&addr, "GET /?sleep=2 HTTP/1.1\r\nHost: x\r\n\r\n")
+fn crash_loop_backs_off_instead_of_fork_storming() {
+    let srv = Server::start(&["-b", "127.0.0.1:0", "builtin:debug?boot_exit=1"]);
+    expect_within(Duration::from_secs(20), "five backoff steps", || {
+        srv.log().matches("died before booting").count() >= 5
     });
-    // The request is in flight once the worker is busy: wait for the accept.
-    expect_within(
-        Duration::from_secs(5),
-        "the slow request reached the worker",
-        || srv.worker_pids().iter().any(|&pid| sleeping_in_app(pid)),
-    );
-    srv.signal(libc::SIGTERM);
-    let resp = slow.join().unwrap();
-    assert_eq!(resp.status, 200, "the in-flight request completed");
-    assert_eq!(srv.wait_exit(Duration::from_secs(15)), 0);
-    assert!(!sock.exists(), "unix socket removed at exit");
-    assert!(srv.log_contains("Shutting down: Master"));
-}
-
-#[test]
-fn int_stops_quickly() {
-    let mut srv =
-        Server::start_with_workers(2, &["-w", "2", "--graceful-timeout", "30", "builtin:debug"]);
-    let addr = srv.addr().to_string();
-    let _slow =
-        std::thread::spawn(move || try_http_request(&addr, b"GET /?sleep=20 HTTP/1.1\r\n\r\n"));
-    let t = Instant::now();
-    srv.signal(libc::SIGINT);
-    assert_eq!(srv.wait_exit(Duration::from_secs(10)), 0);
+    let delays: Vec<u64> = srv
+        .log()
+        .lines()
+        .filter_map(|l| l.split("next spawn in ").nth(1))
+        .filter_map(|r| r.split(' ').next()?.parse().ok())
+        .collect();
     assert!(
-        t.elapsed() < Duration::from_secs(5),
-        "quick stop does not wait for the slow request"
+        delays.windows(2).all(|w| w[1] >= w[0]),
+        "delays grow: {delays:?}"
     );
+    assert!(delays[4] > delays[0], "delays grow: {delays:?}");
+    assert!(!srv.exited(), "exit 1 is not a reason to halt");
 }
 
 #[test]
@@ -206,7 +173,7 @@ fn env_and_chdir_reach_the_workers() {
         "static:www",
     ])
     .in_dir(dir)
-    .workers(1)
+    .booted(1)
     .start();
     assert_eq!(srv.get("/").text(), "from chdir");
     let access = srv.path("site/access.log");
@@ -255,4 +222,54 @@ fn max_requests_jitter_spreads_the_recycling_points() {
         "{:?}",
         limits()
     );
+}
+
+/// `--timeout` and `--graceful-timeout` too large for a deadline (now plus
+/// that many seconds overflows) are refused at startup or honoured; guards
+/// against a master that panicked computing the deadline.
+#[test]
+fn huge_timeouts_are_refused_or_honoured_without_panicking() {
+    for flag in ["--timeout", "--graceful-timeout"] {
+        let srv = Launch::new(&[
+            "-b",
+            "127.0.0.1:0",
+            "--no-control-socket",
+            flag,
+            "9223372036854775807",
+            "builtin:hello",
+        ])
+        .start();
+        let settled = wait_until(Duration::from_secs(15), || {
+            srv.exited()
+                || srv.log_contains("panicked")
+                || srv.log_contains("Ready: 1 workers booted")
+        });
+        assert!(
+            settled,
+            "{flag}: neither refused nor ready; log:\n{}",
+            srv.log()
+        );
+        if srv.exited() {
+            let code = srv.wait_exit(Duration::from_secs(1));
+            let log = srv.log();
+            assert!(
+                code == 1 && log.contains("Error:") && !log.contains("panicked"),
+                "{flag} 9223372036854775807: exit {code}, expected a refusal (exit 1, `Error:`); log:\n{log}"
+            );
+            continue;
+        }
+        assert!(
+            !srv.log_contains("panicked"),
+            "{flag} 9223372036854775807: a panic; log:\n{}",
+            srv.log()
+        );
+        hello_at(srv.addr()).unwrap_or_else(|e| panic!("{flag}: {e}; log:\n{}", srv.log()));
+        srv.signal(libc::SIGTERM);
+        let code = srv.wait_exit(Duration::from_secs(15));
+        let log = srv.log();
+        assert!(
+            code == 0 && !log.contains("panicked"),
+            "{flag} 9223372036854775807: TERM gave exit {code}; log:\n{log}"
+        );
+    }
 }

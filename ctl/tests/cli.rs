@@ -2,27 +2,23 @@
 //! socket-path rules, completions.
 
 use std::os::unix::net::UnixListener;
-use std::process::{Command, Output};
+use std::process::Output;
 
-fn ctl(args: &[&str], xdg: Option<&str>) -> Output {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_gunicornctl"));
-    cmd.args(args);
-    match xdg {
-        Some(dir) => cmd.env("XDG_RUNTIME_DIR", dir),
-        None => cmd.env_remove("XDG_RUNTIME_DIR"),
-    };
-    cmd.output().expect("run gunicornctl")
-}
+use gunicornd_test_support::{ctl, ctl_command, stderr};
 
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
+/// gunicornctl with `XDG_RUNTIME_DIR` set to `xdg` (`ctl` removes it).
+fn ctl_with_xdg(args: &[&str], xdg: &str) -> Output {
+    ctl_command(args)
+        .env("XDG_RUNTIME_DIR", xdg)
+        .output()
+        .expect("run gunicornctl")
 }
 
 #[test]
 fn missing_socket_exits_3_and_names_the_path() {
     let dir = tempfile::tempdir().unwrap();
     let sock = dir.path().join("nope.ctl");
-    let out = ctl(&["-s", sock.to_str().unwrap(), "status"], None);
+    let out = ctl(&["-s", sock.to_str().unwrap(), "status"]);
     assert_eq!(out.status.code(), Some(3));
     assert_eq!(
         stderr(&out),
@@ -39,7 +35,7 @@ fn stale_socket_exits_3() {
     let dir = tempfile::tempdir().unwrap();
     let sock = dir.path().join("stale.ctl");
     drop(UnixListener::bind(&sock).unwrap());
-    let out = ctl(&["reload", "-s", sock.to_str().unwrap()], None);
+    let out = ctl(&["reload", "-s", sock.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(3));
     assert!(
         stderr(&out).contains("connection refused (stale socket: nothing is listening)"),
@@ -51,14 +47,14 @@ fn stale_socket_exits_3() {
 #[test]
 fn default_paths_follow_the_daemons_rules() {
     let uid = nix::unistd::getuid().as_raw();
-    let out = ctl(&["--name", "shop", "status"], None);
+    let out = ctl(&["--name", "shop", "status"]);
     assert!(
         stderr(&out).contains(&format!(" at /tmp/gunicornd-{uid}/shop.ctl: ")),
         "{}",
         stderr(&out)
     );
 
-    let out = ctl(&["status", "--pid", "/nonexistent/app.pid"], None);
+    let out = ctl(&["status", "--pid", "/nonexistent/app.pid"]);
     assert!(
         stderr(&out).contains(" at /nonexistent/app.pid.ctl: "),
         "{}",
@@ -67,7 +63,7 @@ fn default_paths_follow_the_daemons_rules() {
 
     let dir = tempfile::tempdir().unwrap();
     let xdg = dir.path().to_str().unwrap();
-    let out = ctl(&["status", "--pid", "/nonexistent/app.pid"], Some(xdg));
+    let out = ctl_with_xdg(&["status", "--pid", "/nonexistent/app.pid"], xdg);
     assert!(
         stderr(&out).contains(&format!(" at {xdg}/gunicornd.ctl: ")),
         "{}",
@@ -75,7 +71,7 @@ fn default_paths_follow_the_daemons_rules() {
     );
 
     // -s beats everything.
-    let out = ctl(
+    let out = ctl_with_xdg(
         &[
             "status",
             "--pid",
@@ -83,7 +79,7 @@ fn default_paths_follow_the_daemons_rules() {
             "-s",
             "/nonexistent/explicit.ctl",
         ],
-        Some(xdg),
+        xdg,
     );
     assert!(
         stderr(&out).contains(" at /nonexistent/explicit.ctl: "),
@@ -102,14 +98,14 @@ fn usage_errors_exit_2() {
         &["stop", "--now"],
         &["frobnicate"],
     ] {
-        let out = ctl(args, None);
+        let out = ctl(args);
         assert_eq!(out.status.code(), Some(2), "{args:?}: {}", stderr(&out));
     }
 }
 
 #[test]
 fn help_documents_exit_status_and_paths() {
-    let out = ctl(&["--help"], None);
+    let out = ctl(&["--help"]);
     assert_eq!(out.status.code(), Some(0));
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("3  cannot reach the daemon"), "{text}");
@@ -119,7 +115,7 @@ fn help_documents_exit_status_and_paths() {
 #[test]
 fn completions_for_each_shell() {
     for shell in ["bash", "zsh", "fish"] {
-        let out = ctl(&["completions", shell], None);
+        let out = ctl(&["completions", shell]);
         assert_eq!(out.status.code(), Some(0), "{shell}");
         let script = String::from_utf8_lossy(&out.stdout);
         assert!(
@@ -127,5 +123,5 @@ fn completions_for_each_shell() {
             "{shell}: {script}"
         );
     }
-    assert_eq!(ctl(&["completions", "tcsh"], None).status.code(), Some(2));
+    assert_eq!(ctl(&["completions", "tcsh"]).status.code(), Some(2));
 }

@@ -4,7 +4,7 @@
 //! the client's side of the contract.
 
 use std::os::unix::net::{UnixListener, UnixStream};
-use std::process::{Command, Output};
+use std::process::Output;
 use std::sync::{Arc, Mutex};
 use std::thread;
 
@@ -13,6 +13,7 @@ use gunicornd_protocol::{
     ListenersReply, ReloadReply, Request, Response, ScaleReply, ShowTarget, StatsReply,
     VersionReply, WorkerInfo, WorkersReply,
 };
+use gunicornd_test_support::ctl_command;
 use serde_json::json;
 
 #[derive(Default)]
@@ -166,9 +167,7 @@ impl Fake {
     }
 
     fn ctl(&self, args: &[&str]) -> Output {
-        Command::new(env!("CARGO_BIN_EXE_gunicornctl"))
-            .arg("-s")
-            .arg(self.sock())
+        ctl_command(&["-s", &self.sock()])
             .args(args)
             .output()
             .expect("run gunicornctl")

@@ -5,8 +5,6 @@
 //! gunicorn comes from PyPI into a venv cached under `target/` (created once,
 //! atomically). The test is skipped only when `python3` cannot make venvs.
 
-mod support;
-
 use std::fs;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -17,7 +15,7 @@ use nix::sys::signal::{killpg, Signal};
 use nix::unistd::Pid;
 use serde_json::Value;
 
-use support::{ctl, ctl_json, ctl_ok, gunicorn_python, poll, stderr};
+use gunicornd_test_support::{ctl, ctl_json, ctl_ok, gunicorn_python, poll, stderr};
 
 /// A gunicorn master in its own process group, killed with its workers on
 /// drop (and its log printed if the test failed).

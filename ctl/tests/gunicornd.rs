@@ -1,22 +1,22 @@
 //! The control socket of the real gunicornd (issue 5), driven three ways:
-//! raw frames (reply shapes, bad input, many clients, other users),
-//! gunicornctl (every subcommand, checked by its effect in /proc and the
-//! log), and Python gunicorn's own `gunicornc`.
+//! raw frames (reply shapes, bad input, many or greedy clients, other
+//! users), gunicornctl (every subcommand, checked by its effect in /proc
+//! and the log), and Python gunicorn's own `gunicornc`.
 //!
-//! Each test starts its own gunicornd (`support::Launch`) with the socket in
+//! Each test starts its own gunicornd (`Launch::hello`) with the socket in
 //! a temporary directory, waits for facts with deadlines and kills what it
 //! started on drop, printing the server log if it failed.
-
-mod support;
 
 use std::collections::BTreeSet;
 use std::fs;
 use std::io::{BufRead, BufReader, Read, Write};
+use std::net::Shutdown;
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
-use std::sync::{mpsc, Barrier};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{mpsc, Arc, Barrier};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -31,8 +31,8 @@ use nix::sys::wait::waitpid;
 use nix::unistd::{fork, setgid, setgroups, setuid, ForkResult, Gid, Pid, Uid};
 use serde_json::Value;
 
-use support::{
-    ctl, ctl_command, ctl_json, ctl_ok, gunicorn_python, http_get_status, pair, poll,
+use gunicornd_test_support::{
+    ctl, ctl_command, ctl_json, ctl_ok, gunicorn_python, http_get_status, pair, poll, proc_info,
     process_alive, stderr, stdout, Background, Conn, Launch, DEADLINE,
 };
 
@@ -57,12 +57,35 @@ fn json_pids(list: &Value) -> BTreeSet<i32> {
         .collect()
 }
 
+/// One request frame: a big-endian length, then the JSON payload.
+fn frame(id: u64, command: &str) -> Vec<u8> {
+    let mut bytes = Vec::new();
+    write_frame(&mut bytes, &Request::new(id, command)).unwrap();
+    bytes
+}
+
+/// Time for one `ping` on a fresh connection, or why it failed.
+fn ping_latency(socket: &Path) -> Result<Duration, String> {
+    let started = Instant::now();
+    let mut stream = UnixStream::connect(socket).map_err(|e| format!("connect: {e}"))?;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    stream
+        .write_all(&frame(1, "ping"))
+        .map_err(|e| format!("send: {e}"))?;
+    match read_frame::<_, Response>(&mut stream) {
+        Ok(Response::Ok { .. }) => Ok(started.elapsed()),
+        other => Err(format!("ping answered {other:?}")),
+    }
+}
+
 // ---------------------------------------------------------------------------
 // Where the socket lives, its mode, its lifetime
 
 #[test]
 fn socket_mode_defaults_to_0600_and_follows_the_flag() {
-    let srv = Launch::new(1).start();
+    let srv = Launch::hello(1).start();
     let meta = fs::symlink_metadata(srv.socket.as_ref().unwrap()).unwrap();
     assert!(meta.file_type().is_socket(), "{}", srv.sock());
     assert_eq!(
@@ -72,7 +95,7 @@ fn socket_mode_defaults_to_0600_and_follows_the_flag() {
         srv.sock()
     );
 
-    let srv = Launch::new(1)
+    let srv = Launch::hello(1)
         .arg("--control-socket-mode")
         .arg("0660")
         .start();
@@ -85,7 +108,7 @@ fn socket_mode_defaults_to_0600_and_follows_the_flag() {
 
 #[test]
 fn default_socket_is_beside_the_pidfile() {
-    let launch = Launch::new(1);
+    let launch = Launch::hello(1);
     let pidfile = launch.path("app.pid");
     let expected = launch.path("app.pid.ctl");
     let srv = launch
@@ -100,7 +123,7 @@ fn default_socket_is_beside_the_pidfile() {
 
 #[test]
 fn default_socket_is_in_xdg_runtime_dir_even_with_a_pidfile() {
-    let launch = Launch::new(1);
+    let launch = Launch::hello(1);
     let runtime = launch.path("runtime");
     fs::create_dir(&runtime).unwrap();
     fs::set_permissions(&runtime, fs::Permissions::from_mode(0o700)).unwrap();
@@ -126,16 +149,16 @@ fn default_socket_is_in_xdg_runtime_dir_even_with_a_pidfile() {
 
 #[test]
 fn no_control_socket_disables_it() {
-    let launch = Launch::new(1);
+    let launch = Launch::hello(1);
     let runtime = launch.path("runtime");
     fs::create_dir(&runtime).unwrap();
-    let mut srv = launch
+    let srv = launch
         .env("XDG_RUNTIME_DIR", &runtime)
         .no_control_socket()
         .start();
     // A fact that proves startup is over: the event loop handles TTIN.
     kill(Pid::from_raw(srv.pid), Signal::SIGTTIN).unwrap();
-    srv.wait_children(2);
+    srv.wait_booted(2);
     let entries: Vec<_> = fs::read_dir(&runtime).unwrap().flatten().collect();
     assert!(
         entries.is_empty(),
@@ -145,19 +168,19 @@ fn no_control_socket_disables_it() {
         !srv.log().contains("Control socket listening"),
         "--no-control-socket, yet the log says it listens"
     );
-    assert_eq!(http_get_status(&srv.addr), Some(200));
+    assert_eq!(http_get_status(srv.addr()), Some(200));
 }
 
 #[test]
 fn stop_exits_0_and_removes_the_socket() {
-    let mut srv = Launch::new(2).start();
+    let srv = Launch::hello(2).start();
     let path = srv.socket.clone().unwrap();
-    let workers = srv.workers();
+    let workers = srv.worker_pids();
     assert_eq!(
         ctl_ok(&["-s", srv.sock(), "stop"]),
         "shutting down (graceful)\n"
     );
-    assert_eq!(srv.wait_exit(), 0, "exit status of a graceful stop");
+    assert_eq!(srv.wait_exit(DEADLINE), 0, "exit status of a graceful stop");
     assert!(
         fs::symlink_metadata(&path).is_err(),
         "{} is left behind after exit",
@@ -172,12 +195,12 @@ fn stop_exits_0_and_removes_the_socket() {
 
 #[test]
 fn stop_quick_exits_0() {
-    let mut srv = Launch::new(2).start();
-    let workers = srv.workers();
+    let srv = Launch::hello(2).start();
+    let workers = srv.worker_pids();
     let reply = ctl_json(&["-s", srv.sock(), "stop", "--quick"]);
     assert_eq!(reply["status"], "shutting_down", "{reply}");
     assert_eq!(reply["mode"], "quick", "{reply}");
-    assert_eq!(srv.wait_exit(), 0, "exit status of a quick stop");
+    assert_eq!(srv.wait_exit(DEADLINE), 0, "exit status of a quick stop");
     assert!(!srv.socket.as_ref().unwrap().exists());
     for pid in workers {
         poll(&format!("worker {pid} to be gone"), || {
@@ -188,11 +211,11 @@ fn stop_quick_exits_0() {
 
 #[test]
 fn shutdown_over_the_protocol() {
-    let mut srv = Launch::new(1).start();
+    let srv = Launch::hello(1).start();
     let mut conn = Conn::open(srv.socket.as_ref().unwrap());
     let reply: ShutdownReply = conn.ok("shutdown graceful");
     assert_eq!(reply, ShutdownReply::new(ShutdownMode::Graceful));
-    assert_eq!(srv.wait_exit(), 0);
+    assert_eq!(srv.wait_exit(DEADLINE), 0);
 }
 
 // ---------------------------------------------------------------------------
@@ -298,7 +321,7 @@ fn clients_of_another_uid_are_refused_and_logged() {
     }
     // The directory and the socket let anyone connect: what refuses uid
     // 65534 must be the master's peer-credential check.
-    let mut srv = Launch::new(1)
+    let srv = Launch::hello(1)
         .dir_mode(0o755)
         .arg("--control-socket-mode")
         .arg("0666")
@@ -342,7 +365,7 @@ fn clients_of_another_uid_are_refused_and_logged() {
 
 #[test]
 fn changes_are_logged_with_the_peers_pid_and_uid() {
-    let mut srv = Launch::new(1).start();
+    let srv = Launch::hello(1).start();
     let uid = nix::unistd::geteuid().as_raw().to_string();
 
     // From this process, over a raw connection.
@@ -389,7 +412,7 @@ fn changes_are_logged_with_the_peers_pid_and_uid() {
 
 #[test]
 fn malformed_frames_get_an_error_and_the_connection_goes_on() {
-    let srv = Launch::new(1).start();
+    let srv = Launch::hello(1).start();
     let mut conn = Conn::open(srv.socket.as_ref().unwrap());
     let garbage: [&[u8]; 6] = [
         b"this is not json",
@@ -433,7 +456,7 @@ fn malformed_frames_get_an_error_and_the_connection_goes_on() {
 
 #[test]
 fn an_oversized_frame_gets_an_error_then_the_connection_closes() {
-    let srv = Launch::new(1).start();
+    let srv = Launch::hello(1).start();
     let socket = srv.socket.clone().unwrap();
     for announced in [MAX_FRAME as u32 + 1, u32::MAX] {
         let mut conn = Conn::open(&socket);
@@ -466,7 +489,7 @@ fn an_oversized_frame_gets_an_error_then_the_connection_closes() {
 
 #[test]
 fn idle_and_half_sent_clients_do_not_stall_the_master() {
-    let mut srv = Launch::new(2).start();
+    let srv = Launch::hello(2).start();
     let socket = srv.socket.clone().unwrap();
     // Connected and silent; half a length prefix; a prefix and part of the
     // payload. All stay open for the whole test.
@@ -478,7 +501,7 @@ fn idle_and_half_sent_clients_do_not_stall_the_master() {
 
     for _ in 0..20 {
         assert_eq!(
-            http_get_status(&srv.addr),
+            http_get_status(srv.addr()),
             Some(200),
             "HTTP while clients hang"
         );
@@ -495,7 +518,7 @@ fn idle_and_half_sent_clients_do_not_stall_the_master() {
 #[test]
 fn two_hundred_concurrent_clients_are_all_answered() {
     const CLIENTS: usize = 200;
-    let srv = Launch::new(1).start();
+    let srv = Launch::hello(1).start();
     let socket = srv.socket.clone().unwrap();
     let barrier = Barrier::new(CLIENTS);
     let results: Vec<Result<StatsReply, String>> = thread::scope(|s| {
@@ -535,13 +558,121 @@ fn two_hundred_concurrent_clients_are_all_answered() {
     }
 }
 
+/// One client pipelining 20 000 requests must not delay another client's
+/// ping past 500 ms; guards against the master serving one connection's
+/// whole backlog before it looks at the others.
+#[test]
+fn a_pipelining_client_does_not_delay_another_clients_ping() {
+    const REQUESTS: usize = 20_000;
+    let srv = Launch::hello(8).start();
+    let socket = srv.socket.clone().unwrap();
+    let idle = ping_latency(&socket).unwrap();
+
+    let flood = UnixStream::connect(&socket).unwrap();
+    flood
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let sent = Arc::new(AtomicUsize::new(0));
+    let replies = Arc::new(AtomicUsize::new(0));
+    let finished = Arc::new(AtomicBool::new(false));
+    let writer = {
+        let mut stream = flood.try_clone().unwrap();
+        let sent = sent.clone();
+        thread::spawn(move || {
+            let one = frame(1, "show workers");
+            let batch: Vec<u8> = one.repeat(500);
+            for _ in 0..REQUESTS / 500 {
+                if stream.write_all(&batch).is_err() {
+                    return;
+                }
+                sent.fetch_add(500, Ordering::Relaxed);
+            }
+        })
+    };
+    let reader = {
+        let mut stream = BufReader::new(flood.try_clone().unwrap());
+        let replies = replies.clone();
+        let finished = finished.clone();
+        thread::spawn(move || {
+            // Only count whole frames: the contents do not matter here.
+            let mut len = [0u8; 4];
+            let mut payload = Vec::new();
+            while replies.load(Ordering::Relaxed) < REQUESTS {
+                if stream.read_exact(&mut len).is_err() {
+                    break;
+                }
+                payload.resize(u32::from_be_bytes(len) as usize, 0);
+                if stream.read_exact(&mut payload).is_err() {
+                    break;
+                }
+                replies.fetch_add(1, Ordering::Relaxed);
+            }
+            finished.store(true, Ordering::Relaxed);
+        })
+    };
+
+    poll("the flood to start", || {
+        (sent.load(Ordering::Relaxed) > 0).then_some(())
+    });
+    let started = Instant::now();
+    let mut worst = Duration::ZERO;
+    let mut pings = 0;
+    while !finished.load(Ordering::Relaxed) && started.elapsed() < Duration::from_secs(15) {
+        let took = ping_latency(&socket).unwrap();
+        worst = worst.max(took);
+        pings += 1;
+    }
+    let answered = replies.load(Ordering::Relaxed);
+    let _ = flood.shutdown(Shutdown::Both);
+    let _ = writer.join();
+    let _ = reader.join();
+    assert!(
+        worst < Duration::from_millis(500),
+        "a ping took {worst:?} (idle: {idle:?}) while another client pipelined {REQUESTS} \
+         'show workers' ({answered} answered, {pings} pings measured)"
+    );
+    assert!(pings > 0, "no ping was measured during the flood");
+    eprintln!("flood of {REQUESTS}: {answered} answered, {pings} pings, worst {worst:?}");
+}
+
+/// A client that sends its request and half-closes (shutdown(SHUT_WR)), the
+/// master reading both at once, still gets its reply; guards against the
+/// master dropping a connection whose end of stream came with a request.
+#[test]
+fn a_half_closed_client_still_gets_its_reply() {
+    let srv = Launch::hello(1).start();
+    let mut conn = Conn::open(srv.socket.as_ref().unwrap());
+    conn.stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    // The master must find the request and the end of stream together, in
+    // one read: hold it stopped while both are sent.
+    let master = Pid::from_raw(srv.pid);
+    kill(master, Signal::SIGSTOP).unwrap();
+    poll("the master to stop", || {
+        (proc_info(srv.pid).is_some_and(|p| p.state == 'T')).then_some(())
+    });
+    conn.send_bytes(&frame(7, "ping"));
+    conn.stream.shutdown(Shutdown::Write).unwrap();
+    kill(master, Signal::SIGCONT).unwrap();
+    match conn.read() {
+        Ok(Response::Ok { id, data }) => {
+            assert_eq!(id, 7, "{data}");
+            let pong: PingReply = serde_json::from_value(data).unwrap();
+            assert!(pong.pong);
+            assert_eq!(pong.pid, srv.pid);
+        }
+        other => panic!("after 'ping' and shutdown(SHUT_WR): {other:?}"),
+    }
+}
+
 // ---------------------------------------------------------------------------
 // Every command over raw frames: gunicorn's reply shapes
 
 #[test]
 fn show_commands_have_gunicorns_shapes_and_match_proc() {
-    let srv = Launch::new(2).start();
-    let running = srv.workers();
+    let srv = Launch::hello(2).start();
+    let running = srv.worker_pids();
     let mut conn = Conn::open(srv.socket.as_ref().unwrap());
 
     let workers: WorkersReply = conn.ok("show workers");
@@ -582,7 +713,7 @@ fn show_commands_have_gunicorns_shapes_and_match_proc() {
 
     let listeners: ListenersReply = conn.ok("show listeners");
     assert_eq!(listeners.count, 1);
-    assert_eq!(listeners.listeners[0].address, srv.addr);
+    assert_eq!(listeners.listeners[0].address, srv.addr());
     assert_eq!(listeners.listeners[0].kind, "tcp");
 
     let config: ConfigReply = conn.ok("show config");
@@ -628,7 +759,7 @@ fn show_commands_have_gunicorns_shapes_and_match_proc() {
 
 #[test]
 fn worker_commands_change_the_pool() {
-    let mut srv = Launch::new(2).start();
+    let srv = Launch::hello(2).start();
     let mut conn = Conn::open(srv.socket.as_ref().unwrap());
 
     let add: WorkerAddReply = conn.ok("worker add 2");
@@ -677,7 +808,7 @@ fn worker_commands_change_the_pool() {
     assert!(killed.success, "{killed:?}");
     assert_eq!(killed.killed, Some(victim));
     srv.poll(&format!("worker {victim} to be replaced"), |s| {
-        let now = s.workers();
+        let now = s.worker_pids();
         (now.len() == 3 && !now.contains(&victim)).then_some(())
     });
     let before = srv.wait_pool(3);
@@ -694,7 +825,7 @@ fn worker_commands_change_the_pool() {
     assert_eq!(reload.status, "reloading");
     assert_eq!(reload.generation, Some(2));
     srv.poll("every worker replaced after 'reload'", |s| {
-        let now = s.workers();
+        let now = s.worker_pids();
         (now.len() == 3 && now.is_disjoint(&before)).then_some(())
     });
     srv.wait_pool(3);
@@ -707,22 +838,68 @@ fn worker_commands_change_the_pool() {
     assert_eq!(reopen, StatusReply::reopening());
 }
 
+/// `worker remove 1` once every worker has stopped (daemon mode,
+/// `stop-workers`): the master must keep running and answer; guards against
+/// the worker count going below zero and taking the master down.
+#[test]
+fn worker_remove_with_no_workers_keeps_the_daemon() {
+    let srv = Launch::hello(2).daemon().start();
+    let sock = srv.sock().to_string();
+    ctl_ok(&["-s", &sock, "stop-workers"]);
+    srv.poll("every worker to stop", |s| {
+        s.worker_pids().is_empty().then_some(())
+    });
+    let mut conn = Conn::open(srv.socket.as_ref().unwrap());
+    conn.send_bytes(&frame(1, "worker remove 1"));
+    let reply = conn.read();
+    // The master must still be there to answer, whatever it replied.
+    let ping = ping_latency(srv.socket.as_ref().unwrap());
+    assert!(
+        ping.is_ok(),
+        "after 'worker remove 1' with no workers (reply: {reply:?}) the master \
+         does not answer ping: {ping:?}"
+    );
+    match reply {
+        Ok(Response::Ok { data, .. }) => {
+            let removed = data.get("removed").and_then(|n| n.as_u64());
+            assert!(
+                removed.is_some_and(|n| n <= 1),
+                "'worker remove 1' with no workers reported removing {:?}: {data}",
+                data.get("removed")
+            );
+        }
+        // Refusing to go below zero is an answer too.
+        Ok(Response::Error { .. }) => {}
+        other => panic!("no reply to 'worker remove 1' with no workers: {other:?}"),
+    }
+    let pong: PingReply = Conn::open(srv.socket.as_ref().unwrap()).ok("ping");
+    assert!(pong.pong);
+    assert_eq!(pong.pid, srv.pid);
+    assert!(process_alive(srv.pid), "the master keeps running");
+    ctl_ok(&["-s", &sock, "stop"]);
+    srv.wait_gone(DEADLINE);
+}
+
 #[test]
 fn upgrade_is_refused_as_not_supported_yet() {
-    let srv = Launch::new(1).start();
-    let before = srv.workers();
+    let srv = Launch::hello(1).start();
+    let before = srv.worker_pids();
     let error = Conn::open(srv.socket.as_ref().unwrap()).error("upgrade");
     assert!(error.contains("not supported"), "{error}");
     let out = ctl(&["-s", srv.sock(), "raw", "upgrade"]);
     assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
     assert!(stderr(&out).contains("not supported"), "{}", stderr(&out));
-    assert_eq!(srv.workers(), before, "a refused upgrade changes nothing");
+    assert_eq!(
+        srv.worker_pids(),
+        before,
+        "a refused upgrade changes nothing"
+    );
     assert!(process_alive(srv.pid));
 }
 
 #[test]
 fn events_stream_reports_scaling_and_new_workers() {
-    let srv = Launch::new(1).start();
+    let srv = Launch::hello(1).start();
     let socket = srv.socket.clone().unwrap();
     let mut events = Conn::open(&socket);
     let ack: EventsReply = events.ok("events");
@@ -773,7 +950,7 @@ fn events_stream_reports_scaling_and_new_workers() {
         "worker_spawned for {booted} before it booted: {seen:?}"
     );
     assert!(
-        srv.workers().contains(&booted),
+        srv.worker_pids().contains(&booted),
         "{booted} is a running worker"
     );
 }
@@ -783,9 +960,9 @@ fn events_stream_reports_scaling_and_new_workers() {
 
 #[test]
 fn ctl_status_workers_stats_listeners_config() {
-    let srv = Launch::new(2).start();
+    let srv = Launch::hello(2).start();
     let sock = srv.sock();
-    let running = srv.workers();
+    let running = srv.worker_pids();
     let master = srv.pid.to_string();
 
     let text = ctl_ok(&["-s", sock, "status"]);
@@ -795,7 +972,7 @@ fn ctl_status_workers_stats_listeners_config() {
         Some("2 booted / 2 target"),
         "{text}"
     );
-    assert_eq!(pair(&text, "listeners"), Some(srv.addr.as_str()), "{text}");
+    assert_eq!(pair(&text, "listeners"), Some(srv.addr()), "{text}");
     assert!(
         pair(&text, "server").is_some_and(|s| s.starts_with("gunicornd ")),
         "{text}"
@@ -806,11 +983,7 @@ fn ctl_status_workers_stats_listeners_config() {
     assert_eq!(status["workers_current"], 2, "{status}");
     assert_eq!(status["workers_target"], 2, "{status}");
     assert_eq!(status["generation"], 1, "{status}");
-    assert_eq!(
-        status["listeners"][0]["address"],
-        srv.addr.as_str(),
-        "{status}"
-    );
+    assert_eq!(status["listeners"][0]["address"], srv.addr(), "{status}");
 
     let text = ctl_ok(&["-s", sock, "workers"]);
     let mut lines = text.lines();
@@ -851,12 +1024,12 @@ fn ctl_status_workers_stats_listeners_config() {
     let text = ctl_ok(&["-s", sock, "listeners"]);
     let row = text
         .lines()
-        .find(|l| l.starts_with(&srv.addr))
-        .unwrap_or_else(|| panic!("{} not listed: {text}", srv.addr));
+        .find(|l| l.starts_with(srv.addr()))
+        .unwrap_or_else(|| panic!("{} not listed: {text}", srv.addr()));
     assert_eq!(row.split_whitespace().nth(1), Some("tcp"), "{text}");
     let listeners = ctl_json(&["-s", sock, "listeners"]);
     assert_eq!(listeners["count"], 1, "{listeners}");
-    assert_eq!(listeners["listeners"][0]["address"], srv.addr.as_str());
+    assert_eq!(listeners["listeners"][0]["address"], srv.addr());
 
     let text = ctl_ok(&["-s", sock, "config"]);
     assert_eq!(pair(&text, "workers"), Some("2"), "{text}");
@@ -870,7 +1043,7 @@ fn ctl_status_workers_stats_listeners_config() {
 
 #[test]
 fn ctl_scale_to_and_by() {
-    let mut srv = Launch::new(2).start();
+    let srv = Launch::hello(2).start();
     let sock = srv.sock().to_string();
     assert_eq!(
         ctl_ok(&["-s", &sock, "scale", "4"]),
@@ -898,10 +1071,10 @@ fn ctl_scale_to_and_by() {
 
 #[test]
 fn ctl_scale_wait_returns_with_every_worker_booted() {
-    let srv = Launch::new(2).start();
+    let srv = Launch::hello(2).start();
     let text = ctl_ok(&["-s", srv.sock(), "scale", "6", "--wait"]);
     // Checked once, right after the return: --wait promised it.
-    let running = srv.workers();
+    let running = srv.worker_pids();
     assert_eq!(
         running.len(),
         6,
@@ -918,11 +1091,11 @@ fn ctl_scale_wait_returns_with_every_worker_booted() {
 
 #[test]
 fn ctl_reload_wait_returns_after_every_worker_is_replaced() {
-    let mut srv = Launch::new(3).start();
-    let before = srv.workers();
+    let srv = Launch::hello(3).start();
+    let before = srv.worker_pids();
     let result = ctl_json(&["-s", srv.sock(), "reload", "--wait"]);
     // Checked once, right after the return.
-    let after = srv.workers();
+    let after = srv.worker_pids();
     assert_eq!(
         after.len(),
         3,
@@ -941,14 +1114,14 @@ fn ctl_reload_wait_returns_after_every_worker_is_replaced() {
     let text = ctl_ok(&["-s", srv.sock(), "reload"]);
     assert_eq!(text, "reloading (new generation 3)\n");
     srv.poll("every worker replaced after the second reload", |s| {
-        let now = s.workers();
+        let now = s.worker_pids();
         (now.len() == 3 && now.is_disjoint(&after)).then_some(())
     });
 }
 
 #[test]
 fn ctl_reopen_recreates_a_log_file_renamed_away() {
-    let srv = Launch::new(1).error_logfile("error.log").start();
+    let srv = Launch::hello(1).error_logfile("error.log").start();
     let log = srv.path("error.log");
     fs::rename(&log, srv.path("error.log.1")).unwrap();
     assert_eq!(
@@ -964,8 +1137,8 @@ fn ctl_reopen_recreates_a_log_file_renamed_away() {
 
 #[test]
 fn ctl_kill_replaces_that_worker() {
-    let mut srv = Launch::new(2).start();
-    let before = srv.workers();
+    let srv = Launch::hello(2).start();
+    let before = srv.worker_pids();
     let victim = *before.iter().next().unwrap();
     let survivor = *before.iter().nth(1).unwrap();
     assert_eq!(
@@ -973,7 +1146,7 @@ fn ctl_kill_replaces_that_worker() {
         format!("worker {victim} is stopping\n")
     );
     srv.poll(&format!("worker {victim} to be replaced"), |s| {
-        let now = s.workers();
+        let now = s.worker_pids();
         (now.len() == 2 && !now.contains(&victim)).then_some(())
     });
     let after = srv.wait_pool(2);
@@ -989,8 +1162,8 @@ fn ctl_kill_replaces_that_worker() {
 
 #[test]
 fn ctl_stop_workers_in_the_foreground_is_refused_or_done() {
-    let mut srv = Launch::new(2).start();
-    let before = srv.workers();
+    let srv = Launch::hello(2).start();
+    let before = srv.worker_pids();
     let out = ctl(&["-s", srv.sock(), "stop-workers"]);
     match out.status.code() {
         // Refused: it must say that daemon mode is needed, and change nothing.
@@ -1000,12 +1173,12 @@ fn ctl_stop_workers_in_the_foreground_is_refused_or_done() {
                 "the refusal should say it needs daemon mode: {}",
                 stderr(&out)
             );
-            assert_eq!(srv.workers(), before);
+            assert_eq!(srv.worker_pids(), before);
         }
         // Done: every worker stops, the master stays.
         Some(0) => {
             srv.poll("every worker to stop", |s| {
-                s.workers().is_empty().then_some(())
+                s.worker_pids().is_empty().then_some(())
             });
             assert!(process_alive(srv.pid));
         }
@@ -1020,14 +1193,14 @@ fn ctl_stop_workers_in_the_foreground_is_refused_or_done() {
 
 #[test]
 fn ctl_stop_workers_in_daemon_mode_keeps_the_master() {
-    let mut srv = Launch::new(2).daemon().start();
+    let srv = Launch::hello(2).daemon().start();
     let sock = srv.sock().to_string();
     assert_eq!(
         ctl_ok(&["-s", &sock, "stop-workers"]),
         "stopping 2 worker(s); the master keeps running\n"
     );
     srv.poll("every worker to stop", |s| {
-        s.workers().is_empty().then_some(())
+        s.worker_pids().is_empty().then_some(())
     });
     assert!(process_alive(srv.pid), "the master keeps running");
     let status = ctl_json(&["-s", &sock, "status"]);
@@ -1036,9 +1209,9 @@ fn ctl_stop_workers_in_daemon_mode_keeps_the_master() {
     // The master can bring workers back.
     ctl_ok(&["-s", &sock, "scale", "2"]);
     srv.wait_pool(2);
-    assert_eq!(http_get_status(&srv.addr), Some(200));
+    assert_eq!(http_get_status(srv.addr()), Some(200));
     ctl_ok(&["-s", &sock, "stop"]);
-    srv.wait_gone();
+    srv.wait_gone(DEADLINE);
     assert!(!Path::new(&sock).exists(), "socket removed at exit");
 }
 
@@ -1063,7 +1236,7 @@ fn follow_events(sock: &str) -> (Background, mpsc::Receiver<std::io::Result<Stri
 
 #[test]
 fn ctl_events_prints_scaling_as_json_lines() {
-    let mut srv = Launch::new(1).start();
+    let srv = Launch::hello(1).start();
     let sock = srv.sock().to_string();
     let (events, lines) = follow_events(&sock);
     let mut seen: Vec<Value> = Vec::new();
@@ -1113,13 +1286,13 @@ fn ctl_events_prints_scaling_as_json_lines() {
     });
     let pid = booted["pid"].as_i64().unwrap() as i32;
     srv.wait_pool(previous as usize + 1);
-    assert!(srv.workers().contains(&pid), "{booted}");
+    assert!(srv.worker_pids().contains(&pid), "{booted}");
     drop(events);
 }
 
 #[test]
 fn ctl_raw_sends_any_command() {
-    let srv = Launch::new(1).start();
+    let srv = Launch::hello(1).start();
     let sock = srv.sock();
     let master = srv.pid.to_string();
     for args in [
@@ -1173,11 +1346,11 @@ fn gunicornc_drives_gunicornd() {
     let Some(python) = gunicorn_python() else {
         return;
     };
-    let mut srv = Launch::new(2).start();
+    let srv = Launch::hello(2).start();
     let sock = srv.sock().to_string();
 
     let text = gunicornc_ok(&python, &sock, "show workers");
-    for pid in srv.workers() {
+    for pid in srv.worker_pids() {
         assert!(
             text.lines().any(|l| l.starts_with(&format!("{pid} "))),
             "worker {pid} missing: {text}"
@@ -1204,7 +1377,7 @@ fn gunicornc_drives_gunicornd() {
         serde_json::from_str(&text).unwrap_or_else(|e| panic!("gunicornc printed {text:?}: {e}"));
     assert_eq!(reload.status, "reloading");
     srv.poll("every worker replaced after gunicornc's reload", |s| {
-        let now = s.workers();
+        let now = s.worker_pids();
         (now.len() == 3 && now.is_disjoint(&before)).then_some(())
     });
     srv.wait_pool(3);
