@@ -110,4 +110,3 @@ fn signals_sent_straight_to_a_worker_keep_gunicorns_exit_codes() {
         "a clean exit is not reported:\n{log}"
     );
 }
-
