@@ -291,7 +291,8 @@ fn gunicornd_page() -> String {
             .items(SIGNALS)
             .para(
                 "A worker that has not reported a heartbeat for --timeout seconds, while booting \
-                 or while serving, is sent SIGABRT and, 1 second later, SIGKILL. Workers \
+                 or while serving, is sent SIGABRT and, 1 second later, SIGKILL (at once if it is stopped: a \
+                 stopped process cannot handle SIGABRT). Workers \
                  retiring after --max-requests are replaced first: the new worker boots before \
                  the old one is stopped. Only a SIGKILL that gunicornd did not send itself is \
                  reported as a possible out-of-memory kill.",
