@@ -19,8 +19,11 @@ pub enum Event {
     /// A child was reaped (a worker, a hook, or an orphan when PID 1).
     ChildExited(WaitStatus),
     /// The loop woke up: deadlines may have passed (heartbeats, stop
-    /// grace periods, a delayed respawn), and the table may need action.
-    Tick,
+    /// grace periods).
+    Deadlines,
+    /// Every input of this pass is handled: report progress and bring the
+    /// worker table to its target (a delayed respawn may be due).
+    EndOfPass,
     /// The systemd watchdog is due a ping.
     WatchdogDue,
 }

@@ -13,31 +13,29 @@ use crate::control::protocol::{Event, EventKind};
 use crate::worker::WorkerSetup;
 
 impl Arbiter {
-    /// Perform every queued action, including those queued while doing so
-    /// (a fork reports its pid, which queues its event and hook).
+    /// Perform every queued action, in order.
     pub(super) fn execute(&mut self) {
-        loop {
-            let actions = self.pool.take_actions();
-            if actions.is_empty() {
-                return;
-            }
-            // After a failed fork the rest of the batch's spawns wait for
-            // the backoff the failure armed.
-            let mut fork_failed = false;
-            for action in actions {
-                self.perform(action, &mut fork_failed);
-            }
+        for action in self.pool.take_actions() {
+            self.perform(action);
         }
     }
 
-    fn perform(&mut self, action: Action, fork_failed: &mut bool) {
+    fn perform(&mut self, action: Action) {
         match action {
-            Action::Spawn { .. } if *fork_failed => {}
             Action::Spawn { age, generation } => {
-                if let Err(e) = self.spawn_worker(age, generation) {
-                    self.pool.spawn_failed(e, Instant::now());
-                    *fork_failed = true;
+                // After a failed fork the rest of the batch's spawns wait
+                // for the backoff the failure armed.
+                if !self.pool.may_spawn(Instant::now()) {
+                    return;
                 }
+                if let Err(e) = self.spawn_worker(age, generation) {
+                    self.pool
+                        .spawn_failed(e.reason, age, e.forked, Instant::now());
+                }
+                // What the fork's outcome queued (its event and post_fork
+                // hook, or the failure's log lines) happens before the rest
+                // of the batch, as it would have without the queue.
+                self.execute();
             }
             Action::Signal { pid, signal } => {
                 if let Err(e) = kill(pid, signal) {
@@ -86,12 +84,13 @@ impl Arbiter {
     }
 
     /// Fork one worker of `generation`; its kind runs in the child.
-    fn spawn_worker(&mut self, age: u64, generation: u64) -> Result<(), String> {
-        let slot = self.scoreboard.allocate().ok_or_else(|| {
-            format!(
+    fn spawn_worker(&mut self, age: u64, generation: u64) -> Result<(), SpawnError> {
+        let slot = self.scoreboard.allocate().ok_or_else(|| SpawnError {
+            reason: format!(
                 "Cannot spawn a worker: {} workers is the most one master runs",
                 crate::scoreboard::CAPACITY
-            )
+            ),
+            forked: false,
         })?;
         let s = &self.settings;
         let max_requests = if s.max_requests > 0 {
@@ -138,10 +137,20 @@ impl Arbiter {
                 let _ =
                     nix::sys::signal::sigprocmask(SigmaskHow::SIG_SETMASK, Some(&old_mask), None);
                 self.scoreboard.release(slot);
-                Err(format!("Cannot fork a worker: {e}"))
+                Err(SpawnError {
+                    reason: format!("Cannot fork a worker: {e}"),
+                    forked: true,
+                })
             }
         }
     }
+}
+
+/// Why no worker was spawned; `forked` says whether `fork()` was tried
+/// (and so the worker's age used, as its `pre_fork` hook saw it).
+struct SpawnError {
+    reason: String,
+    forked: bool,
 }
 
 fn log(level: Level, msg: &str) {

@@ -255,7 +255,7 @@ impl Arbiter {
     /// [`Arbiter::handle`]. Returns why it ended.
     fn run_loop(&mut self) -> Halt {
         let mut events = Events::with_capacity(64);
-        self.handle(Event::Tick);
+        self.handle(Event::EndOfPass);
         loop {
             let timeout = self
                 .next_deadline()
@@ -293,13 +293,14 @@ impl Arbiter {
             while let Some(status) = reap_one() {
                 self.handle(Event::ChildExited(status));
             }
+            self.handle(Event::Deadlines);
             for request in self.control_housekeeping(Instant::now()) {
                 self.handle(Event::Control(request));
             }
             if self.report.watchdog_due(Instant::now()) {
                 self.handle(Event::WatchdogDue);
             }
-            self.handle(Event::Tick);
+            self.handle(Event::EndOfPass);
             if let Some(halt) = self.pool.finished() {
                 return halt;
             }
@@ -314,11 +315,13 @@ impl Arbiter {
             Event::Control(request) => self.on_control_request(request),
             Event::WorkerMessage { pid, msg } => self.pool.worker_message(pid, msg, now),
             Event::ChildExited(status) => self.on_child_exit(status, now),
-            Event::Tick => {
+            Event::Deadlines => {
                 let (kind, timeout) = (self.kind, self.pool.limits.timeout);
                 let scoreboard = &self.scoreboard;
                 self.pool
                     .check_deadlines(now, |w| observe(kind, scoreboard, w, timeout));
+            }
+            Event::EndOfPass => {
                 self.pool.progress();
                 self.pool.manage(now);
             }
@@ -334,13 +337,22 @@ impl Arbiter {
             return;
         }
         tracing::info!("Handling signal: {}", signals::short_name(sig));
-        match Command::from_signal(sig) {
-            // A signal has nobody to answer: refusals are logged where
-            // they are decided.
-            Some(cmd) => {
-                self.command(cmd);
+        let Some(cmd) = Command::from_signal(sig) else {
+            tracing::info!("Ignoring unknown signal: {}", signals::short_name(sig));
+            return;
+        };
+        // A signal has nobody to answer, so a refusal goes to the log (a
+        // failed reload has logged its own reason).
+        if let Outcome::Refused(why) = self.command(cmd) {
+            match cmd {
+                Command::Reload => {}
+                // gunicorn's words.
+                Command::StopWorkers => tracing::info!("SIGWINCH ignored. Not daemonized"),
+                _ => tracing::warn!(
+                    "{} signal ignored: {why}",
+                    sig.as_str().trim_start_matches("SIG")
+                ),
             }
-            None => tracing::info!("Ignoring unknown signal: {}", signals::short_name(sig)),
         }
     }
 

@@ -251,15 +251,11 @@ impl Pool {
     /// daemon mode, like gunicorn (a terminal sends WINCH on every resize).
     pub fn stop_workers(&mut self, now: Instant) -> Outcome {
         if !self.limits.daemon {
-            self.log(Level::Info, "SIGWINCH ignored. Not daemonized");
             return Outcome::Refused(
                 "stop-workers (SIGWINCH) only acts in daemon mode (-D), like gunicorn: \
                  in the foreground it is ignored"
                     .into(),
             );
-        }
-        if !self.is_running() {
-            return Outcome::StoppingWorkers { count: 0 };
         }
         self.log(Level::Info, "graceful stop of workers");
         let count = self.workers.count(Worker::running);
@@ -283,10 +279,11 @@ impl Pool {
 
     /// USR2 / `upgrade`: not built yet.
     pub fn upgrade(&mut self) -> Outcome {
-        let why = "binary upgrade (USR2) is not supported by this version of gunicornd yet; \
-                   use reload to pick up a new configuration";
-        self.log(Level::Warn, format!("Upgrade refused: {why}"));
-        Outcome::Refused(why.into())
+        Outcome::Refused(
+            "binary upgrade (USR2) is not supported by this version of gunicornd yet; \
+             use reload to pick up a new configuration"
+                .into(),
+        )
     }
 
     /// TERM (graceful) or INT/QUIT (quick); a quick request during a
@@ -474,10 +471,19 @@ impl Pool {
         ));
     }
 
-    /// The executor could not fork: back off before the next try.
-    pub fn spawn_failed(&mut self, reason: String, now: Instant) {
+    /// The executor could not spawn the worker of age `age`: back off before
+    /// the next try. Ages stay consecutive: the spawns skipped after this one
+    /// take none, and `age` itself counts only if `fork()` was tried.
+    pub fn spawn_failed(&mut self, reason: String, age: u64, forked: bool, now: Instant) {
+        self.worker_age = if forked { age } else { age - 1 };
         self.log(Level::Error, reason);
         self.delay_next_spawn(now);
+    }
+
+    /// Whether a queued [`Action::Spawn`] may go ahead: not while a backoff
+    /// armed by a failure in the same batch is running.
+    pub fn may_spawn(&self, now: Instant) -> bool {
+        self.next_spawn_at.is_none_or(|t| now >= t)
     }
 
     pub fn worker_message(&mut self, pid: Pid, msg: WorkerMsg, now: Instant) {

@@ -24,6 +24,8 @@ impl Arbiter {
         if let Err(why) = self.pool.start_reload() {
             return Outcome::Refused(why);
         }
+        // RELOADING=1 goes out before the work it announces.
+        self.execute();
         match self.load_and_apply() {
             Ok(new) => {
                 let configured = (self.settings.workers, new.workers);

@@ -26,12 +26,14 @@ fn limits() -> Limits {
     }
 }
 
-/// A pool driven the way the executor drives it, with forks that always
-/// succeed (pids from 100 up) and heartbeats the test controls.
+/// A pool driven the way the executor drives it, with forks that succeed
+/// (pids from 100 up) unless told to fail, and heartbeats the test controls.
 struct Sim {
     pool: Pool,
     now: Instant,
     next_pid: i32,
+    /// This many forks fail from now on.
+    failing_forks: usize,
     beats: BTreeMap<i32, Instant>,
     stopped: BTreeSet<i32>,
     /// Every action performed so far, in order.
@@ -48,31 +50,44 @@ impl Sim {
             pool: Pool::new(target, limits),
             now: Instant::now(),
             next_pid: 100,
+            failing_forks: 0,
             beats: BTreeMap::new(),
             stopped: BTreeSet::new(),
             done: Vec::new(),
         }
     }
 
-    /// Perform what the pool queued (forks get pids); return those actions.
+    /// Perform what the pool queued, as `execute.rs` does (a fork's
+    /// outcome is acted on before the rest of the batch); return it all.
     fn run(&mut self) -> Vec<Action> {
         let mut performed = Vec::new();
-        loop {
-            let actions = self.pool.take_actions();
-            if actions.is_empty() {
-                break;
-            }
-            for a in actions {
-                if let Action::Spawn { age, generation } = a {
+        for a in self.pool.take_actions() {
+            if let Action::Spawn { age, generation } = a {
+                if !self.pool.may_spawn(self.now) {
+                    continue;
+                }
+                if self.failing_forks > 0 {
+                    self.failing_forks -= 1;
+                    self.pool.spawn_failed(
+                        "Cannot fork a worker: EAGAIN".into(),
+                        age,
+                        true,
+                        self.now,
+                    );
+                } else {
                     let pid = Pid::from_raw(self.next_pid);
                     self.next_pid += 1;
                     self.beats.insert(pid.as_raw(), self.now);
                     self.pool.spawned(pid, age, generation, 0, self.now);
                 }
+                self.done.push(a.clone());
                 performed.push(a);
+                performed.extend(self.run());
+                continue;
             }
+            self.done.push(a.clone());
+            performed.push(a);
         }
-        self.done.extend(performed.iter().cloned());
         performed
     }
 
@@ -83,9 +98,11 @@ impl Sim {
             silence: now.saturating_duration_since(beats[&w.pid.as_raw()]),
             stopped: stopped.contains(&w.pid.as_raw()),
         });
+        let mut out = self.run();
         self.pool.progress();
         self.pool.manage(now);
-        self.run()
+        out.extend(self.run());
+        out
     }
 
     fn advance(&mut self, d: Duration) {
@@ -232,7 +249,12 @@ fn reload_keeps_capacity_old_workers_retire_only_as_new_ones_boot() {
     assert_eq!(new.len(), 3, "a whole new generation is spawned at once");
     // Nothing old is stopped before anything new has booted.
     assert!(signals(&sim.done).is_empty());
+    let finished = |sim: &Sim| {
+        sim.done
+            .contains(&Action::Emit(EventKind::ReloadFinished { generation: 2 }))
+    };
     for (i, pid) in new.iter().enumerate() {
+        assert!(!finished(&sim), "not complete before new worker {i} booted");
         let before = sim.done.len();
         sim.boot(*pid);
         let stops = signals(&sim.done[before..]);
@@ -260,9 +282,17 @@ fn reload_keeps_capacity_old_workers_retire_only_as_new_ones_boot() {
 fn reload_whose_new_generation_cannot_boot_rolls_back() {
     let mut sim = serving(2);
     let old = sim.generation_pids(1);
-    sim.reload_with(4);
+    sim.pool.start_reload().unwrap();
+    let short = Limits {
+        graceful_timeout: Duration::from_secs(5),
+        ..limits()
+    };
+    sim.pool.begin_reload((2, 4), short);
+    sim.run();
+    sim.tick();
     assert_eq!(sim.pool.target, 4);
     let new = sim.generation_pids(2);
+    let t0 = sim.now;
     let out = sim.exit(new[0], WaitStatus::Exited(new[0], APP_LOAD_ERROR));
     assert!(out.contains(&Action::RestorePrevious));
     assert!(has_log(
@@ -277,6 +307,19 @@ fn reload_whose_new_generation_cannot_boot_rolls_back() {
     // Back to generation 1 with its own worker count; the rest of
     // generation 2 is stopped, the old workers are kept.
     assert_eq!((sim.pool.generation, sim.pool.target), (1, 2));
+    assert_eq!(
+        sim.pool.limits,
+        limits(),
+        "the old generation's settings are back"
+    );
+    assert!(out.contains(&Action::Report(Report::Reloaded)));
+    assert!(out.contains(&Action::Emit(EventKind::ScaleChanged {
+        previous: 4,
+        target: 2
+    })));
+    // The new generation's workers get the restored graceful timeout.
+    let stop = sim.pool.workers.get(new[1]).unwrap().stop.unwrap();
+    assert_eq!(stop.kill_at, t0 + GRACEFUL);
     assert_eq!(
         signals(&out),
         vec![
@@ -601,12 +644,13 @@ fn crash_loop_backs_off_exponentially_and_resets_on_boot() {
     }
     // One boot resets the count: the rest are spawned together, and the
     // next failure starts from the base delay again.
-    sim.boot_all();
-    assert_eq!(sim.pool.workers.len(), 2);
-    sim.boot_all();
-    let pid = sim.pids(|_| true)[0];
-    sim.pool.scale(ScaleTarget::Up(1));
-    sim.tick();
+    let pid = sim.pids(|w| !w.booted())[0];
+    sim.boot(pid);
+    assert_eq!(
+        sim.pool.workers.len(),
+        2,
+        "the missing worker follows at once"
+    );
     let fresh = sim.pids(|w| !w.booted())[0];
     let out = sim.exit(fresh, WaitStatus::Exited(fresh, 1));
     assert!(has_log(
@@ -614,7 +658,6 @@ fn crash_loop_backs_off_exponentially_and_resets_on_boot() {
         Level::Warn,
         "1 worker(s) in a row died before booting; next spawn in 100 ms"
     ));
-    assert!(sim.pool.workers.get(pid).is_some());
 }
 
 #[test]
@@ -650,7 +693,15 @@ fn graceful_and_quick_stop_with_their_deadlines() {
     ] {
         let mut sim = serving(2);
         let pids = sim.pids(|_| true);
+        let t0 = sim.now;
         assert_eq!(sim.pool.begin_stop(case.graceful, sim.now), Outcome::Done);
+        assert_eq!(
+            sim.pool.phase,
+            Phase::Stopping {
+                graceful: case.graceful,
+                deadline: t0 + case.grace
+            }
+        );
         let out = sim.run();
         assert!(out.contains(&Action::CloseListeners));
         assert!(out.contains(&Action::Report(Report::Stopping)));
@@ -696,6 +747,14 @@ fn quick_stop_during_a_graceful_one_escalates_and_shortens_the_deadline() {
     let out = sim.run();
     assert!(has_log(&out, Level::Info, "Quick shutdown requested"));
     assert_eq!(signals(&out), vec![(pid, Signal::SIGQUIT)]);
+    assert_eq!(
+        sim.pool.phase,
+        Phase::Stopping {
+            graceful: false,
+            deadline: sim.now + QUICK_STOP_GRACE
+        },
+        "the 30 s graceful deadline shrinks to the quick one"
+    );
     sim.advance(QUICK_STOP_GRACE);
     sim.beat_all();
     assert_eq!(signals(&sim.tick()), vec![(pid, Signal::SIGKILL)]);
@@ -718,13 +777,7 @@ fn winch_stops_every_worker_in_daemon_mode_only() {
     let mut fg = serving(2);
     let outcome = fg.pool.stop_workers(fg.now);
     assert!(matches!(outcome, Outcome::Refused(ref why) if why.contains("daemon mode")));
-    let out = fg.run();
-    assert!(has_log(
-        &out,
-        Level::Info,
-        "SIGWINCH ignored. Not daemonized"
-    ));
-    assert!(signals(&out).is_empty());
+    assert!(fg.run().is_empty(), "refused: nothing is done");
 
     let mut sim = Sim::with_limits(
         2,
@@ -755,6 +808,35 @@ fn winch_stops_every_worker_in_daemon_mode_only() {
     assert_eq!(sim.pool.target, 0);
     sim.pool.scale(ScaleTarget::Up(1));
     assert_eq!(spawns(&sim.tick()), 1);
+}
+
+#[test]
+fn winch_during_a_shutdown_still_sets_the_target_to_zero() {
+    let mut sim = Sim::with_limits(
+        2,
+        Limits {
+            daemon: true,
+            ..limits()
+        },
+    );
+    sim.tick();
+    sim.boot_all();
+    sim.pool.begin_stop(true, sim.now);
+    sim.run();
+    assert_eq!(
+        sim.pool.stop_workers(sim.now),
+        Outcome::StoppingWorkers { count: 0 }
+    );
+    let out = sim.run();
+    assert_eq!(sim.pool.target, 0);
+    assert!(out.contains(&Action::Emit(EventKind::ScaleChanged {
+        previous: 2,
+        target: 0
+    })));
+    assert!(
+        signals(&out).is_empty(),
+        "every worker already has its TERM"
+    );
 }
 
 // --- commands from anywhere --------------------------------------------------
@@ -803,5 +885,110 @@ fn reopen_forwards_usr1_to_every_worker() {
         pids.iter()
             .map(|p| (*p, Signal::SIGUSR1))
             .collect::<Vec<_>>()
+    );
+}
+
+#[test]
+fn a_failed_fork_backs_off_skips_the_rest_of_the_batch_and_keeps_ages_consecutive() {
+    let mut sim = Sim::new(3);
+    sim.failing_forks = 1;
+    let out = sim.tick();
+    assert!(has_log(&out, Level::Error, "Cannot fork a worker"));
+    assert_eq!(
+        sim.pool.workers.len(),
+        0,
+        "the other two spawns wait for the backoff"
+    );
+    sim.advance(BACKOFF_BASE);
+    sim.tick();
+    let ages: Vec<u64> = sim.pool.workers.iter().map(|w| w.age).collect();
+    assert_eq!(
+        ages,
+        vec![2, 3, 4],
+        "age 1 went to the failed fork; none skipped"
+    );
+}
+
+#[test]
+fn a_worker_whose_boot_message_was_not_read_yet_is_no_boot_failure() {
+    let mut sim = Sim::new(1);
+    sim.tick();
+    let pid = sim.pids(|_| true)[0];
+    // It marked itself booted in the scoreboard, then died at once.
+    sim.pool.worker_exited(
+        Exit {
+            pid,
+            status: WaitStatus::Exited(pid, 1),
+            booted: true,
+        },
+        sim.now,
+    );
+    let out = sim.run();
+    assert!(!has_log(&out, Level::Warn, "died before booting"));
+    assert!(sim.pool.may_spawn(sim.now), "no backoff");
+}
+
+#[test]
+fn a_boot_during_a_backoff_lets_the_next_spawn_go_at_once() {
+    let mut sim = Sim::new(2);
+    sim.tick();
+    let pids = sim.pids(|_| true);
+    sim.exit(pids[0], WaitStatus::Exited(pids[0], 1));
+    assert!(!sim.pool.may_spawn(sim.now));
+    sim.boot(pids[1]);
+    assert!(sim.pool.may_spawn(sim.now));
+    assert_eq!(
+        sim.pool.workers.len(),
+        2,
+        "the missing worker is spawned without waiting"
+    );
+}
+
+#[test]
+fn a_reload_resets_the_backoff() {
+    let mut sim = serving(1);
+    sim.pool.scale(ScaleTarget::Up(1));
+    sim.tick();
+    let fresh = sim.pids(|w| !w.booted())[0];
+    sim.exit(fresh, WaitStatus::Exited(fresh, 1));
+    assert!(!sim.pool.may_spawn(sim.now));
+    sim.reload();
+    assert!(sim.pool.may_spawn(sim.now));
+    assert_eq!(sim.pool.workers.count(|w| w.generation == 2), 2);
+}
+
+#[test]
+fn no_startup_failure_is_reported_once_the_server_was_ready() {
+    let mut sim = serving(1);
+    sim.pool.scale(ScaleTarget::Up(1));
+    sim.tick();
+    for _ in 0..STARTUP_FAILURES + 1 {
+        let pid = sim.pids(|w| !w.booted())[0];
+        sim.exit(pid, WaitStatus::Exited(pid, 1));
+        sim.advance(BACKOFF_MAX);
+        sim.tick();
+    }
+    assert!(!sim
+        .done
+        .iter()
+        .any(|a| matches!(a, Action::Report(Report::StartupFailed(_)))));
+}
+
+#[test]
+fn a_fork_reports_its_event_and_hook_before_the_next_fork() {
+    let mut sim = Sim::new(2);
+    let out = sim.tick();
+    let kinds: Vec<&str> = out
+        .iter()
+        .filter_map(|a| match a {
+            Action::Spawn { .. } => Some("spawn"),
+            Action::Emit(EventKind::WorkerSpawned { .. }) => Some("event"),
+            Action::Hook("post_fork", _) => Some("post_fork"),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        kinds,
+        ["spawn", "event", "post_fork", "spawn", "event", "post_fork"]
     );
 }
