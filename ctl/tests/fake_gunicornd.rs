@@ -81,6 +81,7 @@ impl State {
                     dirty_arbiter_pid: None,
                     workers_booted: Some(self.workers.iter().filter(|w| w.booted).count()),
                     generation: Some(self.generation),
+                    upgrade: None,
                 },
             ),
             ControlCommand::Show(ShowTarget::Workers) => {

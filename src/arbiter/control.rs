@@ -240,6 +240,7 @@ impl Arbiter {
             dirty_arbiter_pid: None,
             workers_booted: Some(self.pool.serving_capacity()),
             generation: Some(self.pool.generation),
+            upgrade: None,
         }
     }
 

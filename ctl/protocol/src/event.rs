@@ -57,6 +57,23 @@ pub enum EventKind {
     /// The target number of workers changed (scale, worker add/remove,
     /// TTIN/TTOU).
     ScaleChanged { previous: usize, target: usize },
+    /// Binary upgrade (USR2), on the old master's stream: a new master
+    /// (`pid`) was started on the same sockets.
+    UpgradeStarted { pid: i32 },
+    /// The new master's workers have all booted: it serves beside the old
+    /// one and takes over when the old master exits.
+    UpgradeReady { pid: i32 },
+    /// The upgrade ended without a takeover: the new master could not be
+    /// started, did not become ready in time, or exited. The old master
+    /// serves as before. `pid` is the new master's, when it had one.
+    UpgradeFailed {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pid: Option<i32>,
+        reason: String,
+    },
+    /// On the new master's stream: the old master (`old_pid`) exited and
+    /// this one (`pid`) took over its pidfile and control socket path.
+    Promoted { pid: i32, old_pid: i32 },
     /// The master began to shut down; the stream ends when it is gone.
     ShuttingDown { mode: ShutdownMode },
 }
@@ -139,6 +156,17 @@ impl fmt::Display for EventKind {
             EventKind::ScaleChanged { previous, target } => {
                 write!(f, "workers target {previous} -> {target}")
             }
+            EventKind::UpgradeStarted { pid } => write!(f, "upgrade: new master {pid} started"),
+            EventKind::UpgradeReady { pid } => {
+                write!(f, "upgrade: new master {pid} is ready (all its workers booted)")
+            }
+            EventKind::UpgradeFailed { pid, reason } => match pid {
+                Some(pid) => write!(f, "upgrade failed (new master {pid}): {reason}"),
+                None => write!(f, "upgrade failed: {reason}"),
+            },
+            EventKind::Promoted { pid, old_pid } => {
+                write!(f, "master {pid} promoted (old master {old_pid} exited)")
+            }
             EventKind::ShuttingDown { mode } => write!(f, "shutting down ({mode})"),
         }
     }
@@ -182,6 +210,17 @@ mod tests {
                 previous: 2,
                 target: 4,
             },
+            EventKind::UpgradeStarted { pid: 9 },
+            EventKind::UpgradeReady { pid: 9 },
+            EventKind::UpgradeFailed {
+                pid: Some(9),
+                reason: "the new master exited with code 4".into(),
+            },
+            EventKind::UpgradeFailed {
+                pid: None,
+                reason: "cannot execute /x".into(),
+            },
+            EventKind::Promoted { pid: 9, old_pid: 1 },
             EventKind::ShuttingDown {
                 mode: ShutdownMode::Quick,
             },

@@ -78,7 +78,7 @@ pub use message::{Arg, Request, Response};
 pub use reply::{
     ArbiterInfo, ConfigReply, DirtyReply, EventsReply, HelpReply, ListenerInfo, ListenersReply,
     PingReply, ReloadReply, ScaleReply, ShowAllReply, ShutdownReply, StatsReply, StatusReply,
-    StopWorkersReply, VersionReply, WorkerAddReply, WorkerInfo, WorkerKillReply, WorkerRemoveReply,
-    WorkersReply, PROTOCOL_VERSION,
+    StopWorkersReply, UpgradeInfo, UpgradeReply, VersionReply, WorkerAddReply, WorkerInfo,
+    WorkerKillReply, WorkerRemoveReply, WorkersReply, PROTOCOL_VERSION,
 };
 pub use words::split_words;

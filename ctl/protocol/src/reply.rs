@@ -90,6 +90,9 @@ pub struct StatsReply {
     /// gunicornd: the current (newest) worker generation.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub generation: Option<u64>,
+    /// gunicornd: a binary upgrade in progress, seen from this master.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upgrade: Option<UpgradeInfo>,
 }
 
 /// `show config`: setting name → effective value. A map, because the set of
@@ -244,6 +247,35 @@ impl ReloadReply {
             generation: Some(generation),
         }
     }
+}
+
+/// `upgrade` (gunicornd): a new master was started on the same sockets.
+/// Its progress follows on the `events` stream (`upgrade_ready` or
+/// `upgrade_failed`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UpgradeReply {
+    /// `"started"`.
+    pub status: String,
+    /// The new master's pid.
+    pub pid: i32,
+    /// This (the old) master's pid.
+    pub old_pid: i32,
+    /// Where the new master's control socket is until it is promoted (the
+    /// old path with `.2` appended), when this master has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub control_socket: Option<String>,
+}
+
+/// Where a binary upgrade stands, in `show stats` (gunicornd).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UpgradeInfo {
+    /// On the old master: `starting` (the new master's workers are
+    /// booting) or `ready` (they all booted). On a new master not yet
+    /// promoted: `waiting` (for the old master to exit).
+    pub phase: String,
+    /// The other master: the new one's pid on the old master, the old one's
+    /// on the new master.
+    pub pid: i32,
 }
 
 /// Replies that only say what started: `reopen` → `{"status": "reopening"}`.
@@ -506,6 +538,16 @@ mod tests {
             dirty_arbiter_pid: None,
             workers_booted: Some(2),
             generation: Some(2),
+            upgrade: Some(UpgradeInfo {
+                phase: "ready".into(),
+                pid: 99,
+            }),
+        });
+        rt(UpgradeReply {
+            status: "started".into(),
+            pid: 99,
+            old_pid: 1,
+            control_socket: Some("/run/g.ctl.2".into()),
         });
         rt(ConfigReply(
             [("workers".to_string(), json!(2))].into_iter().collect(),
