@@ -7,6 +7,8 @@
 //! child has exec'd `/bin/sh`: a fork and an exec, never the hook's run.)
 
 use std::collections::{BTreeMap, HashMap};
+use std::ffi::OsString;
+use std::path::PathBuf;
 use std::process::{Command, Stdio};
 
 use nix::sys::wait::WaitStatus;
@@ -22,6 +24,7 @@ pub const EVENTS: &[&str] = &[
     "worker_exit",
     "nworkers_changed",
     "on_exit",
+    "pre_exec",
 ];
 
 /// Configured hook commands and the hook processes still running.
@@ -55,6 +58,33 @@ impl Hooks {
         if let Some(pid) = spawn(&self.commands, event, &all) {
             self.running.insert(pid, event);
         }
+    }
+
+    /// The hook for `event` as a command for a process about to exec
+    /// (`pre_exec`: run by the forked child of a binary upgrade just before
+    /// it execs the new binary, so it cannot be spawned from here). Its
+    /// environment is the master's plus the hook variables.
+    pub fn command_for(
+        &self,
+        event: &'static str,
+        vars: &[(&str, String)],
+    ) -> Option<crate::exec::PreExec> {
+        let command = self.commands.get(event)?;
+        let mut env: Vec<(OsString, OsString)> = std::env::vars_os().collect();
+        let mut set = |k: &str, v: String| {
+            env.retain(|(name, _)| name != k);
+            env.push((OsString::from(k), OsString::from(v)));
+        };
+        set("GUNICORND_EVENT", event.to_string());
+        set("GUNICORND_PID", std::process::id().to_string());
+        for (k, v) in vars {
+            set(k, v.clone());
+        }
+        Some(crate::exec::PreExec {
+            program: PathBuf::from("/bin/sh"),
+            args: vec!["sh".into(), "-c".into(), command.into()],
+            env,
+        })
     }
 
     /// If `status` belongs to a hook process, log how it ended and say so.

@@ -54,6 +54,14 @@ impl Listener {
         matches!(self.addr, ListenAddr::Unix(_))
     }
 
+    /// Take the unix socket file as ours (to remove at exit): a new master
+    /// of an upgrade, once the old master that created it is gone.
+    pub fn claim_path(&mut self) {
+        if matches!(self.addr, ListenAddr::Unix(_)) {
+            self.owns_path = true;
+        }
+    }
+
     /// Switch the shared open file description to non-blocking (see module doc).
     pub fn set_nonblocking(&self) -> nix::Result<()> {
         crate::fd::set_nonblocking(&self.fd)

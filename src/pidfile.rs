@@ -138,6 +138,15 @@ impl Pidfile {
         self.pid
     }
 
+    /// Move the pidfile to `to` (a new master taking over the old one's
+    /// pidfile after a binary upgrade); whatever was at `to` is replaced in
+    /// one step, so readers see the old content or ours, never nothing.
+    pub fn rename(&mut self, to: &Path) -> io::Result<()> {
+        fs::rename(&self.path, to)?;
+        self.path = to.to_path_buf();
+        Ok(())
+    }
+
     /// Removes the file if it still holds our pid.
     ///
     /// Errors are logged at debug level and otherwise ignored: this runs on
@@ -185,6 +194,18 @@ fn check_directory(path: &Path) -> Result<(), PidfileError> {
         // Not a directory, permission denied, ...: the write reports it with
         // the OS's own words.
         Err(_) => Ok(()),
+    }
+}
+
+/// Remove the pidfile at `path` if it holds `pid`: what a process that
+/// died without cleaning up (a new master of an upgrade) left behind.
+pub fn remove_if_held_by(path: &Path, pid: u32) {
+    if let Ok(Holder::Pid(held)) = read_pid(path) {
+        if held == pid {
+            if let Err(err) = fs::remove_file(path) {
+                debug!("cannot remove pidfile {}: {err}", path.display());
+            }
+        }
     }
 }
 

@@ -223,6 +223,12 @@ impl Notifier {
         self.send(&[NotifyState::Stopping]);
     }
 
+    /// `MAINPID=<pid>`: the service's main process is now `pid` (a binary
+    /// upgrade's new master).
+    pub fn mainpid(&self, pid: u32) {
+        self.send(&[NotifyState::MainPid(pid)]);
+    }
+
     /// `STATUS=<text>`, shown by `systemctl status`. Line breaks are turned
     /// into spaces: the protocol is one assignment per line.
     pub fn status(&self, text: &str) {
@@ -361,6 +367,8 @@ mod tests {
         assert_eq!(manager.recv(), "STATUS=2/4 workers booted\n");
         notifier.stopping();
         assert_eq!(manager.recv(), "STOPPING=1\n");
+        notifier.mainpid(4242);
+        assert_eq!(manager.recv(), "MAINPID=4242\n");
         notifier.watchdog_ping();
         assert_eq!(manager.recv(), "WATCHDOG=1\n");
         notifier.send(&[NotifyState::Ready, NotifyState::Status("4/4 workers")]);

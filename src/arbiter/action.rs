@@ -38,6 +38,12 @@ pub enum Action {
     RestorePrevious,
     /// USR1 in the master (the workers get their own signal).
     ReopenLogs,
+    /// The new master `pid` is gone: remove the `.2` pidfile and control
+    /// socket it may have left.
+    RemoveUpgradeFiles { pid: Pid },
+    /// This new master's old master (`old`) exited: take over the pidfile,
+    /// the control socket path, systemd's MAINPID and the sockets' files.
+    TakeOver { old: Pid },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -82,6 +88,8 @@ pub enum Outcome {
     StoppingWorkers {
         count: usize,
     },
+    /// A new master (`pid`) was started on the same sockets.
+    Upgrading { pid: Pid },
     /// The worker was asked to stop.
     Retired {
         pid: Pid,

@@ -12,7 +12,8 @@ use super::{Arbiter, Command, Outcome};
 use crate::control::protocol::{
     ConfigReply, ControlCommand, DirtyReply, EventsReply, HelpReply, ListenerInfo, ListenersReply,
     PingReply, ReloadReply, Response, ScaleReply, ScaleTarget, ShowAllReply, ShowTarget,
-    ShutdownMode, ShutdownReply, StatsReply, StatusReply, StopWorkersReply, VersionReply,
+    ShutdownMode, ShutdownReply, StatsReply, StatusReply, StopWorkersReply, UpgradeInfo,
+    UpgradeReply, VersionReply,
     WorkerAddReply, WorkerInfo, WorkerKillReply, WorkerRemoveReply, WorkersReply,
 };
 use crate::control::server::Incoming;
@@ -172,10 +173,24 @@ impl Arbiter {
                 }
                 other => refusal(id, other),
             },
-            ControlCommand::Upgrade => {
-                let outcome = self.command(Command::Upgrade);
-                refusal(id, outcome)
-            }
+            ControlCommand::Upgrade => match self.command(Command::Upgrade) {
+                Outcome::Upgrading { pid } => Response::ok(
+                    id,
+                    &UpgradeReply {
+                        status: "started".into(),
+                        pid: pid.as_raw(),
+                        old_pid: self.pid.as_raw(),
+                        control_socket: self
+                            .control_path
+                            .as_deref()
+                            .map(|p| super::upgrade::second(p).display().to_string()),
+                    },
+                ),
+                Outcome::Refused(why) if !why.starts_with("upgrade failed") => {
+                    Response::error(id, format!("upgrade refused: {why}"))
+                }
+                other => refusal(id, other),
+            },
         };
         (reply, false)
     }
@@ -227,6 +242,21 @@ impl Arbiter {
         infos
     }
 
+    /// Where an upgrade stands, seen from this master.
+    fn upgrade_info(&self) -> Option<UpgradeInfo> {
+        if let Some(child) = self.pool.child_master {
+            let phase = if child.ready { "ready" } else { "starting" };
+            return Some(UpgradeInfo {
+                phase: phase.into(),
+                pid: child.pid.as_raw(),
+            });
+        }
+        self.pool.parent_master.map(|old| UpgradeInfo {
+            phase: "waiting".into(),
+            pid: old.as_raw(),
+        })
+    }
+
     fn stats_reply(&self) -> StatsReply {
         let counters = self.pool.counters;
         StatsReply {
@@ -240,7 +270,7 @@ impl Arbiter {
             dirty_arbiter_pid: None,
             workers_booted: Some(self.pool.serving_capacity()),
             generation: Some(self.pool.generation),
-            upgrade: None,
+            upgrade: self.upgrade_info(),
         }
     }
 

@@ -52,6 +52,8 @@ impl Arbiter {
                 self.close_parked_listeners();
             }
             Action::RestorePrevious => self.restore_previous(),
+            Action::RemoveUpgradeFiles { pid } => self.remove_upgrade_files(pid),
+            Action::TakeOver { old } => self.take_over(old),
             Action::ReopenLogs => match crate::log::reopen() {
                 Ok(()) => tracing::info!(
                     "Log files reopened; forwarding USR1 to {} workers",
@@ -64,7 +66,10 @@ impl Arbiter {
 
     fn tell(&mut self, report: Report) {
         match report {
-            Report::Ready => self.report.serving(),
+            Report::Ready => {
+                self.report.serving();
+                self.tell_old_master_ready();
+            }
             Report::Reloading => self.report.reloading(),
             Report::Reloaded => self.report.reloaded(),
             Report::Stopping => self.report.stopping(),

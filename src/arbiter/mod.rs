@@ -28,9 +28,11 @@ mod reload;
 mod report;
 #[cfg(test)]
 mod tests;
+mod upgrade;
 mod workers;
 
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use mio::unix::SourceFd;
@@ -72,8 +74,8 @@ pub struct Arbiter {
     listeners: Vec<Listener>,
     /// Sockets a reload stopped binding, kept open until it completes.
     parked_listeners: Vec<Listener>,
-    /// Listeners came from systemd or a parent master: never rebind them.
-    inherited_listeners: bool,
+    /// Where the listeners came from (what may be rebound or unlinked).
+    listener_source: ListenerSource,
     pool: Pool,
     scoreboard: Scoreboard,
     poll: Poll,
@@ -85,7 +87,33 @@ pub struct Arbiter {
     hooks: Hooks,
     pidfile: Option<Pidfile>,
     control: Option<ControlServer>,
+    /// The control socket's normal path (a new master binds it with `.2`
+    /// appended until it takes over).
+    control_path: Option<PathBuf>,
     report: report::Reporter,
+    /// `Master`, or `Master.2` for a new master not yet promoted.
+    name: &'static str,
+    /// How this master was started: what a binary upgrade starts again.
+    start: upgrade::StartContext,
+    /// The channel to the other master of an upgrade in progress.
+    channel: Option<std::os::unix::net::UnixStream>,
+    channel_buf: Vec<u8>,
+}
+
+/// Where the listening sockets came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum ListenerSource {
+    /// Bound by this master: rebound on reload, files removed at exit.
+    Bound,
+    /// systemd's socket activation (named `names`): never rebound, never
+    /// unlinked, handed on as `LISTEN_FDS`.
+    Systemd { names: Vec<String> },
+    /// A parent master's, through `GUNICORN_FD` by an upgrade: ours once
+    /// the old master is gone.
+    Upgrade,
+    /// `fd://N` or a `GUNICORN_FD` someone else set: never rebound or
+    /// unlinked.
+    Inherited,
 }
 
 /// The decisions' settings, from the configuration.
@@ -94,15 +122,27 @@ fn limits(settings: &Settings) -> Limits {
         timeout: Duration::from_secs(settings.timeout),
         graceful_timeout: Duration::from_secs(settings.graceful_timeout),
         daemon: settings.daemon,
+        upgrade_timeout: Duration::from_secs(settings.upgrade_timeout),
         max_workers: crate::scoreboard::CAPACITY,
     }
 }
 
 /// Run the master until it stops; returns the process exit status.
 pub fn run(loader: Loader, settings: Settings) -> i32 {
+    // Before anything changes the environment or the directory.
+    let start = upgrade::StartContext::capture();
+    let parent = match upgrade::Parent::from_env() {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("Error: {e}");
+            return 1;
+        }
+    };
     // daemonize() warns on stderr about NOTIFY_SOCKET and applies --chdir
-    // itself, before it forks; the log file gets the warning below.
-    let mut daemon = if settings.daemon {
+    // itself, before it forks; the log file gets the warning below. A new
+    // master of an upgrade is already detached: it never daemonizes.
+    let daemonize = settings.daemon && parent.is_none();
+    let mut daemon = if daemonize {
         let opts = crate::daemon::DaemonOptions {
             chdir: settings.chdir.clone(),
             umask: 0o022,
@@ -121,13 +161,13 @@ pub fn run(loader: Loader, settings: Settings) -> i32 {
         report_startup_error(daemon.take(), &e);
         return 1;
     }
-    if settings.daemon && crate::systemd::under_notify_socket() {
+    if daemonize && crate::systemd::under_notify_socket() {
         tracing::warn!(
             "{}",
             crate::daemon::NOTIFY_SOCKET_WARNING.trim_start_matches("gunicornd: warning: ")
         );
     }
-    let mut arbiter = match Arbiter::start(loader, settings, &mut daemon) {
+    let mut arbiter = match Arbiter::start(loader, settings, &mut daemon, start, parent) {
         Ok(a) => a,
         Err(e) => {
             tracing::error!("{e}");
@@ -153,18 +193,31 @@ impl Arbiter {
         loader: Loader,
         settings: Settings,
         daemon: &mut Option<DaemonHandle>,
+        start: upgrade::StartContext,
+        parent: Option<upgrade::Parent>,
     ) -> Result<Arbiter, String> {
         let pid = nix::unistd::getpid();
-        tracing::info!("Starting gunicornd {}", env!("CARGO_PKG_VERSION"));
+        let name = if parent.is_some() { "Master.2" } else { "Master" };
+        tracing::info!("Starting gunicornd {} ({name})", env!("CARGO_PKG_VERSION"));
+        if let Some(p) = &parent {
+            tracing::info!("Started by a binary upgrade from the master with pid {}", p.pid);
+        }
+        // A new master keeps its pidfile and control socket beside the old
+        // master's until it takes over.
+        let own_path = |path: &Path| match &parent {
+            Some(_) => upgrade::second(path),
+            None => path.to_path_buf(),
+        };
         let pidfile = match &settings.pidfile {
-            Some(path) => {
-                Some(Pidfile::create(path, pid.as_raw() as u32).map_err(|e| e.to_string())?)
-            }
+            Some(path) => Some(
+                Pidfile::create(&own_path(path), pid.as_raw() as u32)
+                    .map_err(|e| e.to_string())?,
+            ),
             None => None,
         };
         // Any failure from here on must not leave our pidfile behind.
         let pidfile = UnlinkOnError(pidfile);
-        if !settings.daemon {
+        if daemon.is_none() {
             if let Some(dir) = &settings.chdir {
                 std::env::set_current_dir(dir)
                     .map_err(|e| format!("cannot change directory to {}: {e}", dir.display()))?;
@@ -175,14 +228,19 @@ impl Arbiter {
         let claimed = claim_inherited_listeners(&settings)?;
         let mut hooks = Hooks::new(&settings.hooks);
         hooks.fire("on_starting", &[]);
-        let inherited_listeners = claimed.is_some();
-        let listeners = match claimed {
-            Some(ls) => ls,
-            None => listeners::create_all(
-                &ListenerSpec::new(&settings, &settings.binds),
-                &[],
-                listeners::BIND_ATTEMPTS,
-            )?,
+        let (listeners, listener_source) = match claimed {
+            Some((ls, ListenerSource::Inherited)) if parent.is_some() => {
+                (ls, ListenerSource::Upgrade)
+            }
+            Some(claimed) => claimed,
+            None => (
+                listeners::create_all(
+                    &ListenerSpec::new(&settings, &settings.binds),
+                    &[],
+                    listeners::BIND_ATTEMPTS,
+                )?,
+                ListenerSource::Bound,
+            ),
         };
         let sigpipe =
             SignalPipe::new().map_err(|e| format!("cannot create the signal pipe: {e}"))?;
@@ -218,15 +276,32 @@ impl Arbiter {
                 Interest::READABLE,
             )
             .map_err(|e| format!("event loop: {e}"))?;
-        let mut control = open_control_socket(&settings, pid);
+        let control_path = control_socket_path(&settings);
+        let mut control = control_path
+            .as_deref()
+            .and_then(|path| open_control_socket(&own_path(path), &settings, pid));
         if let Some(server) = control.as_mut() {
             if let Err(e) = server.register(poll.registry(), CONTROL) {
                 tracing::warn!("Control socket disabled: {e}");
                 control = None;
             }
         }
-        let pool = Pool::new(settings.workers, limits(&settings));
-        let report = report::Reporter::new(daemon.take());
+        let mut pool = Pool::new(settings.workers, limits(&settings));
+        // A new master says nothing to systemd until it takes over: the old
+        // master is still the service's main process.
+        let report = report::Reporter::new(daemon.take(), parent.is_some());
+        let mut channel = None;
+        if let Some(p) = parent {
+            pool.parent_master = Some(p.pid);
+            poll.registry()
+                .register(
+                    &mut SourceFd(&p.channel.as_raw_fd()),
+                    upgrade::CHANNEL,
+                    Interest::READABLE,
+                )
+                .map_err(|e| format!("event loop: {e}"))?;
+            channel = Some(p.channel);
+        }
         Ok(Arbiter {
             loader,
             settings,
@@ -235,7 +310,7 @@ impl Arbiter {
             kind,
             listeners,
             parked_listeners: Vec::new(),
-            inherited_listeners,
+            listener_source,
             pool,
             scoreboard,
             poll,
@@ -247,7 +322,12 @@ impl Arbiter {
             hooks,
             pidfile: pidfile.disarm(),
             control,
+            control_path,
             report,
+            name,
+            start,
+            channel,
+            channel_buf: Vec::new(),
         })
     }
 
@@ -279,6 +359,7 @@ impl Arbiter {
                         }
                     }
                     CONTROL => self.accept_control_clients(),
+                    upgrade::CHANNEL => self.channel_ready(),
                     token => {
                         for request in
                             self.control_ready(token, event.is_readable(), event.is_writable())
@@ -367,7 +448,7 @@ impl Arbiter {
             Command::ReopenLogs => self.pool.reopen_logs(),
             Command::StopWorkers => self.pool.stop_workers(now),
             Command::KillWorker(pid) => self.pool.kill_worker(pid, now),
-            Command::Upgrade => self.pool.upgrade(),
+            Command::Upgrade => self.upgrade(),
         };
         self.execute();
         outcome
@@ -379,6 +460,10 @@ impl Arbiter {
             return;
         }
         let Some(pid) = status.pid() else { return };
+        if self.pool.child_master.is_some_and(|c| c.pid == pid) {
+            self.pool.child_master_exited(&status);
+            return;
+        }
         let Some(slot) = self.pool.workers.get(pid).map(|w| w.slot) else {
             tracing::debug!("Reaped unknown child process (pid:{pid}, status:{status:?})");
             return;
@@ -460,9 +545,15 @@ impl Arbiter {
             }
         }
         if halt.status == 0 {
-            tracing::info!("Shutting down: Master");
+            tracing::info!("Shutting down: {}", self.name);
         } else {
-            tracing::error!("Shutting down: Master");
+            tracing::error!("Shutting down: {}", self.name);
+        }
+        // A new master that is ready takes over as we go: systemd follows
+        // it from now on (the pidfile is its to write).
+        if let Some(successor) = self.pool.successor() {
+            tracing::info!("Handing over to the new master (pid:{successor})");
+            self.report.hand_over(successor);
         }
         if let Some(pidfile) = &self.pidfile {
             pidfile.unlink();
@@ -483,8 +574,10 @@ impl Arbiter {
 
     fn close_listeners(&mut self) {
         // Unix socket files are removed only by their owner: a socket that
-        // systemd or a parent master handed us is theirs.
-        let unlink = !self.inherited_listeners;
+        // systemd or a parent master handed us is theirs, and a new master
+        // of an upgrade goes on serving on ours.
+        let unlink = self.listener_source == ListenerSource::Bound
+            && self.pool.child_master.is_none();
         for l in self
             .listeners
             .drain(..)
@@ -504,6 +597,7 @@ impl Arbiter {
             fds.extend(control.fds());
         }
         fds.extend(self.report.fds());
+        fds.extend(self.channel.as_ref().map(|c| c.as_raw_fd()));
         fds
     }
 }
@@ -558,10 +652,12 @@ impl Drop for UnlinkOnError {
 /// parent master's `GUNICORN_FD`, `fd://N` binds), if any. Called before
 /// anything else opens a descriptor or runs a hook: until they are adopted
 /// (with close-on-exec) a hook would inherit them.
-fn claim_inherited_listeners(settings: &Settings) -> Result<Option<Vec<Listener>>, String> {
+fn claim_inherited_listeners(
+    settings: &Settings,
+) -> Result<Option<(Vec<Listener>, ListenerSource)>, String> {
     let activated = crate::systemd::listen_fds();
     if !activated.is_empty() {
-        let names: Vec<&str> = activated.iter().map(|l| l.name.as_str()).collect();
+        let names: Vec<String> = activated.iter().map(|l| l.name.clone()).collect();
         tracing::info!(
             "Using {} socket(s) passed by systemd (LISTEN_FDS, named {}); the bind setting ({}) is ignored",
             activated.len(),
@@ -574,7 +670,7 @@ fn claim_inherited_listeners(settings: &Settings) -> Result<Option<Vec<Listener>
                 listeners::adopt_fd(std::os::fd::IntoRawFd::into_raw_fd(l.fd), settings.backlog)
             })
             .collect::<Result<_, _>>()?;
-        return Ok(Some(ls));
+        return Ok(Some((ls, ListenerSource::Systemd { names })));
     }
     let inherited: Vec<RawFd> = match std::env::var("GUNICORN_FD") {
         Ok(v) => {
@@ -590,23 +686,28 @@ fn claim_inherited_listeners(settings: &Settings) -> Result<Option<Vec<Listener>
     if inherited.is_empty() && !fd_binds {
         return Ok(None);
     }
-    listeners::create_all(&ListenerSpec::new(settings, &settings.binds), &inherited, 1).map(Some)
+    let ls = listeners::create_all(&ListenerSpec::new(settings, &settings.binds), &inherited, 1)?;
+    Ok(Some((ls, ListenerSource::Inherited)))
 }
 
-/// Bind the control socket unless disabled. Failing is a warning, never
-/// fatal (gunicorn's default-on socket broke read-only containers).
-fn open_control_socket(settings: &Settings, pid: Pid) -> Option<ControlServer> {
+/// Where the control socket lives, unless it is disabled.
+fn control_socket_path(settings: &Settings) -> Option<PathBuf> {
     if settings.control_socket_disable {
         return None;
     }
-    let path = settings.control_socket.clone().unwrap_or_else(|| {
+    Some(settings.control_socket.clone().unwrap_or_else(|| {
         crate::control::paths::default_socket_path_from_env(
             settings.pidfile.as_deref(),
             settings.proc_name.as_deref(),
             nix::unistd::geteuid().as_raw(),
         )
-    });
-    match ControlServer::bind(&path, settings.control_socket_mode, CONTROL.0) {
+    }))
+}
+
+/// Bind the control socket at `path`. Failing is a warning, never fatal
+/// (gunicorn's default-on socket broke read-only containers).
+fn open_control_socket(path: &Path, settings: &Settings, pid: Pid) -> Option<ControlServer> {
+    match ControlServer::bind(path, settings.control_socket_mode, CONTROL.0) {
         Ok(server) => {
             tracing::info!("Control socket listening at {} ({})", path.display(), pid);
             Some(server)

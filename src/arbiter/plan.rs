@@ -45,8 +45,10 @@ pub struct Limits {
     /// Heartbeat timeout; zero disables it.
     pub timeout: Duration,
     pub graceful_timeout: Duration,
-    /// Daemon mode (`-D`): WINCH only acts there.
+    /// Daemon mode (`-D`): WINCH only acts there (and during an upgrade).
     pub daemon: bool,
+    /// How long a new master started by an upgrade has to be ready.
+    pub upgrade_timeout: Duration,
     /// The most workers one master runs (the scoreboard's size).
     pub max_workers: usize,
 }
@@ -73,6 +75,18 @@ pub struct Fallback {
     /// The worker target it ran with.
     pub target: usize,
     pub limits: Limits,
+}
+
+/// A new master started by a binary upgrade, seen from the old one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChildMaster {
+    pub pid: Pid,
+    /// Killed if not ready by then (`--upgrade-timeout`).
+    pub deadline: Instant,
+    /// All its workers booted.
+    pub ready: bool,
+    /// SIGKILL was sent (timeout): only its exit is awaited.
+    pub killed: bool,
 }
 
 /// Counters reported by `show stats`.
@@ -115,6 +129,11 @@ pub struct Pool {
     pub phase: Phase,
     pub limits: Limits,
     pub counters: Counters,
+    /// The new master of an upgrade in progress (this is the old one).
+    pub child_master: Option<ChildMaster>,
+    /// This is a new master started by an upgrade, not yet promoted: the
+    /// old master's pid.
+    pub parent_master: Option<Pid>,
     halt: Option<Halt>,
     /// Consecutive workers that died before booting, and when the next
     /// spawn may happen (crash-loop backoff).
@@ -138,6 +157,8 @@ impl Pool {
             phase: Phase::Running,
             limits,
             counters: Counters::default(),
+            child_master: None,
+            parent_master: None,
             halt: None,
             boot_failures: 0,
             next_spawn_at: None,
@@ -250,7 +271,9 @@ impl Pool {
     /// WINCH / `stop-workers`: stop every worker, keep the master. Only in
     /// daemon mode, like gunicorn (a terminal sends WINCH on every resize).
     pub fn stop_workers(&mut self, now: Instant) -> Outcome {
-        if !self.limits.daemon {
+        // During an upgrade WINCH is the documented step that retires the
+        // old workers, so it acts in the foreground too.
+        if !self.limits.daemon && self.child_master.is_none() {
             return Outcome::Refused(
                 "stop-workers (SIGWINCH) only acts in daemon mode (-D), like gunicorn: \
                  in the foreground it is ignored"
@@ -277,13 +300,139 @@ impl Pool {
         Outcome::Retired { pid }
     }
 
-    /// USR2 / `upgrade`: not built yet.
-    pub fn upgrade(&mut self) -> Outcome {
-        Outcome::Refused(
-            "binary upgrade (USR2) is not supported by this version of gunicornd yet; \
-             use reload to pick up a new configuration"
-                .into(),
-        )
+    // --- binary upgrade --------------------------------------------------------
+
+    /// USR2 / `upgrade`: may a new master be started now? One upgrade at a
+    /// time, and not from a new master that has not taken over yet (as in
+    /// gunicorn: "Child exists." / "Parent exists.").
+    pub fn start_upgrade(&self) -> Result<(), String> {
+        if !self.is_running() {
+            return Err("the server is shutting down".into());
+        }
+        if let Some(child) = self.child_master {
+            return Err(format!(
+                "a new master (pid {}) is already running; finish or roll back that upgrade first",
+                child.pid
+            ));
+        }
+        if let Some(parent) = self.parent_master {
+            return Err(format!(
+                "this is a new master not yet promoted (the old master, pid {parent}, still runs)"
+            ));
+        }
+        Ok(())
+    }
+
+    /// The executor started the new master of an upgrade.
+    pub fn upgrade_started(&mut self, pid: Pid, now: Instant) -> Outcome {
+        let timeout = self.limits.upgrade_timeout;
+        self.child_master = Some(ChildMaster {
+            pid,
+            deadline: now + timeout,
+            ready: false,
+            killed: false,
+        });
+        self.log(
+            Level::Info,
+            format!(
+                "Upgrade: started a new master (pid:{pid}); it has {} s to boot its workers",
+                timeout.as_secs()
+            ),
+        );
+        self.emit(EventKind::UpgradeStarted { pid: pid.as_raw() });
+        Outcome::Upgrading { pid }
+    }
+
+    /// The new master could not be started; nothing changed.
+    pub fn upgrade_not_started(&mut self, reason: &str) -> Outcome {
+        self.log(
+            Level::Error,
+            format!("Upgrade failed: {reason}; this master carries on"),
+        );
+        self.emit(EventKind::UpgradeFailed {
+            pid: None,
+            reason: reason.to_string(),
+        });
+        Outcome::Refused(format!("upgrade failed: {reason}"))
+    }
+
+    /// The new master reported that all its workers booted.
+    pub fn upgrade_ready(&mut self, pid: Pid) {
+        let Some(child) = self.child_master.as_mut() else {
+            return;
+        };
+        if child.pid != pid || child.ready || child.killed {
+            return;
+        }
+        child.ready = true;
+        self.log(
+            Level::Info,
+            format!(
+                "Upgrade: the new master (pid:{pid}) is ready, all its workers booted; \
+                 stop this master to hand over (WINCH then TERM), or stop the new one to roll back"
+            ),
+        );
+        self.emit(EventKind::UpgradeReady { pid: pid.as_raw() });
+    }
+
+    /// The new master exited (we are its parent and reaped it). Whatever
+    /// the reason, this master goes on as before; the new one's `.2` files
+    /// go with it.
+    pub fn child_master_exited(&mut self, status: &WaitStatus) {
+        let Some(child) = self.child_master.take() else {
+            return;
+        };
+        let pid = child.pid;
+        let reason = if child.killed {
+            format!(
+                "the new master was not ready within {} s (--upgrade-timeout) and was killed",
+                self.limits.upgrade_timeout.as_secs()
+            )
+        } else {
+            match *status {
+                WaitStatus::Exited(_, WORKER_BOOT_ERROR) => format!(
+                    "the new master exited with code {WORKER_BOOT_ERROR}: its workers failed to boot"
+                ),
+                WaitStatus::Exited(_, APP_LOAD_ERROR) => format!(
+                    "the new master exited with code {APP_LOAD_ERROR}: its app failed to load"
+                ),
+                WaitStatus::Exited(_, code) => {
+                    format!("the new master exited with code {code}")
+                }
+                WaitStatus::Signaled(_, sig, _) => {
+                    format!("the new master was killed by {}", sig.as_str())
+                }
+                ref other => format!("the new master ended: {other:?}"),
+            }
+        };
+        let level = if child.ready {
+            Level::Warn
+        } else {
+            Level::Error
+        };
+        self.log(
+            level,
+            format!("Upgrade ended without a takeover (pid:{pid}): {reason}; this master serves on"),
+        );
+        self.emit(EventKind::UpgradeFailed {
+            pid: Some(pid.as_raw()),
+            reason,
+        });
+        self.out.push(Action::RemoveUpgradeFiles { pid });
+    }
+
+    /// Who takes over when this master exits: a new master that is ready.
+    pub fn successor(&self) -> Option<Pid> {
+        self.child_master.filter(|c| c.ready).map(|c| c.pid)
+    }
+
+    /// This new master's old master exited: it is the master now.
+    pub fn promoted(&mut self) {
+        let Some(old) = self.parent_master.take() else {
+            return;
+        };
+        self.log(Level::Info, "Master has been promoted.");
+        self.out.push(Action::TakeOver { old });
     }
 
     /// TERM (graceful) or INT/QUIT (quick); a quick request during a
@@ -694,6 +843,23 @@ impl Pool {
         for (pid, stopped) in abort {
             self.time_out(pid, stopped, now);
         }
+        if let Some(child) = self.child_master.as_mut() {
+            if !child.ready && !child.killed && now >= child.deadline {
+                child.killed = true;
+                let pid = child.pid;
+                self.log(
+                    Level::Error,
+                    format!(
+                        "Upgrade: the new master (pid:{pid}) is not ready after {} s; killing it",
+                        self.limits.upgrade_timeout.as_secs()
+                    ),
+                );
+                self.out.push(Action::Signal {
+                    pid,
+                    signal: Signal::SIGKILL,
+                });
+            }
+        }
         for (pid, why) in kill_now {
             self.send_kill(pid, why);
         }
@@ -747,6 +913,9 @@ impl Pool {
                     consider(t);
                 }
             }
+        }
+        if let Some(child) = self.child_master.filter(|c| !c.ready && !c.killed) {
+            consider(child.deadline);
         }
         for w in self.workers.iter().filter(|w| !w.killed) {
             if let Some(at) = kill_due(w) {

@@ -14,6 +14,9 @@ use crate::systemd::Notifier;
 
 pub(super) struct Reporter {
     notifier: Notifier,
+    /// A new master of an upgrade holds its notifier back until it takes
+    /// over: until then the old master is the service's main process.
+    held: Option<Notifier>,
     daemon: Option<DaemonHandle>,
     ready: bool,
     status: String,
@@ -21,24 +24,41 @@ pub(super) struct Reporter {
 }
 
 impl Reporter {
-    pub(super) fn new(daemon: Option<DaemonHandle>) -> Reporter {
-        let notifier = Notifier::from_env();
-        let watchdog = notifier
-            .watchdog_interval()
-            .map(|every| (every, Instant::now() + every));
-        if let Some((every, _)) = watchdog {
-            tracing::info!(
-                "systemd watchdog enabled: pinging every {} ms",
-                every.as_millis()
-            );
-        }
+    pub(super) fn new(daemon: Option<DaemonHandle>, hold: bool) -> Reporter {
+        let (notifier, held) = if hold {
+            (Notifier::disabled(), Some(Notifier::from_env()))
+        } else {
+            (Notifier::from_env(), None)
+        };
+        let watchdog = watchdog_of(&notifier);
         Reporter {
             notifier,
+            held,
             daemon,
             ready: false,
             status: String::new(),
             watchdog,
         }
+    }
+
+    /// A new master took over: `MAINPID=` first (its pidfile is already
+    /// written), then READY=1 if it is serving, then its status.
+    pub(super) fn take_over(&mut self, pid: nix::unistd::Pid) {
+        let Some(notifier) = self.held.take() else {
+            return;
+        };
+        self.notifier = notifier;
+        self.notifier.mainpid(pid.as_raw() as u32);
+        if self.ready {
+            self.notifier.ready();
+        }
+        self.notifier.status(&self.status);
+        self.watchdog = watchdog_of(&self.notifier);
+    }
+
+    /// The old master exits after an upgrade: systemd follows `pid` now.
+    pub(super) fn hand_over(&self, pid: nix::unistd::Pid) {
+        self.notifier.mainpid(pid.as_raw() as u32);
     }
 
     /// Descriptors a forked worker must close.
@@ -105,4 +125,14 @@ impl Reporter {
             }
         }
     }
+}
+
+/// The watchdog schedule a notifier asks for, logged when enabled.
+fn watchdog_of(notifier: &Notifier) -> Option<(Duration, Instant)> {
+    let every = notifier.watchdog_interval()?;
+    tracing::info!(
+        "systemd watchdog enabled: pinging every {} ms",
+        every.as_millis()
+    );
+    Some((every, Instant::now() + every))
 }

@@ -22,9 +22,12 @@ fn limits() -> Limits {
         timeout: TIMEOUT,
         graceful_timeout: GRACEFUL,
         daemon: false,
+        upgrade_timeout: UPGRADE_TIMEOUT,
         max_workers: 64,
     }
 }
+
+const UPGRADE_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// A pool driven the way the executor drives it, with forks that succeed
 /// (pids from 100 up) unless told to fail, and heartbeats the test controls.
@@ -991,4 +994,142 @@ fn a_fork_reports_its_event_and_hook_before_the_next_fork() {
         kinds,
         ["spawn", "event", "post_fork", "spawn", "event", "post_fork"]
     );
+}
+
+// --- binary upgrade ----------------------------------------------------------
+
+#[test]
+fn one_upgrade_at_a_time_and_none_from_a_new_master_not_yet_promoted() {
+    let mut sim = serving(2);
+    assert_eq!(sim.pool.start_upgrade(), Ok(()));
+    let child = Pid::from_raw(9000);
+    assert_eq!(
+        sim.pool.upgrade_started(child, sim.now),
+        Outcome::Upgrading { pid: child }
+    );
+    let out = sim.run();
+    assert!(out.contains(&Action::Emit(EventKind::UpgradeStarted { pid: 9000 })));
+    let refused = sim.pool.start_upgrade().unwrap_err();
+    assert!(refused.contains("a new master (pid 9000) is already running"), "{refused}");
+
+    let mut new = serving(2);
+    new.pool.parent_master = Some(Pid::from_raw(1));
+    let refused = new.pool.start_upgrade().unwrap_err();
+    assert!(refused.contains("not yet promoted"), "{refused}");
+    new.pool.promoted();
+    assert_eq!(
+        new.run(),
+        vec![
+            Action::Log(Level::Info, "Master has been promoted.".into()),
+            Action::TakeOver {
+                old: Pid::from_raw(1)
+            }
+        ]
+    );
+    assert_eq!(new.pool.start_upgrade(), Ok(()), "a promoted master may upgrade");
+}
+
+#[test]
+fn an_upgrade_never_touches_the_old_workers() {
+    let mut sim = serving(2);
+    let old = sim.pids(|_| true);
+    sim.pool.upgrade_started(Pid::from_raw(9000), sim.now);
+    sim.pool.upgrade_ready(Pid::from_raw(9000));
+    let out = sim.run();
+    assert!(out.contains(&Action::Emit(EventKind::UpgradeReady { pid: 9000 })));
+    assert!(signals(&sim.tick()).is_empty());
+    assert_eq!(sim.pids(|w| w.live()), old);
+    assert_eq!(sim.pool.successor(), Some(Pid::from_raw(9000)));
+}
+
+#[test]
+fn a_new_master_that_exits_ends_the_upgrade_and_its_files_go() {
+    let child = Pid::from_raw(9000);
+    for (status, reason) in [
+        (
+            WaitStatus::Exited(child, APP_LOAD_ERROR),
+            "the new master exited with code 4: its app failed to load",
+        ),
+        (
+            WaitStatus::Exited(child, 1),
+            "the new master exited with code 1",
+        ),
+        (
+            WaitStatus::Signaled(child, Signal::SIGTERM, false),
+            "the new master was killed by SIGTERM",
+        ),
+    ] {
+        let mut sim = serving(1);
+        sim.pool.upgrade_started(child, sim.now);
+        sim.run();
+        sim.pool.child_master_exited(&status);
+        let out = sim.run();
+        assert!(
+            out.contains(&Action::Emit(EventKind::UpgradeFailed {
+                pid: Some(9000),
+                reason: reason.into()
+            })),
+            "{out:?}"
+        );
+        assert!(out.contains(&Action::RemoveUpgradeFiles { pid: child }));
+        assert!(sim.pool.child_master.is_none());
+        assert_eq!(sim.pool.start_upgrade(), Ok(()), "another upgrade may start");
+        assert_eq!(sim.pool.successor(), None);
+    }
+}
+
+#[test]
+fn a_new_master_not_ready_in_time_is_killed() {
+    let mut sim = serving(1);
+    let child = Pid::from_raw(9000);
+    sim.pool.upgrade_started(child, sim.now);
+    sim.run();
+    let (now, beats) = (sim.now, sim.beats.clone());
+    let next = sim.pool.next_deadline(now, |w| Liveness {
+        silence: now - beats[&w.pid.as_raw()],
+        stopped: false,
+    });
+    assert_eq!(next, Some(now + TIMEOUT + Duration::from_millis(1)));
+    sim.advance(UPGRADE_TIMEOUT - Duration::from_millis(1));
+    sim.beat_all();
+    assert!(signals(&sim.tick()).is_empty());
+    sim.advance(Duration::from_millis(1));
+    sim.beat_all();
+    let out = sim.tick();
+    assert_eq!(signals(&out), vec![(child, Signal::SIGKILL)]);
+    assert!(signals(&sim.tick()).is_empty(), "killed once");
+    sim.pool
+        .child_master_exited(&WaitStatus::Signaled(child, Signal::SIGKILL, false));
+    let out = sim.run();
+    assert!(out.contains(&Action::Emit(EventKind::UpgradeFailed {
+        pid: Some(9000),
+        reason: "the new master was not ready within 60 s (--upgrade-timeout) and was killed"
+            .into()
+    })));
+}
+
+#[test]
+fn a_ready_new_master_is_not_timed_out() {
+    let mut sim = serving(1);
+    let child = Pid::from_raw(9000);
+    sim.pool.upgrade_started(child, sim.now);
+    sim.pool.upgrade_ready(child);
+    sim.run();
+    sim.advance(UPGRADE_TIMEOUT * 2);
+    sim.beat_all();
+    assert!(signals(&sim.tick()).is_empty());
+}
+
+#[test]
+fn winch_acts_in_the_foreground_during_an_upgrade() {
+    let mut sim = serving(2);
+    sim.pool.upgrade_started(Pid::from_raw(9000), sim.now);
+    sim.pool.upgrade_ready(Pid::from_raw(9000));
+    sim.run();
+    assert_eq!(
+        sim.pool.stop_workers(sim.now),
+        Outcome::StoppingWorkers { count: 2 }
+    );
+    assert_eq!(signals(&sim.run()).len(), 2);
+    assert_eq!(sim.pool.target, 0);
 }

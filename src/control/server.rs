@@ -286,6 +286,19 @@ impl ControlServer {
         }
     }
 
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Move the socket file to `to` (a new master taking over the old one's
+    /// path after a binary upgrade): clients that connect to `to` reach us.
+    /// Whatever was at `to` is replaced.
+    pub fn rename(&mut self, to: &Path) -> io::Result<()> {
+        std::fs::rename(&self.path, to)?;
+        self.path = to.to_path_buf();
+        Ok(())
+    }
+
     /// Close everything and remove the socket file (we created it).
     pub fn shutdown(mut self, registry: &Registry) {
         let tokens: Vec<Token> = self.clients.keys().copied().collect();
@@ -480,6 +493,18 @@ fn peer_of(stream: &UnixStream) -> Peer {
             pid: 0,
             uid: u32::MAX,
         },
+    }
+}
+
+/// Remove the socket file at `path` if nothing answers on it any more (the
+/// server that bound it is gone). Anything else is left alone.
+pub fn remove_stale_socket(path: &Path) {
+    use std::os::unix::fs::FileTypeExt;
+    let is_socket = std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_socket());
+    if is_socket && std::os::unix::net::UnixStream::connect(path).is_err() {
+        if let Err(e) = std::fs::remove_file(path) {
+            tracing::debug!("cannot remove {}: {e}", path.display());
+        }
     }
 }
 

@@ -1,0 +1,366 @@
+//! Binary upgrade (USR2, `gunicornctl upgrade`), the part that does I/O:
+//! starting the new master, the channel between the two masters, and the
+//! new master's takeover. The decisions (one upgrade at a time, the
+//! timeout, what an exit means) are the plan's (`Pool::start_upgrade` and
+//! the `child_master`/`parent_master` state).
+//!
+//! How it goes (ARCHITECTURE.md, "Binary upgrade", has the protocol):
+//! 1. The old master fork+execs the binary it was started from
+//!    ([`StartContext`]) with its listeners at fd 3.. (`GUNICORN_FD`, or
+//!    `LISTEN_FDS` when they came from systemd), `GUNICORN_PID=<old pid>`
+//!    and one end of a socket pair, the channel, after them
+//!    (`GUNICORND_UPGRADE_FD`).
+//! 2. The new master writes `<pidfile>.2`, binds `<control socket>.2`, logs
+//!    as `Master.2`, says nothing to systemd, and spawns its workers on the
+//!    inherited sockets.
+//! 3. When they have all booted it writes `READY <pid>\n` on the channel;
+//!    the old master logs it and emits `upgrade_ready`.
+//! 4. When the old master exits, its end of the channel closes: the new
+//!    master reads end-of-file at once and takes over (pidfile, control
+//!    socket path, MAINPID, READY=1).
+
+use std::ffi::{OsStr, OsString};
+use std::io::{Read, Write};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use mio::unix::SourceFd;
+use mio::{Interest, Token};
+use nix::unistd::Pid;
+
+use super::{Arbiter, ListenerSource, Outcome};
+use crate::control::protocol::EventKind;
+
+/// The event loop's token for the channel to the other master.
+pub(super) const CHANNEL: Token = Token(usize::MAX);
+
+/// Names the fd of the channel in the new master's environment.
+const CHANNEL_VAR: &str = "GUNICORND_UPGRADE_FD";
+/// The old master's pid, as gunicorn names it.
+const PARENT_VAR: &str = "GUNICORN_PID";
+
+/// Variables describing inherited descriptors or the previous master: the
+/// new master gets fresh ones, never the ones this master was started with.
+const HANDED_OVER_VARS: &[&str] = &[
+    "GUNICORN_FD",
+    PARENT_VAR,
+    CHANNEL_VAR,
+    "LISTEN_FDS",
+    "LISTEN_PID",
+    "LISTEN_FDNAMES",
+    // systemd watches the main pid only; the new master becomes it on
+    // takeover and must not skip the watchdog because of the old pid.
+    "WATCHDOG_PID",
+];
+
+/// How this master was started, captured before anything changes it: what
+/// a new master is started with.
+#[derive(Debug, Clone)]
+pub(super) struct StartContext {
+    /// The binary, by the path it was started with, made absolute: after a
+    /// package upgrade that path names the new binary (`/proc/self/exe`
+    /// would still name the replaced one). `Err` says why it is unknown.
+    program: Result<PathBuf, String>,
+    args: Vec<OsString>,
+    cwd: PathBuf,
+    env: Vec<(OsString, OsString)>,
+}
+
+impl StartContext {
+    pub(super) fn capture() -> StartContext {
+        let args: Vec<OsString> = std::env::args_os().collect();
+        let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/"));
+        let env: Vec<(OsString, OsString)> = std::env::vars_os().collect();
+        let path_var = env
+            .iter()
+            .find(|(k, _)| k == "PATH")
+            .map(|(_, v)| v.clone());
+        let program = match args.first() {
+            Some(argv0) => resolve_program(argv0, &cwd, path_var.as_deref()),
+            None => Err("the process was started without argv[0]".into()),
+        };
+        StartContext {
+            program,
+            args,
+            cwd,
+            env,
+        }
+    }
+}
+
+/// `argv0` as an absolute path: relative to the start directory when it has
+/// a slash, else the first executable of that name on `PATH` (as the shell
+/// that started us found it).
+fn resolve_program(argv0: &OsStr, cwd: &Path, path: Option<&OsStr>) -> Result<PathBuf, String> {
+    let name = Path::new(argv0);
+    if argv0.as_bytes().contains(&b'/') {
+        return Ok(cwd.join(name));
+    }
+    for dir in std::env::split_paths(path.unwrap_or_default()) {
+        let candidate = cwd.join(dir).join(name);
+        if is_executable(&candidate) {
+            return Ok(candidate);
+        }
+    }
+    Err(format!(
+        "cannot tell which binary to start: argv[0] '{}' has no slash and is not on PATH",
+        name.display()
+    ))
+}
+
+fn is_executable(path: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+}
+
+/// The old master, as a new master started by an upgrade sees it.
+pub(super) struct Parent {
+    pub(super) pid: Pid,
+    pub(super) channel: UnixStream,
+}
+
+impl Parent {
+    /// Are we the new master of an upgrade? Takes the variables out of the
+    /// environment so that workers and hooks do not inherit them.
+    pub(super) fn from_env() -> Result<Option<Parent>, String> {
+        let (Some(pid), Some(fd)) = (std::env::var_os(PARENT_VAR), std::env::var_os(CHANNEL_VAR))
+        else {
+            return Ok(None);
+        };
+        std::env::remove_var(PARENT_VAR);
+        std::env::remove_var(CHANNEL_VAR);
+        let pid: i32 = pid
+            .to_str()
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(|| format!("{PARENT_VAR}={pid:?} is not a pid"))?;
+        let fd: RawFd = fd
+            .to_str()
+            .and_then(|s| s.parse().ok())
+            .filter(|fd| *fd > 2)
+            .ok_or_else(|| format!("{CHANNEL_VAR}={fd:?} is not a descriptor number"))?;
+        // SAFETY: fcntl(F_GETFD) only checks that the descriptor is open.
+        if unsafe { libc::fcntl(fd, libc::F_GETFD) } < 0 {
+            return Err(format!("{CHANNEL_VAR}={fd}: no such open descriptor"));
+        }
+        // SAFETY: the old master handed this descriptor to us to own.
+        let channel = UnixStream::from(unsafe { OwnedFd::from_raw_fd(fd) });
+        crate::fd::set_cloexec(&channel).map_err(|e| format!("{CHANNEL_VAR}={fd}: {e}"))?;
+        channel
+            .set_nonblocking(true)
+            .map_err(|e| format!("{CHANNEL_VAR}={fd}: {e}"))?;
+        Ok(Some(Parent {
+            pid: Pid::from_raw(pid),
+            channel,
+        }))
+    }
+}
+
+/// `path` with `.2` appended: where a new master keeps its pidfile and
+/// control socket until it takes over.
+pub(super) fn second(path: &Path) -> PathBuf {
+    let mut s = path.as_os_str().to_owned();
+    s.push(".2");
+    PathBuf::from(s)
+}
+
+impl Arbiter {
+    /// USR2 / `upgrade`: start a new master on the same sockets.
+    pub(super) fn upgrade(&mut self) -> Outcome {
+        tracing::info!("Upgrade requested: {}", self.name);
+        if let Err(why) = self.pool.start_upgrade() {
+            return Outcome::Refused(why);
+        }
+        match self.start_new_master() {
+            Ok((pid, channel)) => {
+                self.channel = Some(channel);
+                self.pool.upgrade_started(pid, Instant::now())
+            }
+            Err(e) => self.pool.upgrade_not_started(&e),
+        }
+    }
+
+    fn start_new_master(&mut self) -> Result<(Pid, UnixStream), String> {
+        let program = self.start.program.clone()?;
+        let (ours, theirs) =
+            UnixStream::pair().map_err(|e| format!("cannot create the upgrade channel: {e}"))?;
+        let mut fds: Vec<RawFd> = self.listeners.iter().map(|l| l.raw_fd()).collect();
+        let count = fds.len();
+        fds.push(theirs.as_raw_fd());
+        let mut env: Vec<(OsString, OsString)> = self
+            .start
+            .env
+            .iter()
+            .filter(|(k, _)| !HANDED_OVER_VARS.iter().any(|v| k == v))
+            .cloned()
+            .collect();
+        let var = |k: &str, v: String| (OsString::from(k), OsString::from(v));
+        env.push(var(PARENT_VAR, self.pid.to_string()));
+        env.push(var(CHANNEL_VAR, (3 + count).to_string()));
+        let mut pid_var = None;
+        match &self.listener_source {
+            ListenerSource::Systemd { names } => {
+                env.push(var("LISTEN_FDS", count.to_string()));
+                env.push(var("LISTEN_FDNAMES", names.join(":")));
+                pid_var = Some(OsString::from("LISTEN_PID"));
+            }
+            _ => {
+                let list: Vec<String> = (3..3 + count).map(|fd| fd.to_string()).collect();
+                env.push(var("GUNICORN_FD", list.join(",")));
+            }
+        }
+        let spec = crate::exec::ExecSpec {
+            program,
+            args: self.start.args.clone(),
+            env,
+            cwd: Some(self.start.cwd.clone()),
+            fds,
+            pid_var,
+            pre_exec: self.hooks.command_for("pre_exec", &[]),
+        };
+        let pid = crate::exec::spawn(&spec).map_err(|e| e.to_string())?;
+        drop(theirs);
+        ours.set_nonblocking(true)
+            .map_err(|e| format!("upgrade channel: {e}"))?;
+        self.poll
+            .registry()
+            .register(
+                &mut SourceFd(&ours.as_raw_fd()),
+                CHANNEL,
+                Interest::READABLE,
+            )
+            .map_err(|e| format!("upgrade channel: {e}"))?;
+        Ok((pid, ours))
+    }
+
+    /// The channel to the other master is readable.
+    pub(super) fn channel_ready(&mut self) {
+        if self.pool.parent_master.is_some() {
+            self.read_from_old_master();
+        } else {
+            self.read_from_new_master();
+        }
+    }
+
+    /// Old master: `READY <pid>` lines; end-of-file when the new master is
+    /// gone (its exit is reaped and judged separately).
+    fn read_from_new_master(&mut self) {
+        let Some(channel) = self.channel.as_mut() else {
+            return;
+        };
+        let mut buf = [0u8; 256];
+        let mut closed = false;
+        loop {
+            match channel.read(&mut buf) {
+                Ok(0) => {
+                    closed = true;
+                    break;
+                }
+                Ok(n) => self.channel_buf.extend_from_slice(&buf[..n]),
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                Err(_) => {
+                    closed = true;
+                    break;
+                }
+            }
+        }
+        while let Some(end) = self.channel_buf.iter().position(|&b| b == b'\n') {
+            let line: Vec<u8> = self.channel_buf.drain(..=end).collect();
+            let text = String::from_utf8_lossy(&line);
+            match text.trim().strip_prefix("READY ").map(str::parse::<i32>) {
+                Some(Ok(pid)) => self.pool.upgrade_ready(Pid::from_raw(pid)),
+                _ => tracing::warn!("Upgrade channel: unexpected message {:?}", text.trim()),
+            }
+        }
+        if closed {
+            self.close_channel();
+        }
+    }
+
+    /// New master: the old master never writes, so readable means its end
+    /// closed: it exited (or was killed). Take over.
+    fn read_from_old_master(&mut self) {
+        let Some(channel) = self.channel.as_mut() else {
+            return;
+        };
+        let mut buf = [0u8; 64];
+        match channel.read(&mut buf) {
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return,
+            Ok(n) if n > 0 => return,
+            _ => {}
+        }
+        self.close_channel();
+        self.pool.promoted();
+    }
+
+    fn close_channel(&mut self) {
+        if let Some(channel) = self.channel.take() {
+            let _ = self
+                .poll
+                .registry()
+                .deregister(&mut SourceFd(&channel.as_raw_fd()));
+        }
+        self.channel_buf.clear();
+    }
+
+    /// New master: all workers booted; tell the old master.
+    pub(super) fn tell_old_master_ready(&mut self) {
+        if self.pool.parent_master.is_none() {
+            return;
+        }
+        let line = format!("READY {}\n", self.pid);
+        if let Some(channel) = self.channel.as_mut() {
+            if let Err(e) = channel.write_all(line.as_bytes()) {
+                tracing::warn!("Cannot tell the old master that this one is ready: {e}");
+            }
+        }
+    }
+
+    /// New master, old master gone: take over its pidfile, control socket
+    /// path and place with systemd; the sockets' files are ours now.
+    pub(super) fn take_over(&mut self, old: Pid) {
+        self.name = "Master";
+        if let (Some(pidfile), Some(path)) = (self.pidfile.as_mut(), &self.settings.pidfile) {
+            if let Err(e) = pidfile.rename(path) {
+                tracing::error!("Cannot move the pidfile to {}: {e}", path.display());
+            }
+        }
+        if let Some(control) = self.control.as_mut() {
+            if let Some(path) = self.control_path.clone() {
+                match control.rename(&path) {
+                    Ok(()) => tracing::info!("Control socket listening at {}", path.display()),
+                    Err(e) => tracing::error!(
+                        "Cannot move the control socket to {}: {e}",
+                        path.display()
+                    ),
+                }
+            }
+        }
+        if self.listener_source == ListenerSource::Upgrade {
+            for l in &mut self.listeners {
+                l.claim_path();
+            }
+            self.listener_source = ListenerSource::Bound;
+        }
+        // The pidfile holds our pid before systemd hears MAINPID.
+        self.report.take_over(self.pid);
+        self.emit(EventKind::Promoted {
+            pid: self.pid.as_raw(),
+            old_pid: old.as_raw(),
+        });
+    }
+
+    /// Old master: the new master `pid` is gone; remove what it left.
+    pub(super) fn remove_upgrade_files(&mut self, pid: Pid) {
+        self.close_channel();
+        if let Some(path) = &self.settings.pidfile {
+            crate::pidfile::remove_if_held_by(&second(path), pid.as_raw() as u32);
+        }
+        if let Some(path) = &self.control_path {
+            crate::control::server::remove_stale_socket(&second(path));
+        }
+    }
+}
