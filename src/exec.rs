@@ -18,6 +18,11 @@
 //!   environment is not inherited implicitly. A caller that wants it builds
 //!   the list from [`std::env::vars_os`] and edits it; what the program sees
 //!   is then visible in one place.
+//! - **the program's own pid**, in the variable that [`ExecSpec::pid_var`]
+//!   names, if any: systemd's socket activation wants `LISTEN_PID` to be the
+//!   pid of the process that receives the fds, which the parent learns only
+//!   from `fork`. It replaces any variable of the same name in
+//!   [`ExecSpec::env`].
 //! - **argv** as given, including `argv[0]`, and the working directory
 //!   ([`ExecSpec::cwd`], or the master's own when `None`).
 //!
@@ -39,10 +44,38 @@
 //!   the real-time signals it reserves for itself, and a process can inherit
 //!   those ignored like any other.
 //!
+//! # The pre-exec command
+//!
+//! [`ExecSpec::pre_exec`] is gunicorn's `pre_exec` server hook, which
+//! gunicorn runs in the forked child just before the exec. The child runs
+//! the command to its end as the last thing before its own `execve`: after
+//! the fds are placed, the others closed, the signals reset and the
+//! directory changed, so the command runs in the program's directory with
+//! the program's signal state. Its stdio is the child's fds 0 to 2; it gets
+//! neither the passed fds (its own child closes fds 3 and up before
+//! exec'ing it: a command that kept a listener open would keep the socket
+//! alive after the program exits) nor the program's environment, only
+//! [`PreExec::env`]. Like gunicorn, which ignores what its hook returns, the
+//! program is exec'd whatever the command's exit status, and also when the
+//! command cannot be started at all (no process, or a program that cannot
+//! be exec'd: its own child exits with 127).
+//!
+//! The command may take as long as it likes, and the master must not wait
+//! for it: the child therefore closes its report pipe (see below) just
+//! before it starts the command, and [`spawn`] returns then. With a
+//! pre-exec command, a failure of the final `execve` is no longer reported
+//! by [`spawn`]: the child exits with 127 instead, which the caller sees
+//! when it reaps the child, as for a program that died right away. Every
+//! earlier step is still reported synchronously.
+//!
 //! # How
 //!
 //! Everything the child needs (C strings, the argv and envp pointer
-//! arrays, the scratch space for moving fds) is allocated before `fork`.
+//! arrays, the scratch space for moving fds, the room for the pid in the
+//! [`pid_var`](ExecSpec::pid_var) entry) is allocated before `fork`; the
+//! child writes its pid there in decimal with integer code. The pre-exec
+//! command's process is started with the raw `clone` call rather than the
+//! C library's `fork`, which runs `atfork` handlers and takes locks.
 //! Between `fork` and `execve` the child runs only async-signal-safe libc
 //! calls: no allocation, no locks, no logging, no panics. That keeps
 //! [`spawn`] correct in a process with other threads (a test runner), whose
@@ -65,8 +98,9 @@
 //! filters) by listing `/proc/self/fd` with the raw `getdents64` call,
 //! which does not allocate.
 //!
-//! A failure between `fork` and `execve`, including `execve` itself, is
-//! reported synchronously: the child writes the failed step and `errno` to a
+//! A failure between `fork` and `execve`, including `execve` itself (up to
+//! the pre-exec command, if there is one), is reported synchronously: the
+//! child writes the failed step and `errno` to a
 //! close-on-exec pipe and exits with 127. The parent reads that pipe until
 //! end of file: end of file without a report means `execve` succeeded (the
 //! pipe closed with it), and [`spawn`] returns the child's pid; a report
@@ -117,6 +151,41 @@ pub struct ExecSpec {
     /// order. The caller's fds stay as they are (close-on-exec or not); the
     /// same fd may be listed twice.
     pub fds: Vec<RawFd>,
+    /// The name of a variable that the program finds set to its own pid
+    /// (decimal), e.g. `LISTEN_PID`. It wins over [`env`](Self::env): an
+    /// entry of `env` with the same name is replaced in place (the first
+    /// one; any later ones are dropped), and without one the variable comes
+    /// last. The name must be non-empty and free of `=`.
+    pub pid_var: Option<OsString>,
+    /// A command the child runs to its end just before it execs the program
+    /// (see [the module documentation](self#the-pre-exec-command)).
+    pub pre_exec: Option<PreExec>,
+}
+
+/// The command of [`ExecSpec::pre_exec`]: what to run, with what. It gets
+/// the child's fds 0 to 2 and nothing else.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PreExec {
+    /// The path handed to `execve`: no `PATH` search.
+    pub program: PathBuf,
+    /// The whole argv, `argv[0]` included; it must not be empty.
+    pub args: Vec<OsString>,
+    /// The whole environment of the command (the program's
+    /// [`ExecSpec::env`] is not added). Names must be non-empty and free of
+    /// `=`.
+    pub env: Vec<(OsString, OsString)>,
+}
+
+impl PreExec {
+    /// `/bin/sh -c COMMAND`, the way server hooks run (see
+    /// [`crate::hooks`]), with exactly `env`.
+    pub fn shell(command: &str, env: Vec<(OsString, OsString)>) -> PreExec {
+        PreExec {
+            program: "/bin/sh".into(),
+            args: vec!["/bin/sh".into(), "-c".into(), command.into()],
+            env,
+        }
+    }
 }
 
 /// The step of [`spawn`] that failed, as reported in an [`ExecError`].
@@ -352,9 +421,11 @@ struct Prepared {
     /// Owns the strings `argv` points to.
     _args: Vec<CString>,
     argv: Vec<*const c_char>,
-    /// Owns the strings `envp` points to.
+    /// Owns the strings `envp` points to, but for the pid entry.
     _env: Vec<CString>,
     envp: Vec<*const c_char>,
+    /// The [`ExecSpec::pid_var`] entry, which `envp` points to as well.
+    pid_entry: Option<PidEntry>,
     cwd: Option<CString>,
     sources: Vec<c_int>,
     /// Scratch space for the sources' copies above the target range.
@@ -365,6 +436,92 @@ struct Prepared {
     fd_limit: c_int,
     last_signal: c_int,
     empty_mask: libc::sigset_t,
+    pre_exec: Option<PreparedCommand>,
+}
+
+/// The most digits a pid has in decimal: `pid_t` is 32 bits.
+const PID_DIGITS: usize = 10;
+
+/// `NAME=` followed by room for any pid and its NUL, filled in by the child.
+struct PidEntry {
+    /// Its heap block is what `envp` points to; it never moves.
+    bytes: Vec<u8>,
+    /// Where the digits start: the length of `NAME=`.
+    digits_at: usize,
+}
+
+impl PidEntry {
+    fn new(name: &[u8]) -> PidEntry {
+        let mut bytes = [name, b"="].concat();
+        let digits_at = bytes.len();
+        bytes.resize(digits_at + PID_DIGITS + 1, 0);
+        PidEntry { bytes, digits_at }
+    }
+
+    /// The entry as `envp` holds it. `as_mut_ptr` creates no reference, so
+    /// the pointer stays valid when [`set`](Self::set) writes through
+    /// another one.
+    fn as_ptr(&mut self) -> *const c_char {
+        self.bytes.as_mut_ptr().cast_const().cast()
+    }
+
+    /// Write `pid` into the entry. Async-signal-safe: no allocation, and
+    /// the digits always fit.
+    fn set(&mut self, pid: u32) {
+        let digits = decimal(pid);
+        // SAFETY: `bytes` holds `digits_at + PID_DIGITS + 1` bytes.
+        unsafe {
+            std::ptr::copy_nonoverlapping(
+                digits.as_ptr(),
+                self.bytes.as_mut_ptr().add(self.digits_at),
+                digits.len(),
+            );
+        }
+    }
+}
+
+/// `n` in decimal followed by NULs.
+fn decimal(n: u32) -> [u8; PID_DIGITS + 1] {
+    let mut len = 1;
+    let mut rest = n / 10;
+    while rest > 0 {
+        len += 1;
+        rest /= 10;
+    }
+    let mut out = [0u8; PID_DIGITS + 1];
+    let mut rest = n;
+    // `len` is at most 10, the digits of `u32::MAX`.
+    for slot in out.iter_mut().take(len).rev() {
+        *slot = b'0' + (rest % 10) as u8;
+        rest /= 10;
+    }
+    out
+}
+
+/// The [`PreExec`] command, ready for `execve`.
+struct PreparedCommand {
+    program: CString,
+    _args: Vec<CString>,
+    argv: Vec<*const c_char>,
+    _env: Vec<CString>,
+    envp: Vec<*const c_char>,
+}
+
+impl PreparedCommand {
+    fn new(command: &PreExec) -> io::Result<PreparedCommand> {
+        let program = c_string(command.program.as_os_str().as_bytes(), || {
+            "the pre_exec program path".to_string()
+        })?;
+        let args = argv(&command.args, "pre_exec ")?;
+        let env = environment(&command.env, None, "pre_exec ")?;
+        Ok(PreparedCommand {
+            program,
+            argv: pointers(&args),
+            _args: args,
+            envp: pointers(&env),
+            _env: env,
+        })
+    }
 }
 
 /// The kernel's `sigset_t` in bytes (`_NSIG / 8`), which `rt_sigaction`
@@ -406,37 +563,78 @@ fn pointers(strings: &[CString]) -> Vec<*const c_char> {
         .collect()
 }
 
+/// Check a variable name: non-empty, no `=` (and no NUL, checked with the
+/// entry).
+fn check_name(name: &[u8], what: &str) -> io::Result<()> {
+    if name.is_empty() || name.contains(&b'=') {
+        return Err(invalid(format!(
+            "{what}environment variable name {:?} is empty or contains '='",
+            String::from_utf8_lossy(name)
+        )));
+    }
+    Ok(())
+}
+
+/// `args` as C strings; `what` prefixes the errors.
+fn argv(args: &[OsString], what: &str) -> io::Result<Vec<CString>> {
+    if args.is_empty() {
+        return Err(invalid(format!(
+            "{what}argv is empty (argv[0] is required)"
+        )));
+    }
+    args.iter()
+        .enumerate()
+        .map(|(i, a)| c_string(a.as_bytes(), || format!("{what}argv[{i}]")))
+        .collect()
+}
+
+/// `NAME=value` entries of `env`, leaving out the variable `skip`; `what`
+/// prefixes the errors.
+fn environment(
+    env: &[(OsString, OsString)],
+    skip: Option<&[u8]>,
+    what: &str,
+) -> io::Result<Vec<CString>> {
+    env.iter()
+        .filter(|(name, _)| Some(name.as_bytes()) != skip)
+        .map(|(name, value)| {
+            let name = name.as_bytes();
+            check_name(name, what)?;
+            let entry = [name, b"=", value.as_bytes()].concat();
+            c_string(&entry, || {
+                format!(
+                    "{what}environment variable {}",
+                    String::from_utf8_lossy(name)
+                )
+            })
+        })
+        .collect()
+}
+
 impl Prepared {
     fn new(spec: &ExecSpec) -> io::Result<Prepared> {
         let program = c_string(spec.program.as_os_str().as_bytes(), || {
             "the program path".to_string()
         })?;
-        if spec.args.is_empty() {
-            return Err(invalid("argv is empty (argv[0] is required)".into()));
+        let args = argv(&spec.args, "")?;
+        let pid_name = spec.pid_var.as_ref().map(|name| name.as_bytes());
+        if let Some(name) = pid_name {
+            check_name(name, "pid_var ")?;
+            c_string(name, || "the pid_var name".into())?;
         }
-        let args = spec
-            .args
-            .iter()
-            .enumerate()
-            .map(|(i, a)| c_string(a.as_bytes(), || format!("argv[{i}]")))
-            .collect::<io::Result<Vec<_>>>()?;
-        let env = spec
-            .env
-            .iter()
-            .map(|(name, value)| {
-                let name = name.as_bytes();
-                if name.is_empty() || name.contains(&b'=') {
-                    return Err(invalid(format!(
-                        "environment variable name {:?} is empty or contains '='",
-                        String::from_utf8_lossy(name)
-                    )));
-                }
-                let entry = [name, b"=", value.as_bytes()].concat();
-                c_string(&entry, || {
-                    format!("environment variable {}", String::from_utf8_lossy(name))
-                })
-            })
-            .collect::<io::Result<Vec<_>>>()?;
+        let env = environment(&spec.env, pid_name, "")?;
+        let mut envp = pointers(&env);
+        let mut pid_entry = pid_name.map(PidEntry::new);
+        if let (Some(name), Some(entry)) = (pid_name, pid_entry.as_mut()) {
+            // Where the first variable of that name was, else last (before
+            // the terminating null).
+            let at = spec
+                .env
+                .iter()
+                .take_while(|(other, _)| other.as_bytes() != name)
+                .count();
+            envp.insert(at, entry.as_ptr());
+        }
         let cwd = spec
             .cwd
             .as_ref()
@@ -459,12 +657,18 @@ impl Prepared {
             libc::sigemptyset(&mut mask);
             mask
         };
+        let pre_exec = spec
+            .pre_exec
+            .as_ref()
+            .map(PreparedCommand::new)
+            .transpose()?;
         Ok(Prepared {
             program,
             argv: pointers(&args),
             _args: args,
-            envp: pointers(&env),
+            envp,
             _env: env,
+            pid_entry,
             cwd,
             sources: spec.fds.clone(),
             moved: vec![-1; spec.fds.len()],
@@ -472,6 +676,7 @@ impl Prepared {
             fd_limit,
             last_signal: libc::SIGRTMAX(),
             empty_mask,
+            pre_exec,
         })
     }
 
@@ -483,6 +688,10 @@ impl Prepared {
     /// close-on-exec report pipe. Only async-signal-safe calls follow, and
     /// nothing here allocates or can panic.
     unsafe fn exec(&mut self, report: c_int) -> ! {
+        if let Some(entry) = &mut self.pid_entry {
+            // A pid is positive.
+            entry.set(libc::getpid() as u32);
+        }
         // Everything is still blocked: no signal can reach a handler
         // inherited from the parent before it is gone. SIGKILL and SIGSTOP
         // cannot be changed (EINVAL), and need not be.
@@ -530,6 +739,13 @@ impl Prepared {
         if libc::sigprocmask(libc::SIG_SETMASK, &self.empty_mask, std::ptr::null_mut()) < 0 {
             fail(report, Step::SignalMask);
         }
+        if let Some(command) = &self.pre_exec {
+            // The parent stops waiting here (see the module documentation):
+            // a failed execve below is then only the exit status 127.
+            libc::close(report);
+            report = -1;
+            run_to_end(command, self.fd_limit);
+        }
         libc::execve(
             self.program.as_ptr(),
             self.argv.as_ptr(),
@@ -537,6 +753,55 @@ impl Prepared {
         );
         fail(report, Step::Exec)
     }
+}
+
+/// Run the pre-exec command and wait for it to end, whatever the outcome
+/// (in the child). Async-signal-safe.
+unsafe fn run_to_end(command: &PreparedCommand, fd_limit: c_int) {
+    let pid = clone_process();
+    if pid < 0 {
+        // No process: the program is exec'd all the same.
+        return;
+    }
+    if pid == 0 {
+        // The passed fds are the program's, not the command's. If they
+        // cannot all be closed, the command does not run.
+        if close_from(FIRST_PASSED_FD, -1, fd_limit).is_ok() {
+            libc::execve(
+                command.program.as_ptr(),
+                command.argv.as_ptr(),
+                command.envp.as_ptr(),
+            );
+        }
+        libc::_exit(127);
+    }
+    let mut status = 0;
+    // Every signal is at its default here, so EINTR is unlikely, but it
+    // would not mean the command has ended.
+    while libc::waitpid(pid, &mut status, 0) < 0 && errno() == libc::EINTR {}
+}
+
+/// A `fork` by the raw `clone` call: the C library's `fork` runs `atfork`
+/// handlers and takes locks, which is not async-signal-safe. The new
+/// process shares nothing with this one and reports its end with SIGCHLD.
+/// Returns the pid (0 in the new process) or -1.
+unsafe fn clone_process() -> libc::pid_t {
+    let flags = libc::SIGCHLD as libc::c_ulong;
+    let no_stack: libc::c_ulong = 0;
+    // A null stack means the new process goes on on a copy of this one's.
+    // s390x takes the stack first, the flags second; the others the reverse.
+    // SPARC's raw call returns the parent's pid in both processes (the C
+    // library tells them apart by a second register), so it uses `fork`.
+    #[cfg(target_arch = "s390x")]
+    let pid = libc::syscall(libc::SYS_clone, no_stack, flags, 0, 0, 0) as libc::pid_t;
+    #[cfg(any(target_arch = "sparc", target_arch = "sparc64"))]
+    let pid = {
+        let _ = (flags, no_stack);
+        libc::fork()
+    };
+    #[cfg(not(any(target_arch = "s390x", target_arch = "sparc", target_arch = "sparc64")))]
+    let pid = libc::syscall(libc::SYS_clone, flags, no_stack, 0, 0, 0) as libc::pid_t;
+    pid
 }
 
 fn errno() -> c_int {
@@ -764,5 +1029,47 @@ mod tests {
             ..ExecSpec::default()
         };
         assert_eq!(spawn(&bad_name).unwrap_err().step(), Step::Prepare);
+        let bad_pid_var = ExecSpec {
+            program: "/bin/true".into(),
+            args: vec!["true".into()],
+            pid_var: Some("LISTEN=PID".into()),
+            ..ExecSpec::default()
+        };
+        assert_eq!(
+            spawn(&bad_pid_var).unwrap_err().to_string(),
+            "cannot execute /bin/true: pid_var environment variable name \"LISTEN=PID\" is empty \
+             or contains '='"
+        );
+        let bad_pre_exec = ExecSpec {
+            program: "/bin/true".into(),
+            args: vec!["true".into()],
+            pre_exec: Some(PreExec {
+                program: "/bin/true".into(),
+                ..PreExec::default()
+            }),
+            ..ExecSpec::default()
+        };
+        assert_eq!(
+            spawn(&bad_pre_exec).unwrap_err().to_string(),
+            "cannot execute /bin/true: pre_exec argv is empty (argv[0] is required)"
+        );
+    }
+
+    #[test]
+    fn pids_fit_their_entry_in_decimal() {
+        assert_eq!(&decimal(0), b"0\0\0\0\0\0\0\0\0\0\0");
+        assert_eq!(&decimal(7)[..2], b"7\0");
+        assert_eq!(&decimal(4_194_304)[..8], b"4194304\0");
+        assert_eq!(&decimal(u32::MAX), b"4294967295\0");
+
+        let mut entry = PidEntry::new(b"LISTEN_PID");
+        let at = entry.as_ptr();
+        entry.set(12345);
+        // SAFETY: the entry is NUL-terminated.
+        let text = unsafe { std::ffi::CStr::from_ptr(at) };
+        assert_eq!(text.to_bytes(), b"LISTEN_PID=12345");
+        entry.set(7);
+        let text = unsafe { std::ffi::CStr::from_ptr(at) };
+        assert_eq!(text.to_bytes(), b"LISTEN_PID=7");
     }
 }

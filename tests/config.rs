@@ -124,6 +124,7 @@ fn builtin_defaults_and_environment_defaults() {
     assert_eq!(int(&t, "workers"), 1);
     assert_eq!(int(&t, "backlog"), 2048);
     assert_eq!(int(&t, "timeout"), 30);
+    assert_eq!(int(&t, "upgrade_timeout"), 60);
     assert_eq!(int(&t, "limit_request_line"), 4094);
     assert_eq!(t["errorlog"].as_str(), Some("-"));
     assert_eq!(t["control_socket_mode"].as_str(), Some("0600"));
@@ -147,6 +148,45 @@ fn builtin_defaults_and_environment_defaults() {
     assert!(
         err.starts_with("Error: invalid value 'lots' for WEB_CONCURRENCY"),
         "{err}"
+    );
+}
+
+#[test]
+fn upgrade_timeout_from_every_source_and_its_limits() {
+    let s = Scratch::new();
+    assert_eq!(int(&s.settings(&[APP], &[]), "upgrade_timeout"), 60);
+    s.write("gunicornd.toml", "upgrade_timeout = 10\n");
+    assert_eq!(int(&s.settings(&[APP], &[]), "upgrade_timeout"), 10);
+    let env = [("GUNICORN_CMD_ARGS", "--upgrade-timeout 20")];
+    assert_eq!(int(&s.settings(&[APP], &env), "upgrade_timeout"), 20);
+    let t = s.settings(&["--upgrade-timeout", "30", APP], &env);
+    assert_eq!(int(&t, "upgrade_timeout"), 30);
+    assert_eq!(int(&t, "graceful_timeout"), 30);
+
+    let err = s.fails(&["--upgrade-timeout", "soon", APP], &[], 1);
+    assert_error_line(
+        &err,
+        "invalid value 'soon' for --upgrade-timeout: expected a non-negative integer",
+    );
+    let err = s.fails(
+        &[APP],
+        &[("GUNICORN_CMD_ARGS", "--upgrade-timeout 31536001")],
+        1,
+    );
+    assert_error_line(
+        &err,
+        "invalid value '31536001' for --upgrade-timeout (from GUNICORN_CMD_ARGS): \
+         expected at most 31536000 seconds (a year)",
+    );
+    s.write("gunicornd.toml", "upgrade_timeout = 1.5\n");
+    let err = s.fails(&[APP], &[], 1);
+    assert_error_line(
+        &err,
+        &format!(
+            "wrong type for upgrade_timeout (in {}, line 1): expected an integer, \
+             found the float 1.5",
+            s.path().join("gunicornd.toml").display()
+        ),
     );
 }
 

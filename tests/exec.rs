@@ -11,7 +11,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
 
-use gunicornd::exec::{spawn, ExecSpec, Step};
+use gunicornd::exec::{spawn, ExecSpec, PreExec, Step};
 use nix::errno::Errno;
 use nix::fcntl::OFlag;
 use nix::sys::signal::{
@@ -64,12 +64,27 @@ fn observer(out: &Path, writes: &[(&str, RawFd)]) -> ExecSpec {
         program: "/bin/sh".into(),
         args,
         env: vec![("PATH".into(), PATH.into())],
-        cwd: None,
-        fds: Vec::new(),
+        ..ExecSpec::default()
+    }
+}
+
+/// `/bin/sh -c SCRIPT sh ARGS...` with only `PATH` set.
+fn shell(script: &str, args: &[&Path]) -> ExecSpec {
+    let mut argv: Vec<OsString> = ["sh", "-c", script, "sh"]
+        .iter()
+        .map(OsString::from)
+        .collect();
+    argv.extend(args.iter().map(|arg| arg.as_os_str().to_owned()));
+    ExecSpec {
+        program: "/bin/sh".into(),
+        args: argv,
+        env: vec![("PATH".into(), PATH.into())],
+        ..ExecSpec::default()
     }
 }
 
 struct Observed {
+    pid: Pid,
     /// fd number to what `/proc` says it is (`pipe:[123]`, `/dev/null`).
     fds: BTreeMap<RawFd, String>,
     /// `SigBlk`/`SigIgn` to their hex masks.
@@ -86,27 +101,36 @@ fn read(out: &Path, name: &str) -> String {
 fn observe(spec: &ExecSpec, out: &Path) -> Observed {
     let pid = spawn(spec).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(wait(pid), 0, "the observer failed");
-    let fds = read(out, "fds")
+    Observed {
+        pid,
+        fds: fd_list(&read(out, "fds")),
+        signals: signal_masks(&read(out, "signals")),
+        env: read(out, "env").lines().map(String::from).collect(),
+        cwd: read(out, "cwd").trim_end().into(),
+    }
+}
+
+/// `ls -l /proc/PID/fd` as fd number to target.
+fn fd_list(listing: &str) -> BTreeMap<RawFd, String> {
+    listing
         .lines()
         .filter_map(|line| {
             let (left, target) = line.split_once(" -> ")?;
             let fd = left.split_whitespace().last()?.parse().ok()?;
             Some((fd, target.to_string()))
         })
-        .collect();
-    let signals = read(out, "signals")
+        .collect()
+}
+
+/// `SigBlk`/`SigIgn` lines of `/proc/PID/status` as name to mask.
+fn signal_masks(lines: &str) -> BTreeMap<String, String> {
+    lines
         .lines()
         .filter_map(|line| {
             let (name, mask) = line.split_once(':')?;
             Some((name.to_string(), mask.trim().to_string()))
         })
-        .collect();
-    Observed {
-        fds,
-        signals,
-        env: read(out, "env").lines().map(String::from).collect(),
-        cwd: read(out, "cwd").trim_end().into(),
-    }
+        .collect()
 }
 
 /// Reap `pid` and return its exit code.
@@ -383,5 +407,196 @@ fn failed_setup_steps_are_reported_with_their_step() {
     let err = spawn(&spec).unwrap_err();
     assert_eq!(err.step(), Step::PlaceFds);
     assert_eq!(err.raw_os_error(), Some(libc::EBADF));
+    assert_no_children();
+}
+
+#[test]
+fn the_pid_variable_holds_the_programs_own_pid() {
+    let _turn = turn();
+    let out = tempfile::tempdir().unwrap();
+    let pids = out.path().join("pids");
+    let mut spec = shell(r#"echo "$LISTEN_PID $$" > "$1""#, &[&pids]);
+    spec.pid_var = Some("LISTEN_PID".into());
+    let pid = spawn(&spec).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(wait(pid), 0);
+    assert_eq!(fs::read_to_string(&pids).unwrap(), format!("{pid} {pid}\n"));
+}
+
+#[test]
+fn the_pid_variable_replaces_one_of_that_name_in_place_or_comes_last() {
+    let _turn = turn();
+    let out = tempfile::tempdir().unwrap();
+    let mut spec = observer(out.path(), &[]);
+    spec.env.extend([
+        ("A".into(), "1".into()),
+        ("LISTEN_PID".into(), "1".into()),
+        ("B".into(), "2".into()),
+        ("LISTEN_PID".into(), "again".into()),
+    ]);
+    spec.pid_var = Some("LISTEN_PID".into());
+    let seen = observe(&spec, out.path());
+    assert_eq!(
+        seen.env,
+        [
+            format!("PATH={PATH}"),
+            "A=1".into(),
+            format!("LISTEN_PID={}", seen.pid),
+            "B=2".into(),
+        ]
+    );
+
+    let mut spec = observer(out.path(), &[]);
+    spec.env.push(("A".into(), "1".into()));
+    spec.pid_var = Some("MY_PID".into());
+    let seen = observe(&spec, out.path());
+    assert_eq!(
+        seen.env,
+        [
+            format!("PATH={PATH}"),
+            "A=1".into(),
+            format!("MY_PID={}", seen.pid),
+        ]
+    );
+}
+
+/// [`PreExec::shell`] with `PATH` and `vars`.
+fn hook(command: &str, vars: &[(&str, &Path)]) -> PreExec {
+    let mut env: Vec<(OsString, OsString)> = vec![("PATH".into(), PATH.into())];
+    env.extend(
+        vars.iter()
+            .map(|(name, value)| (OsString::from(name), value.as_os_str().to_owned())),
+    );
+    PreExec::shell(command, env)
+}
+
+#[test]
+fn the_pre_exec_command_runs_to_its_end_before_the_program() {
+    let _turn = turn();
+    let out = tempfile::tempdir().unwrap();
+    let log = out.path().join("log");
+    // The hook's last line comes from a process of its own, after the
+    // program could have started if the child did not wait.
+    let mut spec = shell(r#"echo program >> "$1""#, &[&log]);
+    spec.pre_exec = Some(hook(
+        r#"echo start >> "$LOG"; sh -c 'echo middle >> "$LOG"'; sh -c 'echo end >> "$LOG"'"#,
+        &[("LOG", &log)],
+    ));
+    let pid = spawn(&spec).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(wait(pid), 0);
+    assert_eq!(
+        fs::read_to_string(&log).unwrap(),
+        "start\nmiddle\nend\nprogram\n"
+    );
+    assert_no_children();
+}
+
+#[test]
+fn the_pre_exec_command_gets_its_env_and_stdio_but_not_the_passed_fds() {
+    let _turn = turn();
+    let out = tempfile::tempdir().unwrap();
+    let (a_read, a_write) = pipe();
+    let (b_read, b_write) = pipe();
+    let fds = vec![a_write.as_raw_fd(), b_write.as_raw_fd()];
+    // $PPID is the child about to exec the program.
+    const HOOK: &str = r#"set -e
+(ls -l /proc/$$/fd) > "$OUT/hook-fds"
+(ls -l /proc/$PPID/fd) > "$OUT/child-fds"
+(tr '\0' '\n' < /proc/$$/environ) > "$OUT/hook-env"
+(grep -E 'SigBlk|SigIgn' /proc/$$/status) > "$OUT/hook-signals"
+"#;
+    let mut spec = observer(out.path(), &[("a", 3), ("b", 4)]);
+    spec.fds = fds.clone();
+    spec.pid_var = Some("LISTEN_PID".into());
+    spec.pre_exec = Some(hook(HOOK, &[("OUT", out.path())]));
+    let seen = observe(&spec, out.path());
+
+    let stdio: BTreeMap<RawFd, String> = (0..3).map(|fd| (fd, link(fd))).collect();
+    let passed: BTreeMap<RawFd, String> = stdio
+        .clone()
+        .into_iter()
+        .chain((3..).zip(fds.iter().map(|fd| link(*fd))))
+        .collect();
+    assert_eq!(fd_list(&read(out.path(), "hook-fds")), stdio);
+    assert_eq!(fd_list(&read(out.path(), "child-fds")), passed);
+    assert_eq!(seen.fds, passed);
+    assert_eq!(
+        read(out.path(), "hook-env").lines().collect::<Vec<_>>(),
+        [
+            format!("PATH={PATH}"),
+            format!("OUT={}", out.path().display())
+        ]
+    );
+    assert!(seen.env.contains(&format!("LISTEN_PID={}", seen.pid)));
+    let zero = "0000000000000000".to_string();
+    let expected: BTreeMap<String, String> = ["SigBlk", "SigIgn"]
+        .into_iter()
+        .map(|name| (name.to_string(), zero.clone()))
+        .collect();
+    assert_eq!(signal_masks(&read(out.path(), "hook-signals")), expected);
+
+    drop((a_write, b_write));
+    assert_eq!(read_all(a_read), "a");
+    assert_eq!(read_all(b_read), "b");
+}
+
+#[test]
+fn a_failing_or_missing_pre_exec_command_does_not_stop_the_exec() {
+    let _turn = turn();
+    let out = tempfile::tempdir().unwrap();
+    let ran = out.path().join("ran");
+    let missing = PreExec {
+        program: "/nonexistent/gunicornd-pre-exec".into(),
+        args: vec!["pre-exec".into()],
+        env: Vec::new(),
+    };
+    for command in [hook("exit 3", &[]), hook("kill -KILL $$", &[]), missing] {
+        let mut spec = shell(r#"echo ran > "$1""#, &[&ran]);
+        spec.pre_exec = Some(command.clone());
+        let pid = spawn(&spec).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(wait(pid), 0, "{command:?}");
+        assert_eq!(fs::read_to_string(&ran).unwrap(), "ran\n", "{command:?}");
+        fs::remove_file(&ran).unwrap();
+        assert_no_children();
+    }
+}
+
+#[test]
+fn spawn_returns_while_the_pre_exec_command_runs() {
+    let _turn = turn();
+    let out = tempfile::tempdir().unwrap();
+    // The hook waits for a file that the test creates only once spawn has
+    // returned; if spawn waited for the hook, the hook's deadline would
+    // pass first.
+    const HOOK: &str = r#"i=0
+while [ ! -e "$OUT/go" ]; do
+    i=$((i + 1))
+    if [ "$i" -gt 2000 ]; then echo timeout > "$OUT/hook"; exit 1; fi
+    sleep 0.01
+done
+echo go > "$OUT/hook"
+"#;
+    let mut spec = shell(r#"cat "$1/hook" > "$1/program""#, &[out.path()]);
+    spec.pre_exec = Some(hook(HOOK, &[("OUT", out.path())]));
+    let pid = spawn(&spec).unwrap_or_else(|e| panic!("{e}"));
+    fs::write(out.path().join("go"), "").unwrap();
+    assert_eq!(wait(pid), 0);
+    assert_eq!(read(out.path(), "program"), "go\n");
+    assert_no_children();
+}
+
+#[test]
+fn with_a_pre_exec_command_a_failed_exec_is_the_exit_status_127() {
+    let _turn = turn();
+    let out = tempfile::tempdir().unwrap();
+    let ran = out.path().join("hook ran");
+    let spec = ExecSpec {
+        program: "/nonexistent/gunicornd-exec-test".into(),
+        args: vec!["x".into()],
+        pre_exec: Some(hook(r#"touch "$RAN""#, &[("RAN", &ran)])),
+        ..ExecSpec::default()
+    };
+    let pid = spawn(&spec).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(wait(pid), 127);
+    assert!(ran.exists());
     assert_no_children();
 }

@@ -224,12 +224,12 @@ fn max_requests_jitter_spreads_the_recycling_points() {
     );
 }
 
-/// `--timeout` and `--graceful-timeout` too large for a deadline (now plus
-/// that many seconds overflows) are refused at startup or honoured; guards
-/// against a master that panicked computing the deadline.
+/// `--timeout`, `--graceful-timeout` and `--upgrade-timeout` too large for a
+/// deadline (now plus that many seconds overflows) are refused at startup or
+/// honoured; guards against a master that panicked computing the deadline.
 #[test]
 fn huge_timeouts_are_refused_or_honoured_without_panicking() {
-    for flag in ["--timeout", "--graceful-timeout"] {
+    for flag in ["--timeout", "--graceful-timeout", "--upgrade-timeout"] {
         let srv = Launch::new(&[
             "-b",
             "127.0.0.1:0",

@@ -4,6 +4,7 @@ complete -c gunicornd -l backlog -d 'Maximum number of pending connections (the 
 complete -c gunicornd -s w -l workers -d 'Number of worker processes [default: 1, or $WEB_CONCURRENCY if set]' -r
 complete -c gunicornd -s t -l timeout -d 'Seconds a worker may go silent before it is killed and replaced; 0 disables the check [default: 30]' -r
 complete -c gunicornd -l graceful-timeout -d 'Seconds workers get to finish their requests after a graceful stop or restart before they are killed [default: 30]' -r
+complete -c gunicornd -l upgrade-timeout -d 'Seconds a new master started by USR2 or gunicornctl upgrade has to boot all its workers; past it the old master kills it and keeps serving [default: 60]' -r
 complete -c gunicornd -l max-requests -d 'Requests a worker serves before it is replaced; 0 disables [default: 0]' -r
 complete -c gunicornd -l max-requests-jitter -d 'Add a random 0..=INT to each worker\'s --max-requests so workers are not replaced all at once [default: 0]' -r
 complete -c gunicornd -l limit-request-line -d 'Maximum size of the HTTP request line in bytes; 0 means unlimited, values above 8190 mean 8190 [default: 4094]' -r

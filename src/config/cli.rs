@@ -20,11 +20,11 @@ number of workers), the config file, GUNICORN_CMD_ARGS, and the command line.
 The config file is the one given with -c/--config (on the command line or in \
 GUNICORN_CMD_ARGS), else ./gunicornd.toml if it exists. It is TOML, and its \
 keys are gunicorn's setting names: bind, backlog, workers, timeout, \
-graceful_timeout, max_requests, max_requests_jitter, limit_request_line, \
-limit_request_fields, limit_request_field_size, raw_env, chdir, user, group, \
-umask, proc_name, worker_tmp_dir, accesslog, access_log_format, errorlog, \
-loglevel, daemon, pidfile, control_socket, control_socket_mode, \
-control_socket_disable and app, plus a [hooks] table. --print-config prints \
+graceful_timeout, upgrade_timeout, max_requests, max_requests_jitter, \
+limit_request_line, limit_request_fields, limit_request_field_size, raw_env, \
+chdir, user, group, umask, proc_name, worker_tmp_dir, accesslog, \
+access_log_format, errorlog, loglevel, daemon, pidfile, control_socket, \
+control_socket_mode, control_socket_disable and app, plus a [hooks] table. --print-config prints \
 one with every setting.
 
 GUNICORN_CMD_ARGS holds more options in the command line's syntax, split like \
@@ -79,6 +79,12 @@ pub struct Cli {
     /// restart before they are killed [default: 30]
     #[arg(long = "graceful-timeout", value_name = "INT", value_parser = values::seconds)]
     pub graceful_timeout: Option<u64>,
+
+    /// Seconds a new master started by USR2 or gunicornctl upgrade has to
+    /// boot all its workers; past it the old master kills it and keeps
+    /// serving [default: 60]
+    #[arg(long = "upgrade-timeout", value_name = "INT", value_parser = values::seconds)]
+    pub upgrade_timeout: Option<u64>,
 
     /// Requests a worker serves before it is replaced; 0 disables
     /// [default: 0]
@@ -245,6 +251,7 @@ mod tests {
         expect("workers", defaults::WORKERS.to_string());
         expect("timeout", defaults::TIMEOUT.to_string());
         expect("graceful_timeout", defaults::GRACEFUL_TIMEOUT.to_string());
+        expect("upgrade_timeout", defaults::UPGRADE_TIMEOUT.to_string());
         expect("max_requests", defaults::MAX_REQUESTS.to_string());
         expect(
             "max_requests_jitter",

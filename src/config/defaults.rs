@@ -9,6 +9,9 @@ pub const BACKLOG: i32 = 2048;
 pub const WORKERS: usize = 1;
 pub const TIMEOUT: u64 = 30;
 pub const GRACEFUL_TIMEOUT: u64 = 30;
+/// Seconds a binary upgrade's new master has to boot its workers (not a
+/// gunicorn setting: gunicorn's old master does not watch the new one).
+pub const UPGRADE_TIMEOUT: u64 = 60;
 pub const MAX_REQUESTS: u64 = 0;
 pub const MAX_REQUESTS_JITTER: u64 = 0;
 pub const LIMIT_REQUEST_LINE: usize = 4094;

@@ -244,6 +244,7 @@ fn apply(layer: &mut Cli, e: &Entry<'_>) -> Result<(), ConfigError> {
         "workers" => layer.workers = Some(e.number(values::positive_int)?),
         "timeout" => layer.timeout = Some(e.number(values::seconds)?),
         "graceful_timeout" => layer.graceful_timeout = Some(e.number(values::seconds)?),
+        "upgrade_timeout" => layer.upgrade_timeout = Some(e.number(values::seconds)?),
         "max_requests" => layer.max_requests = Some(e.number(values::non_negative_int)?),
         "max_requests_jitter" => {
             layer.max_requests_jitter = Some(e.number(values::non_negative_int)?)
@@ -306,7 +307,7 @@ mod tests {
         let f = parse_str(
             "workers = 3\nbind = \"unix:/tmp/s\"\numask = \"0022\"\ndaemon = true\n\
              control_socket_mode = 0o660\nenv = [\"A=1\"]\nname = \"web\"\n\
-             [hooks]\non_exit = \"echo bye\"\n",
+             upgrade_timeout = \"0x10\"\n[hooks]\non_exit = \"echo bye\"\n",
         )
         .unwrap();
         assert_eq!(f.layer.workers, Some(3));
@@ -316,6 +317,7 @@ mod tests {
         assert_eq!(f.layer.control_socket_mode, Some(0o660));
         assert_eq!(f.layer.raw_env, Some(vec![("A".into(), "1".into())]));
         assert_eq!(f.layer.proc_name.as_deref(), Some("web"));
+        assert_eq!(f.layer.upgrade_timeout, Some(16));
         assert_eq!(
             f.layer.hooks,
             Some(vec![("on_exit".into(), "echo bye".into())])
@@ -340,6 +342,12 @@ mod tests {
         assert_eq!(
             err.message,
             "invalid value 'abc' for workers (in /etc/g.toml, line 2): expected a positive integer"
+        );
+        let err = parse_str("upgrade_timeout = -1\n").unwrap_err();
+        assert_eq!(
+            err.message,
+            "invalid value '-1' for upgrade_timeout (in /etc/g.toml, line 1): \
+             expected a non-negative integer"
         );
         let err = parse_str("workers = [1]\n").unwrap_err();
         assert_eq!(

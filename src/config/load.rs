@@ -230,6 +230,11 @@ impl Loader {
                 |l| &l.graceful_timeout,
                 defaults::GRACEFUL_TIMEOUT,
             ),
+            upgrade_timeout: layers.value_or(
+                "upgrade_timeout",
+                |l| &l.upgrade_timeout,
+                defaults::UPGRADE_TIMEOUT,
+            ),
             max_requests: layers.value_or(
                 "max_requests",
                 |l| &l.max_requests,
@@ -450,6 +455,35 @@ mod tests {
     }
 
     #[test]
+    fn upgrade_timeout_from_each_source_or_the_default() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = run_settings(&loader(dir.path(), &["builtin:hello"], &[]));
+        assert_eq!(s.upgrade_timeout, defaults::UPGRADE_TIMEOUT);
+        std::fs::write(dir.path().join("gunicornd.toml"), "upgrade_timeout = 10\n").unwrap();
+        let s = run_settings(&loader(dir.path(), &["builtin:hello"], &[]));
+        assert_eq!(s.upgrade_timeout, 10);
+        let env = [("GUNICORN_CMD_ARGS", "--upgrade-timeout 20")];
+        let s = run_settings(&loader(dir.path(), &["builtin:hello"], &env));
+        assert_eq!(s.upgrade_timeout, 20);
+        let args = ["--upgrade-timeout", "30", "builtin:hello"];
+        let s = run_settings(&loader(dir.path(), &args, &env));
+        assert_eq!(s.upgrade_timeout, 30);
+        // The other timeouts are their own settings.
+        assert_eq!(
+            (s.timeout, s.graceful_timeout),
+            (defaults::TIMEOUT, defaults::GRACEFUL_TIMEOUT)
+        );
+
+        let args = ["--upgrade-timeout", "31536001", "builtin:hello"];
+        let err = loader(dir.path(), &args, &[]).load().unwrap_err();
+        assert_eq!(
+            err.message,
+            "invalid value '31536001' for --upgrade-timeout: expected at most 31536000 seconds \
+             (a year)"
+        );
+    }
+
+    #[test]
     fn environment_defaults_apply_only_when_unset() {
         let dir = tempfile::tempdir().unwrap();
         let env = [("PORT", "5000"), ("WEB_CONCURRENCY", "3")];
@@ -583,6 +617,8 @@ mod tests {
             "0",
             "--limit-request-fields",
             "0",
+            "--upgrade-timeout",
+            "90",
             "--hook",
             "on_exit=echo \"bye\"\n",
             "builtin:debug?boot_sleep=1",
@@ -600,6 +636,7 @@ mod tests {
         assert_eq!(again.umask, 0o27);
         assert_eq!(again.control_socket_mode, 0o660);
         assert_eq!(again.limit_request_fields, values::MAX_HEADERS);
+        assert_eq!(again.upgrade_timeout, 90);
     }
 
     #[test]

@@ -54,6 +54,10 @@ pub struct Settings {
     /// Heartbeat timeout in seconds; 0 disables it.
     pub timeout: u64,
     pub graceful_timeout: u64,
+    /// Seconds the old master gives a new master started by a binary upgrade
+    /// (USR2, `gunicornctl upgrade`) to boot all its workers before it kills
+    /// it and goes on serving.
+    pub upgrade_timeout: u64,
     pub max_requests: u64,
     pub max_requests_jitter: u64,
     /// Normalised the gunicorn way (0 = unlimited, capped at 8190).

@@ -31,6 +31,7 @@ impl Settings {
         out.int("workers", self.workers as i64);
         out.int("timeout", self.timeout as i64);
         out.int("graceful_timeout", self.graceful_timeout as i64);
+        out.int("upgrade_timeout", self.upgrade_timeout as i64);
         out.int("max_requests", self.max_requests as i64);
         out.int("max_requests_jitter", self.max_requests_jitter as i64);
         out.int("limit_request_line", self.limit_request_line as i64);

@@ -88,7 +88,8 @@ pub fn non_negative_int(s: &str) -> Result<u64, String> {
 /// practice, and would overflow the master's clock arithmetic.
 pub const MAX_SECONDS: u64 = 365 * 24 * 3600;
 
-/// A duration in whole seconds (`--timeout`, `--graceful-timeout`).
+/// A duration in whole seconds (`--timeout`, `--graceful-timeout`,
+/// `--upgrade-timeout`).
 pub fn seconds(s: &str) -> Result<u64, String> {
     match non_negative_int(s)? {
         n if n <= MAX_SECONDS => Ok(n),
