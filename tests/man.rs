@@ -250,6 +250,12 @@ const HOOKS: &[(&str, &str)] = &[
         "The master is about to exit, after its workers are gone. GUNICORND_EXIT_STATUS: the \
          status it exits with.",
     ),
+    (
+        "pre_exec",
+        "Binary upgrade (USR2): run to its end by the forked child just before it executes the \
+         new master, with the listeners at fd 3 and up not yet visible to it. Its exit status \
+         is ignored. GUNICORND_PID: the old master's pid.",
+    ),
 ];
 
 fn gunicornd_page() -> String {

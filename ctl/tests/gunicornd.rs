@@ -881,20 +881,30 @@ fn worker_remove_with_no_workers_keeps_the_daemon() {
 }
 
 #[test]
-fn upgrade_is_refused_as_not_supported_yet() {
+fn a_second_upgrade_request_is_refused_with_its_reason() {
     let srv = Launch::hello(1).start();
+    let socket = srv.socket.clone().unwrap();
+    let started: serde_json::Value = Conn::open(&socket).ok("upgrade");
+    let new_pid = started["pid"].as_i64().expect("the new master's pid") as i32;
+    assert_eq!(started["old_pid"].as_i64(), Some(srv.pid as i64));
+    assert_eq!(
+        started["control_socket"].as_str(),
+        Some(format!("{}.2", socket.display()).as_str())
+    );
     let before = srv.worker_pids();
-    let error = Conn::open(srv.socket.as_ref().unwrap()).error("upgrade");
-    assert!(error.contains("not supported"), "{error}");
+    let error = Conn::open(&socket).error("upgrade");
+    assert!(
+        error.contains(&format!("a new master (pid {new_pid}) is already running")),
+        "{error}"
+    );
     let out = ctl(&["-s", srv.sock(), "raw", "upgrade"]);
     assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
-    assert!(stderr(&out).contains("not supported"), "{}", stderr(&out));
-    assert_eq!(
-        srv.worker_pids(),
-        before,
-        "a refused upgrade changes nothing"
+    assert!(stderr(&out).contains("already running"), "{}", stderr(&out));
+    assert!(
+        srv.worker_pids().is_superset(&before),
+        "old workers untouched"
     );
-    assert!(process_alive(srv.pid));
+    assert!(process_alive(new_pid));
 }
 
 #[test]

@@ -40,10 +40,14 @@ pub enum Action {
     ReopenLogs,
     /// The new master `pid` is gone: remove the `.2` pidfile and control
     /// socket it may have left.
-    RemoveUpgradeFiles { pid: Pid },
+    RemoveUpgradeFiles {
+        pid: Pid,
+    },
     /// This new master's old master (`old`) exited: take over the pidfile,
     /// the control socket path, systemd's MAINPID and the sockets' files.
-    TakeOver { old: Pid },
+    TakeOver {
+        old: Pid,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -89,7 +93,9 @@ pub enum Outcome {
         count: usize,
     },
     /// A new master (`pid`) was started on the same sockets.
-    Upgrading { pid: Pid },
+    Upgrading {
+        pid: Pid,
+    },
     /// The worker was asked to stop.
     Retired {
         pid: Pid,

@@ -13,8 +13,8 @@ use crate::control::protocol::{
     ConfigReply, ControlCommand, DirtyReply, EventsReply, HelpReply, ListenerInfo, ListenersReply,
     PingReply, ReloadReply, Response, ScaleReply, ScaleTarget, ShowAllReply, ShowTarget,
     ShutdownMode, ShutdownReply, StatsReply, StatusReply, StopWorkersReply, UpgradeInfo,
-    UpgradeReply, VersionReply,
-    WorkerAddReply, WorkerInfo, WorkerKillReply, WorkerRemoveReply, WorkersReply,
+    UpgradeReply, VersionReply, WorkerAddReply, WorkerInfo, WorkerKillReply, WorkerRemoveReply,
+    WorkersReply,
 };
 use crate::control::server::Incoming;
 use crate::listeners::ListenAddr;

@@ -197,10 +197,17 @@ impl Arbiter {
         parent: Option<upgrade::Parent>,
     ) -> Result<Arbiter, String> {
         let pid = nix::unistd::getpid();
-        let name = if parent.is_some() { "Master.2" } else { "Master" };
+        let name = if parent.is_some() {
+            "Master.2"
+        } else {
+            "Master"
+        };
         tracing::info!("Starting gunicornd {} ({name})", env!("CARGO_PKG_VERSION"));
         if let Some(p) = &parent {
-            tracing::info!("Started by a binary upgrade from the master with pid {}", p.pid);
+            tracing::info!(
+                "Started by a binary upgrade from the master with pid {}",
+                p.pid
+            );
         }
         // A new master keeps its pidfile and control socket beside the old
         // master's until it takes over.
@@ -210,8 +217,7 @@ impl Arbiter {
         };
         let pidfile = match &settings.pidfile {
             Some(path) => Some(
-                Pidfile::create(&own_path(path), pid.as_raw() as u32)
-                    .map_err(|e| e.to_string())?,
+                Pidfile::create(&own_path(path), pid.as_raw() as u32).map_err(|e| e.to_string())?,
             ),
             None => None,
         };
@@ -576,8 +582,8 @@ impl Arbiter {
         // Unix socket files are removed only by their owner: a socket that
         // systemd or a parent master handed us is theirs, and a new master
         // of an upgrade goes on serving on ours.
-        let unlink = self.listener_source == ListenerSource::Bound
-            && self.pool.child_master.is_none();
+        let unlink =
+            self.listener_source == ListenerSource::Bound && self.pool.child_master.is_none();
         for l in self
             .listeners
             .drain(..)

@@ -412,7 +412,9 @@ impl Pool {
         };
         self.log(
             level,
-            format!("Upgrade ended without a takeover (pid:{pid}): {reason}; this master serves on"),
+            format!(
+                "Upgrade ended without a takeover (pid:{pid}): {reason}; this master serves on"
+            ),
         );
         self.emit(EventKind::UpgradeFailed {
             pid: Some(pid.as_raw()),

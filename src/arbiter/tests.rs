@@ -1010,7 +1010,10 @@ fn one_upgrade_at_a_time_and_none_from_a_new_master_not_yet_promoted() {
     let out = sim.run();
     assert!(out.contains(&Action::Emit(EventKind::UpgradeStarted { pid: 9000 })));
     let refused = sim.pool.start_upgrade().unwrap_err();
-    assert!(refused.contains("a new master (pid 9000) is already running"), "{refused}");
+    assert!(
+        refused.contains("a new master (pid 9000) is already running"),
+        "{refused}"
+    );
 
     let mut new = serving(2);
     new.pool.parent_master = Some(Pid::from_raw(1));
@@ -1026,7 +1029,11 @@ fn one_upgrade_at_a_time_and_none_from_a_new_master_not_yet_promoted() {
             }
         ]
     );
-    assert_eq!(new.pool.start_upgrade(), Ok(()), "a promoted master may upgrade");
+    assert_eq!(
+        new.pool.start_upgrade(),
+        Ok(()),
+        "a promoted master may upgrade"
+    );
 }
 
 #[test]
@@ -1073,7 +1080,11 @@ fn a_new_master_that_exits_ends_the_upgrade_and_its_files_go() {
         );
         assert!(out.contains(&Action::RemoveUpgradeFiles { pid: child }));
         assert!(sim.pool.child_master.is_none());
-        assert_eq!(sim.pool.start_upgrade(), Ok(()), "another upgrade may start");
+        assert_eq!(
+            sim.pool.start_upgrade(),
+            Ok(()),
+            "another upgrade may start"
+        );
         assert_eq!(sim.pool.successor(), None);
     }
 }

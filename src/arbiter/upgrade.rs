@@ -332,10 +332,9 @@ impl Arbiter {
             if let Some(path) = self.control_path.clone() {
                 match control.rename(&path) {
                     Ok(()) => tracing::info!("Control socket listening at {}", path.display()),
-                    Err(e) => tracing::error!(
-                        "Cannot move the control socket to {}: {e}",
-                        path.display()
-                    ),
+                    Err(e) => {
+                        tracing::error!("Cannot move the control socket to {}: {e}", path.display())
+                    }
                 }
             }
         }

@@ -286,10 +286,6 @@ impl ControlServer {
         }
     }
 
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
     /// Move the socket file to `to` (a new master taking over the old one's
     /// path after a binary upgrade): clients that connect to `to` reach us.
     /// Whatever was at `to` is replaced.
