@@ -26,13 +26,17 @@ pub const CAPACITY: usize = 16384;
 
 /// One worker's shared state. Only the owning worker writes `heartbeat_ns`,
 /// `booted` and `requests`; only the master writes `pid` (when it hands the
-/// slot out and when it frees it).
+/// slot out and when it frees it) and `served_elsewhere`.
 #[repr(C, align(64))]
 pub struct Slot {
     pid: AtomicU32,
     booted: AtomicU32,
     heartbeat_ns: AtomicU64,
     requests: AtomicU64,
+    /// Set by the master before it stops the worker when another master's
+    /// workers accept on the same sockets (a binary upgrade): the worker
+    /// then need not drain the listen queue before it exits.
+    served_elsewhere: AtomicU32,
 }
 
 /// The shared table. Created once by the master; inherited by every worker.
@@ -95,6 +99,7 @@ impl Scoreboard {
         slot.pid.store(0, Ordering::Relaxed);
         slot.booted.store(0, Ordering::Relaxed);
         slot.requests.store(0, Ordering::Relaxed);
+        slot.served_elsewhere.store(0, Ordering::Relaxed);
         slot.heartbeat_ns.store(monotonic_ns(), Ordering::Release);
         Some(idx)
     }
@@ -139,6 +144,16 @@ impl Slot {
 
     pub fn requests(&self) -> u64 {
         self.requests.load(Ordering::Relaxed)
+    }
+
+    /// Master: the listen queue is served by another master's workers.
+    pub fn mark_served_elsewhere(&self) {
+        self.served_elsewhere.store(1, Ordering::Release);
+    }
+
+    /// Worker, stopping: must it serve what is queued on the listeners?
+    pub fn queue_served_elsewhere(&self) -> bool {
+        self.served_elsewhere.load(Ordering::Acquire) != 0
     }
 
     /// How long since the worker last reported.

@@ -17,6 +17,11 @@ pub enum Action {
         age: u64,
         generation: u64,
     },
+    /// Tell a worker about to be stopped that another master's workers
+    /// serve the listen queue (it need not drain it first).
+    QueueServedElsewhere {
+        pid: Pid,
+    },
     /// Send `signal` to a worker (the pool has already recorded it).
     Signal {
         pid: Pid,

@@ -42,6 +42,11 @@ impl Arbiter {
                     tracing::debug!("kill({pid}, {signal}): {e}");
                 }
             }
+            Action::QueueServedElsewhere { pid } => {
+                if let Some(w) = self.pool.workers.get(pid) {
+                    self.scoreboard.slot(w.slot).mark_served_elsewhere();
+                }
+            }
             Action::Log(level, msg) => log(level, &msg),
             Action::Emit(kind) => self.emit(kind),
             Action::Hook(name, vars) => self.hooks.fire(name, &vars),

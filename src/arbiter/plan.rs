@@ -773,6 +773,7 @@ impl Pool {
 
     /// Send a stop signal once; a different (stronger) one may follow.
     fn send_stop(&mut self, pid: Pid, signal: Signal, now: Instant) {
+        let handed_over = self.successor().is_some();
         let grace = if signal == Signal::SIGTERM {
             self.limits.graceful_timeout
         } else {
@@ -789,6 +790,9 @@ impl Pool {
             at: now,
             kill_at: now + grace,
         });
+        if handed_over && signal == Signal::SIGTERM {
+            self.out.push(Action::QueueServedElsewhere { pid });
+        }
         self.out.push(Action::Signal { pid, signal });
     }
 

@@ -1141,6 +1141,13 @@ fn winch_acts_in_the_foreground_during_an_upgrade() {
         sim.pool.stop_workers(sim.now),
         Outcome::StoppingWorkers { count: 2 }
     );
-    assert_eq!(signals(&sim.run()).len(), 2);
+    let out = sim.run();
+    assert_eq!(signals(&out).len(), 2);
     assert_eq!(sim.pool.target, 0);
+    // The new master's workers serve the listen queue: no drain needed.
+    let told: Vec<&Action> = out
+        .iter()
+        .filter(|a| matches!(a, Action::QueueServedElsewhere { .. }))
+        .collect();
+    assert_eq!(told.len(), 2);
 }

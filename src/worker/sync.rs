@@ -184,6 +184,11 @@ impl<'a, 'b> Server<'a, 'b> {
     /// so the drain is bounded in time as well: a retiring worker must not
     /// go on accepting until its SIGKILL.
     fn drain_backlog(&mut self) {
+        // During a binary upgrade the new master's workers accept from the
+        // same queue: nothing queued is lost without us.
+        if self.setup.slot.queue_served_elsewhere() {
+            return;
+        }
         let graceful = Duration::from_secs(self.setup.settings.graceful_timeout);
         let deadline = std::time::Instant::now() + DRAIN_WINDOW.min(graceful / 2);
         for _ in 0..DRAIN_LIMIT {

@@ -79,6 +79,8 @@ pub struct Launch {
     /// Whether to wait for a TCP `Listening at:` line; guessed from the
     /// binds when `None`.
     expect_tcp: Option<bool>,
+    /// The binary to start instead of the built gunicornd.
+    program: Option<PathBuf>,
 }
 
 impl Launch {
@@ -100,6 +102,7 @@ impl Launch {
             pid_env: vec![],
             fd3: None,
             expect_tcp: None,
+            program: None,
         }
     }
 
@@ -202,6 +205,13 @@ impl Launch {
         self
     }
 
+    /// Start `path` instead of the built gunicornd (e.g. a copy that the
+    /// test replaces before a binary upgrade).
+    pub fn program(mut self, path: impl Into<PathBuf>) -> Self {
+        self.program = Some(path.into());
+        self
+    }
+
     /// Say whether a TCP listener will show up in the log.
     pub fn expect_tcp(mut self, yes: bool) -> Self {
         self.expect_tcp = Some(yes);
@@ -251,7 +261,7 @@ impl Launch {
     /// argv: `[sh -c 'export V=$$; exec "$0" "$@"'] [wrapper...] gunicornd args...`.
     fn argv(&self) -> Vec<OsString> {
         let mut argv: Vec<OsString> = self.wrapper.iter().map(OsString::from).collect();
-        argv.push(gunicornd_bin().into());
+        argv.push(self.program.clone().unwrap_or_else(gunicornd_bin).into());
         argv.extend(self.gunicornd_args());
         if self.pid_env.is_empty() {
             return argv;
