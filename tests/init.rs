@@ -1076,3 +1076,119 @@ fn as_pid_1_reaps_orphans_and_stops_gracefully() {
         srv.log()
     );
 }
+
+// ---------------------------------------------------------------------------
+// Binary upgrade under systemd
+// ---------------------------------------------------------------------------
+
+fn pid_in(path: &Path) -> Option<i32> {
+    fs::read_to_string(path).ok()?.trim().parse().ok()
+}
+
+/// USR2, wait for the new master (its pid in `<pidfile>.2`) to be ready,
+/// then WINCH and TERM to the old one; returns the new master's pid once
+/// the pidfile holds it.
+#[track_caller]
+fn upgrade_by_signals(srv: &Server, old: i32, pidfile: &Path) -> i32 {
+    let second = PathBuf::from(format!("{}.2", pidfile.display()));
+    // SAFETY: plain kill(2) on the master this test started.
+    unsafe { libc::kill(old, libc::SIGUSR2) };
+    let mut new = None;
+    expect_within(Duration::from_secs(20), "the new master's pidfile", || {
+        new = pid_in(&second);
+        new.is_some()
+    });
+    let new = new.unwrap();
+    srv.expect_log(
+        &format!("the new master (pid:{new}) is ready"),
+        Duration::from_secs(20),
+    );
+    // SAFETY: as above.
+    unsafe {
+        libc::kill(old, libc::SIGWINCH);
+        libc::kill(old, libc::SIGTERM);
+    }
+    expect_within(
+        Duration::from_secs(20),
+        "the pidfile holds the new pid",
+        || pid_in(pidfile) == Some(new),
+    );
+    new
+}
+
+#[test]
+fn upgrade_tells_systemd_the_new_mainpid_after_the_pidfile_holds_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut notify = NotifySocket::bind(dir.path());
+    let pidfile = dir.path().join("g.pid");
+    let srv = Launch::new(&["-b", "127.0.0.1:0", "-w", "1", "-p"])
+        .arg(&pidfile)
+        .arg("builtin:hello")
+        .env("NOTIFY_SOCKET", notify.path())
+        .in_dir(dir)
+        .booted(1)
+        .start();
+    notify.expect(&srv, Duration::from_secs(20), "READY=1", |n| {
+        n.has("READY=1")
+    });
+    let new = upgrade_by_signals(&srv, srv.pid, &pidfile);
+    let mainpid = format!("MAINPID={new}");
+    let notice = notify.expect(&srv, Duration::from_secs(20), &mainpid, |n| n.has(&mainpid));
+    // Read the pidfile when MAINPID arrived: the new master wrote it first.
+    assert_eq!(pid_in(&pidfile), Some(new), "{:?}", notify.lines());
+    // The new master said nothing before it took over: no second READY=1
+    // from it while the old master was the main process.
+    let readies_before: usize = notify
+        .seen
+        .iter()
+        .filter(|n| n.received < notice.received && n.has("READY=1"))
+        .count();
+    assert_eq!(readies_before, 1, "{:?}", notify.lines());
+    notify.expect(
+        &srv,
+        Duration::from_secs(20),
+        "READY=1 after MAINPID",
+        |n| n.has("READY=1"),
+    );
+    assert_eq!(srv.get("/").status, 200);
+}
+
+#[test]
+fn upgrade_of_a_socket_activated_server_hands_on_listen_fds() {
+    let passed = TcpListener::bind("127.0.0.1:0").unwrap();
+    let passed_addr = passed.local_addr().unwrap().to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let pidfile = dir.path().join("g.pid");
+    let srv = Launch::new(&["-w", "1", "-p"])
+        .arg(&pidfile)
+        .arg("builtin:hello")
+        .in_dir(dir)
+        .env("LISTEN_FDS", "1")
+        .pid_env("LISTEN_PID")
+        .fd3(passed.as_raw_fd())
+        .booted(1)
+        .start();
+    let inode = socket_inode(srv.pid, 3).expect("the passed socket at fd 3");
+    drop(passed);
+    let new = upgrade_by_signals(&srv, srv.pid, &pidfile);
+    assert_eq!(socket_inode(new, 3), Some(inode), "the same socket at fd 3");
+    let environ = fs::read(format!("/proc/{new}/environ")).unwrap();
+    let environ = String::from_utf8_lossy(&environ).to_string();
+    // The new master took the socket as systemd's (LISTEN_PID matched).
+    srv.expect_log(
+        &format!("[{new}] [INFO] Using 1 socket(s) passed by systemd (LISTEN_FDS"),
+        Duration::from_secs(5),
+    );
+    assert!(!environ.contains("GUNICORN_FD="), "{environ}");
+    // The exec'd process's initial environment: LISTEN_PID is its own pid.
+    assert!(
+        environ.contains(&format!("LISTEN_PID={new}\0")),
+        "{environ}"
+    );
+    assert!(environ.contains("LISTEN_FDS=1\0"), "{environ}");
+    request_now(
+        &passed_addr,
+        &srv,
+        "through the passed socket, after the upgrade",
+    );
+}

@@ -185,14 +185,16 @@ const SIGNALS: &[(&str, &str)] = &[
     ),
     (
         "USR2",
-        "Binary upgrade (re-executing a new master on the same sockets) is not supported by this \
-         version: the signal is logged as a warning and ignored.",
+        "Binary upgrade: start a new master from the same binary path, with the same arguments, \
+         on the same sockets (GUNICORN_FD). It writes PIDFILE.2 and serves beside this one; it \
+         takes over (pidfile, control socket path, systemd MAINPID) when this master exits. \
+         Refused while one runs. See --upgrade-timeout.",
     ),
     (
         "WINCH",
-        "In daemon mode (-D) only: stop all workers gracefully and keep the master and its \
-         listeners; TTIN or HUP starts workers again. Without -D it is ignored, since a terminal \
-         sends it on every resize.",
+        "In daemon mode (-D), or while a new master started by USR2 runs: stop all workers \
+         gracefully and keep the master and its listeners; TTIN or HUP starts workers again. \
+         Otherwise it is ignored without -D, since a terminal sends it on every resize.",
     ),
     (
         "CHLD",
