@@ -331,3 +331,41 @@ fn a_new_master_not_ready_within_the_upgrade_timeout_is_killed() {
     assert_eq!(srv.get("/").status, 200);
     assert_eq!(read_pid(&pidfile), Some(srv.pid));
 }
+
+#[test]
+fn hooks_keep_working_across_an_upgrade() {
+    let launch = launch(1);
+    let record = launch.path("hooks.log");
+    let hook = |name: &str| {
+        format!(
+            "{name}=echo {name} $GUNICORND_PID $GUNICORND_WORKER_PID >> {}",
+            record.display()
+        )
+    };
+    let srv = launch
+        .arg("--hook")
+        .arg(hook("pre_exec"))
+        .arg("--hook")
+        .arg(hook("child_exit"))
+        .arg("--hook")
+        .arg(hook("post_fork"))
+        .start();
+    let old = srv.pid;
+    let new = upgrade_until_ready(&srv, old);
+    let lines = || fs::read_to_string(&record).unwrap_or_default();
+    expect_within(LONG, "pre_exec ran with the old master's pid", || {
+        lines().contains(&format!("pre_exec {old}"))
+    });
+    hand_over(&srv, old, new);
+    // The new master forks and collects its workers with its own hooks.
+    let worker = *children_of(new)
+        .iter()
+        .next()
+        .expect("a worker of the new master");
+    signal(worker, libc::SIGKILL);
+    expect_within(LONG, "child_exit and post_fork from the new master", || {
+        let text = lines();
+        text.contains(&format!("child_exit {new} {worker}"))
+            && text.matches(&format!("post_fork {new} ")).count() >= 2
+    });
+}
