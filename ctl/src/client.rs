@@ -10,6 +10,7 @@ use gunicornd_protocol::{
     read_frame, write_frame, Arg, ControlCommand, Event, EventsReply, FrameDecoder, ProtocolError,
     Request, Response, VersionReply,
 };
+use nix::sys::socket::{getsockopt, sockopt::PeerCredentials};
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
@@ -79,6 +80,14 @@ impl Client {
 
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// The pid of the process that listens on the other end (the master),
+    /// as the kernel reports it in this process's pid namespace: `None` when
+    /// that process is not visible from here (another pid namespace).
+    pub fn peer_pid(&self) -> Option<i32> {
+        let creds = getsockopt(&self.stream, PeerCredentials).ok()?;
+        Some(creds.pid()).filter(|&pid| pid > 0)
     }
 
     /// Sends `command` (plus extra args) and returns the reply's data. An

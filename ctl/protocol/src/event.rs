@@ -158,7 +158,10 @@ impl fmt::Display for EventKind {
             }
             EventKind::UpgradeStarted { pid } => write!(f, "upgrade: new master {pid} started"),
             EventKind::UpgradeReady { pid } => {
-                write!(f, "upgrade: new master {pid} is ready (all its workers booted)")
+                write!(
+                    f,
+                    "upgrade: new master {pid} is ready (all its workers booted)"
+                )
             }
             EventKind::UpgradeFailed { pid, reason } => match pid {
                 Some(pid) => write!(f, "upgrade failed (new master {pid}): {reason}"),
