@@ -31,7 +31,7 @@
 //! signalled only when it is also the process listening on the control
 //! socket as seen from here.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use gunicornd_protocol::{ConfigReply, ControlCommand, ShowTarget, StatsReply};
 use nix::errno::Errno;
@@ -59,11 +59,32 @@ pub(super) fn upgrade(client: &mut Client, run: &mut Run) -> Result<(), CtlError
     let workers_before = procfs::children_of(old_pid);
     signal(old_pid, Signal::SIGUSR2)?;
     run.say(format_args!("sent USR2 to gunicorn master {old_pid}"));
-    let new_pid = find_new_master(run, old_pid, &workers_before)?;
+    let found = find_new_master(old_pid, &workers_before, run.deadline());
+    let (new_pid, late) = match found {
+        Search::Found(pid) => (pid, None),
+        Search::OldExited => return Err(old_exited(old_pid)),
+        Search::NotYet => {
+            let e = timed_out(
+                run.timeout,
+                "gunicorn to start a new master",
+                &format!(
+                    "no child of {old_pid} runs with {GUNICORN_PID}={old_pid} (see gunicorn's log)"
+                ),
+            );
+            // USR2 was sent: a new master that shows up late is stopped.
+            let until = Instant::now() + LATE_NEW_MASTER;
+            match find_new_master(old_pid, &workers_before, until) {
+                Search::Found(pid) => (pid, Some(e.to_string())),
+                _ => return Err(e),
+            }
+        }
+    };
     run.new_pid = Some(new_pid);
-    run.say(format_args!(
-        "new master {new_pid} started (old master {old_pid})"
-    ));
+    if late.is_none() {
+        run.say(format_args!(
+            "new master {new_pid} started (old master {old_pid})"
+        ));
+    }
     let mut takeover = Takeover {
         socket: client.path().to_path_buf(),
         old_pid,
@@ -75,7 +96,11 @@ pub(super) fn upgrade(client: &mut Client, run: &mut Run) -> Result<(), CtlError
         workers_stopped: false,
         run,
     };
-    match takeover.run() {
+    let result = match late {
+        Some(reason) => Err(Abort::RollBack(reason)),
+        None => takeover.run(),
+    };
+    match result {
         Ok(()) => Ok(()),
         Err(Abort::Stop(e)) => Err(e),
         Err(Abort::RollBack(reason)) => Err(takeover.roll_back(&reason)),
@@ -146,26 +171,35 @@ fn is_new_master_of(pid: i32, old: i32) -> bool {
     procfs::environ_var(pid, GUNICORN_PID).is_some_and(|v| v == old.to_string())
 }
 
-fn find_new_master(run: &Run, old: i32, workers: &[i32]) -> Result<i32, CtlError> {
-    let found = poll_until(run.deadline(), || {
-        procfs::children_of(old)
+/// What a look for the new master found.
+enum Search {
+    Found(i32),
+    OldExited,
+    NotYet,
+}
+
+/// How long to keep looking for a new master after the timeout, so that
+/// one started just too late is stopped rather than left running.
+const LATE_NEW_MASTER: Duration = Duration::from_secs(5);
+
+fn find_new_master(old: i32, workers: &[i32], until: Instant) -> Search {
+    let found = poll_until(until, || {
+        let child = procfs::children_of(old)
             .into_iter()
             .filter(|c| !workers.contains(c))
-            .find(|&c| is_new_master_of(c, old))
-            .map(Ok)
-            .or_else(|| (!procfs::is_running(old)).then_some(Err(())))
+            .find(|&c| is_new_master_of(c, old));
+        match child {
+            Some(pid) => Some(Search::Found(pid)),
+            None => (!procfs::is_running(old)).then_some(Search::OldExited),
+        }
     });
-    match found {
-        Some(Ok(pid)) => Ok(pid),
-        Some(Err(())) => Err(CtlError::Failed(format!(
-            "gunicorn's master {old} exited after USR2"
-        ))),
-        None => Err(timed_out(
-            run.timeout,
-            "gunicorn to start a new master",
-            &format!("no child of {old} runs with {GUNICORN_PID}={old} (see gunicorn's log)"),
-        )),
-    }
+    found.unwrap_or(Search::NotYet)
+}
+
+fn old_exited(old: i32) -> CtlError {
+    CtlError::Failed(format!(
+        "gunicorn's master {old} exited during the upgrade (see gunicorn's log)"
+    ))
 }
 
 fn signal(pid: i32, signal: Signal) -> Result<(), CtlError> {
@@ -213,16 +247,7 @@ impl Takeover<'_, '_> {
         self.wait_promoted()?;
         self.run
             .say(format_args!("new master {} promoted", self.new_pid));
-        if self.socket_peer() != Some(self.new_pid) {
-            self.run.warning = Some(format!(
-                "{} no longer reaches gunicorn: its old master removed the socket file as it \
-                 exited, and the new master {} creates it again only the next time it forks \
-                 a worker (e.g. after kill -TTIN {})",
-                self.socket.display(),
-                self.new_pid,
-                self.new_pid
-            ));
-        }
+        self.check_socket(self.new_pid);
         Ok(())
     }
 
@@ -273,8 +298,24 @@ impl Takeover<'_, '_> {
         Ok(pool)
     }
 
-    fn socket_peer(&self) -> Option<i32> {
-        Client::connect(&self.socket).ok()?.peer_pid()
+    /// gunicorn's masters remove the control socket file as they exit and
+    /// bind the path anew around every fork, even when the file is the
+    /// other master's by then: after the dance the surviving master may
+    /// listen on a socket without a name. Said as a warning, with what
+    /// brings it back.
+    fn check_socket(&mut self, survivor: i32) {
+        let peer = Client::connect(&self.socket)
+            .ok()
+            .and_then(|c| c.peer_pid());
+        if peer != Some(survivor) {
+            self.run.warning = Some(format!(
+                "{} no longer reaches gunicorn's master {survivor}: gunicorn's masters remove \
+                 and re-create that file around their forks and as they exit, whichever master \
+                 the file is by then; {survivor} creates it again the next time it forks a \
+                 worker (e.g. after kill -TTIN {survivor})",
+                self.socket.display()
+            ));
+        }
     }
 
     fn wait_promoted(&mut self) -> Result<(), Abort> {
@@ -329,9 +370,8 @@ impl Takeover<'_, '_> {
         // leave nothing serving. Still the old master's child: still the
         // new master (a pid reused since would have another parent).
         if procfs::parent_of(new) != Some(old) {
-            return rollback.into_error(reason, old);
-        }
-        if !rollback.problems.is_empty() {
+            // Gone already (gunicorn's old master reaps it).
+        } else if !rollback.problems.is_empty() {
             rollback.problems.push(format!(
                 "new master {new} left running, as it is what serves"
             ));
@@ -355,6 +395,7 @@ impl Takeover<'_, '_> {
                 Err(e) => rollback.problems.push(e.to_string()),
             }
         }
+        self.check_socket(old);
         rollback.into_error(reason, old)
     }
 }
