@@ -688,6 +688,7 @@ fn a_refused_upgrade_exits_1_with_the_daemons_reason_and_changes_nothing() {
     assert_eq!(out.status.code(), Some(1));
     let outcome: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(outcome["status"], "failed");
+    assert_eq!(outcome["old_pid"], 1);
     assert_eq!(outcome["new_pid"], Value::Null);
     assert_eq!(
         outcome["error"],

@@ -881,23 +881,6 @@ fn worker_remove_with_no_workers_keeps_the_daemon() {
 }
 
 #[test]
-fn upgrade_is_refused_as_not_supported_yet() {
-    let srv = Launch::hello(1).start();
-    let before = srv.worker_pids();
-    let error = Conn::open(srv.socket.as_ref().unwrap()).error("upgrade");
-    assert!(error.contains("not supported"), "{error}");
-    let out = ctl(&["-s", srv.sock(), "raw", "upgrade"]);
-    assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
-    assert!(stderr(&out).contains("not supported"), "{}", stderr(&out));
-    assert_eq!(
-        srv.worker_pids(),
-        before,
-        "a refused upgrade changes nothing"
-    );
-    assert!(process_alive(srv.pid));
-}
-
-#[test]
 fn events_stream_reports_scaling_and_new_workers() {
     let srv = Launch::hello(1).start();
     let socket = srv.socket.clone().unwrap();

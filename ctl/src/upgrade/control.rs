@@ -25,7 +25,7 @@ use gunicornd_protocol::{
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
-use super::{poll_until, Abort, Rollback, Run, ROLLBACK_TIMEOUT};
+use super::{poll_until, Abort, Rollback, Run, ROLLBACK_TIMEOUT, STARTING_REPLY_TIMEOUT};
 use crate::client::{Client, EventStream, StreamItem};
 use crate::error::CtlError;
 use crate::pool::Pool;
@@ -34,6 +34,9 @@ use crate::wait::POLL_INTERVAL;
 
 pub(super) fn upgrade(client: &mut Client, run: &mut Run) -> Result<(), CtlError> {
     let path = client.path().to_path_buf();
+    // Known even if the upgrade is refused.
+    let ping: PingReply = client.call_as(&ControlCommand::Ping)?;
+    run.old_pid = Some(ping.pid);
     // Subscribed before the request, so that no event about it is missed.
     let old_events = EventStream::subscribe(&path)?;
     let reply: UpgradeReply = client.call_as(&ControlCommand::Upgrade)?;
@@ -274,7 +277,7 @@ impl Takeover<'_, '_, '_> {
             return;
         }
         if let Some(socket) = &self.new_socket {
-            self.new_events = EventStream::subscribe(socket).ok();
+            self.new_events = EventStream::subscribe_within(socket, STARTING_REPLY_TIMEOUT).ok();
         }
     }
 
@@ -418,7 +421,7 @@ impl Takeover<'_, '_, '_> {
 
 /// `ping` on a fresh connection: the pid of the master that answers there.
 fn ping(path: &Path) -> Option<i32> {
-    let reply: PingReply = Client::connect(path)
+    let reply: PingReply = Client::connect_within(path, STARTING_REPLY_TIMEOUT)
         .ok()?
         .call_as(&ControlCommand::Ping)
         .ok()?;

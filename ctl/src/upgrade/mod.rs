@@ -35,6 +35,11 @@ use crate::wait::{timed_out, POLL_INTERVAL};
 /// workers back and stopping the new master.
 const ROLLBACK_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// How long a master that is starting (the new one) or exiting (the old
+/// one) may take to answer before the question is left for the next pass,
+/// so that the wait loops keep their deadline.
+const STARTING_REPLY_TIMEOUT: Duration = Duration::from_secs(1);
+
 /// One upgrade in progress: what is known so far, and where progress goes.
 struct Run<'a> {
     out: &'a mut dyn Write,

@@ -39,7 +39,7 @@ use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use serde_json::Value;
 
-use super::{poll_until, Abort, Rollback, Run, ROLLBACK_TIMEOUT};
+use super::{poll_until, Abort, Rollback, Run, ROLLBACK_TIMEOUT, STARTING_REPLY_TIMEOUT};
 use crate::client::Client;
 use crate::error::CtlError;
 use crate::pool::Pool;
@@ -282,7 +282,8 @@ impl Takeover<'_, '_> {
     /// The new master's view of its workers, once its control socket is the
     /// one at the path.
     fn new_pool(&self) -> Result<Pool, String> {
-        let mut client = Client::connect(&self.socket).map_err(|e| e.to_string())?;
+        let mut client = Client::connect_within(&self.socket, STARTING_REPLY_TIMEOUT)
+            .map_err(|e| e.to_string())?;
         if client.peer_pid() != Some(self.new_pid) {
             return Err(format!(
                 "its control socket does not answer at {} yet",
@@ -304,7 +305,7 @@ impl Takeover<'_, '_> {
     /// listen on a socket without a name. Said as a warning, with what
     /// brings it back.
     fn check_socket(&mut self, survivor: i32) {
-        let peer = Client::connect(&self.socket)
+        let peer = Client::connect_within(&self.socket, STARTING_REPLY_TIMEOUT)
             .ok()
             .and_then(|c| c.peer_pid());
         if peer != Some(survivor) {

@@ -79,6 +79,8 @@ pub struct Launch {
     /// Whether to wait for a TCP `Listening at:` line; guessed from the
     /// binds when `None`.
     expect_tcp: Option<bool>,
+    /// The gunicornd binary to run, when not this build's.
+    binary: Option<PathBuf>,
 }
 
 impl Launch {
@@ -100,6 +102,7 @@ impl Launch {
             pid_env: vec![],
             fd3: None,
             expect_tcp: None,
+            binary: None,
         }
     }
 
@@ -161,6 +164,20 @@ impl Launch {
     /// `expected`, and start() waits for it there.
     pub fn default_socket(mut self, expected: PathBuf) -> Self {
         self.socket = SocketChoice::Default(expected);
+        self
+    }
+
+    /// `--control-socket DIR/ctl.sock` ([`Launch::hello`] has it already);
+    /// start() waits until it listens.
+    pub fn control_socket(mut self) -> Self {
+        self.socket = SocketChoice::Explicit;
+        self
+    }
+
+    /// Run `binary` (e.g. a copy of gunicornd somewhere else) instead of
+    /// this build's gunicornd.
+    pub fn binary(mut self, binary: impl Into<PathBuf>) -> Self {
+        self.binary = Some(binary.into());
         self
     }
 
@@ -251,7 +268,7 @@ impl Launch {
     /// argv: `[sh -c 'export V=$$; exec "$0" "$@"'] [wrapper...] gunicornd args...`.
     fn argv(&self) -> Vec<OsString> {
         let mut argv: Vec<OsString> = self.wrapper.iter().map(OsString::from).collect();
-        argv.push(gunicornd_bin().into());
+        argv.push(self.binary.clone().unwrap_or_else(gunicornd_bin).into());
         argv.extend(self.gunicornd_args());
         if self.pid_env.is_empty() {
             return argv;
