@@ -12,6 +12,7 @@
 //! package hides the standard library's (gunicorn issue #3281).
 
 use std::fs;
+use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -23,9 +24,12 @@ use nix::unistd::Pid;
 use serde_json::Value;
 
 use gunicornd_test_support::{
-    children_of, ctl, ctl_json, ctl_ok, get_within, gunicorn_python, listening_addr_in,
-    listening_inodes, poll, process_alive, stderr, stdout, Load,
+    children_of, ctl, ctl_command, ctl_json, ctl_ok, get_within, gunicorn_python,
+    listening_addr_in, listening_inodes, poll, process_alive, stderr, stdout, Load,
 };
+
+/// A uid that is neither root nor the test's (the tests run as root).
+const NOBODY: u32 = 65534;
 
 /// A gunicorn master in its own process group, killed with its workers on
 /// drop (and its log printed if the test failed).
@@ -36,6 +40,11 @@ struct Gunicorn {
 
 impl Gunicorn {
     fn start(python: &Path, dir: &Path) -> Gunicorn {
+        Gunicorn::start_with(python, dir, &[])
+    }
+
+    /// With `extra` arguments before the app.
+    fn start_with(python: &Path, dir: &Path, extra: &[&str]) -> Gunicorn {
         fs::write(
             dir.join("app.py"),
             "def app(environ, start_response):\n    \
@@ -64,6 +73,7 @@ impl Gunicorn {
             .arg(dir.join("app.pid"))
             .arg("--control-socket")
             .arg(dir.join("app.pid.ctl"))
+            .args(extra)
             .arg("app:app")
             .stdin(Stdio::null())
             .stdout(log_file.try_clone().unwrap())
@@ -236,7 +246,11 @@ fn serves(addr: &str) -> bool {
 
 /// Starts gunicorn with 2 workers and waits until both have booted.
 fn booted_gunicorn(python: &Path, dir: &Path) -> Gunicorn {
-    let gunicorn = Gunicorn::start(python, dir);
+    booted_gunicorn_with(python, dir, &[])
+}
+
+fn booted_gunicorn_with(python: &Path, dir: &Path, extra: &[&str]) -> Gunicorn {
+    let gunicorn = Gunicorn::start_with(python, dir, extra);
     let sock = dir.join("app.pid.ctl");
     poll("gunicorn to boot 2 workers", || {
         let out = ctl(&["-s", sock.to_str().unwrap(), "status", "--json"]);
@@ -406,5 +420,45 @@ fn a_python_gunicorn_upgrade_that_times_out_is_rolled_back() {
     assert!(
         error.contains(&format!("; rolled back (new master {new} stopped): ")),
         "{error}"
+    );
+}
+
+#[test]
+fn a_python_gunicorn_upgrade_needs_the_right_to_signal_its_master() {
+    let Some(python) = gunicorn_python() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    // Another user may reach the socket, but not signal the master.
+    fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
+    let gunicorn = booted_gunicorn_with(&python, dir.path(), &["--control-socket-mode", "0666"]);
+    let sock = dir.path().join("app.pid.ctl");
+    let master = gunicorn.pid() as i32;
+    let workers = children_of(master);
+    let out = ctl_command(&["-s", sock.to_str().unwrap(), "upgrade"])
+        .uid(NOBODY)
+        .gid(NOBODY)
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}{}",
+        stdout(&out),
+        stderr(&out)
+    );
+    assert_eq!(
+        stderr(&out),
+        format!(
+            "gunicornctl: cannot upgrade gunicorn: not allowed to signal its master {master} \
+             (it runs as uid {}); run gunicornctl as the same user or as root\n",
+            nix::unistd::getuid()
+        )
+    );
+    assert_eq!(children_of(master), workers, "nothing was started");
+    assert!(
+        !gunicorn.log().contains("Handling signal: usr2"),
+        "{}",
+        gunicorn.log()
     );
 }
