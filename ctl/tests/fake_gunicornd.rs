@@ -41,6 +41,8 @@ enum UpgradeScript {
     Fails(&'static str),
     /// The new master never becomes ready.
     Never,
+    /// Ready, but the new master dies as the old one exits.
+    DiesInTakeover,
 }
 
 /// Which master a connection talks to.
@@ -144,11 +146,11 @@ impl State {
         self.new_master
             .as_ref()
             .filter(|m| !m.gone && !m.promoted)?;
-        let phase = if self.upgrade == UpgradeScript::Ready {
-            "ready"
-        } else {
-            "starting"
-        };
+        let ready = matches!(
+            self.upgrade,
+            UpgradeScript::Ready | UpgradeScript::DiesInTakeover
+        );
+        let phase = if ready { "ready" } else { "starting" };
         Some(UpgradeInfo {
             phase: phase.to_string(),
             pid: NEW_PID,
@@ -182,12 +184,12 @@ impl State {
                 });
                 reply
             }
-            UpgradeScript::Ready | UpgradeScript::Never => {
+            UpgradeScript::Ready | UpgradeScript::Never | UpgradeScript::DiesInTakeover => {
                 let reply = started();
                 self.bound_new = Some(UnixListener::bind(self.new_sock()).unwrap());
                 self.new_master = Some(NewMaster::default());
                 self.broadcast(EventKind::UpgradeStarted { pid: NEW_PID });
-                if script == UpgradeScript::Ready {
+                if script != UpgradeScript::Never {
                     self.broadcast(EventKind::UpgradeReady { pid: NEW_PID });
                 }
                 reply
@@ -204,7 +206,13 @@ impl State {
         self.subscribers.clear();
         self.old_gone = true;
         let _ = fs::remove_file(&self.sock);
-        if self.new_master.as_ref().is_some_and(|m| !m.gone) {
+        if self.upgrade == UpgradeScript::DiesInTakeover {
+            let _ = fs::remove_file(self.new_sock());
+            if let Some(m) = &mut self.new_master {
+                m.gone = true;
+                m.subscribers.clear();
+            }
+        } else if self.new_master.as_ref().is_some_and(|m| !m.gone) {
             fs::rename(self.new_sock(), &self.sock).unwrap();
             self.new_master.as_mut().unwrap().promoted = true;
             self.broadcast_new(EventKind::Promoted {
@@ -782,5 +790,21 @@ fn an_upgrade_that_times_out_stops_the_new_master() {
         started.elapsed() < Duration::from_secs(20),
         "took {:?}",
         started.elapsed()
+    );
+}
+
+#[test]
+fn a_new_master_lost_after_the_old_one_was_told_to_exit_is_reported_not_rolled_back() {
+    let (fake, out) = upgrade(UpgradeScript::DiesInTakeover, &[], &[]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        text(&out.stderr),
+        "gunicornctl: new master 500 went away before it took over; the old master 1 is \
+         exiting: check which master serves\n"
+    );
+    assert_eq!(
+        fake.changes(),
+        ["upgrade", "stop-workers", "shutdown graceful"],
+        "nothing to roll back to"
     );
 }

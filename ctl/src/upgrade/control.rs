@@ -251,12 +251,20 @@ impl Takeover<'_, '_, '_> {
                         }
                     }
                     Ok(_) => {}
+                    // Going away, or only moving its socket: it must still
+                    // answer on one of the two paths.
                     Err(_) => {
                         self.new_events = None;
-                        if ping(&self.path) != Some(self.new_pid) {
+                        let until = self.run.deadline().min(Instant::now() + STREAM_END_GRACE);
+                        let sockets = [Some(&self.path), self.new_socket.as_ref()];
+                        let answers = poll_until(until, || {
+                            let mut paths = sockets.iter().flatten();
+                            paths.any(|p| ping(p) == Some(self.new_pid)).then_some(())
+                        });
+                        if answers.is_none() {
                             return Err(Abort::Stop(CtlError::Failed(format!(
-                                "new master {} closed its event stream before it took over; \
-                                 the old master {} is exiting: check which master serves",
+                                "new master {} went away before it took over; the old master \
+                                 {} is exiting: check which master serves",
                                 self.new_pid, self.old_pid
                             ))));
                         }
@@ -418,6 +426,10 @@ impl Takeover<'_, '_, '_> {
         ))
     }
 }
+
+/// How long a new master whose event stream ended may take to answer
+/// again before it is taken for gone.
+const STREAM_END_GRACE: Duration = Duration::from_secs(5);
 
 /// `ping` on a fresh connection: the pid of the master that answers there.
 fn ping(path: &Path) -> Option<i32> {
