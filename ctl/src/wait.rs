@@ -15,7 +15,8 @@ use gunicornd_protocol::EventKind;
 use crate::client::{is_stream_end, Client, EventStream, Flavor, StreamItem};
 use crate::error::CtlError;
 
-/// Longest pause between two looks at the worker table.
+/// Longest pause between two looks at the daemon (its worker table, its
+/// upgrade, its processes).
 pub const POLL_INTERVAL: Duration = Duration::from_millis(100);
 
 /// The outcome of one look at the daemon.
