@@ -238,7 +238,7 @@ fn a_broken_new_binary_leaves_the_old_master_serving() {
     let dir = tempfile::tempdir().unwrap();
     let program = dir.path().join("gunicornd");
     fs::copy(gunicornd_bin(), &program).unwrap();
-    let srv = launch(1).program(&program).start();
+    let srv = launch(1).binary(&program).start();
     let old = srv.pid;
     // The package manager installs something that does not start.
     fs::remove_file(&program).unwrap();

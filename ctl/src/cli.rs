@@ -22,7 +22,27 @@ Exit status:
   3  cannot reach the daemon
 
 Python gunicorn >= 25.1 can be driven too (-s to its control socket) for
-status, workers, stats, listeners, config, scale, reload, reopen, kill and stop.";
+status, workers, stats, listeners, config, scale, reload, reopen, kill, stop
+and upgrade (through signals).";
+
+const UPGRADE_ABOUT: &str = "\
+Binary upgrade without downtime: start a new master (the binary on disk now)
+on the same listening sockets, wait until all its workers have booted, stop
+the old workers and the old master, and confirm that the new master took
+over the pidfile and the control socket. Progress is printed as it happens;
+--json prints one outcome object instead (status, old_pid, new_pid, seconds,
+error).
+
+If anything fails before the old master was asked to exit, the upgrade is
+rolled back: the old master gets its workers back (if they were stopped) and
+the new master is stopped; the old one serves as before, and the exit status
+is 1 with the reason.
+
+gunicornd does it through its control socket (upgrade, stop-workers,
+shutdown). Python gunicorn has no upgrade command, so it is driven with the
+signals of its documented procedure (USR2, WINCH, TERM to the master; HUP to
+the old master and TERM to the new one to roll back); this needs the right to
+signal the master (same user, or root) and the same pid namespace.";
 
 /// Control a running gunicornd (or gunicorn >= 25.1) through its control socket.
 #[derive(Debug, Parser)]
@@ -92,6 +112,15 @@ pub enum Cmd {
     },
     /// Stop all workers but keep the master and its sockets (WINCH)
     StopWorkers,
+    /// Binary upgrade without downtime: start a new master on the same
+    /// sockets, wait until it serves, retire the old one; roll back on failure
+    #[command(long_about = UPGRADE_ABOUT)]
+    Upgrade {
+        /// Give up after this long and roll back (seconds, or e.g. 2m); a
+        /// rollback may take up to 30 s more
+        #[arg(long, value_name = "DURATION", default_value = "120", value_parser = parse_duration)]
+        timeout: Duration,
+    },
     /// Print events (workers booting and exiting, reloads, scaling) as they happen
     Events,
     /// Send any control command, e.g. raw "show all" or raw worker add 2
@@ -224,6 +253,26 @@ mod tests {
             Cmd::Raw { command } => assert_eq!(command, ["worker", "add", "-2"]),
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn upgrade_timeout_defaults_to_two_minutes() {
+        match parse(&["upgrade"]).unwrap().command {
+            Cmd::Upgrade { timeout } => assert_eq!(timeout, Duration::from_secs(120)),
+            other => panic!("{other:?}"),
+        }
+        match parse(&["upgrade", "--timeout", "1.5", "--json"])
+            .unwrap()
+            .command
+        {
+            Cmd::Upgrade { timeout } => assert_eq!(timeout, Duration::from_millis(1500)),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(
+            parse(&["upgrade", "--wait"]).unwrap_err().exit_code(),
+            2,
+            "upgrade always waits"
+        );
     }
 
     #[test]

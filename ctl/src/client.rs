@@ -10,6 +10,7 @@ use gunicornd_protocol::{
     read_frame, write_frame, Arg, ControlCommand, Event, EventsReply, FrameDecoder, ProtocolError,
     Request, Response, VersionReply,
 };
+use nix::sys::socket::{getsockopt, sockopt::PeerCredentials};
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
@@ -64,21 +65,38 @@ pub struct Client {
     stream: UnixStream,
     next_id: u64,
     flavor: Option<Flavor>,
+    reply_timeout: Duration,
 }
 
 impl Client {
     pub fn connect(path: &Path) -> Result<Client, CtlError> {
-        let stream = connect(path)?;
+        Client::connect_within(path, REPLY_TIMEOUT)
+    }
+
+    /// [`Client::connect`], waiting at most `reply_timeout` for each reply:
+    /// for a server that may be busy starting, where not answering soon is
+    /// an answer too.
+    pub fn connect_within(path: &Path, reply_timeout: Duration) -> Result<Client, CtlError> {
+        let stream = connect(path, reply_timeout)?;
         Ok(Client {
             path: path.to_path_buf(),
             stream,
             next_id: 1,
             flavor: None,
+            reply_timeout,
         })
     }
 
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// The pid of the process that listens on the other end (the master),
+    /// as the kernel reports it in this process's pid namespace: `None` when
+    /// that process is not visible from here (another pid namespace).
+    pub fn peer_pid(&self) -> Option<i32> {
+        let creds = getsockopt(&self.stream, PeerCredentials).ok()?;
+        Some(creds.pid()).filter(|&pid| pid > 0)
     }
 
     /// Sends `command` (plus extra args) and returns the reply's data. An
@@ -140,7 +158,7 @@ impl Client {
     fn reconnect(&mut self) -> Result<(), CtlError> {
         let give_up = Instant::now() + RECONNECT_WINDOW;
         loop {
-            match connect(&self.path) {
+            match connect(&self.path, self.reply_timeout) {
                 Ok(stream) => {
                     self.stream = stream;
                     return Ok(());
@@ -211,13 +229,13 @@ impl Client {
     }
 }
 
-fn connect(path: &Path) -> Result<UnixStream, CtlError> {
+fn connect(path: &Path, reply_timeout: Duration) -> Result<UnixStream, CtlError> {
     let stream = UnixStream::connect(path).map_err(|e| CtlError::unreachable(path, e))?;
     stream
-        .set_read_timeout(Some(REPLY_TIMEOUT))
+        .set_read_timeout(Some(reply_timeout))
         .map_err(|e| CtlError::unreachable(path, e))?;
     stream
-        .set_write_timeout(Some(REPLY_TIMEOUT))
+        .set_write_timeout(Some(reply_timeout))
         .map_err(|e| CtlError::unreachable(path, e))?;
     Ok(stream)
 }
@@ -241,7 +259,13 @@ pub struct EventStream {
 impl EventStream {
     /// Connects and subscribes; returns once the daemon acknowledged.
     pub fn subscribe(path: &Path) -> Result<EventStream, CtlError> {
-        let mut client = Client::connect(path)?;
+        EventStream::subscribe_within(path, REPLY_TIMEOUT)
+    }
+
+    /// [`EventStream::subscribe`], waiting at most `reply_timeout` for the
+    /// acknowledgement.
+    pub fn subscribe_within(path: &Path, reply_timeout: Duration) -> Result<EventStream, CtlError> {
+        let mut client = Client::connect_within(path, reply_timeout)?;
         let _: EventsReply = client.call_as(&ControlCommand::Events)?;
         Ok(EventStream {
             path: client.path,

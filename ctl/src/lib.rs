@@ -20,6 +20,7 @@ mod events;
 pub mod pool;
 mod procfs;
 pub mod render;
+mod upgrade;
 mod wait;
 
 use std::io::{self, Write};
@@ -76,6 +77,7 @@ pub fn run(cli: &Cli, out: &mut dyn Write) -> Result<(), CtlError> {
         Cmd::Kill { pid } => commands::kill(&path, *pid, o),
         Cmd::Stop { quick } => commands::stop(&path, *quick, o),
         Cmd::StopWorkers => commands::stop_workers(&path, o),
+        Cmd::Upgrade { timeout } => upgrade::upgrade(&path, *timeout, o),
         Cmd::Events => events::follow(&path, o),
         Cmd::Raw { command } => commands::raw(&path, command, o),
         Cmd::Completions { shell } => {

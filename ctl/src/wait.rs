@@ -15,8 +15,9 @@ use gunicornd_protocol::EventKind;
 use crate::client::{is_stream_end, Client, EventStream, Flavor, StreamItem};
 use crate::error::CtlError;
 
-/// Longest pause between two looks at the worker table.
-const POLL_INTERVAL: Duration = Duration::from_millis(100);
+/// Longest pause between two looks at the daemon (its worker table, its
+/// upgrade, its processes).
+pub const POLL_INTERVAL: Duration = Duration::from_millis(100);
 
 /// The outcome of one look at the daemon.
 pub enum Check<T> {
@@ -71,10 +72,7 @@ impl Waiter {
             };
             let now = Instant::now();
             if now >= deadline {
-                return Err(CtlError::Failed(format!(
-                    "timed out after {} waiting for {what}: {missing}",
-                    humantime::format_duration(round_to_millis(self.timeout))
-                )));
+                return Err(timed_out(self.timeout, what, &missing));
             }
             self.pause(POLL_INTERVAL.min(deadline - now), failure)?;
         }
@@ -102,6 +100,15 @@ impl Waiter {
             Err(e) => Err(e),
         }
     }
+}
+
+/// `timed out after 2m waiting for WHAT: MISSING`, the one wording of a
+/// timeout.
+pub fn timed_out(timeout: Duration, what: &str, missing: &str) -> CtlError {
+    CtlError::Failed(format!(
+        "timed out after {} waiting for {what}: {missing}",
+        humantime::format_duration(round_to_millis(timeout))
+    ))
 }
 
 fn round_to_millis(d: Duration) -> Duration {

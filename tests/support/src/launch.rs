@@ -79,8 +79,8 @@ pub struct Launch {
     /// Whether to wait for a TCP `Listening at:` line; guessed from the
     /// binds when `None`.
     expect_tcp: Option<bool>,
-    /// The binary to start instead of the built gunicornd.
-    program: Option<PathBuf>,
+    /// The gunicornd binary to run, when not this build's.
+    binary: Option<PathBuf>,
 }
 
 impl Launch {
@@ -102,7 +102,7 @@ impl Launch {
             pid_env: vec![],
             fd3: None,
             expect_tcp: None,
-            program: None,
+            binary: None,
         }
     }
 
@@ -167,6 +167,20 @@ impl Launch {
         self
     }
 
+    /// `--control-socket DIR/ctl.sock` ([`Launch::hello`] has it already);
+    /// start() waits until it listens.
+    pub fn control_socket(mut self) -> Self {
+        self.socket = SocketChoice::Explicit;
+        self
+    }
+
+    /// Run `binary` (e.g. a copy of gunicornd somewhere else) instead of
+    /// this build's gunicornd.
+    pub fn binary(mut self, binary: impl Into<PathBuf>) -> Self {
+        self.binary = Some(binary.into());
+        self
+    }
+
     /// `--no-control-socket`.
     pub fn no_control_socket(mut self) -> Self {
         self.socket = SocketChoice::Disabled;
@@ -202,13 +216,6 @@ impl Launch {
     /// Hand `fd` to gunicornd as fd 3, without close-on-exec.
     pub fn fd3(mut self, fd: RawFd) -> Self {
         self.fd3 = Some(fd);
-        self
-    }
-
-    /// Start `path` instead of the built gunicornd (e.g. a copy that the
-    /// test replaces before a binary upgrade).
-    pub fn program(mut self, path: impl Into<PathBuf>) -> Self {
-        self.program = Some(path.into());
         self
     }
 
@@ -261,7 +268,7 @@ impl Launch {
     /// argv: `[sh -c 'export V=$$; exec "$0" "$@"'] [wrapper...] gunicornd args...`.
     fn argv(&self) -> Vec<OsString> {
         let mut argv: Vec<OsString> = self.wrapper.iter().map(OsString::from).collect();
-        argv.push(self.program.clone().unwrap_or_else(gunicornd_bin).into());
+        argv.push(self.binary.clone().unwrap_or_else(gunicornd_bin).into());
         argv.extend(self.gunicornd_args());
         if self.pid_env.is_empty() {
             return argv;
