@@ -17,11 +17,21 @@ readonly STOP_DEADLINE_S=5
 
 # The run's temp dir (see make_tmp_dir), removed on exit.
 tmp=""
-# Master pid of each running server, by name (see start_server).
+# Master pid of each running server, by name (see start_server): its current
+# master, which a binary upgrade replaces (see set_master).
 declare -A server_pids=()
-# A wrk running in the background of the main shell, if any; the exit trap
-# ends it before the servers, so that it does not outlive the script.
+# Every master each server has had, space-separated: during a binary upgrade
+# two run at once, and stop_server must reach both.
+declare -A server_masters=()
+# Process group of each server: its first master's pid. setsid made that
+# master the group leader; its workers, and the masters a binary upgrade
+# forks from it, stay in the group.
+declare -A server_groups=()
+# A wrk and a probe (bench/probe.py) running in the background of the main
+# shell, if any; the exit trap ends them before the servers, so that they do
+# not outlive the script.
 wrk_pid=""
+probe_pid=""
 
 log() { printf '%s\n' "$*" >&2; }
 die() {
@@ -59,10 +69,31 @@ gunicornd_binary() {
         echo "$GUNICORND_BIN"
         return
     fi
-    log "building gunicornd (release)"
-    (cd "$repo_root" && cargo build --release --quiet --bin gunicornd) >&2
-    [[ -x $target_dir/release/gunicornd ]] || die "no gunicornd binary at $target_dir/release/gunicornd"
-    echo "$target_dir/release/gunicornd"
+    release_binary gunicornd
+}
+
+# Prints the path of the gunicornctl to use: $GUNICORNCTL_BIN, else the one
+# beside $GUNICORND_BIN (both are built into the same directory), else a
+# release build of this checkout.
+gunicornctl_binary() {
+    local beside="${GUNICORND_BIN:+$(dirname "$GUNICORND_BIN")/gunicornctl}"
+    if [[ -n "${GUNICORNCTL_BIN:-}" ]]; then
+        [[ -x "$GUNICORNCTL_BIN" ]] || die "GUNICORNCTL_BIN=$GUNICORNCTL_BIN is not executable"
+        echo "$GUNICORNCTL_BIN"
+    elif [[ -n $beside && -x $beside ]]; then
+        echo "$beside"
+    else
+        release_binary gunicornctl
+    fi
+}
+
+# Builds the named binary of the workspace (release) and prints its path.
+release_binary() {
+    local name="$1"
+    log "building $name (release)"
+    (cd "$repo_root" && cargo build --release --quiet --bin "$name") >&2
+    [[ -x $target_dir/release/$name ]] || die "no $name binary at $target_dir/release/$name"
+    echo "$target_dir/release/$name"
 }
 
 # A loopback port nobody listens on, below the kernel's ephemeral range: the
@@ -90,16 +121,136 @@ make_tmp_dir() {
     tmp=$(mktemp -d "${TMPDIR:-/tmp}/$prefix.XXXXXX")
 }
 
+# --- Python gunicorn, the peer of reload.sh and upgrade.sh -------------------
+
+# gunicorn from PyPI, installed once and reused by later runs.
+readonly VENV="$target_dir/bench-gunicorn-venv"
+
+# Installs what a bench against gunicorn needs beyond bash: wrk, setsid and a
+# python3 that can make a venv.
+install_gunicorn_bench_tools() {
+    local missing=() probe
+    command -v wrk >/dev/null || missing+=(wrk)
+    command -v setsid >/dev/null || missing+=(util-linux)
+    command -v python3 >/dev/null || missing+=(python3)
+    if [[ ! -x $VENV/bin/python ]]; then
+        # Debian's python3 lacks ensurepip (so venv fails) without python3-venv.
+        probe=$(mktemp -d)
+        python3 -m venv "$probe/venv" >/dev/null 2>&1 || missing+=(python3-venv)
+        rm -rf "$probe"
+    fi
+    install_packages "${missing[@]}"
+}
+
+# Python with gunicorn installed. The venv is built beside its final place and
+# renamed when complete, so an interrupted run never leaves a half-made one.
+# It is used through `bin/python -m gunicorn`, which survives the rename
+# (console-script shebangs would not).
+gunicorn_python() {
+    if [[ ! -x $VENV/bin/python ]]; then
+        local building="$VENV.building-$$"
+        log "installing gunicorn from PyPI into $VENV"
+        rm -rf "$building"
+        mkdir -p "$target_dir"
+        python3 -m venv "$building" >&2
+        "$building/bin/python" -m pip install --quiet --disable-pip-version-check gunicorn >&2
+        rm -rf "$VENV"
+        mv "$building" "$VENV"
+    fi
+    echo "$VENV/bin/python"
+}
+
+# Prints the version of the gunicorn that PYTHON runs, for the headline.
+gunicorn_version() {
+    local python="$1"
+    "$python" -c 'import gunicorn; print(gunicorn.__version__)'
+}
+
+# Prints the options that keep gunicorn from creating files outside the temp
+# dir: gunicorn 25.1+ opens a control socket by default.
+gunicorn_quiet_opts() {
+    local python="$1"
+    if "$python" -m gunicorn --help | grep -q -- '--no-control-socket'; then
+        echo --no-control-socket
+    fi
+}
+
+# Writes $tmp/hello.py, whose hello:app gives the same response as
+# builtin:hello: 200, text/plain, "Hello, World!\n".
+write_wsgi_app() {
+    cat >"$tmp/hello.py" <<'EOF'
+BODY = b"Hello, World!\n"
+
+
+def app(environ, start_response):
+    start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(BODY)))])
+    return [BODY]
+EOF
+}
+
 # --- server lifecycle --------------------------------------------------------
 
 # Starts a server in its own session (so stop_server can reach its workers
 # even if the master died without taking them along), logging to
 # $tmp/NAME.log. setsid execs the server in place, so $! is the master's pid.
+# The log is opened for appending so that the server may also be given it as
+# its error log file: every master of a binary upgrade then appends to it
+# without overwriting the others' lines.
 start_server() {
     local name="$1"
     shift
-    setsid "$@" >"$tmp/$name.log" 2>&1 </dev/null &
+    setsid "$@" >>"$tmp/$name.log" 2>&1 </dev/null &
     server_pids[$name]=$!
+    server_masters[$name]=$!
+    server_groups[$name]=$!
+}
+
+# Records PID as one of the named server's masters, so that stop_server
+# stops it too: a binary upgrade's new master, before it takes over.
+add_master() {
+    local name="$1" pid="$2"
+    [[ " ${server_masters[$name]} " == *" $pid "* ]] || server_masters[$name]+=" $pid"
+}
+
+# After a binary upgrade: NEW is the named server's master, OLD has exited
+# (and is forgotten, so that its pid, once reused, is never signalled).
+promote_master() {
+    local name="$1" old="$2" new="$3" pid masters=() kept=()
+    add_master "$name" "$new"
+    read -ra masters <<<"${server_masters[$name]}"
+    for pid in "${masters[@]}"; do
+        [[ $pid == "$old" ]] || kept+=("$pid")
+    done
+    server_masters[$name]="${kept[*]}"
+    server_pids[$name]=$new
+}
+
+# Succeeds if PID is a running process. A zombie counts as gone: a master
+# forked by another master is reaped by whoever adopts it when its parent
+# exits, which inside a container may be nobody.
+alive() {
+    local stat
+    kill -0 "$1" 2>/dev/null || return 1
+    { read -r stat <"/proc/$1/stat"; } 2>/dev/null || return 1
+    # The state follows the command name, which is in parentheses.
+    stat=${stat##*) }
+    [[ ${stat%% *} != [ZX] ]]
+}
+
+# Prints the pids of PID's children, one a line.
+child_pids() {
+    local pid="$1" file kids
+    if [[ -r /proc/$pid/task/$pid/children ]]; then
+        # Each thread lists the children it forked.
+        for file in /proc/"$pid"/task/*/children; do
+            kids=()
+            { read -ra kids <"$file"; } 2>/dev/null || true
+            ((${#kids[@]} == 0)) || printf '%s\n' "${kids[@]}"
+        done
+    else
+        # Kernels without CONFIG_PROC_CHILDREN.
+        ps -o pid= --ppid "$pid" | tr -d ' '
+    fi
 }
 
 # Polls until the server answers an HTTP request with 200, or fails once the
@@ -108,7 +259,7 @@ wait_ready() {
     local name="$1" port="$2" pid="${server_pids[$1]}"
     local deadline=$((SECONDS + START_DEADLINE_S)) status
     while ((SECONDS < deadline)); do
-        kill -0 "$pid" 2>/dev/null || {
+        alive "$pid" || {
             log "$name exited during start-up; its log:"
             cat "$tmp/$name.log" >&2
             die "$name did not start"
@@ -133,25 +284,38 @@ http_status() {
     [[ -n $line ]] && echo "$line"
 }
 
-# Stops the named server, if it runs, and all that is left of its session.
+# Stops the named server, if it runs: every master it has had, and all that
+# is left of its process group.
 stop_server() {
-    local name="$1" pid="${server_pids[$1]:-}" deadline=$((SECONDS + STOP_DEADLINE_S))
-    [[ -n $pid ]] || return 0
+    local name="$1" first="${server_groups[$1]:-}" deadline=$((SECONDS + STOP_DEADLINE_S))
+    local masters=() pid
+    [[ -n $first ]] || return 0
+    read -ra masters <<<"${server_masters[$name]}"
     # gunicornd, gunicorn and nginx all treat INT as "stop now", workers included.
-    kill -INT "$pid" 2>/dev/null || true
-    while kill -0 "$pid" 2>/dev/null && ((SECONDS < deadline)); do
-        sleep 0.05
+    for pid in "${masters[@]}"; do
+        if alive "$pid"; then kill -INT "$pid" 2>/dev/null || true; fi
     done
-    # Whatever is left of the session (master or orphaned workers) goes now.
-    kill -KILL -- "-$pid" 2>/dev/null || true
-    wait "$pid" 2>/dev/null || true
-    unset "server_pids[$name]"
+    for pid in "${masters[@]}"; do
+        while alive "$pid" && ((SECONDS < deadline)); do
+            sleep 0.05
+        done
+    done
+    # Whatever is left of the group (masters or orphaned workers) goes now,
+    # and any master that left the group.
+    kill -KILL -- "-$first" 2>/dev/null || true
+    for pid in "${masters[@]}"; do
+        if alive "$pid"; then kill -KILL "$pid" 2>/dev/null || true; fi
+    done
+    # Only the first master is this shell's child.
+    wait "$first" 2>/dev/null || true
+    unset "server_pids[$name]" "server_masters[$name]" "server_groups[$name]"
 }
 
 cleanup() {
     local rc=$? name
     [[ -z $wrk_pid ]] || kill "$wrk_pid" 2>/dev/null || true
-    for name in "${!server_pids[@]}"; do
+    [[ -z $probe_pid ]] || kill "$probe_pid" 2>/dev/null || true
+    for name in "${!server_groups[@]}"; do
         stop_server "$name"
     done
     [[ -n $tmp ]] && rm -rf "$tmp"
@@ -177,4 +341,25 @@ wrk_error_counts() {
                   END {if (!found) print 0, 0, 0, 0}' <<<"$out")
     non2xx=$(awk '/Non-2xx or 3xx responses:/ {print $5; found=1} END {if (!found) print 0}' <<<"$out")
     echo "$socket $non2xx"
+}
+
+# Prints the figures of one wrk run against a server that answers 200 to
+# everything ($1: wrk's output) as
+#   requests failed connect read write non2xx timeouts max_latency
+# or fails if the output has no request count. With one request per
+# connection (Connection: close) every socket error is one request that got
+# no answer (a reset, or the connection closed before the full response), and
+# wrk counts only answered requests in "N requests in": requests = answered +
+# socket errors, failed = socket errors + non-2xx (wrk counts status >= 400
+# there). wrk's "timeout" counter flags a request still unanswered after
+# --timeout; the answer may still come (and is then counted as done), so it is
+# reported on its own, not as a failure.
+wrk_figures() {
+    local out="$1" completed connect read write timeouts non2xx max_latency
+    completed=$(awk '/requests in/ {print $1}' <<<"$out")
+    [[ -n $completed ]] || return 1
+    read -r connect read write timeouts non2xx < <(wrk_error_counts "$out")
+    max_latency=$(awk '$1 == "Latency" {print $4}' <<<"$out")
+    echo "$((completed + connect + read + write)) $((connect + read + write + non2xx))" \
+        "$connect $read $write $non2xx $timeouts $max_latency"
 }

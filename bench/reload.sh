@@ -30,55 +30,6 @@ readonly SETTLE_DEADLINE_S=15
 # shellcheck source-path=SCRIPTDIR source=lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
-# gunicorn from PyPI, installed once and reused by later runs.
-readonly VENV="$target_dir/bench-gunicorn-venv"
-
-# --- setup -------------------------------------------------------------------
-
-install_tools() {
-    local missing=() probe
-    command -v wrk >/dev/null || missing+=(wrk)
-    command -v setsid >/dev/null || missing+=(util-linux)
-    command -v python3 >/dev/null || missing+=(python3)
-    if [[ ! -x $VENV/bin/python ]]; then
-        # Debian's python3 lacks ensurepip (so venv fails) without python3-venv.
-        probe=$(mktemp -d)
-        python3 -m venv "$probe/venv" >/dev/null 2>&1 || missing+=(python3-venv)
-        rm -rf "$probe"
-    fi
-    install_packages "${missing[@]}"
-}
-
-# Python with gunicorn installed. The venv is built beside its final place and
-# renamed when complete, so an interrupted run never leaves a half-made one.
-# It is used through `bin/python -m gunicorn`, which survives the rename
-# (console-script shebangs would not).
-gunicorn_python() {
-    if [[ ! -x $VENV/bin/python ]]; then
-        local building="$VENV.building-$$"
-        log "installing gunicorn from PyPI into $VENV"
-        rm -rf "$building"
-        mkdir -p "$target_dir"
-        python3 -m venv "$building" >&2
-        "$building/bin/python" -m pip install --quiet --disable-pip-version-check gunicorn >&2
-        rm -rf "$VENV"
-        mv "$building" "$VENV"
-    fi
-    echo "$VENV/bin/python"
-}
-
-# The same response as builtin:hello: 200, text/plain, "Hello, World!\n".
-write_wsgi_app() {
-    cat >"$tmp/hello.py" <<'EOF'
-BODY = b"Hello, World!\n"
-
-
-def app(environ, start_response):
-    start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(BODY)))])
-    return [BODY]
-EOF
-}
-
 # --- measuring ---------------------------------------------------------------
 
 # Workers that have booted so far: both servers log "Booting worker with pid:
@@ -127,21 +78,11 @@ measure() {
     wrk_pid=""
     wait_settled "$name"
     out=$(<"$tmp/$name.wrk")
-
-    local completed connect read write timeouts non2xx max_latency
-    completed=$(awk '/requests in/ {print $1}' <<<"$out")
-    [[ -n $completed ]] || die "no request count in wrk output for $name: $out"
-    read -r connect read write timeouts non2xx < <(wrk_error_counts "$out")
-    max_latency=$(awk '$1 == "Latency" {print $4}' <<<"$out")
-
-    # With one request per connection every socket error is one request that
-    # got no answer; wrk counts only answered requests in "requests in".
-    local failed=$((connect + read + write + non2xx))
-    local requests=$((completed + connect + read + write))
+    local figures
+    figures=$(wrk_figures "$out") || die "no request count in wrk output for $name: $out"
     local reloads
     reloads=$(grep -c 'Hang up: Master' "$tmp/$name.log" || true)
-    echo "$requests $failed $connect $read $write $non2xx $timeouts $max_latency" \
-        "$(booted_workers "$name") $reloads" >"$tmp/$name.figures"
+    echo "$figures $(booted_workers "$name") $reloads" >"$tmp/$name.figures"
 }
 
 # Prints the figures of one server and checks that its reloads all happened.
@@ -172,12 +113,9 @@ run_gunicornd() {
 }
 
 run_gunicorn() {
-    local python="$1" port opts=()
+    local python="$1" port opts
     port=$(free_port)
-    # gunicorn 25.1+ opens a control socket by default; keep it out of the way.
-    if "$python" -m gunicorn --help | grep -q -- '--no-control-socket'; then
-        opts+=(--no-control-socket)
-    fi
+    read -ra opts < <(gunicorn_quiet_opts "$python") || true
     start_server gunicorn "$python" -m gunicorn -w "$WORKERS" -b "127.0.0.1:$port" \
         --chdir "$tmp" "${opts[@]}" hello:app
     wait_ready gunicorn "$port"
@@ -188,7 +126,7 @@ run_gunicorn() {
 main() {
     trap_exit
     ((DURATION >= RELOADS + 2)) || die "BENCH_DURATION ($DURATION) must be at least BENCH_RELOADS + 2"
-    install_tools
+    install_gunicorn_bench_tools
     local gunicornd_bin python
     gunicornd_bin=$(gunicornd_binary)
     python=$(gunicorn_python)
@@ -199,7 +137,7 @@ main() {
     echo "wrk -t$THREADS -c$CONNS -d${DURATION}s --timeout ${WRK_TIMEOUT_S}s -H 'Connection: close'," \
         "HUP every 1 s" \
         "($RELOADS reloads), $WORKERS workers each, $(nproc) CPUs;" \
-        "gunicorn $("$python" -c 'import gunicorn; print(gunicorn.__version__)')"
+        "gunicorn $(gunicorn_version "$python")"
     run_gunicornd "$gunicornd_bin"
     report gunicornd
     run_gunicorn "$python"
