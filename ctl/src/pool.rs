@@ -2,7 +2,8 @@
 //! normalised so that the rest of the client need not care which one it is.
 
 use gunicornd_protocol::{
-    ControlCommand, ListenerInfo, ListenersReply, ShowTarget, StatsReply, WorkerInfo, WorkersReply,
+    ControlCommand, ListenerInfo, ListenersReply, ShowTarget, StatsReply, UpgradeInfo, WorkerInfo,
+    WorkersReply,
 };
 use serde::Serialize;
 
@@ -94,6 +95,9 @@ pub struct StatusView {
     pub workers_target: usize,
     pub generation: Option<u64>,
     pub listeners: Vec<ListenerInfo>,
+    /// A binary upgrade in progress, as this master sees it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub upgrade: Option<UpgradeInfo>,
 }
 
 impl StatusView {
@@ -110,6 +114,7 @@ impl StatusView {
             workers_target: pool.target(),
             generation: pool.newest_generation(),
             listeners: listeners.listeners,
+            upgrade: pool.stats.upgrade.clone(),
         })
     }
 }

@@ -4,7 +4,8 @@ use std::io::{self, Write};
 use std::time::{Duration, UNIX_EPOCH};
 
 use gunicornd_protocol::{
-    ConfigReply, HelpReply, ListenersReply, ShowAllReply, StatsReply, WorkerInfo, WorkersReply,
+    ConfigReply, HelpReply, ListenersReply, ShowAllReply, StatsReply, UpgradeInfo, WorkerInfo,
+    WorkersReply,
 };
 use serde::Serialize;
 use serde_json::Value;
@@ -166,17 +167,38 @@ pub fn status(out: &mut dyn Write, s: &StatusView) -> io::Result<()> {
             .collect::<Vec<_>>()
             .join("\n")
     };
-    write_pairs(
-        out,
-        &[
-            ("server", s.server.clone()),
-            ("master", s.master_pid.to_string()),
-            ("uptime", s.uptime.map_or_else(|| "-".to_string(), duration)),
-            ("workers", workers),
-            ("generation", dash(s.generation)),
-            ("listeners", listeners),
-        ],
-    )
+    let mut pairs = vec![
+        ("server", s.server.clone()),
+        ("master", s.master_pid.to_string()),
+        ("uptime", s.uptime.map_or_else(|| "-".to_string(), duration)),
+        ("workers", workers),
+        ("generation", dash(s.generation)),
+        ("listeners", listeners),
+    ];
+    if let Some(u) = &s.upgrade {
+        pairs.push(("upgrade", upgrade_phase(s.master_pid, u)));
+    }
+    write_pairs(out, &pairs)
+}
+
+/// Both masters of an upgrade and where it stands, seen from `master`.
+fn upgrade_phase(master: i32, u: &UpgradeInfo) -> String {
+    match u.phase.as_str() {
+        "starting" => format!(
+            "starting: new master {} is booting its workers (old master {master})",
+            u.pid
+        ),
+        "ready" => format!(
+            "ready: new master {} serves beside this one (old master {master}); \
+             stop this one to hand over",
+            u.pid
+        ),
+        "waiting" => format!(
+            "waiting: this is the new master {master}, not yet promoted; old master {} still runs",
+            u.pid
+        ),
+        other => format!("{other}: other master {}", u.pid),
+    }
 }
 
 pub fn workers(out: &mut dyn Write, reply: &WorkersReply) -> io::Result<()> {

@@ -908,6 +908,41 @@ fn a_second_upgrade_request_is_refused_with_its_reason() {
 }
 
 #[test]
+fn status_shows_both_masters_and_the_upgrade_phase() {
+    let srv = Launch::hello(1).start();
+    let socket = srv.socket.clone().unwrap();
+    let started: serde_json::Value = Conn::open(&socket).ok("upgrade");
+    let new = started["pid"].as_i64().unwrap();
+    poll("the new master ready", || {
+        let stats: serde_json::Value = Conn::open(&socket).ok("show stats");
+        (stats["upgrade"]["phase"] == "ready").then_some(())
+    });
+    let out = ctl(&["-s", srv.sock(), "status"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(
+        text.contains(&format!(
+            "ready: new master {new} serves beside this one (old master {})",
+            srv.pid
+        )),
+        "{text}"
+    );
+    let second = format!("{}.2", socket.display());
+    let out = ctl(&["-s", &second, "status"]);
+    let text = stdout(&out);
+    assert!(
+        text.contains(&format!(
+            "waiting: this is the new master {new}, not yet promoted; old master {} still runs",
+            srv.pid
+        )),
+        "{text}"
+    );
+    let out = ctl(&["-s", srv.sock(), "--json", "status"]);
+    let json: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(json["upgrade"]["pid"].as_i64(), Some(new));
+}
+
+#[test]
 fn events_stream_reports_scaling_and_new_workers() {
     let srv = Launch::hello(1).start();
     let socket = srv.socket.clone().unwrap();
