@@ -369,3 +369,24 @@ fn hooks_keep_working_across_an_upgrade() {
             && text.matches(&format!("post_fork {new} ")).count() >= 2
     });
 }
+
+#[test]
+fn a_new_configuration_that_does_not_load_leaves_the_old_master_serving() {
+    let launch = Launch::from_config("workers = 1\napp = \"builtin:hello\"\n");
+    let config = launch.path("gunicornd.toml");
+    let pidfile = launch.path("g.pid");
+    let srv = launch
+        .arg("-b")
+        .arg("127.0.0.1:0")
+        .arg("-p")
+        .arg(&pidfile)
+        .booted(1)
+        .start();
+    fs::write(&config, "workers = \"many\"\n").unwrap();
+    srv.signal_delivered(libc::SIGUSR2);
+    srv.expect_log("Upgrade ended without a takeover", LONG);
+    srv.expect_log("this master serves on", LONG);
+    assert!(!second(&pidfile).exists());
+    assert_eq!(read_pid(&pidfile), Some(srv.pid));
+    assert_eq!(srv.get("/").status, 200);
+}
