@@ -54,6 +54,12 @@ impl Listener {
         matches!(self.addr, ListenAddr::Unix(_))
     }
 
+    /// Whether the unix socket file is ours to remove (we created it, or
+    /// took it over from the master that did).
+    pub fn owns_path(&self) -> bool {
+        self.owns_path
+    }
+
     /// Take the unix socket file as ours (to remove at exit): a new master
     /// of an upgrade, once the old master that created it is gone.
     pub fn claim_path(&mut self) {
@@ -156,6 +162,13 @@ pub fn create_all(
         })
         .collect();
     fds.extend_from_slice(inherited);
+    // `fd://3` and `GUNICORN_FD=3` name one socket, adopted once.
+    let mut seen = Vec::with_capacity(fds.len());
+    fds.retain(|fd| {
+        let first = !seen.contains(fd);
+        seen.push(*fd);
+        first
+    });
     if !fds.is_empty() {
         return fds.iter().map(|&fd| adopt_fd(fd, spec.backlog)).collect();
     }
@@ -241,7 +254,7 @@ fn bind_one(b: &BindAddr, spec: &ListenerSpec<'_>) -> Result<Listener, BindError
     }
 }
 
-fn resolve(host: &str, port: u16) -> Result<SocketAddr, BindError> {
+pub fn resolve(host: &str, port: u16) -> Result<SocketAddr, BindError> {
     use std::net::ToSocketAddrs;
     let host = if host.is_empty() { "0.0.0.0" } else { host };
     if let Ok(ip) = host.parse::<IpAddr>() {

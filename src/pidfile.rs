@@ -140,9 +140,14 @@ impl Pidfile {
 
     /// Move the pidfile to `to` (a new master taking over the old one's
     /// pidfile after a binary upgrade); whatever was at `to` is replaced in
-    /// one step, so readers see the old content or ours, never nothing.
+    /// one step, so readers see the old content or ours, never nothing. The
+    /// old master may have moved it already ([`hand_over`]).
     pub fn rename(&mut self, to: &Path) -> io::Result<()> {
-        fs::rename(&self.path, to)?;
+        let moved_already = !self.path.exists()
+            && matches!(read_pid(to), Ok(Holder::Pid(held)) if held == self.pid);
+        if !moved_already {
+            fs::rename(&self.path, to)?;
+        }
         self.path = to.to_path_buf();
         Ok(())
     }
@@ -194,6 +199,23 @@ fn check_directory(path: &Path) -> Result<(), PidfileError> {
         // Not a directory, permission denied, ...: the write reports it with
         // the OS's own words.
         Err(_) => Ok(()),
+    }
+}
+
+/// The old master of an upgrade, exiting: move its successor's pidfile
+/// (`from`, holding `pid`) over its own (`to`), so that the pidfile names
+/// the new master before anyone is told it is the main process.
+pub fn hand_over(from: &Path, to: &Path, pid: u32) {
+    if let Ok(Holder::Pid(held)) = read_pid(from) {
+        if held == pid {
+            if let Err(err) = fs::rename(from, to) {
+                warn!(
+                    "cannot move pidfile {} to {}: {err}",
+                    from.display(),
+                    to.display()
+                );
+            }
+        }
     }
 }
 

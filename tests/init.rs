@@ -1116,11 +1116,35 @@ fn upgrade_by_signals(srv: &Server, old: i32, pidfile: &Path) -> i32 {
     new
 }
 
+/// A datagram's text and the pid the pidfile held when it came.
+type Received = (String, Option<i32>);
+
 #[test]
 fn upgrade_tells_systemd_the_new_mainpid_after_the_pidfile_holds_it() {
+    use std::sync::{Arc, Mutex};
     let dir = tempfile::tempdir().unwrap();
-    let mut notify = NotifySocket::bind(dir.path());
+    let notify = NotifySocket::bind(dir.path());
     let pidfile = dir.path().join("g.pid");
+    // Record each datagram with what the pidfile held the moment it came.
+    let received: Arc<Mutex<Vec<Received>>> = Arc::default();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let listener = {
+        let socket = notify.socket.try_clone().unwrap();
+        let (received, stop, pidfile) = (received.clone(), stop.clone(), pidfile.clone());
+        socket
+            .set_read_timeout(Some(Duration::from_millis(50)))
+            .unwrap();
+        std::thread::spawn(move || {
+            let mut buf = vec![0u8; 4096];
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                if let Ok(n) = socket.recv(&mut buf) {
+                    let held = pid_in(&pidfile);
+                    let text = String::from_utf8_lossy(&buf[..n]).to_string();
+                    received.lock().unwrap().push((text, held));
+                }
+            }
+        })
+    };
     let srv = Launch::new(&["-b", "127.0.0.1:0", "-w", "1", "-p"])
         .arg(&pidfile)
         .arg("builtin:hello")
@@ -1128,28 +1152,48 @@ fn upgrade_tells_systemd_the_new_mainpid_after_the_pidfile_holds_it() {
         .in_dir(dir)
         .booted(1)
         .start();
-    notify.expect(&srv, Duration::from_secs(20), "READY=1", |n| {
-        n.has("READY=1")
-    });
+    let has = |line: &str| {
+        received
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|(text, _)| text.lines().any(|l| l == line))
+    };
+    expect_within(Duration::from_secs(20), "READY=1", || has("READY=1"));
     let new = upgrade_by_signals(&srv, srv.pid, &pidfile);
     let mainpid = format!("MAINPID={new}");
-    let notice = notify.expect(&srv, Duration::from_secs(20), &mainpid, |n| n.has(&mainpid));
-    // Read the pidfile when MAINPID arrived: the new master wrote it first.
-    assert_eq!(pid_in(&pidfile), Some(new), "{:?}", notify.lines());
-    // The new master said nothing before it took over: no second READY=1
-    // from it while the old master was the main process.
-    let readies_before: usize = notify
-        .seen
-        .iter()
-        .filter(|n| n.received < notice.received && n.has("READY=1"))
-        .count();
-    assert_eq!(readies_before, 1, "{:?}", notify.lines());
-    notify.expect(
-        &srv,
+    expect_within(Duration::from_secs(20), &mainpid, || has(&mainpid));
+    expect_within(
         Duration::from_secs(20),
-        "READY=1 after MAINPID",
-        |n| n.has("READY=1"),
+        "READY=1 from the new master",
+        || {
+            let got = received.lock().unwrap();
+            let at = got
+                .iter()
+                .position(|(t, _)| t.lines().any(|l| l == mainpid));
+            at.is_some_and(|i| {
+                got[i..]
+                    .iter()
+                    .any(|(t, _)| t.lines().any(|l| l == "READY=1"))
+            })
+        },
     );
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    listener.join().unwrap();
+    let got = received.lock().unwrap().clone();
+    let first = got
+        .iter()
+        .position(|(t, _)| t.lines().any(|l| l == mainpid))
+        .unwrap();
+    // When the first MAINPID= came, the pidfile named the new master already.
+    assert_eq!(got[first].1, Some(new), "{got:?}");
+    // Nothing said READY=1 between the first one and the hand-over: the new
+    // master was silent until it took over.
+    let readies = got[..first]
+        .iter()
+        .filter(|(t, _)| t.lines().any(|l| l == "READY=1"))
+        .count();
+    assert_eq!(readies, 1, "{got:?}");
     assert_eq!(srv.get("/").status, 200);
 }
 

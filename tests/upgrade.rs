@@ -215,14 +215,15 @@ fn the_new_master_gets_the_listeners_and_the_channel_and_nothing_else() {
             "pipe",
             "pipe",
             "anon_inode",
-            "socket"
+            "socket",
+            "anon_inode"
         ],
         "the new master's descriptors from 3 on: {fds:?}"
     );
     assert_eq!(
         fds.last().unwrap().0,
-        10,
-        "numbered 0 to 10 without gaps: {fds:?}"
+        11,
+        "numbered 0 to 11 without gaps: {fds:?}"
     );
     let environ = fs::read(format!("/proc/{new}/environ")).unwrap();
     let environ = String::from_utf8_lossy(&environ);
@@ -389,4 +390,209 @@ fn a_new_configuration_that_does_not_load_leaves_the_old_master_serving() {
     assert!(!second(&pidfile).exists());
     assert_eq!(read_pid(&pidfile), Some(srv.pid));
     assert_eq!(srv.get("/").status, 200);
+}
+
+#[test]
+fn a_unix_socket_file_is_kept_across_an_upgrade_and_removed_by_the_last_master() {
+    let dir = tempfile::tempdir().unwrap();
+    let web = dir.path().join("web.sock");
+    let pidfile = dir.path().join("g.pid");
+    let bind = format!("unix:{}", web.display());
+    let srv = Launch::new(&["-b", &bind, "-w", "1", "-p"])
+        .arg(&pidfile)
+        .arg("--control-socket")
+        .arg(dir.path().join("ctl.sock"))
+        .arg("builtin:hello")
+        .in_dir(dir)
+        .expect_tcp(false)
+        .booted(1)
+        .start();
+    use std::os::unix::fs::MetadataExt;
+    let inode = fs::metadata(&web).unwrap().ino();
+    let new = upgrade_until_ready(&srv, srv.pid);
+    hand_over(&srv, srv.pid, new);
+    assert_eq!(
+        fs::metadata(&web).map(|m| m.ino()).ok(),
+        Some(inode),
+        "the old master left the socket file to the new one\n{}",
+        srv.log()
+    );
+    let mut stream = std::os::unix::net::UnixStream::connect(&web).unwrap();
+    use std::io::{Read, Write};
+    stream
+        .write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    signal(new, libc::SIGTERM);
+    expect_within(
+        LONG,
+        "the promoted master gone and its socket file removed",
+        || !process_alive(new) && !web.exists(),
+    );
+}
+
+#[test]
+fn the_new_master_takes_over_when_the_old_one_is_killed() {
+    let srv = launch(1).start();
+    let old = srv.pid;
+    let new = upgrade_until_ready(&srv, old);
+    signal(old, libc::SIGKILL);
+    expect_within(LONG, "the new master promoted", || {
+        read_pid(&srv.path("g.pid")) == Some(new) && !second(&srv.path("g.pid")).exists()
+    });
+    srv.expect_log(&format!("[{new}] [INFO] Master has been promoted."), LONG);
+    expect_within(LONG, "served by the new master's workers", || {
+        try_http_request(srv.addr(), b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            .is_ok_and(|r| r.status == 200)
+    });
+}
+
+#[test]
+fn a_daemon_is_upgraded_and_its_new_master_stays_detached() {
+    let srv = Launch::hello(1).daemon().start();
+    let pidfile = srv.path("app.pid");
+    let old = srv.pid;
+    signal(old, libc::SIGUSR2);
+    let new = poll_pid(&second(&pidfile));
+    expect_within(LONG, "the new master ready", || {
+        fs::read_to_string(srv.path("error.log"))
+            .unwrap_or_default()
+            .contains(&format!("the new master (pid:{new}) is ready"))
+    });
+    signal(old, libc::SIGWINCH);
+    signal(old, libc::SIGTERM);
+    expect_within(LONG, "the new daemon promoted", || {
+        !process_alive(old) && read_pid(&pidfile) == Some(new)
+    });
+    // It did not daemonize again: the same session as the old master had,
+    // stdio still on /dev/null.
+    for fd in 0..3 {
+        let target = fs::read_link(format!("/proc/{new}/fd/{fd}")).unwrap();
+        assert_eq!(target, Path::new("/dev/null"), "fd {fd}");
+    }
+    signal(new, libc::SIGTERM);
+    expect_within(LONG, "the new daemon gone", || !process_alive(new));
+}
+
+#[test]
+fn new_workers_that_fail_to_boot_leave_the_old_master_serving() {
+    let launch = Launch::from_config("workers = 1\napp = \"builtin:hello\"\n");
+    let config = launch.path("gunicornd.toml");
+    let pidfile = launch.path("g.pid");
+    let srv = launch
+        .arg("-b")
+        .arg("127.0.0.1:0")
+        .arg("-p")
+        .arg(&pidfile)
+        .booted(1)
+        .start();
+    fs::write(
+        &config,
+        "workers = 1\napp = \"builtin:debug?boot_exit=3\"\n",
+    )
+    .unwrap();
+    srv.signal_delivered(libc::SIGUSR2);
+    srv.expect_log(
+        "the new master exited with code 3: its workers failed to boot",
+        LONG,
+    );
+    assert!(!second(&pidfile).exists());
+    assert_eq!(srv.get("/").status, 200);
+}
+
+#[test]
+fn an_fd_bind_is_handed_over_by_position() {
+    let passed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = passed.local_addr().unwrap().to_string();
+    let launch = Launch::new(&["-b", "fd://3", "-w", "1", "builtin:hello"]);
+    let pidfile = launch.path("g.pid");
+    use std::os::fd::AsRawFd;
+    let srv = launch
+        .arg("-p")
+        .arg(&pidfile)
+        .fd3(passed.as_raw_fd())
+        .booted(1)
+        .start();
+    drop(passed);
+    let new = upgrade_until_ready(&srv, srv.pid);
+    hand_over(&srv, srv.pid, new);
+    let r = try_http_request(&addr, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    assert_eq!(r.status, 200);
+    let log = srv.log();
+    let listening = log
+        .lines()
+        .filter(|l| l.contains(&format!("[{new}]")) && l.contains("Listening at:"))
+        .collect::<Vec<_>>();
+    assert_eq!(
+        listening.len(),
+        1,
+        "one socket, adopted once: {listening:?}"
+    );
+    assert!(!listening[0].contains(','), "{listening:?}");
+}
+
+#[test]
+fn a_new_release_that_binds_another_address_listens_there_after_the_upgrade() {
+    let first = free_port();
+    let second_port = free_port();
+    let launch = Launch::from_config(&format!(
+        "workers = 1\napp = \"builtin:hello\"\nbind = [\"127.0.0.1:{first}\"]\n"
+    ));
+    let config = launch.path("gunicornd.toml");
+    let pidfile = launch.path("g.pid");
+    let srv = launch.arg("-p").arg(&pidfile).booted(1).start();
+    fs::write(
+        &config,
+        format!("workers = 1\napp = \"builtin:hello\"\nbind = [\"127.0.0.1:{second_port}\"]\n"),
+    )
+    .unwrap();
+    let new = upgrade_until_ready(&srv, srv.pid);
+    hand_over(&srv, srv.pid, new);
+    let r = try_http_request(
+        &format!("127.0.0.1:{second_port}"),
+        b"GET / HTTP/1.1\r\nHost: x\r\n\r\n",
+    )
+    .unwrap();
+    assert_eq!(r.status, 200);
+    expect_within(LONG, "the old address closed with the old master", || {
+        std::net::TcpStream::connect(format!("127.0.0.1:{first}")).is_err()
+    });
+}
+
+#[test]
+fn a_new_master_started_through_a_wrapper_that_forks_never_takes_over() {
+    let dir = tempfile::tempdir().unwrap();
+    let program = dir.path().join("gunicornd");
+    let real = dir.path().join("gunicornd.real");
+    fs::copy(gunicornd_bin(), &program).unwrap();
+    fs::copy(gunicornd_bin(), &real).unwrap();
+    let launch = launch(1).binary(&program).arg("--upgrade-timeout").arg("2");
+    let srv = launch.start();
+    let old = srv.pid;
+    // A wrapper that runs the binary as its child instead of exec'ing it.
+    fs::remove_file(&program).unwrap();
+    fs::write(
+        &program,
+        format!("#!/bin/sh\n\"{}\" \"$@\"\n", real.display()),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    fs::set_permissions(&program, fs::Permissions::from_mode(0o755)).unwrap();
+    srv.signal_delivered(libc::SIGUSR2);
+    let grandchild = poll_pid(&second(&srv.path("g.pid")));
+    srv.expect_log(
+        &format!("Upgrade: pid {grandchild} says it is ready, but the new master started is pid"),
+        LONG,
+    );
+    srv.expect_log("was killed", LONG);
+    srv.expect_log("gave up on this master; stopping", LONG);
+    expect_within(LONG, "the orphaned new master gone", || {
+        !process_alive(grandchild)
+    });
+    assert_eq!(read_pid(&srv.path("g.pid")), Some(old));
+    let ping: serde_json::Value = Conn::open(srv.socket.as_ref().unwrap()).ok("ping");
+    assert_eq!(ping["pid"].as_i64(), Some(old as i64));
+    assert!(process_alive(old));
 }

@@ -98,6 +98,21 @@ pub struct Arbiter {
     /// The channel to the other master of an upgrade in progress.
     channel: Option<std::os::unix::net::UnixStream>,
     channel_buf: Vec<u8>,
+    /// New master: the handed-over fds whose socket files it owns once it
+    /// takes over.
+    owned_fds: Vec<RawFd>,
+    /// New master: a pidfd of the old master, readable once it exited.
+    old_master_pidfd: Option<OwnedFd>,
+    /// New master: when to decide whether the old master, which closed the
+    /// channel, is gone or gave up on us.
+    given_up_check: Option<Instant>,
+}
+
+impl ListenerSource {
+    /// A reload may bind new addresses and drop old ones.
+    fn rebindable(&self) -> bool {
+        matches!(self, ListenerSource::Bound | ListenerSource::Upgrade)
+    }
 }
 
 /// Where the listening sockets came from.
@@ -231,13 +246,10 @@ impl Arbiter {
         }
         // Inherited sockets (fd://N, GUNICORN_FD, LISTEN_FDS) are claimed
         // before anything could take their numbers or inherit them.
-        let claimed = claim_inherited_listeners(&settings)?;
+        let claimed = claim_inherited_listeners(&settings, parent.is_some())?;
         let mut hooks = Hooks::new(&settings.hooks);
         hooks.fire("on_starting", &[]);
         let (listeners, listener_source) = match claimed {
-            Some((ls, ListenerSource::Inherited)) if parent.is_some() => {
-                (ls, ListenerSource::Upgrade)
-            }
             Some(claimed) => claimed,
             None => (
                 listeners::create_all(
@@ -297,7 +309,9 @@ impl Arbiter {
         // master is still the service's main process.
         let report = report::Reporter::new(daemon.take(), parent.is_some());
         let mut channel = None;
+        let mut owned_fds = Vec::new();
         if let Some(p) = parent {
+            owned_fds = p.owned_fds;
             pool.parent_master = Some(p.pid);
             poll.registry()
                 .register(
@@ -308,7 +322,7 @@ impl Arbiter {
                 .map_err(|e| format!("event loop: {e}"))?;
             channel = Some(p.channel);
         }
-        Ok(Arbiter {
+        let mut arbiter = Arbiter {
             loader,
             settings,
             previous_settings: None,
@@ -334,7 +348,14 @@ impl Arbiter {
             start,
             channel,
             channel_buf: Vec::new(),
-        })
+            owned_fds,
+            old_master_pidfd: None,
+            given_up_check: None,
+        };
+        if let Some(old) = arbiter.pool.parent_master {
+            arbiter.watch_old_master(old);
+        }
+        Ok(arbiter)
     }
 
     /// The event loop: every input becomes an [`Event`] for
@@ -366,6 +387,7 @@ impl Arbiter {
                     }
                     CONTROL => self.accept_control_clients(),
                     upgrade::CHANNEL => self.channel_ready(),
+                    upgrade::OLD_MASTER => self.old_master_exited(),
                     token => {
                         for request in
                             self.control_ready(token, event.is_readable(), event.is_writable())
@@ -409,6 +431,7 @@ impl Arbiter {
                     .check_deadlines(now, |w| observe(kind, scoreboard, w, timeout));
             }
             Event::EndOfPass => {
+                self.check_given_up(now);
                 self.pool.progress();
                 self.pool.manage(now);
             }
@@ -505,6 +528,9 @@ impl Arbiter {
         if let Some(t) = self.report.next_watchdog() {
             consider(t);
         }
+        if let Some(t) = self.given_up_check {
+            consider(t);
+        }
         next
     }
 
@@ -543,9 +569,12 @@ impl Arbiter {
         while !self.pool.workers.is_empty() {
             match nix::sys::wait::wait() {
                 Ok(status) => {
-                    if let Some(pid) = status.pid() {
-                        self.pool.workers.remove(pid);
+                    let Some(pid) = status.pid() else { continue };
+                    if self.pool.child_master.is_some_and(|c| c.pid == pid) {
+                        self.pool.child_master = None;
+                        self.remove_upgrade_files(pid);
                     }
+                    self.pool.workers.remove(pid);
                 }
                 Err(_) => break,
             }
@@ -555,10 +584,15 @@ impl Arbiter {
         } else {
             tracing::error!("Shutting down: {}", self.name);
         }
-        // A new master that is ready takes over as we go: systemd follows
-        // it from now on (the pidfile is its to write).
+        // A new master that is ready takes over as we go: its pidfile
+        // becomes the pidfile, then systemd follows it (under
+        // NotifyAccess=main only we may say so, and only the pid that the
+        // pidfile holds should be named).
         if let Some(successor) = self.pool.successor() {
             tracing::info!("Handing over to the new master (pid:{successor})");
+            if let Some(path) = &self.settings.pidfile {
+                crate::pidfile::hand_over(&upgrade::second(path), path, successor.as_raw() as u32);
+            }
             self.report.hand_over(successor);
         }
         if let Some(pidfile) = &self.pidfile {
@@ -579,11 +613,10 @@ impl Arbiter {
     }
 
     fn close_listeners(&mut self) {
-        // Unix socket files are removed only by their owner: a socket that
-        // systemd or a parent master handed us is theirs, and a new master
-        // of an upgrade goes on serving on ours.
-        let unlink =
-            self.listener_source == ListenerSource::Bound && self.pool.child_master.is_none();
+        // Unix socket files are removed only by their owner (a socket that
+        // systemd or a parent master handed us is theirs: the listener
+        // knows), and not while a new master of an upgrade serves on them.
+        let unlink = self.pool.child_master.is_none();
         for l in self
             .listeners
             .drain(..)
@@ -604,6 +637,7 @@ impl Arbiter {
         }
         fds.extend(self.report.fds());
         fds.extend(self.channel.as_ref().map(|c| c.as_raw_fd()));
+        fds.extend(self.old_master_pidfd.as_ref().map(|p| p.as_raw_fd()));
         fds
     }
 }
@@ -660,6 +694,7 @@ impl Drop for UnlinkOnError {
 /// (with close-on-exec) a hook would inherit them.
 fn claim_inherited_listeners(
     settings: &Settings,
+    from_upgrade: bool,
 ) -> Result<Option<(Vec<Listener>, ListenerSource)>, String> {
     let activated = crate::systemd::listen_fds();
     if !activated.is_empty() {
@@ -685,6 +720,16 @@ fn claim_inherited_listeners(
         }
         Err(_) => Vec::new(),
     };
+    if from_upgrade {
+        // The old master's listeners, renumbered from 3: `fd://N` binds
+        // name the old numbers, so they are matched by position.
+        let handed = inherited
+            .iter()
+            .map(|&fd| listeners::adopt_fd(fd, settings.backlog))
+            .collect::<Result<Vec<_>, _>>()?;
+        let ls = upgrade::match_binds(handed, settings)?;
+        return Ok(Some((ls, ListenerSource::Upgrade)));
+    }
     let fd_binds = settings
         .binds
         .iter()

@@ -361,7 +361,18 @@ impl Pool {
         let Some(child) = self.child_master.as_mut() else {
             return;
         };
-        if child.pid != pid || child.ready || child.killed {
+        if child.pid != pid {
+            let started = child.pid;
+            self.log(
+                Level::Warn,
+                format!(
+                    "Upgrade: pid {pid} says it is ready, but the new master started is pid {started} \
+                     (a wrapper that runs gunicornd without exec?); it cannot take over"
+                ),
+            );
+            return;
+        }
+        if child.ready || child.killed {
             return;
         }
         child.ready = true;

@@ -12,7 +12,7 @@
 //!   reload completes (the old workers still accept on them, and a rollback
 //!   takes them back).
 
-use super::{limits, Arbiter, ListenerSource, Outcome};
+use super::{limits, Arbiter, Outcome};
 use crate::config::Settings;
 use crate::listeners::{self, Listener, ListenerSpec};
 
@@ -47,7 +47,7 @@ impl Arbiter {
             Ok(_) => return Err("the configuration asks to print or check it, not to run".into()),
             Err(e) => return Err(e.to_string()),
         };
-        if new.binds != self.settings.binds && self.listener_source == ListenerSource::Bound {
+        if new.binds != self.settings.binds && self.listener_source.rebindable() {
             self.rebind(&new)?;
         }
         if let Err(e) = crate::log::reconfigure(&crate::log::LogConfig::from_settings(&new)) {
@@ -129,7 +129,7 @@ impl Arbiter {
         let Some(prev) = self.previous_settings.take() else {
             return;
         };
-        if prev.binds != self.settings.binds && self.listener_source == ListenerSource::Bound {
+        if prev.binds != self.settings.binds && self.listener_source.rebindable() {
             if let Err(e) = self.rebind(&prev) {
                 tracing::error!("Cannot restore the previous listeners: {e}");
             }

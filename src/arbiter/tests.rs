@@ -1120,6 +1120,17 @@ fn a_new_master_not_ready_in_time_is_killed() {
 }
 
 #[test]
+fn a_ready_report_from_another_pid_is_not_readiness() {
+    let mut sim = serving(1);
+    sim.pool.upgrade_started(Pid::from_raw(9000), sim.now);
+    sim.run();
+    sim.pool.upgrade_ready(Pid::from_raw(9001));
+    let out = sim.run();
+    assert!(has_log(&out, Level::Warn, "pid 9001 says it is ready"));
+    assert_eq!(sim.pool.successor(), None);
+}
+
+#[test]
 fn a_ready_new_master_is_not_timed_out() {
     let mut sim = serving(1);
     let child = Pid::from_raw(9000);

@@ -32,13 +32,23 @@ use mio::{Interest, Token};
 use nix::unistd::Pid;
 
 use super::{Arbiter, ListenerSource, Outcome};
+use crate::config::{BindAddr, Settings};
 use crate::control::protocol::EventKind;
+use crate::listeners::{self, ListenAddr, Listener, ListenerSpec};
 
 /// The event loop's token for the channel to the other master.
 pub(super) const CHANNEL: Token = Token(usize::MAX);
+/// The event loop's token for a pidfd of the old master (new master).
+pub(super) const OLD_MASTER: Token = Token(usize::MAX - 1);
+/// How long a new master waits, after the old master closed the channel,
+/// for that master to be gone before it concludes it was given up on.
+const GIVE_UP: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Names the fd of the channel in the new master's environment.
 const CHANNEL_VAR: &str = "GUNICORND_UPGRADE_FD";
+/// The handed-over fds whose unix socket files the old master owns (it
+/// bound them): the new master owns them once it takes over.
+const OWNED_VAR: &str = "GUNICORND_OWNED_FDS";
 /// The old master's pid, as gunicorn names it.
 const PARENT_VAR: &str = "GUNICORN_PID";
 
@@ -48,6 +58,7 @@ const HANDED_OVER_VARS: &[&str] = &[
     "GUNICORN_FD",
     PARENT_VAR,
     CHANNEL_VAR,
+    OWNED_VAR,
     "LISTEN_FDS",
     "LISTEN_PID",
     "LISTEN_FDNAMES",
@@ -120,6 +131,8 @@ fn is_executable(path: &Path) -> bool {
 pub(super) struct Parent {
     pub(super) pid: Pid,
     pub(super) channel: UnixStream,
+    /// Handed-over fds whose socket files become ours on takeover.
+    pub(super) owned_fds: Vec<RawFd>,
 }
 
 impl Parent {
@@ -130,8 +143,13 @@ impl Parent {
         else {
             return Ok(None);
         };
+        let owned_fds: Vec<RawFd> = std::env::var(OWNED_VAR)
+            .ok()
+            .map(|v| v.split(',').filter_map(|n| n.trim().parse().ok()).collect())
+            .unwrap_or_default();
         std::env::remove_var(PARENT_VAR);
         std::env::remove_var(CHANNEL_VAR);
+        std::env::remove_var(OWNED_VAR);
         let pid: i32 = pid
             .to_str()
             .and_then(|s| s.parse().ok())
@@ -154,7 +172,64 @@ impl Parent {
         Ok(Some(Parent {
             pid: Pid::from_raw(pid),
             channel,
+            owned_fds,
         }))
+    }
+}
+
+/// A new master's listeners: the ones the old master handed over that the
+/// (possibly new) configuration still binds, plus fresh sockets for
+/// addresses it adds; the others are closed here (the old master keeps its
+/// copies until it exits). `fd://N` binds and port 0 cannot be compared by
+/// address: they take a handed-over socket of their kind, in order.
+pub(super) fn match_binds(
+    handed: Vec<Listener>,
+    settings: &Settings,
+) -> Result<Vec<Listener>, String> {
+    let mut handed: Vec<Option<Listener>> = handed.into_iter().map(Some).collect();
+    let mut kept = Vec::with_capacity(settings.binds.len());
+    for bind in &settings.binds {
+        let found = handed
+            .iter()
+            .position(|l| l.as_ref().is_some_and(|l| takes(l, bind)));
+        match found.and_then(|i| handed[i].take()) {
+            Some(l) => kept.push(l),
+            None if matches!(bind, BindAddr::Fd(_)) => return Err(format!(
+                "{bind:?}: the old master handed over fewer sockets than the configuration names"
+            )),
+            None => {
+                let spec = ListenerSpec::new(settings, std::slice::from_ref(bind));
+                kept.extend(listeners::create_all(&spec, &[], 1)?);
+            }
+        }
+    }
+    for l in handed.into_iter().flatten() {
+        tracing::info!("No longer listening at {l}: the configuration does not bind it");
+        l.close(false);
+    }
+    Ok(kept)
+}
+
+/// Whether a handed-over socket serves `bind`.
+fn takes(l: &Listener, bind: &BindAddr) -> bool {
+    match bind {
+        BindAddr::Fd(_) => true,
+        BindAddr::Tcp { port: 0, host } => match l.addr() {
+            ListenAddr::Tcp(addr) => listeners::resolve(host, 0).is_ok_and(|a| a.ip() == addr.ip()),
+            ListenAddr::Unix(_) => false,
+        },
+        _ => listeners::serves(l, bind),
+    }
+}
+
+/// The process has exited (a zombie counts: it runs no more code).
+fn process_gone(pid: Pid) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => stat
+            .rsplit_once(") ")
+            .and_then(|(_, rest)| rest.chars().next())
+            .is_some_and(|state| state == 'Z' || state == 'X'),
+        Err(_) => true,
     }
 }
 
@@ -199,6 +274,16 @@ impl Arbiter {
         let var = |k: &str, v: String| (OsString::from(k), OsString::from(v));
         env.push(var(PARENT_VAR, self.pid.to_string()));
         env.push(var(CHANNEL_VAR, (3 + count).to_string()));
+        let owned: Vec<String> = self
+            .listeners
+            .iter()
+            .enumerate()
+            .filter(|(_, l)| l.owns_path())
+            .map(|(i, _)| (3 + i).to_string())
+            .collect();
+        if !owned.is_empty() {
+            env.push(var(OWNED_VAR, owned.join(",")));
+        }
         let mut pid_var = None;
         match &self.listener_source {
             ListenerSource::Systemd { names } => {
@@ -275,25 +360,106 @@ impl Arbiter {
                 _ => tracing::warn!("Upgrade channel: unexpected message {:?}", text.trim()),
             }
         }
+        // One short line is all the protocol has: anything longer is noise.
+        if self.channel_buf.len() > 1024 {
+            tracing::warn!("Upgrade channel: discarding an overlong message");
+            self.channel_buf.clear();
+        }
         if closed {
             self.close_channel();
         }
     }
 
+    /// New master: watch for the old master's exit through a pidfd, which
+    /// becomes readable the moment it exits (kernels without pidfds: the
+    /// channel's end-of-file, then a look at `/proc`).
+    pub(super) fn watch_old_master(&mut self, pid: Pid) {
+        // SAFETY: pidfd_open takes a pid and flags and returns a new fd.
+        let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid.as_raw(), 0) };
+        if fd < 0 {
+            tracing::debug!(
+                "pidfd_open({pid}): {}; watching the upgrade channel only",
+                std::io::Error::last_os_error()
+            );
+            return;
+        }
+        // SAFETY: the syscall returned a new descriptor that we now own.
+        let pidfd = unsafe { OwnedFd::from_raw_fd(fd as RawFd) };
+        let _ = crate::fd::set_cloexec(&pidfd);
+        match self.poll.registry().register(
+            &mut SourceFd(&pidfd.as_raw_fd()),
+            OLD_MASTER,
+            Interest::READABLE,
+        ) {
+            Ok(()) => self.old_master_pidfd = Some(pidfd),
+            Err(e) => tracing::debug!("cannot watch the old master's pidfd: {e}"),
+        }
+    }
+
+    /// New master: the old master exited. Take over.
+    pub(super) fn old_master_exited(&mut self) {
+        if let Some(pidfd) = self.old_master_pidfd.take() {
+            let _ = self
+                .poll
+                .registry()
+                .deregister(&mut SourceFd(&pidfd.as_raw_fd()));
+        }
+        self.given_up_check = None;
+        self.close_channel();
+        self.pool.promoted();
+    }
+
+    /// New master: the old master closed the channel some time ago. Gone by
+    /// now: take over; still running: it gave up on this master (it was not
+    /// ready in time, or was reached through a wrapper that did not exec),
+    /// and taking over would make two masters.
+    pub(super) fn check_given_up(&mut self, now: Instant) {
+        let (Some(at), Some(old)) = (self.given_up_check, self.pool.parent_master) else {
+            return;
+        };
+        if now < at {
+            return;
+        }
+        if process_gone(old) {
+            self.old_master_exited();
+            return;
+        }
+        self.given_up_check = None;
+        tracing::error!(
+            "The old master (pid:{old}) closed the upgrade channel but still runs: it gave up on this master; stopping"
+        );
+        self.command(super::Command::Stop { graceful: true });
+    }
+
     /// New master: the old master never writes, so readable means its end
-    /// closed: it exited (or was killed). Take over.
+    /// closed: it is exiting, or it gave up on us.
     fn read_from_old_master(&mut self) {
         let Some(channel) = self.channel.as_mut() else {
             return;
         };
         let mut buf = [0u8; 64];
         match channel.read(&mut buf) {
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::Interrupted
+                ) =>
+            {
+                return
+            }
             Ok(n) if n > 0 => return,
             _ => {}
         }
         self.close_channel();
-        self.pool.promoted();
+        match self.pool.parent_master {
+            Some(old) if self.old_master_pidfd.is_none() && process_gone(old) => {
+                self.old_master_exited()
+            }
+            // An exiting master closes its files before it is gone: give the
+            // pidfd (or /proc) a moment to say so.
+            Some(_) => self.given_up_check = Some(Instant::now() + GIVE_UP),
+            None => {}
+        }
     }
 
     fn close_channel(&mut self) {
@@ -339,8 +505,12 @@ impl Arbiter {
             }
         }
         if self.listener_source == ListenerSource::Upgrade {
+            // Only the files the old master owned: one it had inherited
+            // itself belongs to whoever created it.
             for l in &mut self.listeners {
-                l.claim_path();
+                if self.owned_fds.contains(&l.raw_fd()) {
+                    l.claim_path();
+                }
             }
             self.listener_source = ListenerSource::Bound;
         }
@@ -361,5 +531,50 @@ impl Arbiter {
         if let Some(path) = &self.control_path {
             crate::control::server::remove_stale_socket(&second(path));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_program_is_argv0_made_absolute_or_found_on_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let bin = dir.path().join("bin");
+        std::fs::create_dir(&bin).unwrap();
+        let exe = bin.join("gunicornd");
+        std::fs::write(&exe, "#!/bin/sh\n").unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&exe, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let cwd = Path::new("/srv/app");
+        assert_eq!(
+            resolve_program(OsStr::new("/usr/bin/gunicornd"), cwd, None),
+            Ok(PathBuf::from("/usr/bin/gunicornd"))
+        );
+        assert_eq!(
+            resolve_program(OsStr::new("./bin/gunicornd"), cwd, None),
+            Ok(PathBuf::from("/srv/app/./bin/gunicornd"))
+        );
+        let path = std::env::join_paths(["/nonexistent", bin.to_str().unwrap()]).unwrap();
+        assert_eq!(
+            resolve_program(OsStr::new("gunicornd"), cwd, Some(&path)),
+            Ok(exe)
+        );
+        let err = resolve_program(
+            OsStr::new("gunicornd"),
+            cwd,
+            Some(OsStr::new("/nonexistent")),
+        )
+        .unwrap_err();
+        assert!(err.contains("is not on PATH"), "{err}");
+    }
+
+    #[test]
+    fn second_appends_dot_2() {
+        assert_eq!(
+            second(Path::new("/run/g.pid")),
+            PathBuf::from("/run/g.pid.2")
+        );
     }
 }
