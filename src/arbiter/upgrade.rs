@@ -194,9 +194,11 @@ pub(super) fn match_binds(
             .position(|l| l.as_ref().is_some_and(|l| takes(l, bind)));
         match found.and_then(|i| handed[i].take()) {
             Some(l) => kept.push(l),
-            None if matches!(bind, BindAddr::Fd(_)) => return Err(format!(
+            None if matches!(bind, BindAddr::Fd(_)) => {
+                return Err(format!(
                 "{bind:?}: the old master handed over fewer sockets than the configuration names"
-            )),
+            ))
+            }
             None => {
                 let spec = ListenerSpec::new(settings, std::slice::from_ref(bind));
                 kept.extend(listeners::create_all(&spec, &[], 1)?);
