@@ -29,6 +29,21 @@ fn launch(workers: usize) -> Launch {
     launch.arg("-p").arg(pidfile)
 }
 
+/// A hello server from `DIR/gunicornd.toml` (which a test rewrites before
+/// USR2: the new master reads it), on an OS-chosen port, with a pidfile;
+/// `extra` arguments go before the app. Returns the server, the config
+/// file and the pidfile.
+fn from_config(extra: &[&str]) -> (Server, PathBuf, PathBuf) {
+    let launch = Launch::from_config("workers = 1\napp = \"builtin:hello\"\n");
+    let config = launch.path("gunicornd.toml");
+    let pidfile = launch.path("g.pid");
+    let mut launch = launch.arg("-b").arg("127.0.0.1:0").arg("-p").arg(&pidfile);
+    for a in extra {
+        launch = launch.arg(a);
+    }
+    (launch.booted(1).start(), config, pidfile)
+}
+
 fn signal(pid: i32, sig: i32) {
     // SAFETY: plain kill(2) on a process this test started.
     assert_eq!(unsafe { libc::kill(pid, sig) }, 0, "kill({pid}, {sig})");
@@ -268,18 +283,7 @@ fn a_broken_new_binary_leaves_the_old_master_serving() {
 
 #[test]
 fn a_new_app_that_fails_to_load_leaves_the_old_master_serving() {
-    let launch = Launch::from_config("workers = 1\napp = \"builtin:hello\"\n");
-    let config = launch.path("gunicornd.toml");
-    let pidfile = launch.path("g.pid");
-    let srv = launch
-        .arg("-b")
-        .arg("127.0.0.1:0")
-        .arg("-p")
-        .arg(&pidfile)
-        .arg("--control-socket")
-        .arg(launch_socket(&pidfile))
-        .booted(1)
-        .start();
+    let (srv, config, pidfile) = from_config(&["--control-socket", "ctl.sock"]);
     fs::write(
         &config,
         "workers = 1\napp = \"builtin:debug?fail_load=1\"\n",
@@ -302,18 +306,7 @@ fn launch_socket(pidfile: &Path) -> PathBuf {
 
 #[test]
 fn a_new_master_not_ready_within_the_upgrade_timeout_is_killed() {
-    let launch = Launch::from_config("workers = 1\napp = \"builtin:hello\"\n");
-    let config = launch.path("gunicornd.toml");
-    let pidfile = launch.path("g.pid");
-    let srv = launch
-        .arg("-b")
-        .arg("127.0.0.1:0")
-        .arg("-p")
-        .arg(&pidfile)
-        .arg("--upgrade-timeout")
-        .arg("1")
-        .booted(1)
-        .start();
+    let (srv, config, pidfile) = from_config(&["--upgrade-timeout", "1"]);
     // The new generation's workers hang while booting.
     fs::write(
         &config,
@@ -373,16 +366,7 @@ fn hooks_keep_working_across_an_upgrade() {
 
 #[test]
 fn a_new_configuration_that_does_not_load_leaves_the_old_master_serving() {
-    let launch = Launch::from_config("workers = 1\napp = \"builtin:hello\"\n");
-    let config = launch.path("gunicornd.toml");
-    let pidfile = launch.path("g.pid");
-    let srv = launch
-        .arg("-b")
-        .arg("127.0.0.1:0")
-        .arg("-p")
-        .arg(&pidfile)
-        .booted(1)
-        .start();
+    let (srv, config, pidfile) = from_config(&[]);
     fs::write(&config, "workers = \"many\"\n").unwrap();
     srv.signal_delivered(libc::SIGUSR2);
     srv.expect_log("Upgrade ended without a takeover", LONG);
@@ -478,16 +462,7 @@ fn a_daemon_is_upgraded_and_its_new_master_stays_detached() {
 
 #[test]
 fn new_workers_that_fail_to_boot_leave_the_old_master_serving() {
-    let launch = Launch::from_config("workers = 1\napp = \"builtin:hello\"\n");
-    let config = launch.path("gunicornd.toml");
-    let pidfile = launch.path("g.pid");
-    let srv = launch
-        .arg("-b")
-        .arg("127.0.0.1:0")
-        .arg("-p")
-        .arg(&pidfile)
-        .booted(1)
-        .start();
+    let (srv, config, pidfile) = from_config(&[]);
     fs::write(
         &config,
         "workers = 1\napp = \"builtin:debug?boot_exit=3\"\n",
