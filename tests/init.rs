@@ -1236,3 +1236,75 @@ fn upgrade_of_a_socket_activated_server_hands_on_listen_fds() {
         "through the passed socket, after the upgrade",
     );
 }
+
+// ---------------------------------------------------------------------------
+// The LSB init script
+// ---------------------------------------------------------------------------
+
+/// Runs `contrib/init.d/gunicornd ACTION` with its settings in `defaults`.
+fn init_script(defaults: &Path, action: &str) -> std::process::Output {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("contrib/init.d/gunicornd");
+    let mut cmd = Command::new("/bin/sh");
+    cmd.arg(script)
+        .arg(action)
+        .env("GUNICORND_DEFAULTS", defaults)
+        .stdin(Stdio::null());
+    without_inherited_settings(&mut cmd);
+    cmd.output().expect("run the init script")
+}
+
+#[test]
+fn init_script_upgrade_replaces_the_master_with_and_without_gunicornctl() {
+    let dir = tempfile::tempdir().unwrap();
+    // The daemons are detached: whatever happens, kill what runs from here.
+    struct Cleanup<'a>(&'a Path);
+    impl Drop for Cleanup<'_> {
+        fn drop(&mut self) {
+            kill_processes_mentioning(self.0);
+        }
+    }
+    let _cleanup = Cleanup(dir.path());
+    let port = free_port();
+    let pidfile = dir.path().join("g.pid");
+    for (round, ctl) in [gunicornctl_bin(), PathBuf::from("/nonexistent/gunicornctl")]
+        .iter()
+        .enumerate()
+    {
+        let defaults = dir.path().join(format!("defaults{round}"));
+        fs::write(
+            &defaults,
+            format!(
+                "DAEMON={bin}\nRUNDIR={dir}\nPIDFILE={pid}\nERROR_LOG={dir}/error.log\n\
+                 APP=builtin:hello\nGUNICORNCTL={ctl}\nUPGRADE_TIMEOUT=20\n\
+                 DAEMON_OPTS=\"--bind 127.0.0.1:{port} --workers 2\"\n",
+                bin = gunicornd_bin().display(),
+                dir = dir.path().display(),
+                pid = pidfile.display(),
+                ctl = ctl.display(),
+            ),
+        )
+        .unwrap();
+        if round == 0 {
+            let out = init_script(&defaults, "start");
+            assert!(out.status.success(), "start: {out:?}");
+        }
+        let old = pid_in(&pidfile).expect("a pidfile");
+        let out = init_script(&defaults, "upgrade");
+        let log = fs::read_to_string(dir.path().join("error.log")).unwrap_or_default();
+        assert!(
+            out.status.success(),
+            "upgrade (round {round}): {out:?}\n{log}"
+        );
+        let new = pid_in(&pidfile).expect("a pidfile after the upgrade");
+        assert_ne!(new, old, "round {round}");
+        assert!(!process_alive(old), "round {round}: the old master is gone");
+        assert!(!PathBuf::from(format!("{}.2", pidfile.display())).exists());
+        let r = try_http_request(&format!("127.0.0.1:{port}"), GET).unwrap();
+        assert_eq!(r.status, 200, "round {round}");
+    }
+    let defaults = dir.path().join("defaults0");
+    let last = pid_in(&pidfile).unwrap();
+    let out = init_script(&defaults, "stop");
+    assert!(out.status.success(), "stop: {out:?}");
+    expect_within(Duration::from_secs(20), "stopped", || !process_alive(last));
+}
