@@ -20,6 +20,8 @@ mod http;
 mod listeners;
 mod log;
 mod pidfile;
+#[cfg(feature = "python")]
+mod python;
 mod scoreboard;
 mod signals;
 mod systemd;

@@ -374,11 +374,16 @@ fn check_config() {
     let s = Scratch::new();
     let out = s.run(&["--check-config", "builtin:debug?boot_sleep=1"], &[]);
     assert_eq!(out.status.code(), Some(0));
-    let err = s.fails(&["--check-config", "myapp:application"], &[], 1);
+    // A Python app's import is the worker's business; its name is checked.
+    let out = s.run(&["--check-config", "myapp:application"], &[]);
+    assert_eq!(out.status.code(), Some(0));
+    let err = s.fails(&["--check-config", "my app:application"], &[], 1);
     assert_error_line(
         &err,
-        "invalid value 'myapp:application' for APP: expected builtin:hello, builtin:echo, \
-         builtin:debug[?OPTIONS] or static:DIR",
+        "invalid value 'my app:application' for APP: 'my app:application' is not an app: \
+         expected builtin:hello, builtin:echo, builtin:debug[?OPTIONS], static:DIR or a Python \
+         WSGI app as MODULE[:NAME] or MODULE:FACTORY(ARGS) (a Python module is a dotted name such \
+         as myproject.wsgi)",
     );
     s.write("gunicornd.toml", "app = \"builtin:nope\"\n");
     let err = s.fails(&["--check-config"], &[], 1);
@@ -402,7 +407,7 @@ fn check_config_and_startup_reject_a_spec_the_workers_cannot_load() {
     let s = Scratch::new();
     let expected = "invalid value 'builtin:hello?x=1' for APP: builtin:hello takes no options \
                     (only builtin:debug does): expected builtin:hello, builtin:echo, \
-                    builtin:debug[?OPTIONS] or static:DIR";
+                    builtin:debug[?OPTIONS], static:DIR or a Python WSGI app as MODULE[:NAME] or MODULE:FACTORY(ARGS)";
     let err = s.fails(&["--check-config", "builtin:hello?x=1"], &[], 1);
     assert_error_line(&err, expected);
     let err = s.fails(
@@ -429,9 +434,15 @@ fn help_and_version_exit_zero() {
     let s = Scratch::new();
     let out = s.run(&["--version"], &[]);
     assert_eq!(out.status.code(), Some(0));
-    assert_eq!(
-        String::from_utf8_lossy(&out.stdout),
-        format!("gunicornd {}\n", env!("CARGO_PKG_VERSION"))
+    let version = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        version.starts_with(&format!("gunicornd {} (", env!("CARGO_PKG_VERSION"))),
+        "{version}"
+    );
+    // It says which Python it embeds, or that it has none.
+    assert!(
+        version.contains(" embedded)\n") || version.contains("(built without Python)\n"),
+        "{version}"
     );
     let out = s.run(&["--help"], &[]);
     assert_eq!(out.status.code(), Some(0));

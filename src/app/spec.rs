@@ -6,6 +6,9 @@
 //! builtin:echo
 //! builtin:debug[?OPTIONS]    OPTIONS: boot_sleep=SECONDS&boot_exit=CODE&fail_load=1
 //! static:DIR                 everything after the prefix is the directory
+//! MODULE[:EXPRESSION]        a Python WSGI app, gunicorn's forms: `module`,
+//!                            `module:name`, `module:factory()`,
+//!                            `module:factory(literal, key=literal)`
 //! ```
 //!
 //! The master checks the spec with [`AppSpec::parse`] when it reads its
@@ -19,7 +22,8 @@ use super::debug::DebugOptions;
 use super::{App, AppLoadError, DebugApp, EchoApp, HelloApp, StaticApp};
 
 /// The valid forms, for error messages.
-pub const APP_SPECS: &str = "builtin:hello, builtin:echo, builtin:debug[?OPTIONS] or static:DIR";
+pub const APP_SPECS: &str = "builtin:hello, builtin:echo, builtin:debug[?OPTIONS], static:DIR \
+     or a Python WSGI app as MODULE[:NAME] or MODULE:FACTORY(ARGS)";
 
 /// A parsed app spec: which app, with its load-time options.
 #[derive(Debug, Clone, PartialEq)]
@@ -28,6 +32,11 @@ pub enum AppSpec {
     Echo,
     Debug(DebugOptions),
     Static(String),
+    /// A Python WSGI app (`module:expression`).
+    Python {
+        module: String,
+        expression: String,
+    },
 }
 
 impl AppSpec {
@@ -43,7 +52,7 @@ impl AppSpec {
             };
         }
         let Some(builtin) = spec.strip_prefix("builtin:") else {
-            return Err(format!("expected {APP_SPECS}"));
+            return parse_python(spec);
         };
         let (name, options) = match builtin.split_once('?') {
             Some((name, options)) => (name, Some(options)),
@@ -72,8 +81,56 @@ impl AppSpec {
             AppSpec::Echo => Box::new(EchoApp),
             AppSpec::Debug(options) => Box::new(DebugApp::load(options)?),
             AppSpec::Static(dir) => Box::new(StaticApp::load(dir)?),
+            AppSpec::Python { module, expression } => load_python(module, expression)?,
         })
     }
+}
+
+/// `module[:expression]`: the module a dotted Python name; the expression
+/// is checked further when the worker evaluates it (as gunicorn does).
+fn parse_python(spec: &str) -> Result<AppSpec, String> {
+    let (module, expression) = spec.split_once(':').unwrap_or((spec, ""));
+    let identifier = |s: &str| {
+        let mut chars = s.chars();
+        chars.next().is_some_and(|c| c == '_' || c.is_alphabetic())
+            && chars.all(|c| c == '_' || c.is_alphanumeric())
+    };
+    if module.is_empty() || !module.split('.').all(identifier) {
+        return Err(format!(
+            "'{spec}' is not an app: expected {APP_SPECS} (a Python module is a dotted name such as myproject.wsgi)"
+        ));
+    }
+    if spec.contains(':') && expression.trim().is_empty() {
+        return Err(format!("'{spec}': nothing after ':'; expected MODULE:NAME"));
+    }
+    if !cfg!(feature = "python") {
+        return Err(format!(
+            "'{spec}' is a Python WSGI app, but this gunicornd was built without Python: \
+             build it with the default features (cargo build --release) on a machine with Python 3 \
+             and its shared library"
+        ));
+    }
+    Ok(AppSpec::Python {
+        module: module.to_string(),
+        expression: expression.trim().to_string(),
+    })
+}
+
+#[cfg(feature = "python")]
+fn load_python(module: &str, expression: &str) -> Result<Box<dyn App>, AppLoadError> {
+    let app = crate::python::PythonApp {
+        module: module.to_string(),
+        expression: expression.to_string(),
+    };
+    crate::python::load(&app, &crate::python::ImportPath::default())
+}
+
+#[cfg(not(feature = "python"))]
+fn load_python(_module: &str, _expression: &str) -> Result<Box<dyn App>, AppLoadError> {
+    // parse_python refuses Python apps in this build.
+    Err(AppLoadError(
+        "this gunicornd was built without Python".to_string(),
+    ))
 }
 
 #[cfg(test)]
@@ -110,9 +167,14 @@ mod tests {
 
     #[test]
     fn each_error_names_the_valid_forms() {
-        let forms = "expected builtin:hello, builtin:echo, builtin:debug[?OPTIONS] or static:DIR";
-        assert_eq!(parse_err("myapp:app"), forms);
-        assert_eq!(parse_err(""), forms);
+        let forms = format!("expected {APP_SPECS}");
+        assert!(parse_err("my app:app").contains(&forms));
+        assert!(parse_err("").contains(&forms));
+        assert!(parse_err("1module").contains("a Python module is a dotted name"));
+        assert_eq!(
+            parse_err("myapp:"),
+            "'myapp:': nothing after ':'; expected MODULE:NAME"
+        );
         assert_eq!(
             parse_err("builtin:hello?x=1"),
             format!("builtin:hello takes no options (only builtin:debug does): {forms}")
@@ -130,6 +192,41 @@ mod tests {
             parse_err("static:"),
             "static: needs a directory, as in static:DIR"
         );
+    }
+
+    #[test]
+    fn python_apps_in_gunicorns_forms() {
+        for (spec, module, expression) in [
+            ("myapp", "myapp", ""),
+            (
+                "myproject.wsgi:application",
+                "myproject.wsgi",
+                "application",
+            ),
+            ("app:create_app()", "app", "create_app()"),
+            (
+                "app:create_app('x', debug=True)",
+                "app",
+                "create_app('x', debug=True)",
+            ),
+        ] {
+            let parsed = AppSpec::parse(spec);
+            if cfg!(feature = "python") {
+                assert_eq!(
+                    parsed,
+                    Ok(AppSpec::Python {
+                        module: module.into(),
+                        expression: expression.into()
+                    }),
+                    "{spec}"
+                );
+            } else {
+                assert!(
+                    parsed.unwrap_err().contains("built without Python"),
+                    "{spec}"
+                );
+            }
+        }
     }
 
     #[test]

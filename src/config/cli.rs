@@ -30,12 +30,23 @@ one with every setting.
 GUNICORN_CMD_ARGS holds more options in the command line's syntax, split like \
 a shell would (e.g. GUNICORN_CMD_ARGS=\"--workers 4 --bind 0.0.0.0:80\").";
 
+/// `gunicornd --version`: which Python a build embeds, if any.
+#[cfg(feature = "python")]
+const VERSION_TEXT: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (Python ",
+    env!("GUNICORND_PYTHON_VERSION"),
+    " embedded)"
+);
+#[cfg(not(feature = "python"))]
+const VERSION_TEXT: &str = concat!(env!("CARGO_PKG_VERSION"), " (built without Python)");
+
 /// One layer of settings as given on a command line, in `GUNICORN_CMD_ARGS`
 /// or (converted) in the config file. `None` means "not given here".
 #[derive(Parser, Debug, Clone, Default, PartialEq)]
 #[command(
     name = "gunicornd",
-    version,
+    version = VERSION_TEXT,
     about = "gunicorn's pre-fork server and process supervisor, in Rust",
     long_about = "gunicorn's pre-fork server and process supervisor, in Rust.\n\n\
         A single-threaded master binds the listening sockets and keeps a pool of \

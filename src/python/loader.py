@@ -1,0 +1,70 @@
+# gunicornd's Python side: what is easier to say in Python than through the
+# C API. Run once per worker (or in the master with --preload); nothing here
+# runs per request except FileWrapper.
+import ast
+import importlib
+import sys
+
+
+def load(module, expression):
+    """gunicorn's `import_app`: `module`, `module:name`, `module:a.b`,
+    `module:factory()` or `module:factory(literal, key=literal)`."""
+    mod = importlib.import_module(module)
+    expression = expression or "application"
+    try:
+        node = ast.parse(expression, mode="eval").body
+    except SyntaxError:
+        raise ValueError("Failed to parse %r as an attribute name or function call." % expression)
+    args, kwargs = None, None
+    if isinstance(node, ast.Call):
+        try:
+            args = [ast.literal_eval(a) for a in node.args]
+            kwargs = {k.arg: ast.literal_eval(k.value) for k in node.keywords}
+        except ValueError:
+            raise ValueError("Failed to parse arguments as literal values: %r" % expression)
+        node = node.func
+    names = []
+    while isinstance(node, ast.Attribute):
+        names.append(node.attr)
+        node = node.value
+    if not isinstance(node, ast.Name):
+        raise ValueError("Failed to parse %r as an attribute name or function call." % expression)
+    names.append(node.id)
+    names.reverse()
+    app = mod
+    for name in names:
+        try:
+            app = getattr(app, name)
+        except AttributeError:
+            raise AttributeError("Failed to find attribute %r in %r." % (name, module))
+    if args is not None:
+        app = app(*args, **kwargs)
+    if app is None:
+        raise ValueError("The function %r in %r returned None." % (expression, module))
+    if not callable(app):
+        raise TypeError("Application object must be callable.")
+    return app
+
+
+class FileWrapper:
+    """`wsgi.file_wrapper`: iterates a file-like object in blocks."""
+
+    def __init__(self, filelike, blksize=8192):
+        self.filelike = filelike
+        self.blksize = blksize
+        if hasattr(filelike, "close"):
+            self.close = filelike.close
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        data = self.filelike.read(self.blksize)
+        if data:
+            return data
+        raise StopIteration
+
+
+def traceback_text(exc, tb):
+    import traceback
+    return "".join(traceback.format_exception(type(exc), exc, tb))

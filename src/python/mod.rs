@@ -1,0 +1,205 @@
+//! Python WSGI apps (PEP 3333), embedded with pyo3: the HTTP work stays in
+//! Rust and only the application call, and the iteration of its result,
+//! run in Python.
+//!
+//! The interpreter is initialised in each worker after fork (never in the
+//! master, which runs no Python), with Python's own signal handlers left
+//! out: the worker's stay in charge. `loader.py` holds what is simpler in
+//! Python (gunicorn's app-spec evaluation, `wsgi.file_wrapper`).
+
+mod environ;
+mod objects;
+
+use std::ffi::CString;
+use std::io;
+use std::path::PathBuf;
+
+use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyModule};
+
+use crate::app::{App, AppLoadError, Request, ResponseSink};
+
+/// What a `module:expression` app spec names, and where to look for it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PythonApp {
+    pub module: String,
+    /// `name`, `a.b`, `factory()`, `factory(1, key="x")`; empty means
+    /// gunicorn's default, `application`.
+    pub expression: String,
+}
+
+/// Where imports look first: `--pythonpath` and the working directory, as
+/// gunicorn does; and the virtualenv of `VIRTUAL_ENV`.
+#[derive(Debug, Clone, Default)]
+pub struct ImportPath {
+    pub pythonpath: Vec<PathBuf>,
+}
+
+/// A loaded WSGI callable.
+pub struct WsgiApp {
+    app: Py<PyAny>,
+    helpers: Py<PyModule>,
+}
+
+/// Initialise Python in this (worker) process and import the app.
+pub fn load(spec: &PythonApp, path: &ImportPath) -> Result<Box<dyn App>, AppLoadError> {
+    Python::initialize();
+    Python::attach(|py| {
+        let helpers = helpers(py).map_err(|e| load_error(py, &e))?;
+        prepare_path(py, path).map_err(|e| load_error(py, &e))?;
+        enable_tracebacks_on_abort(py);
+        let app = helpers
+            .getattr("load")
+            .and_then(|f| f.call1((&spec.module, &spec.expression)))
+            .map_err(|e| load_error(py, &e))?;
+        Ok(Box::new(WsgiApp {
+            app: app.unbind(),
+            helpers: helpers.unbind(),
+        }) as Box<dyn App>)
+    })
+}
+
+/// The module built from `loader.py`.
+fn helpers(py: Python<'_>) -> PyResult<Bound<'_, PyModule>> {
+    let code = CString::new(include_str!("loader.py")).expect("no NUL in loader.py");
+    PyModule::from_code(py, &code, c"gunicornd_loader.py", c"gunicornd_loader")
+}
+
+/// `sys.path`: `--pythonpath` entries first, then the working directory
+/// (gunicorn inserts it at the front), and a virtualenv's site-packages.
+fn prepare_path(py: Python<'_>, path: &ImportPath) -> PyResult<()> {
+    let sys = py.import("sys")?;
+    let sys_path = sys.getattr("path")?;
+    let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("."));
+    sys_path.call_method1("insert", (0, cwd.display().to_string()))?;
+    for dir in path.pythonpath.iter().rev() {
+        let dir = cwd.join(dir);
+        sys_path.call_method1("insert", (0, dir.display().to_string()))?;
+    }
+    if let Some(venv) = std::env::var_os("VIRTUAL_ENV").filter(|v| !v.is_empty()) {
+        let version = sys.getattr("version_info")?;
+        let (major, minor): (u8, u8) = (
+            version.getattr("major")?.extract()?,
+            version.getattr("minor")?.extract()?,
+        );
+        let site = PathBuf::from(venv).join(format!("lib/python{major}.{minor}/site-packages"));
+        if site.is_dir() {
+            py.import("site")?
+                .call_method1("addsitedir", (site.display().to_string(),))?;
+        }
+    }
+    Ok(())
+}
+
+/// A worker killed for a heartbeat timeout gets SIGABRT: let Python print
+/// where it was stuck first (faulthandler, chained to the worker's own
+/// handler, which then exits 1).
+fn enable_tracebacks_on_abort(py: Python<'_>) {
+    let result = py.import("faulthandler").and_then(|fh| {
+        let kwargs = pyo3::types::PyDict::new(py);
+        kwargs.set_item("all_threads", true)?;
+        kwargs.set_item("chain", true)?;
+        fh.call_method("register", (libc::SIGABRT,), Some(&kwargs))
+    });
+    if let Err(e) = result {
+        tracing::debug!("faulthandler not enabled: {e}");
+    }
+}
+
+/// An exception at import time, as the error log shows it (with its
+/// traceback; the worker then exits 4).
+fn load_error(py: Python<'_>, e: &PyErr) -> AppLoadError {
+    AppLoadError(traceback_text(py, e))
+}
+
+/// The exception with its traceback, as Python would print it.
+fn traceback_text(py: Python<'_>, e: &PyErr) -> String {
+    let formatted = helpers(py).and_then(|h| {
+        h.getattr("traceback_text")?
+            .call1((e.value(py), e.traceback(py)))?
+            .extract::<String>()
+    });
+    formatted.unwrap_or_else(|_| e.to_string())
+}
+
+impl App for WsgiApp {
+    fn call(&mut self, req: Request<'_>, resp: &mut dyn ResponseSink) -> io::Result<()> {
+        Python::attach(|py| {
+            objects::take_io_failure();
+            self.call_app(py, req, resp).map_err(|e| {
+                if let Some(io) = objects::take_io_failure() {
+                    return io;
+                }
+                // The worker logs it as "Error handling request ...".
+                io::Error::other(format!("\n{}", traceback_text(py, &e).trim_end()))
+            })
+        })
+    }
+}
+
+impl WsgiApp {
+    fn call_app(
+        &self,
+        py: Python<'_>,
+        req: Request<'_>,
+        resp: &mut dyn ResponseSink,
+    ) -> PyResult<()> {
+        let input = objects::Input::new(py, req.body)?;
+        let errors = Py::new(py, objects::Errors)?;
+        let file_wrapper = self.helpers.bind(py).getattr("FileWrapper")?;
+        let environ = environ::build(
+            py,
+            req.head,
+            req.peer,
+            req.scheme,
+            &input,
+            &errors,
+            &file_wrapper,
+        )?;
+        let responder = objects::Responder::new(py, resp)?;
+        let outcome = self.run(py, &environ, &responder);
+        // The objects the app may have kept refer to this request only.
+        input.borrow_mut(py).detach();
+        responder.borrow_mut(py).detach();
+        outcome
+    }
+
+    fn run(
+        &self,
+        py: Python<'_>,
+        environ: &Bound<'_, pyo3::types::PyDict>,
+        responder: &Py<objects::Responder>,
+    ) -> PyResult<()> {
+        let result = self.app.bind(py).call1((environ, responder.bind(py)))?;
+        let outcome = (|| {
+            for item in result.try_iter()? {
+                let item = item?;
+                let chunk = item.cast::<PyBytes>().map_err(|_| {
+                    pyo3::exceptions::PyTypeError::new_err(format!(
+                        "the response iterable must yield bytes, not {}",
+                        item.get_type()
+                            .name()
+                            .map(|n| n.to_string())
+                            .unwrap_or_default()
+                    ))
+                })?;
+                let bytes = chunk.as_bytes();
+                if bytes.is_empty() {
+                    continue;
+                }
+                responder.borrow_mut(py).write(bytes)?;
+            }
+            // An empty body: the headers still go out.
+            responder.borrow_mut(py).send_headers()
+        })();
+        // PEP 3333: close() is called whatever happened.
+        if result.hasattr("close")? {
+            if let Err(e) = result.call_method0("close") {
+                if outcome.is_ok() {
+                    return Err(e);
+                }
+            }
+        }
+        outcome
+    }
+}

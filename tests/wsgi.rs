@@ -1,0 +1,303 @@
+//! Python WSGI apps (PEP 3333) under the real gunicornd: one small app per
+//! behaviour in tests/wsgi/apps.py, served from the test's directory.
+
+#![cfg(feature = "python")]
+
+use std::fs;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::Path;
+use std::time::Duration;
+
+use gunicornd_test_support::*;
+
+const APPS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/wsgi/apps.py");
+
+/// gunicornd serving `apps:NAME` (apps.py copied into its directory, which
+/// is on the Python path as the working directory).
+fn serve(name: &str) -> Server {
+    serve_spec(&format!("apps:{name}"))
+}
+
+fn serve_spec(spec: &str) -> Server {
+    let launch = Launch::new(&["-b", "127.0.0.1:0", "-w", "1", "--no-control-socket", spec]);
+    fs::copy(APPS, launch.path("apps.py")).unwrap();
+    launch.booted(1).start()
+}
+
+fn request(srv: &Server, raw: &str) -> Response {
+    try_http_request(srv.addr(), raw.as_bytes())
+        .unwrap_or_else(|e| panic!("request failed: {e}\n{}", srv.log()))
+}
+
+/// The raw bytes of the answer, however it ends.
+fn raw_answer(srv: &Server, raw: &str) -> Vec<u8> {
+    let mut s = TcpStream::connect(srv.addr()).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(raw.as_bytes()).unwrap();
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    out
+}
+
+#[test]
+fn environ_has_every_key_by_gunicorns_rules() {
+    let srv = serve("environ");
+    let r = request(
+        &srv,
+        "POST /caf%C3%A9/x?a=1&b=2 HTTP/1.1\r\nHost: example.com:8080\r\n\
+         Content-Type: text/plain\r\nContent-Length: 4\r\nX-Dup: one\r\nX-Dup: two\r\n\
+         X_Underscore: dropped\r\n\r\nbody",
+    );
+    assert_eq!(r.status, 200, "{}", srv.log());
+    let env = r.json();
+    let expect = [
+        ("REQUEST_METHOD", "POST"),
+        ("SCRIPT_NAME", ""),
+        ("PATH_INFO", "/caf\u{c3}\u{a9}/x"),
+        ("QUERY_STRING", "a=1&b=2"),
+        ("RAW_URI", "/caf%C3%A9/x?a=1&b=2"),
+        ("CONTENT_TYPE", "text/plain"),
+        ("CONTENT_LENGTH", "4"),
+        ("SERVER_NAME", "example.com"),
+        ("SERVER_PORT", "8080"),
+        ("SERVER_PROTOCOL", "HTTP/1.1"),
+        ("HTTP_HOST", "example.com:8080"),
+        ("HTTP_X_DUP", "one,two"),
+        ("REMOTE_ADDR", "127.0.0.1"),
+        ("wsgi.url_scheme", "http"),
+    ];
+    for (key, value) in expect {
+        assert_eq!(env[key].as_str(), Some(value), "{key}: {env}");
+    }
+    assert!(env["SERVER_SOFTWARE"]
+        .as_str()
+        .unwrap()
+        .starts_with("gunicornd/"));
+    assert!(env["REMOTE_PORT"].as_str().unwrap().parse::<u16>().is_ok());
+    assert!(env.get("HTTP_X_UNDERSCORE").is_none(), "{env}");
+    assert!(env.get("HTTP_CONTENT_TYPE").is_none(), "{env}");
+    assert_eq!(env["wsgi.version"], serde_json::json!([1, 0]));
+    assert_eq!(env["wsgi.multithread"], false);
+    assert_eq!(env["wsgi.multiprocess"], true);
+    assert_eq!(env["wsgi.run_once"], false);
+    assert_eq!(env["wsgi.input_terminated"], true);
+    assert_eq!(env["has_file_wrapper"], true);
+    assert_eq!(env["wsgi.input"], "Input");
+    assert_eq!(env["wsgi.errors"], "Errors");
+}
+
+#[test]
+fn wsgi_input_methods_with_content_length_and_chunked_bodies() {
+    let srv = serve("input_methods");
+    let body = "ab\ncd\nef";
+    let cases = [
+        ("read", vec!["ab\ncd\nef"]),
+        ("read3", vec!["ab\n", "cd\n", "ef"]),
+        ("readline", vec!["ab\n", "cd\n", "ef"]),
+        ("readline2", vec!["ab", "\n", "cd\nef"]),
+        ("readlines", vec!["ab\n", "cd\n", "ef"]),
+        ("iter", vec!["ab\n", "cd\n", "ef"]),
+    ];
+    for (how, want) in cases {
+        let sized = format!(
+            "POST /?{how} HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        let chunked = format!(
+            "POST /?{how} HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n\
+             4\r\nab\nc\r\n4\r\nd\nef\r\n0\r\n\r\n"
+        );
+        for raw in [sized, chunked] {
+            let r = request(&srv, &raw);
+            assert_eq!(r.status, 200, "{how}: {}", srv.log());
+            let got: Vec<String> = serde_json::from_slice(&r.body).unwrap();
+            assert_eq!(got, want, "{how} ({raw:?})");
+        }
+    }
+}
+
+#[test]
+fn file_wrapper_streams_a_file() {
+    let srv = serve("file_wrapper");
+    let r = request(&srv, "GET / HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert_eq!(r.status, 200);
+    assert_eq!(r.body, fs::read(APPS).unwrap());
+}
+
+#[test]
+fn the_write_callable_comes_before_the_returned_body() {
+    let srv = serve("write_callable");
+    let r = request(&srv, "GET / HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert_eq!(r.text(), "written and returned");
+}
+
+#[test]
+fn close_is_called_after_the_response_and_after_a_failure() {
+    let srv = serve("closing");
+    for path in ["/ok", "/fail"] {
+        let marker = srv.path(&format!("closed{}", path.replace('/', "-")));
+        let raw = format!(
+            "GET {path}?marker={} HTTP/1.1\r\nHost: x\r\n\r\n",
+            marker.display()
+        );
+        let answer = raw_answer(&srv, &raw);
+        expect_within(Duration::from_secs(10), "close() called", || {
+            marker.exists()
+        });
+        let text = String::from_utf8_lossy(&answer);
+        if path == "/ok" {
+            assert!(text.contains("one two") || text.contains("one ") && text.contains("two"));
+        } else {
+            // Headers were out: the connection is cut, no terminating chunk.
+            assert!(!text.ends_with("0\r\n\r\n"), "{text}");
+            srv.expect_log("failed in the middle", Duration::from_secs(5));
+        }
+    }
+}
+
+#[test]
+fn exc_info_after_the_headers_were_sent_cuts_the_connection() {
+    let srv = serve("exc_info");
+    let answer = raw_answer(&srv, "GET / HTTP/1.1\r\nHost: x\r\n\r\n");
+    let text = String::from_utf8_lossy(&answer);
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    assert!(text.contains("partial"), "{text}");
+    assert!(
+        !text.ends_with("0\r\n\r\n"),
+        "not a complete response: {text}"
+    );
+    srv.expect_log("late failure", Duration::from_secs(5));
+}
+
+#[test]
+fn exc_info_before_anything_was_sent_replaces_the_status() {
+    let srv = serve("exc_info_early");
+    let r = request(&srv, "GET / HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert_eq!(r.status, 503);
+    assert_eq!(r.text(), "sorry");
+}
+
+#[test]
+fn an_exception_gives_a_500_and_the_traceback_in_the_log() {
+    let srv = serve("raises");
+    let r = request(&srv, "GET /x HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert_eq!(r.status, 500);
+    srv.expect_log("Error handling request GET /x", Duration::from_secs(5));
+    srv.expect_log("Traceback (most recent call last):", Duration::from_secs(5));
+    srv.expect_log("RuntimeError: the app failed", Duration::from_secs(5));
+    // The worker serves on.
+    assert_eq!(
+        request(&srv, "GET /x HTTP/1.1\r\nHost: x\r\n\r\n").status,
+        500
+    );
+}
+
+#[test]
+fn head_has_no_body() {
+    let srv = serve("head");
+    let answer = raw_answer(&srv, "HEAD / HTTP/1.1\r\nHost: x\r\n\r\n");
+    let text = String::from_utf8_lossy(&answer);
+    assert!(text.contains("Content-Length: 5"), "{text}");
+    assert!(
+        text.ends_with("\r\n\r\n"),
+        "no body after the head: {text:?}"
+    );
+}
+
+#[test]
+fn a_large_streamed_response_arrives_whole() {
+    let srv = serve("large");
+    let r = request(&srv, "GET / HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert_eq!(r.body.len(), 64 * 65536);
+    assert!(r.body.iter().all(|&b| b == b'x'));
+}
+
+#[test]
+fn content_length_is_honoured_both_ways() {
+    let srv = serve("longer_than_declared");
+    let r = request(&srv, "GET / HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert_eq!(r.text(), "hello", "never more bytes than declared");
+    let srv = serve("shorter_than_declared");
+    let answer = raw_answer(&srv, "GET / HTTP/1.1\r\nHost: x\r\n\r\n");
+    let text = String::from_utf8_lossy(&answer);
+    assert!(
+        text.contains("Content-Length: 50") && text.ends_with("short"),
+        "{text}"
+    );
+}
+
+#[test]
+fn hop_by_hop_headers_from_the_app_are_refused() {
+    let srv = serve("hop_by_hop");
+    let r = request(&srv, "GET / HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert_eq!(r.status, 500);
+    srv.expect_log("Connection is a hop-by-hop header", Duration::from_secs(5));
+}
+
+#[test]
+fn the_app_argument_in_gunicorns_forms() {
+    for (spec, body) in [
+        ("apps", "default!"),
+        ("apps:application", "default!"),
+        ("apps:make()", "hello."),
+        ("apps:make('hi', punctuation='?')", "hi?"),
+    ] {
+        let srv = serve_spec(spec);
+        let r = request(&srv, "GET / HTTP/1.1\r\nHost: x\r\n\r\n");
+        assert_eq!(r.text(), body, "{spec}\n{}", srv.log());
+    }
+}
+
+#[test]
+fn an_app_that_cannot_be_imported_stops_the_server_with_exit_4() {
+    for (spec, message) in [
+        (
+            "no_such_module:app",
+            "ModuleNotFoundError: No module named 'no_such_module'",
+        ),
+        (
+            "apps:missing",
+            "Failed to find attribute 'missing' in 'apps'.",
+        ),
+        (
+            "apps:make(open)",
+            "Failed to parse arguments as literal values",
+        ),
+    ] {
+        let launch = Launch::new(&["-b", "127.0.0.1:0", "-w", "1", "--no-control-socket", spec]);
+        fs::copy(APPS, launch.path("apps.py")).unwrap();
+        let srv = launch.start();
+        assert_eq!(
+            srv.wait_exit(Duration::from_secs(30)),
+            4,
+            "{spec}\n{}",
+            srv.log()
+        );
+        let log = srv.log();
+        assert!(log.contains(message), "{spec}: {log}");
+        assert!(log.contains("App failed to load."), "{log}");
+    }
+}
+
+#[test]
+fn an_invalid_module_name_is_refused_by_check_config() {
+    let out = std::process::Command::new(gunicornd_bin())
+        .args(["--check-config", "not a module"])
+        .output()
+        .unwrap();
+    assert_ne!(out.status.code(), Some(0));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("a Python module is a dotted name"), "{err}");
+}
+
+#[test]
+fn version_names_the_embedded_python() {
+    let out = std::process::Command::new(gunicornd_bin())
+        .arg("--version")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("(Python 3."), "{text}");
+    assert!(Path::new(&gunicornd_bin()).exists());
+}
