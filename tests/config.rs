@@ -191,6 +191,104 @@ fn upgrade_timeout_from_every_source_and_its_limits() {
 }
 
 #[test]
+fn pythonpath_from_every_source_and_its_forms() {
+    let s = Scratch::new();
+    std::fs::create_dir(s.path().join("app")).unwrap();
+    assert!(strs(&s.settings(&[APP], &[]), "pythonpath").is_empty());
+    s.write("gunicornd.toml", "pythonpath = \"/srv/app, lib,\"\n");
+    assert_eq!(
+        strs(&s.settings(&[APP], &[]), "pythonpath"),
+        ["/srv/app", "lib"]
+    );
+    s.write(
+        "gunicornd.toml",
+        "pythonpath = [\"/srv/app,lib\", \"more\"]\n",
+    );
+    assert_eq!(
+        strs(&s.settings(&[APP], &[]), "pythonpath"),
+        ["/srv/app", "lib", "more"]
+    );
+    let env = [("GUNICORN_CMD_ARGS", "--pythonpath 'env,/opt/py lib'")];
+    assert_eq!(
+        strs(&s.settings(&[APP], &env), "pythonpath"),
+        ["env", "/opt/py lib"]
+    );
+    // Relative directories are printed as given, --chdir or not.
+    let t = s.settings(
+        &[
+            "--chdir",
+            "app",
+            "--pythonpath",
+            "/home/djangoprojects/myproject,/home/python/mylibrary,src",
+            APP,
+        ],
+        &env,
+    );
+    assert_eq!(
+        strs(&t, "pythonpath"),
+        [
+            "/home/djangoprojects/myproject",
+            "/home/python/mylibrary",
+            "src"
+        ]
+    );
+    assert!(strs(&s.settings(&["--pythonpath", "", APP], &env), "pythonpath").is_empty());
+
+    let err = s.fails(&[APP, "--pythonpath"], &[], 1);
+    assert_error_line(
+        &err,
+        "a value is required for '--pythonpath <DIRS>' but none was supplied",
+    );
+    s.write("gunicornd.toml", "workers = 2\npythonpath = [\"a\", 1]\n");
+    let err = s.fails(&[APP], &[], 1);
+    assert_error_line(
+        &err,
+        &format!(
+            "wrong type for pythonpath (in {}, line 2): expected a string or an array of \
+             strings, found an array",
+            s.path().join("gunicornd.toml").display()
+        ),
+    );
+}
+
+#[test]
+fn preload_app_from_every_source() {
+    let s = Scratch::new();
+    let preload = |t: &toml::Table| t["preload_app"].as_bool().expect("a boolean");
+    assert!(!preload(&s.settings(&[APP], &[])));
+    assert!(preload(&s.settings(&["--preload", APP], &[])));
+    let env = [("GUNICORN_CMD_ARGS", "--preload")];
+    assert!(preload(&s.settings(&[APP], &env)));
+    s.write("gunicornd.toml", "preload_app = true\n");
+    assert!(preload(&s.settings(&[APP], &[])));
+    s.write("gunicornd.toml", "preload = \"true\"\n");
+    assert!(preload(&s.settings(&[APP], &[])));
+    s.write("gunicornd.toml", "preload_app = false\n");
+    assert!(!preload(&s.settings(&[APP], &[])));
+    assert!(preload(&s.settings(&[APP], &env)));
+
+    let file = s.path().join("gunicornd.toml");
+    s.write("gunicornd.toml", "preload_app = \"maybe\"\n");
+    let err = s.fails(&[APP], &[], 1);
+    assert_error_line(
+        &err,
+        &format!(
+            "invalid value 'maybe' for preload_app (in {}, line 1): expected true or false",
+            file.display()
+        ),
+    );
+    s.write("gunicornd.toml", "preload = true\npreload_app = true\n");
+    let err = s.fails(&[APP], &[], 1);
+    assert_error_line(
+        &err,
+        &format!(
+            "'preload_app' and 'preload' are the same setting; give only one (in {}, line 2)",
+            file.display()
+        ),
+    );
+}
+
+#[test]
 fn default_config_file_is_read_from_the_working_directory() {
     let s = Scratch::new();
     s.write("gunicornd.toml", "workers = 7\napp = \"builtin:echo\"\n");
@@ -220,6 +318,9 @@ fn printed_config_is_a_valid_config_file() {
             "A=1",
             "--hook",
             "on_exit=echo bye",
+            "--pythonpath",
+            "lib, /srv/app",
+            "--preload",
             APP,
         ],
         &[],
@@ -230,6 +331,8 @@ fn printed_config_is_a_valid_config_file() {
     let t = other.settings(&[], &[]);
     assert_eq!(int(&t, "workers"), 3);
     assert_eq!(strs(&t, "raw_env"), ["A=1"]);
+    assert_eq!(strs(&t, "pythonpath"), ["lib", "/srv/app"]);
+    assert_eq!(t["preload_app"].as_bool(), Some(true));
     assert_eq!(t["hooks"]["on_exit"].as_str(), Some("echo bye"));
     assert_eq!(t["app"].as_str(), Some(APP));
 }

@@ -834,8 +834,8 @@ fn config_page_documents_every_printed_key() {
         );
     }
     // Besides the printed keys and the hooks, only the accepted synonyms of
-    // two keys may appear.
-    let extra = ["env", "name"];
+    // three keys may appear.
+    let extra = ["env", "name", "preload"];
     let unknown: Vec<_> = documented
         .iter()
         .filter(|name| {

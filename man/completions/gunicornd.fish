@@ -12,6 +12,7 @@ complete -c gunicornd -l limit-request-fields -d 'Maximum number of HTTP request
 complete -c gunicornd -l limit-request-field_size -l limit-request-field-size -d 'Maximum size of one HTTP request header field in bytes; 0 means 8190 [default: 8190]' -r
 complete -c gunicornd -s e -l env -d 'Set an environment variable for the workers. Repeatable [default: none]' -r
 complete -c gunicornd -l chdir -d 'Change to this directory before loading the app; relative paths in other settings are taken from there [default: the current directory]' -r -F
+complete -c gunicornd -l pythonpath -d 'A comma-separated list of directories to add to the Python path, e.g. /home/djangoprojects/myproject,/home/python/mylibrary; relative ones are taken from --chdir. For Python module:callable apps; built-in apps ignore it [default: none]' -r -f -a "(__fish_complete_directories)"
 complete -c gunicornd -s u -l user -d 'Run workers as this user (a name or a uid) [default: the master\'s user]' -r
 complete -c gunicornd -s g -l group -d 'Run workers as this group (a name or a gid) [default: the master\'s group]' -r
 complete -c gunicornd -s m -l umask -d 'Umask for files and Unix sockets the server creates; a leading 0 means octal, as in 0022 [default: 0]' -r
@@ -25,6 +26,7 @@ complete -c gunicornd -l hook -d 'Run a shell command on a server event. NAME is
 complete -c gunicornd -s p -l pid -d 'Write the master\'s pid to this file [default: none]' -r -F
 complete -c gunicornd -l control-socket -d 'Path of the control socket used by gunicornctl [default: $XDG_RUNTIME_DIR/gunicornd.ctl, else PIDFILE.ctl with --pid, else /tmp/gunicornd-UID/NAME.ctl]' -r -F
 complete -c gunicornd -l control-socket-mode -d 'Permissions of the control socket, in octal [default: 0600]' -r
+complete -c gunicornd -l preload -d 'Load the application code before the worker processes are forked: saves memory and speeds up booting. Without it each worker loads the app itself, so replacing the workers loads new code. For Python module:callable apps; built-in apps ignore it [default: off]'
 complete -c gunicornd -s D -l daemon -d 'Detach from the terminal and run in the background [default: off]'
 complete -c gunicornd -l no-control-socket -d 'Do not open a control socket [default: off]'
 complete -c gunicornd -l check-config -d 'Check the configuration and the app name, then exit: status 0 if valid, 1 (with the error) if not'

@@ -8,7 +8,7 @@
 
 use std::path::PathBuf;
 
-use clap::{ArgAction, CommandFactory, Parser};
+use clap::{ArgAction, CommandFactory, Parser, ValueHint};
 
 use super::values;
 
@@ -22,10 +22,10 @@ GUNICORN_CMD_ARGS), else ./gunicornd.toml if it exists. It is TOML, and its \
 keys are gunicorn's setting names: bind, backlog, workers, timeout, \
 graceful_timeout, upgrade_timeout, max_requests, max_requests_jitter, \
 limit_request_line, limit_request_fields, limit_request_field_size, raw_env, \
-chdir, user, group, umask, proc_name, worker_tmp_dir, accesslog, \
-access_log_format, errorlog, loglevel, daemon, pidfile, control_socket, \
-control_socket_mode, control_socket_disable and app, plus a [hooks] table. --print-config prints \
-one with every setting.
+chdir, pythonpath, preload_app, user, group, umask, proc_name, \
+worker_tmp_dir, accesslog, access_log_format, errorlog, loglevel, daemon, \
+pidfile, control_socket, control_socket_mode, control_socket_disable and \
+app, plus a [hooks] table. --print-config prints one with every setting.
 
 GUNICORN_CMD_ARGS holds more options in the command line's syntax, split like \
 a shell would (e.g. GUNICORN_CMD_ARGS=\"--workers 4 --bind 0.0.0.0:80\").";
@@ -136,6 +136,29 @@ pub struct Cli {
     /// other settings are taken from there [default: the current directory]
     #[arg(long = "chdir", value_name = "DIR")]
     pub chdir: Option<PathBuf>,
+
+    /// A comma-separated list of directories to add to the Python path,
+    /// e.g. /home/djangoprojects/myproject,/home/python/mylibrary; relative
+    /// ones are taken from --chdir. For Python module:callable apps;
+    /// built-in apps ignore it [default: none]
+    // `std::vec::Vec`, not `Vec`: clap's derive would make a `Vec` field
+    // repeatable, one directory per occurrence; this is one value holding
+    // the whole list, and a later --pythonpath replaces it, as in gunicorn.
+    // A directory hint completes the first (often the only) directory.
+    #[arg(
+        long = "pythonpath",
+        value_name = "DIRS",
+        value_hint = ValueHint::DirPath,
+        value_parser = values::pythonpath
+    )]
+    pub pythonpath: Option<std::vec::Vec<PathBuf>>,
+
+    /// Load the application code before the worker processes are forked:
+    /// saves memory and speeds up booting. Without it each worker loads the
+    /// app itself, so replacing the workers loads new code. For Python
+    /// module:callable apps; built-in apps ignore it [default: off]
+    #[arg(long = "preload", action = ArgAction::SetTrue)]
+    pub preload_app: bool,
 
     /// Run workers as this user (a name or a uid) [default: the master's
     /// user]

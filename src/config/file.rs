@@ -76,8 +76,13 @@ pub(crate) fn parse(text: &str, path: &Path) -> Result<FileLayer, ConfigError> {
     Ok(file)
 }
 
-/// Keys accepted under two names; the first is gunicorn's setting name.
-const SYNONYMS: [(&str, &str); 2] = [("raw_env", "env"), ("proc_name", "name")];
+/// Keys accepted under two names; the first is gunicorn's setting name, the
+/// second its command-line option's.
+const SYNONYMS: [(&str, &str); 3] = [
+    ("raw_env", "env"),
+    ("proc_name", "name"),
+    ("preload_app", "preload"),
+];
 
 fn canonical_key(key: &str) -> &str {
     SYNONYMS
@@ -256,6 +261,9 @@ fn apply(layer: &mut Cli, e: &Entry<'_>) -> Result<(), ConfigError> {
         }
         "raw_env" | "env" => layer.raw_env = Some(e.list(values::env_pair)?),
         "chdir" => layer.chdir = Some(e.path()?),
+        // Each string is a comma-separated list, as on the command line.
+        "pythonpath" => layer.pythonpath = Some(e.list(values::pythonpath)?.concat()),
+        "preload_app" | "preload" => layer.preload_app = e.boolean()?,
         "user" => layer.user = Some(e.id(values::user)?),
         "group" => layer.group = Some(e.id(values::group)?),
         "umask" => layer.umask = Some(e.number(values::umask)?),
@@ -328,6 +336,79 @@ mod tests {
                 path: "/etc/g.toml".into(),
                 line: Some(6)
             }
+        );
+    }
+
+    #[test]
+    fn pythonpath_is_a_comma_separated_string_or_an_array_of_them() {
+        let dirs = |text: &str| parse_str(text).unwrap().layer.pythonpath;
+        let paths = |dirs: &[&str]| Some(dirs.iter().map(PathBuf::from).collect::<Vec<_>>());
+        assert_eq!(
+            dirs("pythonpath = \"/srv/app, lib,,\"\n"),
+            paths(&["/srv/app", "lib"])
+        );
+        assert_eq!(
+            dirs("pythonpath = [\"a,b\", \" c \", \"\"]\n"),
+            paths(&["a", "b", "c"])
+        );
+        // Given but empty is not the same as not given: it clears a lower
+        // source's list.
+        assert_eq!(dirs("pythonpath = []\n"), paths(&[]));
+        assert_eq!(dirs("pythonpath = \"\"\n"), paths(&[]));
+        assert_eq!(dirs("workers = 1\n"), None);
+
+        let err = parse_str("workers = 1\npythonpath = 1\n").unwrap_err();
+        assert_eq!(
+            err.message,
+            "wrong type for pythonpath (in /etc/g.toml, line 2): expected a string or an array \
+             of strings, found the integer 1"
+        );
+        let err = parse_str("pythonpath = [\"a\", [\"b\"]]\n").unwrap_err();
+        assert_eq!(
+            err.message,
+            "wrong type for pythonpath (in /etc/g.toml, line 1): expected a string or an array \
+             of strings, found an array"
+        );
+        let err = parse_str("pythonpath = \"a\\u0000b\"\n").unwrap_err();
+        assert_eq!(
+            err.message,
+            "invalid value 'a\0b' for pythonpath (in /etc/g.toml, line 1): expected directories \
+             without NUL bytes"
+        );
+    }
+
+    #[test]
+    fn preload_app_also_as_preload() {
+        let preload = |text: &str| parse_str(text).unwrap().layer.preload_app;
+        assert!(preload("preload_app = true\n"));
+        assert!(preload("preload = \"True\"\n"));
+        assert!(!preload("preload_app = false\n"));
+        assert!(!preload("workers = 1\n"));
+        let f = parse_str("workers = 1\npreload = true\n").unwrap();
+        assert_eq!(
+            f.origin("preload_app"),
+            Origin::File {
+                path: "/etc/g.toml".into(),
+                line: Some(2)
+            }
+        );
+
+        let err = parse_str("preload_app = 1\n").unwrap_err();
+        assert_eq!(
+            err.message,
+            "wrong type for preload_app (in /etc/g.toml, line 1): expected true or false, found \
+             the integer 1"
+        );
+        let err = parse_str("preload = \"yes\"\n").unwrap_err();
+        assert_eq!(
+            err.message,
+            "invalid value 'yes' for preload (in /etc/g.toml, line 1): expected true or false"
+        );
+        let err = parse_str("preload = true\npreload_app = true\n").unwrap_err();
+        assert_eq!(
+            err.message,
+            "'preload_app' and 'preload' are the same setting; give only one \
+             (in /etc/g.toml, line 2)"
         );
     }
 

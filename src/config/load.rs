@@ -262,6 +262,8 @@ impl Loader {
             )),
             raw_env: layers.value_or("raw_env", |l| &l.raw_env, Vec::new()),
             chdir,
+            pythonpath: layers.value_or("pythonpath", |l| &l.pythonpath, Vec::new()),
+            preload_app: layers.flag(|l| l.preload_app),
             user: layers.value("user", |l| &l.user),
             group: layers.value("group", |l| &l.group),
             umask: layers.value_or("umask", |l| &l.umask, defaults::UMASK),
@@ -484,6 +486,67 @@ mod tests {
     }
 
     #[test]
+    fn pythonpath_from_each_source_or_the_default() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("app")).unwrap();
+        let paths = |dirs: &[&str]| dirs.iter().map(PathBuf::from).collect::<Vec<_>>();
+        let s = run_settings(&loader(dir.path(), &["builtin:hello"], &[]));
+        assert_eq!(s.pythonpath, paths(&[]));
+        std::fs::write(
+            dir.path().join("gunicornd.toml"),
+            "pythonpath = [\"file\", \"lib\"]\n",
+        )
+        .unwrap();
+        let s = run_settings(&loader(dir.path(), &["builtin:hello"], &[]));
+        assert_eq!(s.pythonpath, paths(&["file", "lib"]));
+        // A higher source replaces the list; it does not add to it.
+        let env = [("GUNICORN_CMD_ARGS", "--pythonpath 'env, /opt/lib'")];
+        let s = run_settings(&loader(dir.path(), &["builtin:hello"], &env));
+        assert_eq!(s.pythonpath, paths(&["env", "/opt/lib"]));
+        // Relative directories stay as given, even with --chdir: the worker
+        // resolves them from its working directory, which is that one.
+        let args = ["--chdir", "app", "--pythonpath", "cli", "builtin:hello"];
+        let s = run_settings(&loader(dir.path(), &args, &env));
+        assert_eq!(s.pythonpath, paths(&["cli"]));
+        // The last --pythonpath wins, as in gunicorn; an empty one clears
+        // the lower sources' list.
+        let args = ["--pythonpath", "a,b", "--pythonpath", "c", "builtin:hello"];
+        let s = run_settings(&loader(dir.path(), &args, &env));
+        assert_eq!(s.pythonpath, paths(&["c"]));
+        let args = ["--pythonpath", "", "builtin:hello"];
+        let s = run_settings(&loader(dir.path(), &args, &env));
+        assert_eq!(s.pythonpath, paths(&[]));
+    }
+
+    #[test]
+    fn preload_app_from_each_source_or_the_default() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = run_settings(&loader(dir.path(), &["builtin:hello"], &[]));
+        assert!(!s.preload_app);
+        let s = run_settings(&loader(dir.path(), &["--preload", "builtin:hello"], &[]));
+        assert!(s.preload_app);
+        let env = [("GUNICORN_CMD_ARGS", "--preload")];
+        let s = run_settings(&loader(dir.path(), &["builtin:hello"], &env));
+        assert!(s.preload_app);
+        std::fs::write(dir.path().join("gunicornd.toml"), "preload_app = true\n").unwrap();
+        let s = run_settings(&loader(dir.path(), &["builtin:hello"], &[]));
+        assert!(s.preload_app);
+        // Like every switch, no source can turn it off once one turned it on.
+        std::fs::write(dir.path().join("gunicornd.toml"), "preload = false\n").unwrap();
+        let s = run_settings(&loader(dir.path(), &["builtin:hello"], &env));
+        assert!(s.preload_app);
+
+        let args = ["--preload=yes", "builtin:hello"];
+        let err = loader(dir.path(), &args, &[]).load().unwrap_err();
+        assert!(
+            err.message
+                .starts_with("unexpected value 'yes' for '--preload' found"),
+            "{}",
+            err.message
+        );
+    }
+
+    #[test]
     fn environment_defaults_apply_only_when_unset() {
         let dir = tempfile::tempdir().unwrap();
         let env = [("PORT", "5000"), ("WEB_CONCURRENCY", "3")];
@@ -619,6 +682,9 @@ mod tests {
             "0",
             "--upgrade-timeout",
             "90",
+            "--pythonpath",
+            " lib ,/opt/py lib,,",
+            "--preload",
             "--hook",
             "on_exit=echo \"bye\"\n",
             "builtin:debug?boot_sleep=1",
@@ -637,6 +703,11 @@ mod tests {
         assert_eq!(again.control_socket_mode, 0o660);
         assert_eq!(again.limit_request_fields, values::MAX_HEADERS);
         assert_eq!(again.upgrade_timeout, 90);
+        assert_eq!(
+            again.pythonpath,
+            [PathBuf::from("lib"), PathBuf::from("/opt/py lib")]
+        );
+        assert!(again.preload_app);
     }
 
     #[test]

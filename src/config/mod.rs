@@ -70,6 +70,15 @@ pub struct Settings {
     pub raw_env: Vec<(String, String)>,
     /// Absolute; None = stay in the starting directory.
     pub chdir: Option<PathBuf>,
+    /// Directories to add to the Python path of `module:callable` apps
+    /// (gunicorn's `--pythonpath`), in the order given; built-in apps ignore
+    /// them. Kept as given: a relative one is resolved against the working
+    /// directory, i.e. `chdir` (as gunicorn's `os.path.abspath` does after
+    /// its chdir). Never empty strings, never a NUL byte.
+    pub pythonpath: Vec<PathBuf>,
+    /// Load a `module:callable` app in the master before the workers are
+    /// forked (gunicorn's `preload_app`, `--preload`); built-in apps ignore it.
+    pub preload_app: bool,
     /// Resolved uid/gid for `--user`/`--group` (None = keep the master's).
     pub user: Option<u32>,
     pub group: Option<u32>,

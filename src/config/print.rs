@@ -45,6 +45,15 @@ impl Settings {
             strings(self.raw_env.iter().map(|(k, v)| format!("{k}={v}"))),
         );
         out.opt_path("chdir", self.chdir.as_deref());
+        out.value(
+            "pythonpath",
+            strings(
+                self.pythonpath
+                    .iter()
+                    .map(|p| p.to_string_lossy().into_owned()),
+            ),
+        );
+        out.value("preload_app", Value::Boolean(self.preload_app));
         out.opt_int("user", self.user.map(i64::from));
         out.opt_int("group", self.group.map(i64::from));
         out.str("umask", &values::format_mode(self.umask));

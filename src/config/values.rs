@@ -6,6 +6,8 @@
 //! setting name and where the value came from. The same functions serve clap
 //! (as value parsers) and the config file, so both accept the same forms.
 
+use std::path::PathBuf;
+
 use nix::unistd::{Group, User};
 
 use super::bind::parse_address;
@@ -191,6 +193,23 @@ pub fn log_level(s: &str) -> Result<String, String> {
     }
 }
 
+/// `--pythonpath`: gunicorn's comma-separated list of directories. Each is
+/// trimmed and empty ones are dropped, so `""` is an empty list (which, from
+/// a higher source, clears a lower one's). A directory need not exist, as in
+/// gunicorn: Python skips the ones it cannot import from.
+pub fn pythonpath(s: &str) -> Result<Vec<PathBuf>, String> {
+    // Only the config file can hold one ("\u0000"), and no directory name
+    // can.
+    if s.contains('\0') {
+        return Err("expected directories without NUL bytes".to_owned());
+    }
+    Ok(s.split(',')
+        .map(str::trim)
+        .filter(|dir| !dir.is_empty())
+        .map(PathBuf::from)
+        .collect())
+}
+
 /// `-e/--env KEY=VALUE`; the value may itself contain `=`.
 pub fn env_pair(s: &str) -> Result<(String, String), String> {
     match s.split_once('=') {
@@ -364,6 +383,29 @@ mod tests {
         );
         assert!(hook_pair("on_start=echo").is_err());
         assert!(hook_pair("on_exit=").is_err());
+    }
+
+    #[test]
+    fn pythonpath_lists() {
+        let dirs = pythonpath;
+        assert_eq!(
+            dirs("/home/djangoprojects/myproject,/home/python/mylibrary"),
+            Ok(vec![
+                PathBuf::from("/home/djangoprojects/myproject"),
+                PathBuf::from("/home/python/mylibrary")
+            ])
+        );
+        assert_eq!(
+            dirs(" lib , ,src/app ,"),
+            Ok(vec![PathBuf::from("lib"), PathBuf::from("src/app")])
+        );
+        assert_eq!(dirs("./a b"), Ok(vec![PathBuf::from("./a b")]));
+        assert_eq!(dirs(""), Ok(vec![]));
+        assert_eq!(dirs(" , "), Ok(vec![]));
+        assert_eq!(
+            dirs("a,b\0c"),
+            Err("expected directories without NUL bytes".to_owned())
+        );
     }
 
     #[test]
