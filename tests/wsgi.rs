@@ -301,3 +301,52 @@ fn version_names_the_embedded_python() {
     assert!(text.contains("(Python 3."), "{text}");
     assert!(Path::new(&gunicornd_bin()).exists());
 }
+
+#[test]
+fn pythonpath_and_a_virtualenv_are_searched() {
+    // --pythonpath: apps.py lives in lib/, not in the working directory.
+    let launch = Launch::new(&[
+        "-b",
+        "127.0.0.1:0",
+        "-w",
+        "1",
+        "--no-control-socket",
+        "--pythonpath",
+        "elsewhere,lib",
+        "apps:make('from lib')",
+    ]);
+    fs::create_dir(launch.path("lib")).unwrap();
+    fs::copy(APPS, launch.path("lib/apps.py")).unwrap();
+    let srv = launch.booted(1).start();
+    assert_eq!(request(&srv, "GET / HTTP/1.1\r\nHost: x\r\n\r\n").text(), "from lib.");
+
+    // VIRTUAL_ENV: its site-packages, for the Python this binary embeds.
+    let out = std::process::Command::new(gunicornd_bin())
+        .arg("--version")
+        .output()
+        .unwrap();
+    let version = String::from_utf8_lossy(&out.stdout);
+    let python = version
+        .split("(Python ")
+        .nth(1)
+        .and_then(|rest| rest.split(' ').next())
+        .expect("a Python version")
+        .to_string();
+    let launch = Launch::new(&[
+        "-b",
+        "127.0.0.1:0",
+        "-w",
+        "1",
+        "--no-control-socket",
+        "venvapp:make('from the venv')",
+    ]);
+    let site = launch.path(&format!("venv/lib/python{python}/site-packages"));
+    fs::create_dir_all(&site).unwrap();
+    fs::copy(APPS, site.join("venvapp.py")).unwrap();
+    let venv = launch.path("venv");
+    let srv = launch.env("VIRTUAL_ENV", &venv).booted(1).start();
+    assert_eq!(
+        request(&srv, "GET / HTTP/1.1\r\nHost: x\r\n\r\n").text(),
+        "from the venv."
+    );
+}

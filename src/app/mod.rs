@@ -61,7 +61,8 @@ pub use spec::AppSpec;
 pub use static_files::StaticApp;
 
 /// Load the app named by `spec` (the positional `APP` argument), in the
-/// worker after fork. See [`AppSpec`] for the grammar.
-pub fn load(spec: &str) -> Result<Box<dyn App>, AppLoadError> {
-    AppSpec::parse(spec).map_err(AppLoadError)?.load()
+/// worker after fork; `pythonpath` is `--pythonpath`, for a Python app.
+/// See [`AppSpec`] for the grammar.
+pub fn load(spec: &str, pythonpath: &[std::path::PathBuf]) -> Result<Box<dyn App>, AppLoadError> {
+    AppSpec::parse(spec).map_err(AppLoadError)?.load(pythonpath)
 }

@@ -75,13 +75,13 @@ impl AppSpec {
 
     /// Load the app. Called in the worker after fork: `builtin:debug` may
     /// sleep or end the process here on purpose (see [`DebugApp`]).
-    pub fn load(&self) -> Result<Box<dyn App>, AppLoadError> {
+    pub fn load(&self, pythonpath: &[std::path::PathBuf]) -> Result<Box<dyn App>, AppLoadError> {
         Ok(match self {
             AppSpec::Hello => Box::new(HelloApp::new()),
             AppSpec::Echo => Box::new(EchoApp),
             AppSpec::Debug(options) => Box::new(DebugApp::load(options)?),
             AppSpec::Static(dir) => Box::new(StaticApp::load(dir)?),
-            AppSpec::Python { module, expression } => load_python(module, expression)?,
+            AppSpec::Python { module, expression } => load_python(module, expression, pythonpath)?,
         })
     }
 }
@@ -117,16 +117,27 @@ fn parse_python(spec: &str) -> Result<AppSpec, String> {
 }
 
 #[cfg(feature = "python")]
-fn load_python(module: &str, expression: &str) -> Result<Box<dyn App>, AppLoadError> {
+fn load_python(
+    module: &str,
+    expression: &str,
+    pythonpath: &[std::path::PathBuf],
+) -> Result<Box<dyn App>, AppLoadError> {
     let app = crate::python::PythonApp {
         module: module.to_string(),
         expression: expression.to_string(),
     };
-    crate::python::load(&app, &crate::python::ImportPath::default())
+    let path = crate::python::ImportPath {
+        pythonpath: pythonpath.to_vec(),
+    };
+    crate::python::load(&app, &path)
 }
 
 #[cfg(not(feature = "python"))]
-fn load_python(_module: &str, _expression: &str) -> Result<Box<dyn App>, AppLoadError> {
+fn load_python(
+    _module: &str,
+    _expression: &str,
+    _pythonpath: &[std::path::PathBuf],
+) -> Result<Box<dyn App>, AppLoadError> {
     // parse_python refuses Python apps in this build.
     Err(AppLoadError(
         "this gunicornd was built without Python".to_string(),
@@ -243,11 +254,11 @@ mod tests {
     fn loads_what_it_parsed() {
         for spec in ["builtin:hello", "builtin:echo", "builtin:debug", "static:."] {
             let parsed = AppSpec::parse(spec).unwrap();
-            assert!(parsed.load().is_ok(), "{spec}");
+            assert!(parsed.load(&[]).is_ok(), "{spec}");
         }
         let missing = AppSpec::parse("static:/nonexistent/gunicornd").unwrap();
         assert!(
-            missing.load().is_err(),
+            missing.load(&[]).is_err(),
             "a missing directory is a load error"
         );
     }

@@ -445,7 +445,7 @@ mod tests {
         let err = StaticApp::load(file.to_str().unwrap()).unwrap_err();
         assert!(err.0.ends_with("is not a directory"), "{err}");
         assert!(StaticApp::load("").is_err());
-        assert!(crate::app::load(&format!("static:{}", missing.display())).is_err());
+        assert!(crate::app::load(&format!("static:{}", missing.display()), &[]).is_err());
     }
 
     #[test]

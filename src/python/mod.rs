@@ -72,9 +72,13 @@ fn prepare_path(py: Python<'_>, path: &ImportPath) -> PyResult<()> {
     let sys_path = sys.getattr("path")?;
     let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("."));
     sys_path.call_method1("insert", (0, cwd.display().to_string()))?;
-    for dir in path.pythonpath.iter().rev() {
-        let dir = cwd.join(dir);
-        sys_path.call_method1("insert", (0, dir.display().to_string()))?;
+    // As gunicorn: each entry in turn goes to the front (so the last one
+    // listed is searched first), made absolute, unless already there.
+    for dir in &path.pythonpath {
+        let dir = cwd.join(dir).display().to_string();
+        if !sys_path.contains(&dir)? {
+            sys_path.call_method1("insert", (0, dir))?;
+        }
     }
     if let Some(venv) = std::env::var_os("VIRTUAL_ENV").filter(|v| !v.is_empty()) {
         let version = sys.getattr("version_info")?;

@@ -111,7 +111,7 @@ fn boot(setup: &WorkerSetup<'_>) -> Result<Booted, i32> {
         return Err(EXIT_OK);
     }
     let spec = settings.app.as_deref().unwrap_or_default();
-    let app = crate::app::load(spec).map_err(|e| {
+    let app = crate::app::load(spec, &settings.pythonpath).map_err(|e| {
         tracing::error!("Failed to load application '{spec}': {e}");
         APP_LOAD_ERROR
     })?;
