@@ -318,7 +318,10 @@ fn pythonpath_and_a_virtualenv_are_searched() {
     fs::create_dir(launch.path("lib")).unwrap();
     fs::copy(APPS, launch.path("lib/apps.py")).unwrap();
     let srv = launch.booted(1).start();
-    assert_eq!(request(&srv, "GET / HTTP/1.1\r\nHost: x\r\n\r\n").text(), "from lib.");
+    assert_eq!(
+        request(&srv, "GET / HTTP/1.1\r\nHost: x\r\n\r\n").text(),
+        "from lib."
+    );
 
     // VIRTUAL_ENV: its site-packages, for the Python this binary embeds.
     let out = std::process::Command::new(gunicornd_bin())
@@ -349,4 +352,120 @@ fn pythonpath_and_a_virtualenv_are_searched() {
         request(&srv, "GET / HTTP/1.1\r\nHost: x\r\n\r\n").text(),
         "from the venv."
     );
+}
+
+/// Copy a file or a directory tree from tests/wsgi/ into `to`.
+fn copy_fixture(name: &str, to: &Path) {
+    let from = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/wsgi")
+        .join(name);
+    if from.is_dir() {
+        fs::create_dir_all(to.join(name)).unwrap();
+        for entry in fs::read_dir(&from).unwrap() {
+            let entry = entry.unwrap();
+            fs::copy(entry.path(), to.join(name).join(entry.file_name())).unwrap();
+        }
+    } else {
+        fs::copy(&from, to.join(name)).unwrap();
+    }
+}
+
+/// gunicornd serving `spec` from a directory holding `fixture`, with the
+/// frameworks venv as its VIRTUAL_ENV; `None` when no venv can be made.
+fn serve_framework(fixture: &str, spec: &str) -> Option<Server> {
+    let venv = frameworks_venv()?;
+    let launch = Launch::new(&["-b", "127.0.0.1:0", "-w", "1", "--no-control-socket", spec]);
+    copy_fixture(fixture, launch.path(".").as_path());
+    Some(launch.env("VIRTUAL_ENV", venv).booted(1).start())
+}
+
+#[test]
+fn a_flask_app_runs_unchanged() {
+    let Some(srv) = serve_framework("flask_app.py", "flask_app:app") else {
+        return;
+    };
+    let r = request(
+        &srv,
+        "POST /form HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded\r\n\
+         Content-Length: 11\r\n\r\nname=Ada%21",
+    );
+    assert_eq!(r.status, 200, "{}", srv.log());
+    assert_eq!(r.text(), "hello Ada!");
+    let r = request(&srv, "GET /json HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert_eq!(r.header("Content-Type"), Some("application/json"));
+    assert_eq!(
+        r.json(),
+        serde_json::json!({"hello": "world", "answer": 42})
+    );
+}
+
+#[test]
+fn a_django_project_runs_from_its_wsgi_py() {
+    let Some(srv) = serve_framework("mysite", "mysite.wsgi") else {
+        return;
+    };
+    let r = request(
+        &srv,
+        "GET /hello/?who=gunicornd HTTP/1.1\r\nHost: x\r\n\r\n",
+    );
+    assert_eq!(r.status, 200, "{}", srv.log());
+    assert_eq!(r.text(), "hello from django, gunicornd");
+    assert_eq!(
+        request(&srv, "GET /nope HTTP/1.1\r\nHost: x\r\n\r\n").status,
+        404
+    );
+}
+
+#[test]
+fn a_worker_killed_for_timeout_logs_where_python_was_stuck() {
+    let launch = Launch::new(&[
+        "-b",
+        "127.0.0.1:0",
+        "-w",
+        "1",
+        "-t",
+        "2",
+        "--no-control-socket",
+        "apps:sleepy",
+    ]);
+    fs::copy(APPS, launch.path("apps.py")).unwrap();
+    let srv = launch.booted(1).start();
+    let addr = srv.addr().to_string();
+    let client = std::thread::spawn(move || {
+        let _ = try_http_request(&addr, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n");
+    });
+    srv.expect_log("WORKER TIMEOUT", Duration::from_secs(20));
+    // faulthandler's dump, from the worker, before it exits.
+    srv.expect_log("in sleepy", Duration::from_secs(10));
+    client.join().unwrap();
+}
+
+#[test]
+fn hup_loads_changed_app_code() {
+    let launch = Launch::new(&[
+        "-b",
+        "127.0.0.1:0",
+        "-w",
+        "1",
+        "--no-control-socket",
+        "changing:app",
+    ]);
+    let module = launch.path("changing.py");
+    let version = |v: &str| {
+        format!(
+            "def app(environ, start_response):\n    start_response('200 OK', [])\n    return [b'{v}']\n"
+        )
+    };
+    fs::write(&module, version("v1")).unwrap();
+    let srv = launch.booted(1).start();
+    assert_eq!(
+        request(&srv, "GET / HTTP/1.1\r\nHost: x\r\n\r\n").text(),
+        "v1"
+    );
+    fs::write(&module, version("v2")).unwrap();
+    srv.signal(libc::SIGHUP);
+    expect_within(Duration::from_secs(20), "the new code answers", || {
+        try_http_request(srv.addr(), b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            .is_ok_and(|r| r.text() == "v2")
+    });
 }

@@ -96,14 +96,14 @@ fn prepare_path(py: Python<'_>, path: &ImportPath) -> PyResult<()> {
 }
 
 /// A worker killed for a heartbeat timeout gets SIGABRT: let Python print
-/// where it was stuck first (faulthandler, chained to the worker's own
-/// handler, which then exits 1).
+/// where it was stuck first. faulthandler's fatal-signal handler dumps the
+/// traceback, puts back the handler it replaced (the worker's, which exits
+/// 1) and raises the signal again.
 fn enable_tracebacks_on_abort(py: Python<'_>) {
     let result = py.import("faulthandler").and_then(|fh| {
         let kwargs = pyo3::types::PyDict::new(py);
         kwargs.set_item("all_threads", true)?;
-        kwargs.set_item("chain", true)?;
-        fh.call_method("register", (libc::SIGABRT,), Some(&kwargs))
+        fh.call_method("enable", (), Some(&kwargs))
     });
     if let Err(e) = result {
         tracing::debug!("faulthandler not enabled: {e}");

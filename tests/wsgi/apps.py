@@ -149,3 +149,11 @@ def make(greeting="hello", punctuation="."):
 
 
 application = make("default", "!")
+
+
+def sleepy(environ, start_response):
+    """Hangs: the heartbeat timeout kills the worker."""
+    import time
+    time.sleep(600)
+    start_response("200 OK", [])
+    return [b"too late"]

@@ -26,7 +26,7 @@ pub mod wait;
 pub use binaries::{gunicornctl_bin, gunicornd_bin, target_dir};
 pub use control::Conn;
 pub use ctl::{ctl, ctl_command, ctl_json, ctl_ok, pair, stderr, stdout, Background};
-pub use gunicorn::gunicorn_python;
+pub use gunicorn::{frameworks_venv, gunicorn_python};
 pub use http::{
     get_within, hello_at, http_get_status, http_request, read_response, try_http_request,
     unix_request, Response,
