@@ -1,57 +1,81 @@
 //! The WSGI environ of one request, by gunicorn's rules
 //! (`gunicorn/http/wsgi.py`, `create`).
 
+use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyString};
 
 use super::objects::{Errors, Input};
 use crate::http::{PeerAddr, RequestHead};
 
-/// Build the environ: CGI variables, `HTTP_*` headers and the `wsgi.*` keys.
-pub fn build<'py>(
+/// The keys that do not change between requests.
+pub fn base<'py>(
     py: Python<'py>,
-    head: &RequestHead,
-    peer: &PeerAddr,
-    scheme: &str,
-    input: &Py<Input>,
     errors: &Py<Errors>,
     file_wrapper: &Bound<'py, PyAny>,
 ) -> PyResult<Bound<'py, PyDict>> {
     let env = PyDict::new(py);
-    let set = |k: &str, v: &str| env.set_item(k, PyString::new(py, v));
-    set("REQUEST_METHOD", &head.method)?;
-    set("QUERY_STRING", &head.query)?;
-    set("RAW_URI", &head.uri)?;
-    set(
-        "SERVER_PROTOCOL",
-        &format!("HTTP/{}.{}", head.version.0, head.version.1),
-    )?;
-    set(
+    env.set_item(
         "SERVER_SOFTWARE",
         concat!("gunicornd/", env!("CARGO_PKG_VERSION")),
     )?;
+    // SCRIPT_NAME comes from the environment, as in gunicorn.
+    env.set_item(
+        "SCRIPT_NAME",
+        std::env::var("SCRIPT_NAME").unwrap_or_default(),
+    )?;
+    env.set_item("wsgi.version", (1, 0))?;
+    env.set_item("wsgi.errors", errors.bind(py))?;
+    env.set_item("wsgi.file_wrapper", file_wrapper)?;
+    env.set_item("wsgi.input_terminated", true)?;
+    env.set_item("wsgi.multithread", false)?;
+    env.set_item("wsgi.multiprocess", true)?;
+    env.set_item("wsgi.run_once", false)?;
+    Ok(env)
+}
+
+/// A request's environ: a copy of `base` plus the CGI variables, the
+/// `HTTP_*` headers, `wsgi.input` and `wsgi.url_scheme`.
+pub fn build<'py>(
+    py: Python<'py>,
+    base: &Bound<'py, PyDict>,
+    head: &RequestHead,
+    peer: &PeerAddr,
+    scheme: &str,
+    input: &Py<Input>,
+) -> PyResult<Bound<'py, PyDict>> {
+    let env = base.copy()?;
+    let set = |k: &Bound<'py, PyString>, v: &str| env.set_item(k, PyString::new(py, v));
+    set(intern!(py, "REQUEST_METHOD"), &head.method)?;
+    set(intern!(py, "QUERY_STRING"), &head.query)?;
+    set(intern!(py, "RAW_URI"), &head.uri)?;
+    let protocol = match head.version {
+        (1, 1) => "HTTP/1.1",
+        (1, 0) => "HTTP/1.0",
+        _ => "HTTP/1.1",
+    };
+    set(intern!(py, "SERVER_PROTOCOL"), protocol)?;
     // PATH_INFO is the percent-decoded path, each byte one character
-    // (latin-1, PEP 3333); SCRIPT_NAME comes from the environment, and is
-    // cut off the front of the path when it is there.
-    let script_name = std::env::var("SCRIPT_NAME").unwrap_or_default();
+    // (latin-1, PEP 3333), with SCRIPT_NAME cut off its front when there.
+    let script_name: String = match base.get_item("SCRIPT_NAME")? {
+        Some(v) => v.extract()?,
+        None => String::new(),
+    };
     let mut path_info = latin1(&percent_decode(head.path.as_bytes()));
     if !script_name.is_empty() && path_info.starts_with(&script_name) {
         path_info = path_info[script_name.len()..].to_string();
     }
-    set("SCRIPT_NAME", &script_name)?;
-    set("PATH_INFO", &path_info)?;
+    set(intern!(py, "PATH_INFO"), &path_info)?;
     match peer {
         PeerAddr::Tcp(addr) => {
-            set("REMOTE_ADDR", &addr.ip().to_string())?;
-            set("REMOTE_PORT", &addr.port().to_string())?;
+            set(intern!(py, "REMOTE_ADDR"), &addr.ip().to_string())?;
+            set(intern!(py, "REMOTE_PORT"), &addr.port().to_string())?;
         }
-        PeerAddr::Unix => {
-            set("REMOTE_ADDR", "")?;
-        }
+        PeerAddr::Unix => set(intern!(py, "REMOTE_ADDR"), "")?,
     }
     let (server_name, server_port) = server_of(head, scheme);
-    set("SERVER_NAME", &server_name)?;
-    set("SERVER_PORT", &server_port)?;
+    set(intern!(py, "SERVER_NAME"), &server_name)?;
+    set(intern!(py, "SERVER_PORT"), &server_port)?;
     for (name, value) in &head.headers {
         // gunicorn drops headers with an underscore (they could pass for
         // a dash-named one).
@@ -67,17 +91,10 @@ pub fn build<'py>(
             Some(earlier) => format!("{},{value}", earlier.extract::<String>()?),
             None => value.clone(),
         };
-        set(&key, &value)?;
+        env.set_item(key, value)?;
     }
-    env.set_item("wsgi.version", (1, 0))?;
-    set("wsgi.url_scheme", scheme)?;
-    env.set_item("wsgi.input", input.bind(py))?;
-    env.set_item("wsgi.input_terminated", true)?;
-    env.set_item("wsgi.errors", errors.bind(py))?;
-    env.set_item("wsgi.file_wrapper", file_wrapper)?;
-    env.set_item("wsgi.multithread", false)?;
-    env.set_item("wsgi.multiprocess", true)?;
-    env.set_item("wsgi.run_once", false)?;
+    set(intern!(py, "wsgi.url_scheme"), scheme)?;
+    env.set_item(intern!(py, "wsgi.input"), input.bind(py))?;
     Ok(env)
 }
 

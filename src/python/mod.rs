@@ -38,7 +38,9 @@ pub struct ImportPath {
 /// A loaded WSGI callable.
 pub struct WsgiApp {
     app: Py<PyAny>,
-    helpers: Py<PyModule>,
+    /// The environ keys that are the same for every request, copied into
+    /// each request's environ (a C-level dict copy).
+    base_environ: Py<pyo3::types::PyDict>,
 }
 
 /// Initialise Python in this (worker) process and import the app.
@@ -52,9 +54,15 @@ pub fn load(spec: &PythonApp, path: &ImportPath) -> Result<Box<dyn App>, AppLoad
             .getattr("load")
             .and_then(|f| f.call1((&spec.module, &spec.expression)))
             .map_err(|e| load_error(py, &e))?;
+        let errors = Py::new(py, objects::Errors).map_err(|e| load_error(py, &e))?;
+        let file_wrapper = helpers
+            .getattr("FileWrapper")
+            .map_err(|e| load_error(py, &e))?;
+        let base_environ =
+            environ::base(py, &errors, &file_wrapper).map_err(|e| load_error(py, &e))?;
         Ok(Box::new(WsgiApp {
             app: app.unbind(),
-            helpers: helpers.unbind(),
+            base_environ: base_environ.unbind(),
         }) as Box<dyn App>)
     })
 }
@@ -149,16 +157,13 @@ impl WsgiApp {
         resp: &mut dyn ResponseSink,
     ) -> PyResult<()> {
         let input = objects::Input::new(py, req.body)?;
-        let errors = Py::new(py, objects::Errors)?;
-        let file_wrapper = self.helpers.bind(py).getattr("FileWrapper")?;
         let environ = environ::build(
             py,
+            self.base_environ.bind(py),
             req.head,
             req.peer,
             req.scheme,
             &input,
-            &errors,
-            &file_wrapper,
         )?;
         let responder = objects::Responder::new(py, resp)?;
         let outcome = self.run(py, &environ, &responder);
