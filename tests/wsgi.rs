@@ -469,3 +469,65 @@ fn hup_loads_changed_app_code() {
             .is_ok_and(|r| r.text() == "v2")
     });
 }
+
+#[test]
+fn preload_imports_the_app_once_in_the_master() {
+    let launch = Launch::new(&[
+        "-b",
+        "127.0.0.1:0",
+        "-w",
+        "2",
+        "--preload",
+        "--no-control-socket",
+        "counted:app",
+    ]);
+    let counter = launch.path("imports.txt");
+    fs::write(
+        launch.path("counted.py"),
+        format!(
+            "import os\nwith open({:?}, 'a') as f:\n    f.write('%d\\n' % os.getpid())\n\
+             def app(environ, start_response):\n    start_response('200 OK', [])\n    \
+             return [str(os.getpid()).encode()]\n",
+            counter.display().to_string()
+        ),
+    )
+    .unwrap();
+    let srv = launch.booted(2).start();
+    let imports = fs::read_to_string(&counter).unwrap();
+    assert_eq!(
+        imports.lines().collect::<Vec<_>>(),
+        [srv.pid.to_string()],
+        "imported once, by the master\n{}",
+        srv.log()
+    );
+    // Both workers serve the forked app, and scaling forks more of them.
+    let answer: i32 = request(&srv, "GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        .text()
+        .parse()
+        .unwrap();
+    assert!(srv.worker_pids().contains(&answer), "{answer}");
+    srv.signal(libc::SIGTTIN);
+    expect_within(Duration::from_secs(20), "three booted workers", || {
+        srv.booted_count() == 3
+    });
+    assert_eq!(fs::read_to_string(&counter).unwrap().lines().count(), 1);
+}
+
+#[test]
+fn preload_of_an_app_that_cannot_be_imported_fails_the_start() {
+    let launch = Launch::new(&[
+        "-b",
+        "127.0.0.1:0",
+        "--preload",
+        "--no-control-socket",
+        "no_such_module:app",
+    ]);
+    let srv = launch.start();
+    assert_ne!(srv.wait_exit(Duration::from_secs(30)), 0);
+    let log = srv.log();
+    assert!(
+        log.contains("App failed to load (no_such_module:app)"),
+        "{log}"
+    );
+    assert!(log.contains("No module named 'no_such_module'"), "{log}");
+}

@@ -119,7 +119,11 @@ impl Arbiter {
             Some(&mut old_mask),
         );
         // SAFETY: the master is single-threaded, so the child is a consistent copy.
-        let forked = unsafe { fork() };
+        let forked = match &self.preloaded {
+            #[cfg(feature = "python")]
+            Some(_) => crate::python::fork_with(|| unsafe { fork() }),
+            _ => unsafe { fork() },
+        };
         match forked {
             Ok(ForkResult::Child) => {
                 let setup = WorkerSetup {
@@ -132,6 +136,7 @@ impl Arbiter {
                     max_requests,
                     master_fds: self.master_fds(),
                     signal_mask: old_mask,
+                    preloaded: std::cell::Cell::new(self.preloaded.take()),
                 };
                 self.kind.run(setup)
             }

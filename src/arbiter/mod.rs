@@ -106,6 +106,9 @@ pub struct Arbiter {
     /// New master: when to decide whether the old master, which closed the
     /// channel, is gone or gave up on us.
     given_up_check: Option<Instant>,
+    /// The app, loaded once in the master before forking (`--preload` with
+    /// a Python app); each worker gets the forked copy.
+    preloaded: Option<Box<dyn crate::app::App>>,
 }
 
 impl ListenerSource {
@@ -322,6 +325,9 @@ impl Arbiter {
                 .map_err(|e| format!("event loop: {e}"))?;
             channel = Some(p.channel);
         }
+        // Before the pidfile guard is disarmed: a failed import leaves no
+        // pidfile behind.
+        let preloaded = preload(&settings)?;
         let mut arbiter = Arbiter {
             loader,
             settings,
@@ -351,6 +357,7 @@ impl Arbiter {
             owned_fds,
             old_master_pidfd: None,
             given_up_check: None,
+            preloaded,
         };
         if let Some(old) = arbiter.pool.parent_master {
             arbiter.watch_old_master(old);
@@ -739,6 +746,24 @@ fn claim_inherited_listeners(
     }
     let ls = listeners::create_all(&ListenerSpec::new(settings, &settings.binds), &inherited, 1)?;
     Ok(Some((ls, ListenerSource::Inherited)))
+}
+
+/// `--preload` with a Python app: import it here, once, before any worker
+/// is forked (gunicorn's memory-saving mode). Built-in apps ignore it. An
+/// app that cannot be imported stops the start, with its traceback.
+fn preload(settings: &Settings) -> Result<Option<Box<dyn crate::app::App>>, String> {
+    let spec = settings.app.as_deref().unwrap_or_default();
+    let python = matches!(
+        crate::app::AppSpec::parse(spec),
+        Ok(crate::app::AppSpec::Python { .. })
+    );
+    if !settings.preload_app || !python {
+        return Ok(None);
+    }
+    tracing::info!("Preloading the app {spec} in the master");
+    crate::app::load(spec, &settings.pythonpath)
+        .map(Some)
+        .map_err(|e| format!("App failed to load ({spec}): {e}"))
 }
 
 /// Where the control socket lives, unless it is disabled.

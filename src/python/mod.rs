@@ -212,3 +212,23 @@ impl WsgiApp {
         outcome
     }
 }
+
+/// Fork with CPython's protocol (`PyOS_BeforeFork`, then
+/// `PyOS_AfterFork_Parent` or `PyOS_AfterFork_Child`), for a master that
+/// loaded a Python app before forking (`--preload`). `fork` is the call
+/// that forks.
+pub fn fork_with(
+    fork: impl FnOnce() -> nix::Result<nix::unistd::ForkResult>,
+) -> nix::Result<nix::unistd::ForkResult> {
+    Python::attach(|_py| {
+        // SAFETY: called with the GIL held, around a fork, as CPython
+        // requires of code that forks a process running Python.
+        unsafe { pyo3::ffi::PyOS_BeforeFork() };
+        let forked = fork();
+        match forked {
+            Ok(nix::unistd::ForkResult::Child) => unsafe { pyo3::ffi::PyOS_AfterFork_Child() },
+            _ => unsafe { pyo3::ffi::PyOS_AfterFork_Parent() },
+        }
+        forked
+    })
+}

@@ -41,6 +41,8 @@ pub struct WorkerSetup<'a> {
     /// The signal mask to restore once the worker's handlers are in place
     /// (the master blocks every signal across fork).
     pub signal_mask: nix::sys::signal::SigSet,
+    /// The app the master loaded before forking (`--preload`), if it did.
+    pub preloaded: std::cell::Cell<Option<Box<dyn crate::app::App>>>,
 }
 
 /// How a worker kind serves once booted; returns the exit code.
@@ -111,10 +113,13 @@ fn boot(setup: &WorkerSetup<'_>) -> Result<Booted, i32> {
         return Err(EXIT_OK);
     }
     let spec = settings.app.as_deref().unwrap_or_default();
-    let app = crate::app::load(spec, &settings.pythonpath).map_err(|e| {
-        tracing::error!("Failed to load application '{spec}': {e}");
-        APP_LOAD_ERROR
-    })?;
+    let app = match setup.preloaded.take() {
+        Some(app) => app,
+        None => crate::app::load(spec, &settings.pythonpath).map_err(|e| {
+            tracing::error!("Failed to load application '{spec}': {e}");
+            APP_LOAD_ERROR
+        })?,
+    };
     setup.slot.mark_booted();
     notify::send(setup.notify_fd, notify::WorkerMsg::Booted).map_err(|e| {
         tracing::error!("Exception in worker process: cannot reach the master: {e}");
