@@ -109,8 +109,10 @@ start_uwsgi() {
 
 # uWSGI's HTTP router: a separate process that holds the client connections,
 # keep-alive included, and passes each request to a worker over uWSGI's own
-# protocol. Its native HTTP socket cannot keep connections alive with
-# one-request-at-a-time workers, so this is uWSGI's keep-alive setup.
+# protocol. Its native HTTP socket keeps connections alive
+# (--http11-socket) only by tying a one-request-at-a-time worker to each
+# client connection, which leaves all but 2 of wrk's connections unanswered,
+# so this is uWSGI's keep-alive setup.
 start_uwsgi_router() {
     uwsgi_command
     start_server uwsgi-router "${uwsgi_cmd[@]}" --http "127.0.0.1:${ports[uwsgi-router]}" \
@@ -389,9 +391,10 @@ main() {
 
     echo "WSGI servers, $WORKERS workers each, $(nproc) CPUs;" \
         "wrk -t$THREADS -c$CONNS -d${DURATION}s, $ROUNDS interleaved rounds per load"
-    echo "$(python_package_versions "$python" "${WSGI_VENV_PACKAGES[@]}");" \
-        "Python $("$python" -c 'import platform; print(platform.python_version())')${gunicornd_bin:+;}" \
-        "${gunicornd_bin:+gunicornd $gunicornd_bin}"
+    local versions
+    versions="$(python_package_versions "$python" "${WSGI_VENV_PACKAGES[@]}");"
+    versions+=" Python $("$python" -c 'import platform; print(platform.python_version())')"
+    echo "$versions${gunicornd_bin:+; gunicornd $gunicornd_bin}"
 
     start_servers / "${keepalive[@]}"
 
