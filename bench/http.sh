@@ -17,9 +17,6 @@ readonly DURATION="${BENCH_DURATION:-5}"
 readonly CONNS="${BENCH_CONNS:-32}"
 readonly THREADS="${BENCH_THREADS:-2}"
 readonly WORKERS=2
-# wrk reports a few connect errors when the accept queue momentarily
-# overflows at start-up; more than this is a failed run, not noise.
-readonly MAX_CONNECT_ERRORS=10
 
 # shellcheck source-path=SCRIPTDIR source=lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -82,32 +79,6 @@ start_nginx() {
     start_server nginx "$bin" -p "$dir" -c "$dir/nginx.conf" -e "$dir/logs/error.log"
 }
 
-# --- measuring ---------------------------------------------------------------
-
-# Runs one wrk load; prints its Requests/sec on stdout and any error counts on
-# stderr. A run with errors is noted in $tmp/errors (a file, because this runs
-# in a command substitution's subshell).
-run_wrk() {
-    local name="$1" url="$2" out rps connect read write timeout non2xx
-    out=$(timeout $((DURATION + 15)) wrk -t"$THREADS" -c"$CONNS" -d"${DURATION}s" \
-        -H 'Connection: close' "$url") || die "wrk failed against $name: $out"
-    rps=$(awk '/^Requests\/sec:/ {print $2}' <<<"$out")
-    [[ -n $rps ]] || die "no Requests/sec in wrk output for $name: $out"
-    read -r connect read write timeout non2xx < <(wrk_error_counts "$out")
-    if ((connect > 0 || read > 0 || write > 0 || timeout > 0 || non2xx > 0)); then
-        log "  $name errors: connect $connect, read $read, write $write, timeout $timeout, non-2xx $non2xx"
-    fi
-    if ((connect > MAX_CONNECT_ERRORS || read > 0 || write > 0 || timeout > 0 || non2xx > 0)); then
-        echo bad >>"$tmp/errors"
-    fi
-    echo "$rps"
-}
-
-median() {
-    printf '%s\n' "$@" | sort -g | awk '{v[NR] = $1}
-        END {print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2}'
-}
-
 main() {
     trap_exit
     install_tools
@@ -132,8 +103,8 @@ main() {
         "$WORKERS workers each, $(nproc) CPUs"
     local g_rps=() n_rps=() r g n
     for ((r = 1; r <= ROUNDS; r++)); do
-        g=$(run_wrk gunicornd "http://127.0.0.1:$g_port/")
-        n=$(run_wrk nginx "http://127.0.0.1:$n_port/")
+        g=$(run_wrk gunicornd "http://127.0.0.1:$g_port/" -H 'Connection: close')
+        n=$(run_wrk nginx "http://127.0.0.1:$n_port/" -H 'Connection: close')
         g_rps+=("$g")
         n_rps+=("$n")
         printf 'round %d: gunicornd %s req/s, nginx %s req/s\n' "$r" "$g" "$n"

@@ -1,7 +1,8 @@
 # shellcheck shell=bash
-# What the bench scripts share: setup (tools, the gunicornd binary, ports),
-# starting and stopping servers each in its own session, the exit trap that
-# cleans up after them, and reading wrk's error counters. Sourced by the
+# What the bench scripts share: setup (tools, the gunicornd binary, Python
+# venvs with the peers, ports), starting and stopping servers each in its own
+# session, the exit trap that cleans up after them, running wrk and reading
+# its figures, and reading the memory of a server's processes. Sourced by the
 # scripts after their `set -euo pipefail`; it defines functions and the state
 # they keep, and runs nothing else.
 
@@ -14,6 +15,11 @@ readonly lib_dir repo_root target_dir bench_name
 
 readonly START_DEADLINE_S=15
 readonly STOP_DEADLINE_S=5
+# A pip install from PyPI that takes longer than this is stuck.
+readonly INSTALL_DEADLINE_S=600
+# wrk reports a few connect errors when the accept queue momentarily
+# overflows at start-up; more than this is a failed run, not noise.
+readonly MAX_CONNECT_ERRORS=10
 
 # The run's temp dir (see make_tmp_dir), removed on exit.
 tmp=""
@@ -72,6 +78,17 @@ gunicornd_binary() {
     release_binary gunicornd
 }
 
+# Prints the path of the gunicornd to measure with Python apps:
+# $GUNICORND_BIN, or a release build of this checkout with the cargo feature
+# `python` (embedded Python) when the package declares it.
+python_gunicornd_binary() {
+    if [[ -n "${GUNICORND_BIN:-}" ]]; then
+        gunicornd_binary
+    else
+        release_binary gunicornd python
+    fi
+}
+
 # Prints the path of the gunicornctl to use: $GUNICORNCTL_BIN, else the one
 # beside $GUNICORND_BIN (both are built into the same directory), else a
 # release build of this checkout.
@@ -88,12 +105,36 @@ gunicornctl_binary() {
 }
 
 # Builds the named binary of the workspace (release) and prints its path.
+# With FEATURE, builds with that cargo feature if the root package declares
+# it, and without it (saying so) if not: a checkout from before the feature
+# still builds, and the bench reports what that binary does.
 release_binary() {
-    local name="$1"
-    log "building $name (release)"
-    (cd "$repo_root" && cargo build --release --quiet --bin "$name") >&2
+    local name="$1" feature="${2:-}" features=()
+    if [[ -n $feature ]]; then
+        if root_package_has_feature "$feature"; then
+            features=(--features "$feature")
+        else
+            log "the gunicornd package has no cargo feature '$feature'; building without it"
+        fi
+    fi
+    log "building $name (release${features[*]:+, ${features[*]}})"
+    (cd "$repo_root" && cargo build --release --quiet --bin "$name" "${features[@]}") >&2
     [[ -x $target_dir/release/$name ]] || die "no $name binary at $target_dir/release/$name"
     echo "$target_dir/release/$name"
+}
+
+# Succeeds if the workspace's root package (gunicornd) declares the cargo
+# feature. Reads cargo's own view of the manifest, so features defined in any
+# form count.
+root_package_has_feature() {
+    local feature="$1" metadata
+    metadata=$(cd "$repo_root" && cargo metadata --no-deps --format-version 1) ||
+        die "cargo metadata failed"
+    python3 -c '
+import json, sys
+packages = {p["name"]: p for p in json.load(sys.stdin)["packages"]}
+sys.exit(0 if sys.argv[1] in packages["gunicornd"]["features"] else 1)
+' "$feature" <<<"$metadata"
 }
 
 # A loopback port nobody listens on, below the kernel's ephemeral range: the
@@ -121,19 +162,23 @@ make_tmp_dir() {
     tmp=$(mktemp -d "${TMPDIR:-/tmp}/$prefix.XXXXXX")
 }
 
-# --- Python gunicorn, the peer of reload.sh and upgrade.sh -------------------
+# --- Python venvs with the peers --------------------------------------------
 
-# gunicorn from PyPI, installed once and reused by later runs.
+# gunicorn from PyPI, installed once and reused by later runs: the peer of
+# reload.sh and upgrade.sh.
 readonly VENV="$target_dir/bench-gunicorn-venv"
+# The WSGI servers and the framework that wsgi.sh measures, likewise.
+readonly WSGI_VENV="$target_dir/bench-wsgi-venv"
+readonly WSGI_VENV_PACKAGES=(gunicorn granian pyuwsgi flask)
 
-# Installs what a bench against gunicorn needs beyond bash: wrk, setsid and a
-# python3 that can make a venv.
-install_gunicorn_bench_tools() {
-    local missing=() probe
+# Installs what a bench with Python servers needs beyond bash: wrk, setsid
+# and a python3 that can make the venv at VENV_DIR unless it exists.
+install_python_bench_tools() {
+    local venv="$1" missing=() probe
     command -v wrk >/dev/null || missing+=(wrk)
     command -v setsid >/dev/null || missing+=(util-linux)
     command -v python3 >/dev/null || missing+=(python3)
-    if [[ ! -x $VENV/bin/python ]]; then
+    if [[ ! -x $venv/bin/python ]]; then
         # Debian's python3 lacks ensurepip (so venv fails) without python3-venv.
         probe=$(mktemp -d)
         python3 -m venv "$probe/venv" >/dev/null 2>&1 || missing+=(python3-venv)
@@ -142,22 +187,55 @@ install_gunicorn_bench_tools() {
     install_packages "${missing[@]}"
 }
 
-# Python with gunicorn installed. The venv is built beside its final place and
-# renamed when complete, so an interrupted run never leaves a half-made one.
-# It is used through `bin/python -m gunicorn`, which survives the rename
-# (console-script shebangs would not).
-gunicorn_python() {
-    if [[ ! -x $VENV/bin/python ]]; then
-        local building="$VENV.building-$$"
-        log "installing gunicorn from PyPI into $VENV"
+# The tools of a bench against gunicorn alone (reload.sh, upgrade.sh).
+install_gunicorn_bench_tools() {
+    install_python_bench_tools "$VENV"
+}
+
+# Prints the python of the venv at VENV_DIR, first creating it with the
+# PACKAGES from PyPI if it does not exist. The venv is built beside its final
+# place and renamed when complete, so an interrupted run never leaves a
+# half-made one, and an existing one holds all its packages (delete it to get
+# newer ones). It is used through `bin/python -m MODULE` or `bin/python
+# bin/SCRIPT`, which survive the rename (console-script shebangs would not).
+venv_python() {
+    local venv="$1"
+    shift
+    if [[ ! -x $venv/bin/python ]]; then
+        local building="$venv.building-$$"
+        log "installing $* from PyPI into $venv"
         rm -rf "$building"
         mkdir -p "$target_dir"
         python3 -m venv "$building" >&2
-        "$building/bin/python" -m pip install --quiet --disable-pip-version-check gunicorn >&2
-        rm -rf "$VENV"
-        mv "$building" "$VENV"
+        timeout "$INSTALL_DEADLINE_S" "$building/bin/python" -m pip install --quiet \
+            --disable-pip-version-check "$@" >&2 ||
+            die "pip install $* failed or took over ${INSTALL_DEADLINE_S}s"
+        rm -rf "$venv"
+        mv "$building" "$venv"
     fi
-    echo "$VENV/bin/python"
+    echo "$venv/bin/python"
+}
+
+# Python with gunicorn installed.
+gunicorn_python() {
+    venv_python "$VENV" gunicorn
+}
+
+# Python with the servers and framework of wsgi.sh installed.
+wsgi_python() {
+    venv_python "$WSGI_VENV" "${WSGI_VENV_PACKAGES[@]}"
+}
+
+# Prints the installed version of each Python package named, as NAME VERSION
+# separated by commas, for a headline.
+python_package_versions() {
+    local python="$1"
+    shift
+    "$python" -c '
+import sys
+from importlib.metadata import version
+print(", ".join(f"{name} {version(name)}" for name in sys.argv[1:]))
+' "$@"
 }
 
 # Prints the version of the gunicorn that PYTHON runs, for the headline.
@@ -176,16 +254,10 @@ gunicorn_quiet_opts() {
 }
 
 # Writes $tmp/hello.py, whose hello:app gives the same response as
-# builtin:hello: 200, text/plain, "Hello, World!\n".
+# builtin:hello: 200, text/plain, "Hello, World!\n". It is bench/wsgi_hello.py,
+# the app that wsgi.sh serves from bench/ itself.
 write_wsgi_app() {
-    cat >"$tmp/hello.py" <<'EOF'
-BODY = b"Hello, World!\n"
-
-
-def app(environ, start_response):
-    start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(BODY)))])
-    return [BODY]
-EOF
+    cp "$lib_dir/wsgi_hello.py" "$tmp/hello.py"
 }
 
 # --- server lifecycle --------------------------------------------------------
@@ -253,35 +325,64 @@ child_pids() {
     fi
 }
 
-# Polls until the server answers an HTTP request with 200, or fails once the
-# deadline passes or the server exits.
+# Polls until the server answers a GET of PATH (default /) with 200, or fails
+# once the deadline passes or the server exits.
 wait_ready() {
-    local name="$1" port="$2" pid="${server_pids[$1]}"
+    server_ready "$@" || die "$1 did not start"
+}
+
+# Like wait_ready, but on failure prints the server's log and why, stops what
+# is left of the server and returns 1, for a caller that goes on without it.
+server_ready() {
+    local name="$1" port="$2" path="${3:-/}" pid="${server_pids[$1]}"
     local deadline=$((SECONDS + START_DEADLINE_S)) status
     while ((SECONDS < deadline)); do
-        alive "$pid" || {
+        if ! alive "$pid"; then
             log "$name exited during start-up; its log:"
             cat "$tmp/$name.log" >&2
-            die "$name did not start"
-        }
-        if status=$(http_status "$port") && [[ $status == 200 ]]; then
+            stop_server "$name"
+            return 1
+        fi
+        if status=$(http_status "$port" "$path") && [[ $status == 200 ]]; then
             return
         fi
         sleep 0.05
     done
     cat "$tmp/$name.log" >&2
-    die "$name did not answer on port $port within ${START_DEADLINE_S}s"
+    log "$name did not answer 200 to GET $path on port $port within ${START_DEADLINE_S}s"
+    stop_server "$name"
+    return 1
 }
 
-# Prints the status code of a GET / on the port; fails if nothing answers.
+# Prints the status code of a GET of PATH (default /) on the port; fails if
+# nothing answers.
 http_status() {
-    local port="$1" fd line
+    local port="$1" path="${2:-/}" fd line
     # The braces make the 2>/dev/null apply to this open only, not to the shell.
     { exec {fd}<>"/dev/tcp/127.0.0.1/$port"; } 2>/dev/null || return 1
-    printf 'GET / HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n' >&"$fd"
+    printf 'GET %s HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n' "$path" >&"$fd"
     IFS=' ' read -r -t 2 -u "$fd" _ line _ || line=""
     exec {fd}>&-
     [[ -n $line ]] && echo "$line"
+}
+
+# Succeeds if the server answers an HTTP/1.1 GET of PATH that says nothing
+# about the connection with `Connection: close`, i.e. it does not keep
+# connections alive; fails if it keeps them (or nothing answers).
+answers_connection_close() {
+    local port="$1" path="${2:-/}" fd line found=1
+    { exec {fd}<>"/dev/tcp/127.0.0.1/$port"; } 2>/dev/null || return 1
+    printf 'GET %s HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n' "$path" >&"$fd"
+    # The header block ends at the first empty line; the server may keep the
+    # connection open after the body, so nothing past that is read.
+    while IFS= read -r -t 2 -u "$fd" line; do
+        line=${line%$'\r'}
+        [[ -n $line ]] || break
+        line=${line,,}
+        [[ $line != connection:*close* ]] || found=0
+    done
+    exec {fd}>&-
+    return "$found"
 }
 
 # Stops the named server, if it runs: every master it has had, and all that
@@ -362,4 +463,60 @@ wrk_figures() {
     max_latency=$(awk '$1 == "Latency" {print $4}' <<<"$out")
     echo "$((completed + connect + read + write)) $((connect + read + write + non2xx))" \
         "$connect $read $write $non2xx $timeouts $max_latency"
+}
+
+# Runs one wrk load of $DURATION seconds with $THREADS threads and $CONNS
+# connections (set by the calling script) against URL, with the extra wrk
+# OPTIONS (such as -H 'Connection: close'); prints its Requests/sec on stdout
+# and any error counts on stderr. A run with errors (more than a few connect
+# errors, or any other) is noted in $tmp/errors, a file because this runs in
+# a command substitution's subshell; the caller checks it at the end.
+run_wrk() {
+    local name="$1" url="$2" out rps connect read write timeout non2xx
+    shift 2
+    out=$(timeout $((DURATION + 15)) wrk -t"$THREADS" -c"$CONNS" -d"${DURATION}s" \
+        "$@" "$url") || die "wrk failed against $name: $out"
+    rps=$(awk '/^Requests\/sec:/ {print $2}' <<<"$out")
+    [[ -n $rps ]] || die "no Requests/sec in wrk output for $name: $out"
+    read -r connect read write timeout non2xx < <(wrk_error_counts "$out")
+    if ((connect > 0 || read > 0 || write > 0 || timeout > 0 || non2xx > 0)); then
+        log "  $name errors: connect $connect, read $read, write $write, timeout $timeout, non-2xx $non2xx"
+    fi
+    if ((connect > MAX_CONNECT_ERRORS || read > 0 || write > 0 || timeout > 0 || non2xx > 0)); then
+        echo "$name" >>"$tmp/errors"
+    fi
+    echo "$rps"
+}
+
+median() {
+    printf '%s\n' "$@" | sort -g | awk '{v[NR] = $1}
+        END {print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2}'
+}
+
+# --- memory ------------------------------------------------------------------
+
+# Prints PID and every process descended from it, one a line.
+process_tree() {
+    local pid="$1" kid
+    echo "$pid"
+    while read -r kid; do
+        process_tree "$kid"
+    done < <(child_pids "$pid")
+}
+
+# Prints the resident set size of PID in KiB (VmRSS in /proc/PID/status): every
+# page the process has in memory, shared ones (libraries, pages it still
+# shares with the master it was forked from) included.
+vm_rss_kib() {
+    local pid="$1"
+    awk '$1 == "VmRSS:" {print $2; found = 1} END {if (!found) exit 1}' "/proc/$pid/status"
+}
+
+# Prints the proportional set size of PID in KiB (Pss in
+# /proc/PID/smaps_rollup): its private pages plus its share of each shared
+# page, so that the PSS of a server's processes adds up to the memory the
+# whole server costs.
+pss_kib() {
+    local pid="$1"
+    awk '$1 == "Pss:" {print $2; found = 1} END {if (!found) exit 1}' "/proc/$pid/smaps_rollup"
 }
