@@ -531,3 +531,55 @@ fn preload_of_an_app_that_cannot_be_imported_fails_the_start() {
     );
     assert!(log.contains("No module named 'no_such_module'"), "{log}");
 }
+
+#[test]
+fn a_gunicorn_python_config_file_is_honoured() {
+    let port = free_port();
+    let launch = Launch::new(&["-c", "gunicorn.conf.py", "--no-control-socket"]);
+    fs::copy(APPS, launch.path("apps.py")).unwrap();
+    let record = launch.path("post_worker_init.txt");
+    fs::write(
+        launch.path("gunicorn.conf.py"),
+        format!(
+            "import multiprocessing\n\
+             bind = '127.0.0.1:{port}'\n\
+             workers = 2\n\
+             threads = 4\n\
+             wsgi_app = 'apps:make(\"from the config\")'\n\
+             def post_worker_init(worker):\n\
+             \x20   with open({record:?}, 'a') as f:\n\
+             \x20       f.write('%d %d\\n' % (worker.pid, worker.age))\n",
+            record = record.display().to_string()
+        ),
+    )
+    .unwrap();
+    let srv = launch.booted(2).start();
+    assert_eq!(srv.addr(), format!("127.0.0.1:{port}"));
+    assert_eq!(
+        request(&srv, "GET / HTTP/1.1\r\nHost: x\r\n\r\n").text(),
+        "from the config."
+    );
+    let workers = srv.worker_pids();
+    assert_eq!(workers.len(), 2);
+    let hooked: std::collections::BTreeSet<i32> = fs::read_to_string(&record)
+        .unwrap()
+        .lines()
+        .map(|l| l.split(' ').next().unwrap().parse().unwrap())
+        .collect();
+    assert_eq!(hooked, workers, "post_worker_init ran in each worker");
+    srv.expect_log(
+        "ignoring names gunicornd has no setting for: threads",
+        Duration::from_secs(5),
+    );
+}
+
+#[test]
+fn a_python_config_file_that_raises_is_refused_with_its_traceback() {
+    let launch = Launch::new(&["-c", "bad.conf.py", "--check-config"]);
+    fs::write(launch.path("bad.conf.py"), "workers = 1 / 0\n").unwrap();
+    let srv = launch.start();
+    assert_ne!(srv.wait_exit(Duration::from_secs(30)), 0);
+    let log = srv.log();
+    assert!(log.contains("cannot evaluate"), "{log}");
+    assert!(log.contains("ZeroDivisionError"), "{log}");
+}

@@ -56,13 +56,17 @@ const VERSION_TEXT: &str = concat!(env!("CARGO_PKG_VERSION"), " (built without P
     args_override_self = true
 )]
 pub struct Cli {
-    /// The application to serve: builtin:hello, builtin:echo,
-    /// builtin:debug[?OPTIONS] or static:DIR. May also come from the config
-    /// file's `app` key.
+    /// The application to serve: a Python WSGI app as MODULE[:NAME] or
+    /// MODULE:FACTORY(ARGS) (gunicorn's forms), or builtin:hello,
+    /// builtin:echo, builtin:debug[?OPTIONS], static:DIR. May also come from
+    /// the config file's `app` key (`wsgi_app` in a Python config file).
     #[arg(value_name = "APP", value_parser = values::non_empty)]
     pub app: Option<String>,
 
-    /// The config file to read [default: ./gunicornd.toml if it exists]
+    /// The config file to read: TOML, or a gunicorn Python config file
+    /// (FILE.py: its plain values are read as settings, and its
+    /// post_worker_init hook runs in each worker) [default:
+    /// ./gunicornd.toml if it exists]
     #[arg(short = 'c', long = "config", value_name = "FILE")]
     pub config: Option<PathBuf>,
 

@@ -36,10 +36,81 @@ impl FileLayer {
 
 /// Read and convert the config file at `path` (already absolute).
 pub(crate) fn read(path: &Path) -> Result<FileLayer, ConfigError> {
+    if path.extension().is_some_and(|e| e == "py") {
+        return read_python(path);
+    }
     let text = std::fs::read_to_string(path).map_err(|e| {
         ConfigError::new(format!("cannot read config file {}: {e}", path.display()))
     })?;
     parse(&text, path)
+}
+
+/// A gunicorn Python configuration file (`-c gunicorn.conf.py`): its plain
+/// module-level values are read as the TOML keys of the same names; names
+/// gunicornd has no setting for are ignored with a warning (gunicorn files
+/// often set things a server of another kind has no use for). Its functions
+/// are hooks, which the workers take from the file themselves.
+#[cfg(feature = "python")]
+fn read_python(path: &Path) -> Result<FileLayer, ConfigError> {
+    let values = crate::python::config_file_values(path).map_err(ConfigError::new)?;
+    let mut table = toml::Table::new();
+    let mut ignored = Vec::new();
+    if let Some(settings) = values.get("settings").and_then(|s| s.as_object()) {
+        for (key, value) in settings {
+            let Some(value) = toml_value(value) else {
+                ignored.push(key.clone());
+                continue;
+            };
+            let mut one = toml::Table::new();
+            one.insert(key.clone(), value.clone());
+            match parse(&one.to_string(), path) {
+                Err(e) if e.to_string().starts_with("unknown setting") => ignored.push(key.clone()),
+                _ => {
+                    table.insert(key.clone(), value);
+                }
+            }
+        }
+    }
+    if !ignored.is_empty() {
+        // Configuration is read before logging is set up.
+        eprintln!(
+            "gunicornd: warning: {}: ignoring names gunicornd has no setting for: {}",
+            path.display(),
+            ignored.join(", ")
+        );
+    }
+    parse(&table.to_string(), path)
+}
+
+#[cfg(not(feature = "python"))]
+fn read_python(path: &Path) -> Result<FileLayer, ConfigError> {
+    Err(ConfigError::new(format!(
+        "{} is a Python configuration file, but this gunicornd was built without Python: \
+         use a TOML file, or build with the default features",
+        path.display()
+    )))
+}
+
+/// A JSON value from a Python config file as TOML (`None` for what TOML
+/// cannot hold).
+#[cfg(feature = "python")]
+fn toml_value(v: &serde_json::Value) -> Option<Value> {
+    use serde_json::Value as J;
+    Some(match v {
+        J::Bool(b) => Value::Boolean(*b),
+        J::Number(n) => match n.as_i64() {
+            Some(i) => Value::Integer(i),
+            None => Value::Float(n.as_f64()?),
+        },
+        J::String(s) => Value::String(s.clone()),
+        J::Array(items) => Value::Array(items.iter().map(toml_value).collect::<Option<_>>()?),
+        J::Object(map) => Value::Table(
+            map.iter()
+                .map(|(k, v)| Some((k.clone(), toml_value(v)?)))
+                .collect::<Option<_>>()?,
+        ),
+        J::Null => return None,
+    })
 }
 
 /// Convert the text of a config file; `path` is only used in messages.
@@ -243,7 +314,8 @@ impl Entry<'_> {
 /// Store one file entry in the layer, or say why it cannot be.
 fn apply(layer: &mut Cli, e: &Entry<'_>) -> Result<(), ConfigError> {
     match e.key {
-        "app" => layer.app = Some(e.string(values::non_empty)?),
+        // `wsgi_app` is gunicorn's name for it (Python config files).
+        "app" | "wsgi_app" => layer.app = Some(e.string(values::non_empty)?),
         "bind" => layer.bind = Some(e.list(values::bind)?),
         "backlog" => layer.backlog = Some(e.number(values::backlog)?),
         "workers" => layer.workers = Some(e.number(values::positive_int)?),

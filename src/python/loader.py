@@ -68,3 +68,41 @@ class FileWrapper:
 def traceback_text(exc, tb):
     import traceback
     return "".join(traceback.format_exception(type(exc), exc, tb))
+
+
+def config_settings(path):
+    """Run a gunicorn Python config file; return its module-level names with
+    plain values (what a setting can be), as gunicorn reads them."""
+    import runpy
+    import types
+    settings = {}
+    for name, value in runpy.run_path(path).items():
+        if name.startswith("_") or isinstance(value, types.ModuleType) or callable(value):
+            continue
+        if isinstance(value, tuple):
+            value = list(value)
+        if not isinstance(value, (str, int, float, bool, list, dict)) or value is None:
+            continue
+        if name == "bind" and isinstance(value, str):
+            value = [value]
+        settings[name] = value
+    return settings
+
+
+def config_hook(path, name):
+    """The callable `name` of a gunicorn Python config file, or None."""
+    import runpy
+    hook = runpy.run_path(path).get(name)
+    return hook if callable(hook) else None
+
+
+class WorkerInfo:
+    """What gunicorn's server hooks get as `worker`: the parts apps use."""
+
+    def __init__(self, age):
+        import logging
+        import os
+        self.pid = os.getpid()
+        self.ppid = os.getppid()
+        self.age = age
+        self.log = logging.getLogger("gunicornd.error")

@@ -232,3 +232,81 @@ pub fn fork_with(
         forked
     })
 }
+
+/// Run a gunicorn Python configuration file (`-c gunicorn.conf.py`) and
+/// return its plain module-level values (numbers, strings, booleans, lists;
+/// not functions or modules) as JSON. It runs in a forked child that exits
+/// afterwards, so that the master never hosts Python for it.
+pub fn config_file_values(path: &std::path::Path) -> Result<serde_json::Value, String> {
+    use std::io::Read as _;
+    use std::os::fd::AsRawFd;
+    let (mut read, write) = std::os::unix::net::UnixStream::pair()
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    // SAFETY: the process is single-threaded here (configuration loading);
+    // the child only runs Python and exits.
+    match unsafe { nix::unistd::fork() } {
+        Ok(nix::unistd::ForkResult::Child) => {
+            drop(read);
+            let out = evaluate_config(path);
+            let mut w = write;
+            let _ = std::io::Write::write_all(&mut w, out.as_bytes());
+            // SAFETY: ends the child without running the parent's atexit work.
+            unsafe { libc::_exit(0) }
+        }
+        Ok(nix::unistd::ForkResult::Parent { child }) => {
+            drop(write);
+            let mut text = String::new();
+            let read_result = read.read_to_string(&mut text);
+            let _ = nix::sys::wait::waitpid(child, None);
+            let _ = read.as_raw_fd();
+            read_result.map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+            let reply: serde_json::Value = serde_json::from_str(&text)
+                .map_err(|_| format!("cannot evaluate {}: {text}", path.display()))?;
+            match reply.get("error").and_then(|e| e.as_str()) {
+                Some(error) => Err(format!("cannot evaluate {}:\n{error}", path.display())),
+                None => Ok(reply),
+            }
+        }
+        Err(e) => Err(format!("cannot evaluate {}: fork: {e}", path.display())),
+    }
+}
+
+/// In the forked child: `{"settings": {...}}` or
+/// `{"error": "traceback"}`.
+fn evaluate_config(path: &std::path::Path) -> String {
+    Python::initialize();
+    Python::attach(|py| {
+        let result = helpers(py).and_then(|h| {
+            let settings = h
+                .getattr("config_settings")?
+                .call1((path.display().to_string(),))?;
+            let json = py.import("json")?;
+            let settings: String = json.call_method1("dumps", (settings,))?.extract()?;
+            Ok(format!("{{\"settings\": {settings}}}"))
+        });
+        result
+            .unwrap_or_else(|e| serde_json::json!({ "error": traceback_text(py, &e) }).to_string())
+    })
+}
+
+/// gunicorn's `post_worker_init(worker)` from a Python configuration file:
+/// run in the worker once its app is loaded, before it counts as booted.
+/// An exception fails the worker's boot.
+pub fn post_worker_init(config: &std::path::Path, age: u64) -> Result<(), String> {
+    Python::initialize();
+    Python::attach(|py| {
+        let run = || -> PyResult<()> {
+            let h = helpers(py)?;
+            let hook = h
+                .getattr("config_hook")?
+                .call1((config.display().to_string(), "post_worker_init"))?;
+            if hook.is_none() {
+                return Ok(());
+            }
+            let worker = h.getattr("WorkerInfo")?.call1((age,))?;
+            hook.call1((worker,))?;
+            Ok(())
+        };
+        run().map_err(|e| traceback_text(py, &e))
+    })
+}

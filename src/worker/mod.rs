@@ -120,12 +120,32 @@ fn boot(setup: &WorkerSetup<'_>) -> Result<Booted, i32> {
             APP_LOAD_ERROR
         })?,
     };
+    run_post_worker_init(setup)?;
     setup.slot.mark_booted();
     notify::send(setup.notify_fd, notify::WorkerMsg::Booted).map_err(|e| {
         tracing::error!("Exception in worker process: cannot reach the master: {e}");
         WORKER_BOOT_ERROR
     })?;
     Ok((app, sigpipe))
+}
+
+/// gunicorn's `post_worker_init` hook, from a Python configuration file.
+fn run_post_worker_init(setup: &WorkerSetup<'_>) -> Result<(), i32> {
+    #[cfg(feature = "python")]
+    if let Some(config) = setup
+        .settings
+        .config
+        .as_deref()
+        .filter(|c| c.extension().is_some_and(|e| e == "py"))
+    {
+        crate::python::post_worker_init(config, setup.age).map_err(|e| {
+            tracing::error!("Exception in worker process: post_worker_init failed:\n{e}");
+            WORKER_BOOT_ERROR
+        })?;
+    }
+    #[cfg(not(feature = "python"))]
+    let _ = setup;
+    Ok(())
 }
 
 /// Switch to the configured group, then user (the group first: once the
