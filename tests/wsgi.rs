@@ -559,6 +559,8 @@ fn a_gunicorn_python_config_file_is_honoured() {
         request(&srv, "GET / HTTP/1.1\r\nHost: x\r\n\r\n").text(),
         "from the config."
     );
+    // Every worker ran the hook before it counted as booted.
+    srv.expect_log("Ready: 2 workers booted", Duration::from_secs(20));
     let workers = srv.worker_pids();
     assert_eq!(workers.len(), 2);
     let hooked: std::collections::BTreeSet<i32> = fs::read_to_string(&record)
@@ -582,4 +584,35 @@ fn a_python_config_file_that_raises_is_refused_with_its_traceback() {
     let log = srv.log();
     assert!(log.contains("cannot evaluate"), "{log}");
     assert!(log.contains("ZeroDivisionError"), "{log}");
+}
+
+#[test]
+fn pre_request_and_post_request_hooks_run_around_each_request() {
+    let launch = Launch::new(&["-c", "hooks.conf.py", "--no-control-socket"]);
+    fs::copy(APPS, launch.path("apps.py")).unwrap();
+    let record = launch.path("requests.txt");
+    fs::write(
+        launch.path("hooks.conf.py"),
+        format!(
+            "bind = '127.0.0.1:0'\n\
+             workers = 1\n\
+             wsgi_app = 'apps:head'\n\
+             def pre_request(worker, req):\n\
+             \x20   with open({record:?}, 'a') as f:\n\
+             \x20       f.write('pre %s %s\\n' % (req.method, req.path))\n\
+             def post_request(worker, req, environ, resp):\n\
+             \x20   with open({record:?}, 'a') as f:\n\
+             \x20       f.write('post %s %s\\n' % (environ['PATH_INFO'], resp.status))\n",
+            record = record.display().to_string()
+        ),
+    )
+    .unwrap();
+    let srv = launch.booted(1).start();
+    assert_eq!(
+        request(&srv, "GET /one HTTP/1.1\r\nHost: x\r\n\r\n").status,
+        200
+    );
+    expect_within(Duration::from_secs(5), "both hooks recorded", || {
+        fs::read_to_string(&record).unwrap_or_default() == "pre GET /one\npost /one 200\n"
+    });
 }

@@ -64,8 +64,9 @@ pub struct Cli {
     pub app: Option<String>,
 
     /// The config file to read: TOML, or a gunicorn Python config file
-    /// (FILE.py: its plain values are read as settings, and its
-    /// post_worker_init hook runs in each worker) [default:
+    /// (FILE.py: its plain values are read as settings; its
+    /// post_worker_init, pre_request and post_request hooks run in the
+    /// workers) [default:
     /// ./gunicornd.toml if it exists]
     #[arg(short = 'c', long = "config", value_name = "FILE")]
     pub config: Option<PathBuf>,

@@ -106,3 +106,24 @@ class WorkerInfo:
         self.ppid = os.getppid()
         self.age = age
         self.log = logging.getLogger("gunicornd.error")
+
+
+class RequestInfo:
+    """What gunicorn's pre_request/post_request hooks get as `req`."""
+
+    def __init__(self, method, uri, path, query, version, headers):
+        self.method = method
+        self.uri = uri
+        self.path = path
+        self.query = query
+        self.version = version
+        self.headers = headers
+
+
+class ResponseInfo:
+    """What gunicorn's post_request hook gets as `resp`."""
+
+    def __init__(self, status, sent):
+        self.status = status
+        self.status_code = status
+        self.headers_sent = sent

@@ -166,7 +166,37 @@ impl WsgiApp {
             &input,
         )?;
         let responder = objects::Responder::new(py, resp)?;
-        let outcome = self.run(py, &environ, &responder);
+        let hooks = REQUEST_HOOKS.get();
+        let req_info = match hooks {
+            Some(h) => Some(request_info(py, h, req.head)?),
+            None => None,
+        };
+        // Whatever happens, the objects are detached below.
+        let outcome = (|| {
+            if let (Some(h), Some(info)) = (hooks, &req_info) {
+                if let Some(pre) = &h.pre_request {
+                    pre.bind(py).call1((h.worker.bind(py), info))?;
+                }
+            }
+            self.run(py, &environ, &responder)
+        })();
+        if let (Some(h), Some(info)) = (hooks, &req_info) {
+            if let Some(post) = &h.post_request {
+                let (status, sent) = responder.borrow(py).summary();
+                let resp_info = h
+                    .helpers
+                    .bind(py)
+                    .getattr("ResponseInfo")?
+                    .call1((status, sent))?;
+                // A failing post_request is logged; the response stands.
+                if let Err(e) = post
+                    .bind(py)
+                    .call1((h.worker.bind(py), info, &environ, resp_info))
+                {
+                    tracing::error!("Exception in post_request hook\n{}", traceback_text(py, &e));
+                }
+            }
+        }
         // The objects the app may have kept refer to this request only.
         input.borrow_mut(py).detach();
         responder.borrow_mut(py).detach();
@@ -289,24 +319,62 @@ fn evaluate_config(path: &std::path::Path) -> String {
     })
 }
 
-/// gunicorn's `post_worker_init(worker)` from a Python configuration file:
-/// run in the worker once its app is loaded, before it counts as booted.
-/// An exception fails the worker's boot.
-pub fn post_worker_init(config: &std::path::Path, age: u64) -> Result<(), String> {
+/// The per-request hooks of a Python configuration file, with the
+/// `worker` object they are given; set once per worker.
+struct RequestHooks {
+    worker: Py<PyAny>,
+    pre_request: Option<Py<PyAny>>,
+    post_request: Option<Py<PyAny>>,
+    helpers: Py<PyModule>,
+}
+
+static REQUEST_HOOKS: std::sync::OnceLock<RequestHooks> = std::sync::OnceLock::new();
+
+/// The server hooks of a gunicorn Python configuration file, in a worker
+/// whose app is loaded: run `post_worker_init(worker)` (an exception fails
+/// the worker's boot) and keep `pre_request`/`post_request` for each call.
+pub fn worker_hooks(config: &std::path::Path, age: u64) -> Result<(), String> {
     Python::initialize();
     Python::attach(|py| {
         let run = || -> PyResult<()> {
             let h = helpers(py)?;
-            let hook = h
-                .getattr("config_hook")?
-                .call1((config.display().to_string(), "post_worker_init"))?;
-            if hook.is_none() {
-                return Ok(());
-            }
+            let path = config.display().to_string();
+            let hook = |name: &str| -> PyResult<Option<Py<PyAny>>> {
+                let found = h.getattr("config_hook")?.call1((&path, name))?;
+                Ok((!found.is_none()).then(|| found.unbind()))
+            };
             let worker = h.getattr("WorkerInfo")?.call1((age,))?;
-            hook.call1((worker,))?;
+            if let Some(post_worker_init) = hook("post_worker_init")? {
+                post_worker_init.bind(py).call1((&worker,))?;
+            }
+            let hooks = RequestHooks {
+                worker: worker.unbind(),
+                pre_request: hook("pre_request")?,
+                post_request: hook("post_request")?,
+                helpers: h.unbind(),
+            };
+            if hooks.pre_request.is_some() || hooks.post_request.is_some() {
+                let _ = REQUEST_HOOKS.set(hooks);
+            }
             Ok(())
         };
         run().map_err(|e| traceback_text(py, &e))
     })
+}
+
+/// `req` for the request hooks.
+fn request_info<'py>(
+    py: Python<'py>,
+    hooks: &RequestHooks,
+    head: &crate::http::RequestHead,
+) -> PyResult<Bound<'py, PyAny>> {
+    let version = format!("HTTP/{}.{}", head.version.0, head.version.1);
+    hooks.helpers.bind(py).getattr("RequestInfo")?.call1((
+        &head.method,
+        &head.uri,
+        &head.path,
+        &head.query,
+        version,
+        head.headers.clone(),
+    ))
 }

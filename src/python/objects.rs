@@ -208,6 +208,11 @@ impl Responder {
         self.sink = None;
     }
 
+    /// The status the app set (if any) and whether it went out.
+    pub fn summary(&self) -> (Option<u16>, bool) {
+        (self.status, self.sent)
+    }
+
     fn sink(&mut self) -> PyResult<&mut dyn ResponseSink> {
         let sink = self.sink.ok_or_else(detached)?;
         // SAFETY: valid until detach(); the GIL serialises use.

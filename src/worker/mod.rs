@@ -138,7 +138,7 @@ fn run_post_worker_init(setup: &WorkerSetup<'_>) -> Result<(), i32> {
         .as_deref()
         .filter(|c| c.extension().is_some_and(|e| e == "py"))
     {
-        crate::python::post_worker_init(config, setup.age).map_err(|e| {
+        crate::python::worker_hooks(config, setup.age).map_err(|e| {
             tracing::error!("Exception in worker process: post_worker_init failed:\n{e}");
             WORKER_BOOT_ERROR
         })?;
