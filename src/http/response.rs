@@ -20,9 +20,10 @@ const COALESCE_LIMIT: usize = 16 * 1024;
 /// coalesced first write needs no reallocation.
 const HEAD_CAPACITY: usize = 4 * 1024;
 
-/// Fields the server owns: connection-level ones (RFC 9110 §7.6.1) and the
-/// ones it sets itself. Dropped when an app passes them, like gunicorn does.
-const HOP_BY_HOP: [&str; 10] = [
+/// Connection-level fields (RFC 9110 §7.6.1, gunicorn's `util.is_hoppish`):
+/// the server's alone. Dropped when an app passes them, as gunicorn does
+/// (a WSGI app that sets one is refused before that: `python::objects`).
+pub const HOP_BY_HOP: [&str; 8] = [
     "connection",
     "keep-alive",
     "proxy-authenticate",
@@ -31,9 +32,10 @@ const HOP_BY_HOP: [&str; 10] = [
     "trailers",
     "transfer-encoding",
     "upgrade",
-    "server",
-    "date",
 ];
+
+/// Fields the server sets itself, dropped when an app passes them.
+const SERVER_SET: [&str; 2] = ["server", "date"];
 
 /// How the body goes on the wire.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -209,7 +211,10 @@ impl<'a, W: Write> ResponseWriter<'a, W> {
         self.app_fields_at = head.len();
 
         for (name, value) in fields {
-            if HOP_BY_HOP.iter().any(|h| name.eq_ignore_ascii_case(h))
+            if HOP_BY_HOP
+                .iter()
+                .chain(&SERVER_SET)
+                .any(|h| name.eq_ignore_ascii_case(h))
                 || (!keep_length && name.eq_ignore_ascii_case("content-length"))
             {
                 continue;

@@ -14,19 +14,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyList, PyTuple};
 
 use crate::app::ResponseSink;
-
-/// Headers a WSGI app may not set: they are the server's (gunicorn's
-/// `util.is_hoppish`).
-const HOP_BY_HOP: &[&str] = &[
-    "connection",
-    "keep-alive",
-    "proxy-authenticate",
-    "proxy-authorization",
-    "te",
-    "trailers",
-    "transfer-encoding",
-    "upgrade",
-];
+use crate::http::HOP_BY_HOP;
 
 fn detached() -> PyErr {
     PyValueError::new_err("this object belongs to a request that is over")
