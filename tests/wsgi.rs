@@ -120,7 +120,7 @@ fn wsgi_input_methods_with_content_length_and_chunked_bodies() {
 #[test]
 fn file_wrapper_streams_a_file() {
     let srv = serve("file_wrapper");
-    let r = request(&srv, "GET / HTTP/1.1\r\nHost: x\r\n\r\n");
+    let r = srv.get("/");
     assert_eq!(r.status, 200);
     assert_eq!(r.body, fs::read(APPS).unwrap());
 }
@@ -128,7 +128,7 @@ fn file_wrapper_streams_a_file() {
 #[test]
 fn the_write_callable_comes_before_the_returned_body() {
     let srv = serve("write_callable");
-    let r = request(&srv, "GET / HTTP/1.1\r\nHost: x\r\n\r\n");
+    let r = srv.get("/");
     assert_eq!(r.text(), "written and returned");
 }
 
@@ -173,7 +173,7 @@ fn exc_info_after_the_headers_were_sent_cuts_the_connection() {
 #[test]
 fn exc_info_before_anything_was_sent_replaces_the_status() {
     let srv = serve("exc_info_early");
-    let r = request(&srv, "GET / HTTP/1.1\r\nHost: x\r\n\r\n");
+    let r = srv.get("/");
     assert_eq!(r.status, 503);
     assert_eq!(r.text(), "sorry");
 }
@@ -181,16 +181,13 @@ fn exc_info_before_anything_was_sent_replaces_the_status() {
 #[test]
 fn an_exception_gives_a_500_and_the_traceback_in_the_log() {
     let srv = serve("raises");
-    let r = request(&srv, "GET /x HTTP/1.1\r\nHost: x\r\n\r\n");
+    let r = srv.get("/x");
     assert_eq!(r.status, 500);
     srv.expect_log("Error handling request GET /x", Duration::from_secs(5));
     srv.expect_log("Traceback (most recent call last):", Duration::from_secs(5));
     srv.expect_log("RuntimeError: the app failed", Duration::from_secs(5));
     // The worker serves on.
-    assert_eq!(
-        request(&srv, "GET /x HTTP/1.1\r\nHost: x\r\n\r\n").status,
-        500
-    );
+    assert_eq!(srv.get("/x").status, 500);
 }
 
 #[test]
@@ -208,7 +205,7 @@ fn head_has_no_body() {
 #[test]
 fn a_large_streamed_response_arrives_whole() {
     let srv = serve("large");
-    let r = request(&srv, "GET / HTTP/1.1\r\nHost: x\r\n\r\n");
+    let r = srv.get("/");
     assert_eq!(r.body.len(), 64 * 65536);
     assert!(r.body.iter().all(|&b| b == b'x'));
 }
@@ -216,7 +213,7 @@ fn a_large_streamed_response_arrives_whole() {
 #[test]
 fn content_length_is_honoured_both_ways() {
     let srv = serve("longer_than_declared");
-    let r = request(&srv, "GET / HTTP/1.1\r\nHost: x\r\n\r\n");
+    let r = srv.get("/");
     assert_eq!(r.text(), "hello", "never more bytes than declared");
     let srv = serve("shorter_than_declared");
     let answer = raw_answer(&srv, "GET / HTTP/1.1\r\nHost: x\r\n\r\n");
@@ -230,7 +227,7 @@ fn content_length_is_honoured_both_ways() {
 #[test]
 fn hop_by_hop_headers_from_the_app_are_refused() {
     let srv = serve("hop_by_hop");
-    let r = request(&srv, "GET / HTTP/1.1\r\nHost: x\r\n\r\n");
+    let r = srv.get("/");
     assert_eq!(r.status, 500);
     srv.expect_log("Connection is a hop-by-hop header", Duration::from_secs(5));
 }
@@ -244,7 +241,7 @@ fn the_app_argument_in_gunicorns_forms() {
         ("apps:make('hi', punctuation='?')", "hi?"),
     ] {
         let srv = serve_spec(spec);
-        let r = request(&srv, "GET / HTTP/1.1\r\nHost: x\r\n\r\n");
+        let r = srv.get("/");
         assert_eq!(r.text(), body, "{spec}\n{}", srv.log());
     }
 }
@@ -318,10 +315,7 @@ fn pythonpath_and_a_virtualenv_are_searched() {
     fs::create_dir(launch.path("lib")).unwrap();
     fs::copy(APPS, launch.path("lib/apps.py")).unwrap();
     let srv = launch.booted(1).start();
-    assert_eq!(
-        request(&srv, "GET / HTTP/1.1\r\nHost: x\r\n\r\n").text(),
-        "from lib."
-    );
+    assert_eq!(srv.get("/").text(), "from lib.");
 
     // VIRTUAL_ENV: its site-packages, for the Python this binary embeds.
     let out = std::process::Command::new(gunicornd_bin())
@@ -348,10 +342,7 @@ fn pythonpath_and_a_virtualenv_are_searched() {
     fs::copy(APPS, site.join("venvapp.py")).unwrap();
     let venv = launch.path("venv");
     let srv = launch.env("VIRTUAL_ENV", &venv).booted(1).start();
-    assert_eq!(
-        request(&srv, "GET / HTTP/1.1\r\nHost: x\r\n\r\n").text(),
-        "from the venv."
-    );
+    assert_eq!(srv.get("/").text(), "from the venv.");
 }
 
 /// Copy a file or a directory tree from tests/wsgi/ into `to`.
@@ -391,7 +382,7 @@ fn a_flask_app_runs_unchanged() {
     );
     assert_eq!(r.status, 200, "{}", srv.log());
     assert_eq!(r.text(), "hello Ada!");
-    let r = request(&srv, "GET /json HTTP/1.1\r\nHost: x\r\n\r\n");
+    let r = srv.get("/json");
     assert_eq!(r.header("Content-Type"), Some("application/json"));
     assert_eq!(
         r.json(),
@@ -404,16 +395,10 @@ fn a_django_project_runs_from_its_wsgi_py() {
     let Some(srv) = serve_framework("mysite", "mysite.wsgi") else {
         return;
     };
-    let r = request(
-        &srv,
-        "GET /hello/?who=gunicornd HTTP/1.1\r\nHost: x\r\n\r\n",
-    );
+    let r = srv.get("/hello/?who=gunicornd");
     assert_eq!(r.status, 200, "{}", srv.log());
     assert_eq!(r.text(), "hello from django, gunicornd");
-    assert_eq!(
-        request(&srv, "GET /nope HTTP/1.1\r\nHost: x\r\n\r\n").status,
-        404
-    );
+    assert_eq!(srv.get("/nope").status, 404);
 }
 
 #[test]
@@ -458,10 +443,7 @@ fn hup_loads_changed_app_code() {
     };
     fs::write(&module, version("v1")).unwrap();
     let srv = launch.booted(1).start();
-    assert_eq!(
-        request(&srv, "GET / HTTP/1.1\r\nHost: x\r\n\r\n").text(),
-        "v1"
-    );
+    assert_eq!(srv.get("/").text(), "v1");
     fs::write(&module, version("v2")).unwrap();
     srv.signal(libc::SIGHUP);
     expect_within(Duration::from_secs(20), "the new code answers", || {
@@ -501,10 +483,7 @@ fn preload_imports_the_app_once_in_the_master() {
         srv.log()
     );
     // Both workers serve the forked app, and scaling forks more of them.
-    let answer: i32 = request(&srv, "GET / HTTP/1.1\r\nHost: x\r\n\r\n")
-        .text()
-        .parse()
-        .unwrap();
+    let answer: i32 = srv.get("/").text().parse().unwrap();
     assert!(srv.worker_pids().contains(&answer), "{answer}");
     srv.signal(libc::SIGTTIN);
     expect_within(Duration::from_secs(20), "three booted workers", || {
@@ -555,10 +534,7 @@ fn a_gunicorn_python_config_file_is_honoured() {
     .unwrap();
     let srv = launch.booted(2).start();
     assert_eq!(srv.addr(), format!("127.0.0.1:{port}"));
-    assert_eq!(
-        request(&srv, "GET / HTTP/1.1\r\nHost: x\r\n\r\n").text(),
-        "from the config."
-    );
+    assert_eq!(srv.get("/").text(), "from the config.");
     // Every worker ran the hook before it counted as booted.
     srv.expect_log("Ready: 2 workers booted", Duration::from_secs(20));
     let workers = srv.worker_pids();
@@ -608,10 +584,7 @@ fn pre_request_and_post_request_hooks_run_around_each_request() {
     )
     .unwrap();
     let srv = launch.booted(1).start();
-    assert_eq!(
-        request(&srv, "GET /one HTTP/1.1\r\nHost: x\r\n\r\n").status,
-        200
-    );
+    assert_eq!(srv.get("/one").status, 200);
     expect_within(Duration::from_secs(5), "both hooks recorded", || {
         fs::read_to_string(&record).unwrap_or_default() == "pre GET /one\npost /one 200\n"
     });

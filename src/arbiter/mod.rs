@@ -659,14 +659,17 @@ fn observe(kind: WorkerKind, scoreboard: &Scoreboard, w: &Worker, timeout: Durat
 
 /// The process is in state T (stopped) or t (traced and stopped).
 fn is_stopped(pid: Pid) -> bool {
-    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-        return false;
-    };
+    process_state(pid).is_some_and(|state| state == 'T' || state == 't')
+}
+
+/// The one-letter state of a process in `/proc/PID/stat` (`R`, `S`, `T`,
+/// `Z`, ...); `None` when there is no such process.
+fn process_state(pid: Pid) -> Option<char> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // The state follows the command name, which is in parentheses and may
     // itself contain spaces or parentheses.
     stat.rsplit_once(") ")
         .and_then(|(_, rest)| rest.chars().next())
-        .is_some_and(|state| state == 'T' || state == 't')
 }
 
 /// Collect one exited child, if any.

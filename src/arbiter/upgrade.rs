@@ -226,13 +226,7 @@ fn takes(l: &Listener, bind: &BindAddr) -> bool {
 
 /// The process has exited (a zombie counts: it runs no more code).
 fn process_gone(pid: Pid) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => stat
-            .rsplit_once(") ")
-            .and_then(|(_, rest)| rest.chars().next())
-            .is_some_and(|state| state == 'Z' || state == 'X'),
-        Err(_) => true,
-    }
+    super::process_state(pid).is_none_or(|state| state == 'Z' || state == 'X')
 }
 
 /// `path` with `.2` appended: where a new master keeps its pidfile and
