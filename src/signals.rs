@@ -179,23 +179,6 @@ fn clear_restart(sig: Signal) -> nix::Result<()> {
     Ok(())
 }
 
-/// End the process with `code` as soon as one of `signals` arrives, from
-/// within the handler (it works even when the event loop is stuck).
-pub fn exit_on(signals: &[Signal], code: i32) -> nix::Result<()> {
-    for &sig in signals {
-        // SAFETY: `low_level::exit` is `_exit(2)`, async-signal-safe. That
-        // signal-hook's handler restarts system calls does not matter: the
-        // process is gone before any call could resume.
-        unsafe {
-            signal_hook::low_level::register(sig as libc::c_int, move || {
-                signal_hook::low_level::exit(code)
-            })
-        }
-        .map_err(errno)?;
-    }
-    Ok(())
-}
-
 /// signal-hook reports the `sigaction(2)` failure as an `io::Error`.
 fn errno(e: std::io::Error) -> nix::errno::Errno {
     nix::errno::Errno::from_raw(e.raw_os_error().unwrap_or(libc::EINVAL))

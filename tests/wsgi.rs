@@ -589,3 +589,162 @@ fn pre_request_and_post_request_hooks_run_around_each_request() {
         fs::read_to_string(&record).unwrap_or_default() == "pre GET /one\npost /one 200\n"
     });
 }
+
+/// A server whose Python config file records `worker_int` and
+/// `worker_abort` calls (`int PID` / `abort PID`) in the returned file.
+fn serve_with_signal_hooks(extra: &[&str]) -> (Server, std::path::PathBuf) {
+    let mut args = vec!["-c", "signals.conf.py", "--no-control-socket"];
+    args.extend_from_slice(extra);
+    let launch = Launch::new(&args);
+    fs::copy(APPS, launch.path("apps.py")).unwrap();
+    let record = launch.path("signal_hooks.txt");
+    fs::write(
+        launch.path("signals.conf.py"),
+        format!(
+            "bind = '127.0.0.1:0'\n\
+             workers = 1\n\
+             wsgi_app = 'apps:spinning'\n\
+             def record(what, worker):\n\
+             \x20   with open({record:?}, 'a') as f:\n\
+             \x20       f.write('%s %d\\n' % (what, worker.pid))\n\
+             def worker_int(worker):\n\
+             \x20   record('int', worker)\n\
+             def worker_abort(worker):\n\
+             \x20   record('abort', worker)\n\
+             def post_worker_init(worker):\n\
+             \x20   record('ready', worker)\n",
+            record = record.display().to_string()
+        ),
+    )
+    .unwrap();
+    (launch.booted(1).start(), record)
+}
+
+/// The one worker, once its hooks are in place.
+fn only_worker(srv: &Server, record: &Path) -> i32 {
+    let pids = srv.worker_pids();
+    assert_eq!(pids.len(), 1, "{pids:?}");
+    let pid = *pids.first().unwrap();
+    expect_record(record, &format!("ready {pid}"));
+    pid
+}
+
+fn kill_worker(pid: i32, sig: i32) {
+    // SAFETY: sending a signal to a pid we read from the master's children.
+    assert_eq!(unsafe { libc::kill(pid, sig) }, 0);
+}
+
+fn wait_gone(pid: i32) {
+    expect_within(Duration::from_secs(20), "the worker exited", || {
+        !process_alive(pid)
+    });
+}
+
+fn expect_record(record: &Path, line: &str) {
+    expect_within(Duration::from_secs(20), line, || {
+        fs::read_to_string(record)
+            .unwrap_or_default()
+            .lines()
+            .any(|l| l == line)
+    });
+}
+
+/// Start a request to the spinning app and wait until the app runs.
+fn enter_spinning_app(srv: &Server) -> std::thread::JoinHandle<()> {
+    let addr = srv.addr().to_string();
+    let client = std::thread::spawn(move || {
+        let _ = try_http_request(&addr, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n");
+    });
+    let entered = srv.path("entered");
+    expect_within(Duration::from_secs(20), "the app is running", || {
+        entered.exists()
+    });
+    client
+}
+
+#[test]
+fn worker_int_runs_on_quit_whether_the_worker_is_idle_or_in_python() {
+    let (srv, record) = serve_with_signal_hooks(&[]);
+    // Idle in the serving loop: the hook runs from the loop.
+    let idle = only_worker(&srv, &record);
+    kill_worker(idle, libc::SIGINT);
+    expect_record(&record, &format!("int {idle}"));
+    wait_gone(idle);
+    // Busy in Python code that never returns: Python's own signal check
+    // runs the hook between two bytecodes.
+    expect_within(Duration::from_secs(20), "a replacement booted", || {
+        srv.worker_pids().len() == 1 && !srv.worker_pids().contains(&idle)
+    });
+    let busy = only_worker(&srv, &record);
+    let client = enter_spinning_app(&srv);
+    kill_worker(busy, libc::SIGQUIT);
+    expect_record(&record, &format!("int {busy}"));
+    wait_gone(busy);
+    client.join().unwrap();
+    assert!(!srv.log().contains("WORKER TIMEOUT"), "{}", srv.log());
+}
+
+#[test]
+fn worker_abort_runs_when_the_worker_is_killed_for_timeout() {
+    let (srv, record) = serve_with_signal_hooks(&["-t", "2"]);
+    let stuck = only_worker(&srv, &record);
+    let client = enter_spinning_app(&srv);
+    srv.expect_log("WORKER TIMEOUT", Duration::from_secs(20));
+    expect_record(&record, &format!("abort {stuck}"));
+    // The traceback of where it was stuck still comes first.
+    srv.expect_log("in spinning", Duration::from_secs(10));
+    wait_gone(stuck);
+    client.join().unwrap();
+}
+
+#[test]
+fn preload_with_a_python_config_file_runs_its_hooks_in_each_worker() {
+    let launch = Launch::new(&["-c", "preload.conf.py", "--no-control-socket"]);
+    fs::copy(APPS, launch.path("apps.py")).unwrap();
+    let record = launch.path("hooks.txt");
+    fs::write(
+        launch.path("preload.conf.py"),
+        format!(
+            "bind = '127.0.0.1:0'\n\
+             workers = 2\n\
+             preload_app = True\n\
+             wsgi_app = 'counted:app'\n\
+             def post_worker_init(worker):\n\
+             \x20   with open({record:?}, 'a') as f:\n\
+             \x20       f.write('init %d\\n' % worker.pid)\n\
+             def pre_request(worker, req):\n\
+             \x20   with open({record:?}, 'a') as f:\n\
+             \x20       f.write('pre %d %s\\n' % (worker.pid, req.path))\n",
+            record = record.display().to_string()
+        ),
+    )
+    .unwrap();
+    let imports = launch.path("imports.txt");
+    fs::write(
+        launch.path("counted.py"),
+        format!(
+            "import os\nwith open({:?}, 'a') as f:\n    f.write('%d\\n' % os.getpid())\n\
+             def app(environ, start_response):\n    start_response('200 OK', [])\n    \
+             return [b'ok']\n",
+            imports.display().to_string()
+        ),
+    )
+    .unwrap();
+    let srv = launch.booted(2).start();
+    srv.expect_log("Ready: 2 workers booted", Duration::from_secs(20));
+    assert_eq!(fs::read_to_string(&imports).unwrap(), format!("{}\n", srv.pid));
+    let inits: std::collections::BTreeSet<i32> = fs::read_to_string(&record)
+        .unwrap()
+        .lines()
+        .filter_map(|l| l.strip_prefix("init "))
+        .map(|p| p.parse().unwrap())
+        .collect();
+    assert_eq!(inits, srv.worker_pids(), "post_worker_init in each worker");
+    assert_eq!(srv.get("/p").status, 200);
+    expect_within(Duration::from_secs(5), "pre_request recorded", || {
+        fs::read_to_string(&record)
+            .unwrap_or_default()
+            .lines()
+            .any(|l| l.starts_with("pre ") && l.ends_with(" /p"))
+    });
+}

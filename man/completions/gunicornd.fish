@@ -1,4 +1,4 @@
-complete -c gunicornd -s c -l config -d 'The config file to read: TOML, or a gunicorn Python config file (FILE.py: its plain values are read as settings; its post_worker_init, pre_request and post_request hooks run in the workers) [default: ./gunicornd.toml if it exists]' -r -F
+complete -c gunicornd -s c -l config -d 'The config file to read: TOML, or a gunicorn Python config file (FILE.py: its plain values are read as settings; its post_worker_init, pre_request, post_request, worker_int and worker_abort hooks run in the workers) [default: ./gunicornd.toml if it exists]' -r -F
 complete -c gunicornd -s b -l bind -d 'Address to listen on: HOST, HOST:PORT, [IPV6]:PORT, unix:PATH or fd://FD. Repeat to listen on several [default: 127.0.0.1:8000, or 0.0.0.0:$PORT if PORT is set]' -r
 complete -c gunicornd -l backlog -d 'Maximum number of pending connections (the listen() backlog) [default: 2048]' -r
 complete -c gunicornd -s w -l workers -d 'Number of worker processes [default: 1, or $WEB_CONCURRENCY if set]' -r

@@ -65,8 +65,8 @@ pub struct Cli {
 
     /// The config file to read: TOML, or a gunicorn Python config file
     /// (FILE.py: its plain values are read as settings; its
-    /// post_worker_init, pre_request and post_request hooks run in the
-    /// workers) [default:
+    /// post_worker_init, pre_request, post_request, worker_int and
+    /// worker_abort hooks run in the workers) [default:
     /// ./gunicornd.toml if it exists]
     #[arg(short = 'c', long = "config", value_name = "FILE")]
     pub config: Option<PathBuf>,

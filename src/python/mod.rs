@@ -14,6 +14,7 @@ use std::ffi::CString;
 use std::io;
 use std::path::PathBuf;
 
+use nix::sys::signal::Signal;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyModule};
 
@@ -166,7 +167,9 @@ impl WsgiApp {
             &input,
         )?;
         let responder = objects::Responder::new(py, resp)?;
-        let hooks = REQUEST_HOOKS.get();
+        let hooks = HOOKS
+            .get()
+            .filter(|h| h.pre_request.is_some() || h.post_request.is_some());
         let req_info = match hooks {
             Some(h) => Some(request_info(py, h, req.head)?),
             None => None,
@@ -319,20 +322,25 @@ fn evaluate_config(path: &std::path::Path) -> String {
     })
 }
 
-/// The per-request hooks of a Python configuration file, with the
-/// `worker` object they are given; set once per worker.
-struct RequestHooks {
+/// The worker hooks of a Python configuration file, with the `worker`
+/// object they are given; set once per worker.
+struct ConfigHooks {
     worker: Py<PyAny>,
     pre_request: Option<Py<PyAny>>,
     post_request: Option<Py<PyAny>>,
+    /// Run on QUIT/INT, before the worker exits.
+    worker_int: Option<Py<PyAny>>,
+    /// Run on ABRT (a heartbeat timeout), before the worker exits.
+    worker_abort: Option<Py<PyAny>>,
     helpers: Py<PyModule>,
 }
 
-static REQUEST_HOOKS: std::sync::OnceLock<RequestHooks> = std::sync::OnceLock::new();
+static HOOKS: std::sync::OnceLock<ConfigHooks> = std::sync::OnceLock::new();
 
 /// The server hooks of a gunicorn Python configuration file, in a worker
 /// whose app is loaded: run `post_worker_init(worker)` (an exception fails
-/// the worker's boot) and keep `pre_request`/`post_request` for each call.
+/// the worker's boot), keep `pre_request`/`post_request` for each call, and
+/// arm `worker_int`/`worker_abort` for their signals.
 pub fn worker_hooks(config: &std::path::Path, age: u64) -> Result<(), String> {
     Python::initialize();
     Python::attach(|py| {
@@ -344,17 +352,28 @@ pub fn worker_hooks(config: &std::path::Path, age: u64) -> Result<(), String> {
                 Ok((!found.is_none()).then(|| found.unbind()))
             };
             let worker = h.getattr("WorkerInfo")?.call1((age,))?;
-            if let Some(post_worker_init) = hook("post_worker_init")? {
-                post_worker_init.bind(py).call1((&worker,))?;
-            }
-            let hooks = RequestHooks {
-                worker: worker.unbind(),
+            let hooks = ConfigHooks {
+                worker: worker.clone().unbind(),
                 pre_request: hook("pre_request")?,
                 post_request: hook("post_request")?,
-                helpers: h.unbind(),
+                worker_int: hook("worker_int")?,
+                worker_abort: hook("worker_abort")?,
+                helpers: h.clone().unbind(),
             };
-            if hooks.pre_request.is_some() || hooks.post_request.is_some() {
-                let _ = REQUEST_HOOKS.set(hooks);
+            let mut armed = Vec::new();
+            if hooks.worker_int.is_some() {
+                armed.extend([Signal::SIGINT, Signal::SIGQUIT]);
+            }
+            if hooks.worker_abort.is_some() {
+                armed.push(Signal::SIGABRT);
+            }
+            let _ = HOOKS.set(hooks);
+            for sig in armed {
+                arm(py, sig)?;
+            }
+            // Last: a worker whose post_worker_init ran has all its hooks.
+            if let Some(post_worker_init) = hook("post_worker_init")? {
+                post_worker_init.bind(py).call1((&worker,))?;
             }
             Ok(())
         };
@@ -362,10 +381,68 @@ pub fn worker_hooks(config: &std::path::Path, age: u64) -> Result<(), String> {
     })
 }
 
+/// Make `sig` run its hook before the worker exits: a Python-level handler
+/// (so that Python code that never returns to the worker's loop still
+/// notices the signal between two bytecodes), with the C-level handler
+/// left as it was (the worker's, or faulthandler's in front of it for
+/// ABRT): `signal.signal` would replace it with Python's.
+fn arm(py: Python<'_>, sig: Signal) -> PyResult<()> {
+    let signum = sig as libc::c_int;
+    // SAFETY: a zeroed sigaction is a valid out-parameter; the saved one is
+    // put back unchanged.
+    let mut saved: libc::sigaction = unsafe { std::mem::zeroed() };
+    if unsafe { libc::sigaction(signum, std::ptr::null(), &mut saved) } != 0 {
+        return Err(io::Error::last_os_error().into());
+    }
+    let handler = pyo3::types::PyCFunction::new_closure(
+        py,
+        Some(c"gunicornd_quit"),
+        None,
+        move |_args, _kwargs| -> PyResult<()> {
+            crate::worker::quit(sig);
+            Ok(())
+        },
+    )?;
+    let set = py
+        .import("signal")
+        .and_then(|s| s.call_method1("signal", (signum, handler)));
+    // SAFETY: re-installs the disposition read above.
+    if unsafe { libc::sigaction(signum, &saved, std::ptr::null_mut()) } != 0 {
+        return Err(io::Error::last_os_error().into());
+    }
+    set?;
+    crate::worker::signals::hook(sig);
+    Ok(())
+}
+
+/// From the worker's signal handler: have Python run the handler `arm`
+/// set for `sig` at its next bytecode. Async-signal-safe
+/// (`PyErr_SetInterruptEx` is documented so).
+pub fn interrupt(sig: Signal) {
+    // SAFETY: called only for an armed signal, so Python is initialised.
+    unsafe { pyo3::ffi::PyErr_SetInterruptEx(sig as libc::c_int) };
+}
+
+/// The hook of a quick stop (`worker_int`) or abort (`worker_abort`); an
+/// exception in it is logged, and the worker exits anyway.
+pub fn run_signal_hook(sig: Signal) {
+    let Some(hooks) = HOOKS.get() else { return };
+    let (name, hook) = match sig {
+        Signal::SIGABRT => ("worker_abort", &hooks.worker_abort),
+        _ => ("worker_int", &hooks.worker_int),
+    };
+    let Some(hook) = hook else { return };
+    Python::attach(|py| {
+        if let Err(e) = hook.bind(py).call1((hooks.worker.bind(py),)) {
+            tracing::error!("Exception in {name} hook\n{}", traceback_text(py, &e));
+        }
+    });
+}
+
 /// `req` for the request hooks.
 fn request_info<'py>(
     py: Python<'py>,
-    hooks: &RequestHooks,
+    hooks: &ConfigHooks,
     head: &crate::http::RequestHead,
 ) -> PyResult<Bound<'py, PyAny>> {
     let version = format!("HTTP/{}.{}", head.version.0, head.version.1);

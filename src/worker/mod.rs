@@ -51,6 +51,11 @@ pub type Serve = fn(&WorkerSetup<'_>, &mut dyn crate::app::App, &crate::signals:
 /// Boot the worker, `serve` until told to stop, exit. Never returns: the
 /// process exits.
 fn run(setup: WorkerSetup<'_>, serve: Serve) -> ! {
+    let _ = LEAVING.set(Leaving {
+        hooks: setup.settings.hooks.clone(),
+        master_pid: setup.master_pid,
+        age: setup.age,
+    });
     let code = match boot(&setup) {
         Ok((mut app, sigpipe)) => {
             tracing::debug!("Worker booted (pid: {})", std::process::id());
@@ -58,21 +63,61 @@ fn run(setup: WorkerSetup<'_>, serve: Serve) -> ! {
         }
         Err(code) => code,
     };
+    exit(code)
+}
+
+/// What the worker needs to leave from wherever it is (the serving loop, or
+/// a Python signal handler in the middle of a request).
+struct Leaving {
+    /// The command hooks (`worker_exit` is the one fired here).
+    hooks: std::collections::BTreeMap<String, String>,
+    master_pid: Pid,
+    age: u64,
+}
+
+static LEAVING: std::sync::OnceLock<Leaving> = std::sync::OnceLock::new();
+
+/// Set by the first [`quit`]: its hook runs once, whichever route called it.
+static QUITTING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// End the worker: fire `worker_exit`, then `_exit(code)`.
+pub fn exit(code: i32) -> ! {
     tracing::info!("Worker exiting (pid: {})", std::process::id());
-    crate::hooks::spawn(
-        &setup.settings.hooks,
-        "worker_exit",
-        &[
-            ("GUNICORND_PID", setup.master_pid.to_string()),
-            ("GUNICORND_WORKER_PID", std::process::id().to_string()),
-            ("GUNICORND_WORKER_AGE", setup.age.to_string()),
-            ("GUNICORND_WORKER_EXIT", format!("exit {code}")),
-        ],
-    );
+    if let Some(Leaving {
+        hooks,
+        master_pid,
+        age,
+    }) = LEAVING.get()
+    {
+        crate::hooks::spawn(
+            hooks,
+            "worker_exit",
+            &[
+                ("GUNICORND_PID", master_pid.to_string()),
+                ("GUNICORND_WORKER_PID", std::process::id().to_string()),
+                ("GUNICORND_WORKER_AGE", age.to_string()),
+                ("GUNICORND_WORKER_EXIT", format!("exit {code}")),
+            ],
+        );
+    }
     // _exit: skip atexit handlers and destructors inherited from the master
     // (they belong to the master's resources: pidfile, sockets).
     // SAFETY: terminating the process is always sound.
     unsafe { libc::_exit(code) }
+}
+
+/// A quick stop (QUIT/INT) or abort (ABRT) whose hook must run first
+/// (see [`signals`]): run it, then exit with gunicorn's code. Returns only
+/// when a quit is already under way (the hook itself was interrupted by
+/// the same signal's second route), so the first one finishes.
+pub fn quit(sig: nix::sys::signal::Signal) {
+    if QUITTING.swap(true, std::sync::atomic::Ordering::SeqCst) {
+        return;
+    }
+    let code = signals::quick_stop_code(sig).unwrap_or(EXIT_OK);
+    #[cfg(feature = "python")]
+    crate::python::run_signal_hook(sig);
+    exit(code)
 }
 
 /// Everything between fork and serving. Errors carry the exit code.

@@ -137,6 +137,8 @@ impl<'a, 'b> Server<'a, 'b> {
                         tracing::error!("Cannot reopen log files: {e}");
                     }
                 }
+                // Only a hooked quick stop reaches the pipe.
+                sig if super::signals::quick_stop_code(sig).is_some() => super::quit(sig),
                 _ => {}
             }
         }

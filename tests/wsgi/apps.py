@@ -157,3 +157,12 @@ def sleepy(environ, start_response):
     time.sleep(600)
     start_response("200 OK", [])
     return [b"too late"]
+
+
+def spinning(environ, start_response):
+    """Busy in Python for good (never returns to the worker's loop); says
+    it started in the file `entered`."""
+    with open("entered", "w") as f:
+        f.write("in the app\n")
+    while True:
+        pass
