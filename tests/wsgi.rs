@@ -126,6 +126,30 @@ fn file_wrapper_streams_a_file() {
 }
 
 #[test]
+fn file_wrapper_sends_a_regular_file_with_sendfile_from_its_offset() {
+    let srv = serve("sendfile");
+    let file = fs::read(APPS).unwrap();
+    // The file's read() raises: a 200 with the bytes means sendfile(2).
+    // HTTP/1.1 without a length: chunked.
+    let r = srv.get("/?offset=10");
+    assert_eq!(r.status, 200, "{}", srv.log());
+    assert_eq!(r.body, file[10..]);
+    assert_eq!(r.header("transfer-encoding").as_deref(), Some("chunked"));
+    // A Content-Length shorter than the file: that many bytes.
+    let r = srv.get("/?offset=10&length=20");
+    assert_eq!(r.body, file[10..30]);
+    // HTTP/1.0: delimited by the close.
+    let r = request(&srv, "GET /?offset=3 HTTP/1.0\r\n\r\n");
+    assert_eq!(r.body, file[3..]);
+    // HEAD: the head only.
+    let raw = raw_answer(&srv, "HEAD /?length=5 HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert!(raw.ends_with(b"\r\n\r\n"), "{}", String::from_utf8_lossy(&raw));
+    // Not a file descriptor: iterated.
+    let r = srv.get("/?kind=bytes&offset=7");
+    assert_eq!(r.body, file[7..]);
+}
+
+#[test]
 fn the_write_callable_comes_before_the_returned_body() {
     let srv = serve("write_callable");
     let r = srv.get("/");

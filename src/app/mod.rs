@@ -28,6 +28,18 @@ pub trait ResponseSink {
     fn start(&mut self, status: u16, headers: &[(String, String)]) -> io::Result<()>;
     /// Send part of the body.
     fn write(&mut self, chunk: &[u8]) -> io::Result<()>;
+    /// Send `len` bytes of `file` from `offset` as part of the body, with
+    /// `sendfile(2)` (no copy through user space). `Ok(false)` when this
+    /// sink cannot (the caller then reads the file and writes it).
+    fn send_file(
+        &mut self,
+        file: std::os::fd::BorrowedFd<'_>,
+        offset: u64,
+        len: u64,
+    ) -> io::Result<bool> {
+        let _ = (file, offset, len);
+        Ok(false)
+    }
 }
 
 /// An application hosted by a worker. Loaded once per worker, after fork.

@@ -5,6 +5,7 @@
 use std::borrow::Cow;
 use std::cell::Cell;
 use std::io::{self, IoSlice, Write};
+use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use super::status::reason_phrase;
@@ -74,6 +75,8 @@ pub struct ResponseWriter<'a, W: Write> {
     truncated: bool,
     /// Reused for small chunks after the first one.
     scratch: Vec<u8>,
+    /// The socket under `out`, when `sendfile(2)` may write to it directly.
+    sendfile_to: Option<RawFd>,
 }
 
 impl<'a, W: Write> ResponseWriter<'a, W> {
@@ -94,7 +97,16 @@ impl<'a, W: Write> ResponseWriter<'a, W> {
             body_bytes: 0,
             truncated: false,
             scratch: Vec::new(),
+            sendfile_to: None,
         }
+    }
+
+    /// Let [`ResponseSink::send_file`] use `sendfile(2)` into `socket`, the
+    /// descriptor `out` writes to (not for a stream that transforms what
+    /// it is given, such as TLS).
+    pub fn with_sendfile(mut self, socket: RawFd) -> Self {
+        self.sendfile_to = Some(socket);
+        self
     }
 
     /// The status the app started the response with.
@@ -302,18 +314,7 @@ impl<W: Write> ResponseSink for ResponseWriter<'_, W> {
     }
 
     fn write(&mut self, chunk: &[u8]) -> io::Result<()> {
-        if self.status.is_none() {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                "body written before the response was started",
-            ));
-        }
-        if self.finished {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                "body written after the response was finished",
-            ));
-        }
+        self.check_writable()?;
         // An empty part flushes nothing (PEP 3333: headers wait for the first
         // non-empty body part), so it cannot end a chunked body either.
         if chunk.is_empty() {
@@ -358,6 +359,93 @@ impl<W: Write> ResponseSink for ResponseWriter<'_, W> {
             }
         }
     }
+
+    fn send_file(&mut self, file: BorrowedFd<'_>, offset: u64, len: u64) -> io::Result<bool> {
+        let Some(socket) = self.sendfile_to else {
+            return Ok(false);
+        };
+        self.check_writable()?;
+        // The framing decides how much goes out, as for write().
+        let len = match self.framing {
+            Framing::NoBody => 0,
+            Framing::Length { left } => {
+                self.truncated |= len > left;
+                len.min(left)
+            }
+            Framing::Chunked | Framing::Close => len,
+        };
+        if len == 0 {
+            if !self.head_sent {
+                self.send(&[])?;
+            }
+            return Ok(true);
+        }
+        if self.framing == Framing::Chunked {
+            let (size_line, n) = chunk_size_line(len as usize);
+            self.send(&[&size_line[..n]])?;
+        } else if !self.head_sent {
+            self.send(&[])?;
+        }
+        self.out.flush()?;
+        sendfile_all(socket, file, offset, len)?;
+        self.body_bytes += len;
+        if let Framing::Length { left } = &mut self.framing {
+            *left -= len;
+        }
+        if self.framing == Framing::Chunked {
+            self.send(&[b"\r\n"])?;
+        }
+        Ok(true)
+    }
+}
+
+impl<W: Write> ResponseWriter<'_, W> {
+    fn check_writable(&self) -> io::Result<()> {
+        if self.status.is_none() {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "body written before the response was started",
+            ));
+        }
+        if self.finished {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "body written after the response was finished",
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// `len` bytes of `file` from `offset` into `socket`. A file that ends
+/// early is an error: the framing already promised those bytes.
+fn sendfile_all(socket: RawFd, file: BorrowedFd<'_>, offset: u64, len: u64) -> io::Result<()> {
+    let mut off = libc::off_t::try_from(offset).map_err(io::Error::other)?;
+    let mut left = len;
+    while left > 0 {
+        let want = usize::try_from(left).unwrap_or(usize::MAX).min(1 << 30);
+        // SAFETY: both descriptors are open for the call; `off` is a live local.
+        let n = unsafe { libc::sendfile(socket, file.as_raw_fd(), &mut off, want) };
+        match n {
+            0 => {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    format!("the file ended {left} bytes before the length sent"),
+                ))
+            }
+            n if n > 0 => left -= n as u64,
+            _ => {
+                let e = io::Error::last_os_error();
+                match e.kind() {
+                    io::ErrorKind::Interrupted => continue,
+                    // The socket's send timeout expired.
+                    io::ErrorKind::WouldBlock => return Err(io::ErrorKind::TimedOut.into()),
+                    _ => return Err(e),
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 /// `HEX(len) CRLF` on the stack: the framing before each chunk.

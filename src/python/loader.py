@@ -64,6 +64,24 @@ class FileWrapper:
             return data
         raise StopIteration
 
+    def sendfile_range(self):
+        """(fd, offset, length) of the rest of a regular file, for
+        sendfile(2); None for anything else (then it is iterated)."""
+        import os
+        import stat
+        try:
+            fd = self.filelike.fileno()
+            size = os.fstat(fd)
+        except Exception:
+            return None
+        if not stat.S_ISREG(size.st_mode):
+            return None
+        try:
+            offset = self.filelike.tell()
+        except Exception:
+            offset = os.lseek(fd, 0, os.SEEK_CUR)
+        return fd, offset, max(size.st_size - offset, 0)
+
 
 def traceback_text(exc, tb):
     import traceback

@@ -42,6 +42,8 @@ pub struct WsgiApp {
     /// The environ keys that are the same for every request, copied into
     /// each request's environ (a C-level dict copy).
     base_environ: Py<pyo3::types::PyDict>,
+    /// `wsgi.file_wrapper`: a result of this type is sent with `sendfile(2)`.
+    file_wrapper: Py<PyAny>,
 }
 
 /// Initialise Python in this (worker) process and import the app.
@@ -64,6 +66,7 @@ pub fn load(spec: &PythonApp, path: &ImportPath) -> Result<Box<dyn App>, AppLoad
         Ok(Box::new(WsgiApp {
             app: app.unbind(),
             base_environ: base_environ.unbind(),
+            file_wrapper: file_wrapper.unbind(),
         }) as Box<dyn App>)
     })
 }
@@ -214,6 +217,9 @@ impl WsgiApp {
     ) -> PyResult<()> {
         let result = self.app.bind(py).call1((environ, responder.bind(py)))?;
         let outcome = (|| {
+            if result.get_type().is(self.file_wrapper.bind(py)) && self.send_file(py, &result, responder)? {
+                return Ok(());
+            }
             for item in result.try_iter()? {
                 let item = item?;
                 let chunk = item.cast::<PyBytes>().map_err(|_| {
@@ -243,6 +249,24 @@ impl WsgiApp {
             }
         }
         outcome
+    }
+}
+
+impl WsgiApp {
+    /// A `wsgi.file_wrapper` over a regular file, sent with `sendfile(2)`;
+    /// false when it must be iterated instead.
+    fn send_file(
+        &self,
+        py: Python<'_>,
+        wrapper: &Bound<'_, PyAny>,
+        responder: &Py<objects::Responder>,
+    ) -> PyResult<bool> {
+        let range: Option<(i32, u64, u64)> = wrapper.call_method0("sendfile_range")?.extract()?;
+        let Some((fd, offset, len)) = range else {
+            return Ok(false);
+        };
+        let sent = responder.borrow_mut(py).send_file(fd, offset, len)?;
+        Ok(sent)
     }
 }
 

@@ -225,6 +225,15 @@ impl Responder {
         self.send_headers()?;
         self.sink()?.write(data).map_err(io_error)
     }
+
+    /// `len` bytes of the file `fd` from `offset` with `sendfile(2)`;
+    /// false if the sink cannot (the caller iterates the file instead).
+    pub fn send_file(&mut self, fd: i32, offset: u64, len: u64) -> PyResult<bool> {
+        self.send_headers()?;
+        // SAFETY: the app's file object keeps `fd` open for the call.
+        let file = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
+        self.sink()?.send_file(file, offset, len).map_err(io_error)
+    }
 }
 
 #[pymethods]

@@ -38,6 +38,14 @@ impl Stream {
         }
     }
 
+    fn raw_fd(&self) -> std::os::fd::RawFd {
+        use std::os::fd::AsRawFd;
+        match self {
+            Stream::Tcp(s) => s.as_raw_fd(),
+            Stream::Unix(s) => s.as_raw_fd(),
+        }
+    }
+
     fn shutdown_write(&self) {
         let _ = match self {
             Stream::Tcp(s) => s.shutdown(Shutdown::Write),
@@ -92,7 +100,8 @@ pub fn serve(stream: Stream, peer: &PeerAddr, app: &mut dyn App, limits: &Limits
         }
     };
     let mut out = &stream;
-    let mut resp = ResponseWriter::new(&mut out, head.version, head.method == "HEAD");
+    let mut resp = ResponseWriter::new(&mut out, head.version, head.method == "HEAD")
+        .with_sendfile(stream.raw_fd());
     let mut body = conn.body(&head);
     let req = Request {
         head: &head,

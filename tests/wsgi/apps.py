@@ -1,4 +1,5 @@
 """WSGI apps for tests/wsgi.rs: one per behaviour, selected by name."""
+import io
 import json
 import os
 
@@ -166,3 +167,29 @@ def spinning(environ, start_response):
         f.write("in the app\n")
     while True:
         pass
+
+
+class _Unreadable(io.FileIO):
+    """A file whose read() fails: only sendfile(2) can send it."""
+
+    def read(self, *args):
+        raise RuntimeError("read() called: the file was not sent with sendfile")
+
+
+def sendfile(environ, start_response):
+    """apps.py from ?offset= through file_wrapper, with ?length= as its
+    Content-Length if given; ?kind=bytes wraps a BytesIO (iterated)."""
+    from urllib.parse import parse_qs
+    query = {k: v[0] for k, v in parse_qs(environ["QUERY_STRING"]).items()}
+    path = os.path.join(os.path.dirname(__file__), "apps.py")
+    if query.get("kind") == "bytes":
+        with open(path, "rb") as f:
+            filelike = io.BytesIO(f.read())
+    else:
+        filelike = _Unreadable(path, "rb")
+    filelike.seek(int(query.get("offset", "0")))
+    headers = [("Content-Type", "text/plain")]
+    if "length" in query:
+        headers.append(("Content-Length", query["length"]))
+    start_response("200 OK", headers)
+    return environ["wsgi.file_wrapper"](filelike)
