@@ -85,6 +85,11 @@ fn environ_has_every_key_by_gunicorns_rules() {
     assert_eq!(env["has_file_wrapper"], true);
     assert_eq!(env["wsgi.input"], "Input");
     assert_eq!(env["wsgi.errors"], "Errors");
+    // Without a Host header: the listener's address.
+    let env = request(&srv, "GET / HTTP/1.0\r\n\r\n").json();
+    let (ip, port) = srv.addr().rsplit_once(':').unwrap();
+    assert_eq!(env["SERVER_NAME"].as_str(), Some(ip), "{env}");
+    assert_eq!(env["SERVER_PORT"].as_str(), Some(port), "{env}");
 }
 
 #[test]

@@ -129,6 +129,7 @@ mod tests {
         let req = Request {
             head: &head,
             peer: &PeerAddr::Unix,
+            server: &crate::app::testing::listen_addr(),
             scheme: "https",
             body: &mut body,
         };
@@ -148,6 +149,7 @@ mod tests {
         let req = Request {
             head: &head,
             peer: &peer,
+            server: &crate::app::testing::listen_addr(),
             scheme: "http",
             body: &mut body,
         };

@@ -14,6 +14,9 @@ use crate::http::{PeerAddr, RequestHead};
 pub struct Request<'a> {
     pub head: &'a RequestHead,
     pub peer: &'a PeerAddr,
+    /// The listener the connection came in on (WSGI's `SERVER_NAME` and
+    /// `SERVER_PORT` when the request names no host).
+    pub server: &'a crate::listeners::ListenAddr,
     /// `http` or `https`.
     pub scheme: &'a str,
     /// The request body, already de-chunked; reads return 0 at its end.

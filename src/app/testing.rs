@@ -67,6 +67,11 @@ pub(crate) fn head(method: &str, uri: &str, headers: &[(&str, &str)]) -> Request
     }
 }
 
+/// The listener address test requests come in on.
+pub(crate) fn listen_addr() -> crate::listeners::ListenAddr {
+    crate::listeners::ListenAddr::Tcp("127.0.0.1:8000".parse().unwrap())
+}
+
 pub(crate) fn tcp_peer(addr: &str) -> PeerAddr {
     PeerAddr::Tcp(addr.parse::<SocketAddr>().expect("socket address"))
 }
@@ -86,6 +91,7 @@ pub(crate) fn try_call(
     let req = Request {
         head,
         peer: &peer,
+        server: &crate::app::testing::listen_addr(),
         scheme: "http",
         body: &mut body,
     };

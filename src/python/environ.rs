@@ -7,6 +7,7 @@ use pyo3::types::{PyDict, PyString};
 
 use super::objects::{Errors, Input};
 use crate::http::{PeerAddr, RequestHead};
+use crate::listeners::ListenAddr;
 
 /// The keys that do not change between requests.
 pub fn base<'py>(
@@ -41,6 +42,7 @@ pub fn build<'py>(
     base: &Bound<'py, PyDict>,
     head: &RequestHead,
     peer: &PeerAddr,
+    server: &ListenAddr,
     scheme: &str,
     input: &Py<Input>,
 ) -> PyResult<Bound<'py, PyDict>> {
@@ -73,7 +75,7 @@ pub fn build<'py>(
         }
         PeerAddr::Unix => set(intern!(py, "REMOTE_ADDR"), "")?,
     }
-    let (server_name, server_port) = server_of(head, scheme);
+    let (server_name, server_port) = server_of(head, server, scheme);
     set(intern!(py, "SERVER_NAME"), &server_name)?;
     set(intern!(py, "SERVER_PORT"), &server_port)?;
     for (name, value) in &head.headers {
@@ -98,12 +100,16 @@ pub fn build<'py>(
     Ok(env)
 }
 
-/// `SERVER_NAME` and `SERVER_PORT` from the Host header, else the scheme's
-/// default port.
-fn server_of(head: &RequestHead, scheme: &str) -> (String, String) {
+/// `SERVER_NAME` and `SERVER_PORT` from the Host header (without a port
+/// in it, the scheme's default port), else from the listener, as gunicorn
+/// does (a Unix socket's path, with the scheme's port).
+fn server_of(head: &RequestHead, server: &ListenAddr, scheme: &str) -> (String, String) {
     let default_port = if scheme == "https" { "443" } else { "80" };
     let Some(host) = head.header("Host").filter(|h| !h.is_empty()) else {
-        return ("localhost".into(), default_port.into());
+        return match server {
+            ListenAddr::Tcp(addr) => (addr.ip().to_string(), addr.port().to_string()),
+            ListenAddr::Unix(path) => (path.display().to_string(), default_port.into()),
+        };
     };
     // `[::1]:8000`, `example.com:8000`, `example.com`
     if let Some(rest) = host.strip_prefix('[') {
@@ -156,15 +162,21 @@ mod tests {
             (Some("example.com"), "http", ("example.com", "80")),
             (Some("example.com"), "https", ("example.com", "443")),
             (Some("[::1]:9000"), "http", ("[::1]", "9000")),
-            (None, "http", ("localhost", "80")),
+            (None, "http", ("10.1.2.3", "8080")),
         ];
+        let tcp = ListenAddr::Tcp("10.1.2.3:8080".parse().unwrap());
         for (host, scheme, (name, port)) in cases {
             assert_eq!(
-                server_of(&head(host), scheme),
+                server_of(&head(host), &tcp, scheme),
                 (name.to_string(), port.to_string()),
                 "{host:?}"
             );
         }
+        let unix = ListenAddr::Unix("/run/app.sock".into());
+        assert_eq!(
+            server_of(&head(None), &unix, "http"),
+            ("/run/app.sock".to_string(), "80".to_string())
+        );
     }
 
     #[test]

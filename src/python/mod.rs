@@ -166,6 +166,7 @@ impl WsgiApp {
             self.base_environ.bind(py),
             req.head,
             req.peer,
+            req.server,
             req.scheme,
             &input,
         )?;

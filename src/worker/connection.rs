@@ -9,6 +9,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use crate::app::{App, Request};
 use crate::http::{self, HeadError, HttpError, Limits, PeerAddr, ResponseWriter};
+use crate::listeners::ListenAddr;
 
 /// An accepted client socket.
 pub enum Stream {
@@ -77,7 +78,13 @@ impl Write for &Stream {
 }
 
 /// Read one request, run the app, write the response, close.
-pub fn serve(stream: Stream, peer: &PeerAddr, app: &mut dyn App, limits: &Limits) {
+pub fn serve(
+    stream: Stream,
+    peer: &PeerAddr,
+    server: &ListenAddr,
+    app: &mut dyn App,
+    limits: &Limits,
+) {
     let started = SystemTime::now();
     let clock = Instant::now();
     let mut conn = http::Connection::new(&stream);
@@ -106,6 +113,7 @@ pub fn serve(stream: Stream, peer: &PeerAddr, app: &mut dyn App, limits: &Limits
     let req = Request {
         head: &head,
         peer,
+        server,
         scheme: "http",
         body: &mut body,
     };

@@ -151,19 +151,19 @@ impl<'a, 'b> Server<'a, 'b> {
         let mut served = false;
         for listener in self.setup.listeners {
             if let Some((fd, peer)) = accept(listener.raw_fd()) {
-                self.serve_one(fd, peer, listener.is_unix());
+                self.serve_one(fd, peer, listener);
                 served = true;
             }
         }
         served
     }
 
-    fn serve_one(&mut self, fd: OwnedFd, peer: PeerAddr, unix: bool) {
-        let stream = Stream::new(fd, unix);
+    fn serve_one(&mut self, fd: OwnedFd, peer: PeerAddr, listener: &Listener) {
+        let stream = Stream::new(fd, listener.is_unix());
         if let Err(e) = stream.set_timeouts(self.io_timeout) {
             tracing::debug!("cannot set socket timeouts: {e}");
         }
-        connection::serve(stream, &peer, self.app, &self.limits);
+        connection::serve(stream, &peer, listener.addr(), self.app, &self.limits);
         let served = self.setup.slot.count_request();
         self.setup.slot.beat();
         if self.setup.max_requests > 0
