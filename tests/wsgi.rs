@@ -148,7 +148,11 @@ fn file_wrapper_sends_a_regular_file_with_sendfile_from_its_offset() {
     assert_eq!(r.body, file[3..]);
     // HEAD: the head only.
     let raw = raw_answer(&srv, "HEAD /?length=5 HTTP/1.1\r\nHost: x\r\n\r\n");
-    assert!(raw.ends_with(b"\r\n\r\n"), "{}", String::from_utf8_lossy(&raw));
+    assert!(
+        raw.ends_with(b"\r\n\r\n"),
+        "{}",
+        String::from_utf8_lossy(&raw)
+    );
     // Not a file descriptor: iterated.
     let r = srv.get("/?kind=bytes&offset=7");
     assert_eq!(r.body, file[7..]);
@@ -761,7 +765,10 @@ fn preload_with_a_python_config_file_runs_its_hooks_in_each_worker() {
     .unwrap();
     let srv = launch.booted(2).start();
     srv.expect_log("Ready: 2 workers booted", Duration::from_secs(20));
-    assert_eq!(fs::read_to_string(&imports).unwrap(), format!("{}\n", srv.pid));
+    assert_eq!(
+        fs::read_to_string(&imports).unwrap(),
+        format!("{}\n", srv.pid)
+    );
     let inits: std::collections::BTreeSet<i32> = fs::read_to_string(&record)
         .unwrap()
         .lines()

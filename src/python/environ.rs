@@ -78,26 +78,46 @@ pub fn build<'py>(
     let (server_name, server_port) = server_of(head, server, scheme);
     set(intern!(py, "SERVER_NAME"), &server_name)?;
     set(intern!(py, "SERVER_PORT"), &server_port)?;
-    for (name, value) in &head.headers {
+    for (i, (name, value)) in head.headers.iter().enumerate() {
         // gunicorn drops headers with an underscore (they could pass for
         // a dash-named one).
         if name.contains('_') {
             continue;
         }
-        let key = name.to_ascii_uppercase().replace('-', "_");
-        let key = match key.as_str() {
-            "CONTENT_TYPE" | "CONTENT_LENGTH" => key,
-            _ => format!("HTTP_{key}"),
-        };
-        let value = match env.get_item(&key)? {
-            Some(earlier) => format!("{},{value}", earlier.extract::<String>()?),
-            None => value.clone(),
-        };
-        env.set_item(key, value)?;
+        let key = environ_key(name);
+        // A repeated field joins the earlier value (looked up only when
+        // the name did come before: most requests repeat none).
+        let repeated = head.headers[..i]
+            .iter()
+            .any(|(earlier, _)| earlier.eq_ignore_ascii_case(name));
+        if repeated {
+            if let Some(earlier) = env.get_item(&key)? {
+                let joined = format!("{},{value}", earlier.extract::<String>()?);
+                env.set_item(&key, joined)?;
+                continue;
+            }
+        }
+        env.set_item(&key, PyString::new(py, value))?;
     }
     set(intern!(py, "wsgi.url_scheme"), scheme)?;
     env.set_item(intern!(py, "wsgi.input"), input.bind(py))?;
     Ok(env)
+}
+
+/// `HTTP_NAME` for a field (`CONTENT_TYPE`/`CONTENT_LENGTH` bare), in one
+/// allocation.
+fn environ_key(name: &str) -> String {
+    let bare =
+        name.eq_ignore_ascii_case("content-type") || name.eq_ignore_ascii_case("content-length");
+    let mut key = String::with_capacity(name.len() + 5);
+    if !bare {
+        key.push_str("HTTP_");
+    }
+    key.extend(name.chars().map(|c| match c {
+        '-' => '_',
+        c => c.to_ascii_uppercase(),
+    }));
+    key
 }
 
 /// `SERVER_NAME` and `SERVER_PORT` from the Host header (without a port

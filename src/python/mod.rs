@@ -218,7 +218,9 @@ impl WsgiApp {
     ) -> PyResult<()> {
         let result = self.app.bind(py).call1((environ, responder.bind(py)))?;
         let outcome = (|| {
-            if result.get_type().is(self.file_wrapper.bind(py)) && self.send_file(py, &result, responder)? {
+            if result.get_type().is(self.file_wrapper.bind(py))
+                && self.send_file(py, &result, responder)?
+            {
                 return Ok(());
             }
             for item in result.try_iter()? {
