@@ -50,10 +50,6 @@ impl Listener {
         self.fd.as_raw_fd()
     }
 
-    pub fn is_unix(&self) -> bool {
-        matches!(self.addr, ListenAddr::Unix(_))
-    }
-
     /// Whether the unix socket file is ours to remove (we created it, or
     /// took it over from the master that did).
     pub fn owns_path(&self) -> bool {

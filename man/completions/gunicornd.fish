@@ -5,6 +5,10 @@ complete -c gunicornd -s w -l workers -d 'Number of worker processes [default: 1
 complete -c gunicornd -s t -l timeout -d 'Seconds a worker may go silent before it is killed and replaced; 0 disables the check [default: 30]' -r
 complete -c gunicornd -l graceful-timeout -d 'Seconds workers get to finish their requests after a graceful stop or restart before they are killed [default: 30]' -r
 complete -c gunicornd -l upgrade-timeout -d 'Seconds a new master started by USR2 or gunicornctl upgrade has to boot all its workers; past it the old master kills it and keeps serving [default: 60]' -r
+complete -c gunicornd -l header-timeout -d 'Seconds a client has to send a whole request head; past it the worker answers 408 and closes (applies with --timeout 0 too) [default: 10]' -r
+complete -c gunicornd -l body-timeout -d 'Seconds a worker waits for a client to send more of a request body or to read more of a response before it gives up on it (at most half of --timeout, so that a waiting worker is never taken for a hung one) [default: 30]' -r
+complete -c gunicornd -l body-buffer -d 'Request bodies with a Content-Length of up to this many bytes are read by the worker before the app is called, while it serves other clients; larger ones are read by the app as they come [default: 65536]' -r
+complete -c gunicornd -l worker-connections -d 'Connections a worker reads requests from at once (a slow client waits in this set without holding the worker) [default: 1000]' -r
 complete -c gunicornd -l max-requests -d 'Requests a worker serves before it is replaced; 0 disables [default: 0]' -r
 complete -c gunicornd -l max-requests-jitter -d 'Add a random 0..=INT to each worker\'s --max-requests so workers are not replaced all at once [default: 0]' -r
 complete -c gunicornd -l limit-request-line -d 'Maximum size of the HTTP request line in bytes; 0 means unlimited, values above 8190 mean 8190 [default: 4094]' -r

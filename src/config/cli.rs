@@ -20,7 +20,8 @@ number of workers), the config file, GUNICORN_CMD_ARGS, and the command line.
 The config file is the one given with -c/--config (on the command line or in \
 GUNICORN_CMD_ARGS), else ./gunicornd.toml if it exists. It is TOML, and its \
 keys are gunicorn's setting names: bind, backlog, workers, timeout, \
-graceful_timeout, upgrade_timeout, max_requests, max_requests_jitter, \
+graceful_timeout, upgrade_timeout, header_timeout, body_timeout, body_buffer, \
+worker_connections, max_requests, max_requests_jitter, \
 limit_request_line, limit_request_fields, limit_request_field_size, raw_env, \
 chdir, pythonpath, preload_app, user, group, umask, proc_name, \
 worker_tmp_dir, accesslog, access_log_format, errorlog, loglevel, daemon, \
@@ -101,6 +102,31 @@ pub struct Cli {
     /// serving [default: 60]
     #[arg(long = "upgrade-timeout", value_name = "INT", value_parser = values::seconds)]
     pub upgrade_timeout: Option<u64>,
+
+    /// Seconds a client has to send a whole request head; past it the
+    /// worker answers 408 and closes (applies with --timeout 0 too)
+    /// [default: 10]
+    #[arg(long = "header-timeout", value_name = "INT", value_parser = values::positive_seconds)]
+    pub header_timeout: Option<u64>,
+
+    /// Seconds a worker waits for a client to send more of a request body
+    /// or to read more of a response before it gives up on it (at most
+    /// half of --timeout, so that a waiting worker is never taken for a
+    /// hung one) [default: 30]
+    #[arg(long = "body-timeout", value_name = "INT", value_parser = values::positive_seconds)]
+    pub body_timeout: Option<u64>,
+
+    /// Request bodies with a Content-Length of up to this many bytes are
+    /// read by the worker before the app is called, while it serves other
+    /// clients; larger ones are read by the app as they come
+    /// [default: 65536]
+    #[arg(long = "body-buffer", value_name = "INT", value_parser = values::non_negative_int)]
+    pub body_buffer: Option<u64>,
+
+    /// Connections a worker reads requests from at once (a slow client
+    /// waits in this set without holding the worker) [default: 1000]
+    #[arg(long = "worker-connections", value_name = "INT", value_parser = values::positive_int)]
+    pub worker_connections: Option<usize>,
 
     /// Requests a worker serves before it is replaced; 0 disables
     /// [default: 0]
@@ -291,6 +317,13 @@ mod tests {
         expect("timeout", defaults::TIMEOUT.to_string());
         expect("graceful_timeout", defaults::GRACEFUL_TIMEOUT.to_string());
         expect("upgrade_timeout", defaults::UPGRADE_TIMEOUT.to_string());
+        expect("header_timeout", defaults::HEADER_TIMEOUT.to_string());
+        expect("body_timeout", defaults::BODY_TIMEOUT.to_string());
+        expect("body_buffer", defaults::BODY_BUFFER.to_string());
+        expect(
+            "worker_connections",
+            defaults::WORKER_CONNECTIONS.to_string(),
+        );
         expect("max_requests", defaults::MAX_REQUESTS.to_string());
         expect(
             "max_requests_jitter",

@@ -12,6 +12,18 @@ pub const GRACEFUL_TIMEOUT: u64 = 30;
 /// Seconds a binary upgrade's new master has to boot its workers (not a
 /// gunicorn setting: gunicorn's old master does not watch the new one).
 pub const UPGRADE_TIMEOUT: u64 = 60;
+/// Seconds a client has to send a whole request head (answered with 408
+/// after it); not a gunicorn setting (its sync worker waits for ever).
+pub const HEADER_TIMEOUT: u64 = 10;
+/// Seconds a worker waits for a client to make progress on a body or a
+/// response before it gives up on it.
+pub const BODY_TIMEOUT: u64 = 30;
+/// Request bodies of up to this many bytes (with a Content-Length) are read
+/// by the worker's event loop before the app is called.
+pub const BODY_BUFFER: u64 = 64 * 1024;
+/// Connections a sync worker reads requests from at once (gunicorn's
+/// `worker_connections`, which it uses for its async workers only).
+pub const WORKER_CONNECTIONS: usize = 1000;
 pub const MAX_REQUESTS: u64 = 0;
 pub const MAX_REQUESTS_JITTER: u64 = 0;
 pub const LIMIT_REQUEST_LINE: usize = 4094;

@@ -322,6 +322,10 @@ fn apply(layer: &mut Cli, e: &Entry<'_>) -> Result<(), ConfigError> {
         "timeout" => layer.timeout = Some(e.number(values::seconds)?),
         "graceful_timeout" => layer.graceful_timeout = Some(e.number(values::seconds)?),
         "upgrade_timeout" => layer.upgrade_timeout = Some(e.number(values::seconds)?),
+        "header_timeout" => layer.header_timeout = Some(e.number(values::positive_seconds)?),
+        "body_timeout" => layer.body_timeout = Some(e.number(values::positive_seconds)?),
+        "body_buffer" => layer.body_buffer = Some(e.number(values::non_negative_int)?),
+        "worker_connections" => layer.worker_connections = Some(e.number(values::positive_int)?),
         "max_requests" => layer.max_requests = Some(e.number(values::non_negative_int)?),
         "max_requests_jitter" => {
             layer.max_requests_jitter = Some(e.number(values::non_negative_int)?)

@@ -235,6 +235,22 @@ impl Loader {
                 |l| &l.upgrade_timeout,
                 defaults::UPGRADE_TIMEOUT,
             ),
+            header_timeout: layers.value_or(
+                "header_timeout",
+                |l| &l.header_timeout,
+                defaults::HEADER_TIMEOUT,
+            ),
+            body_timeout: layers.value_or(
+                "body_timeout",
+                |l| &l.body_timeout,
+                defaults::BODY_TIMEOUT,
+            ),
+            body_buffer: layers.value_or("body_buffer", |l| &l.body_buffer, defaults::BODY_BUFFER),
+            worker_connections: layers.value_or(
+                "worker_connections",
+                |l| &l.worker_connections,
+                defaults::WORKER_CONNECTIONS,
+            ),
             max_requests: layers.value_or(
                 "max_requests",
                 |l| &l.max_requests,

@@ -58,6 +58,16 @@ pub struct Settings {
     /// (USR2, `gunicornctl upgrade`) to boot all its workers before it kills
     /// it and goes on serving.
     pub upgrade_timeout: u64,
+    /// Seconds a client has to send a whole request head (then 408).
+    pub header_timeout: u64,
+    /// Seconds without progress on a request body or a response before the
+    /// worker gives up on the client.
+    pub body_timeout: u64,
+    /// Content-Length bodies up to this many bytes are read before the app
+    /// is called.
+    pub body_buffer: u64,
+    /// Connections a sync worker reads requests from at once.
+    pub worker_connections: usize,
     pub max_requests: u64,
     pub max_requests_jitter: u64,
     /// Normalised the gunicorn way (0 = unlimited, capped at 8190).

@@ -32,6 +32,10 @@ impl Settings {
         out.int("timeout", self.timeout as i64);
         out.int("graceful_timeout", self.graceful_timeout as i64);
         out.int("upgrade_timeout", self.upgrade_timeout as i64);
+        out.int("header_timeout", self.header_timeout as i64);
+        out.int("body_timeout", self.body_timeout as i64);
+        out.int("body_buffer", self.body_buffer as i64);
+        out.int("worker_connections", self.worker_connections as i64);
         out.int("max_requests", self.max_requests as i64);
         out.int("max_requests_jitter", self.max_requests_jitter as i64);
         out.int("limit_request_line", self.limit_request_line as i64);

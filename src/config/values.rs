@@ -99,6 +99,16 @@ pub fn seconds(s: &str) -> Result<u64, String> {
     }
 }
 
+/// A client deadline in whole seconds (`--header-timeout`,
+/// `--body-timeout`): at least one (a client with no time at all could
+/// never be served).
+pub fn positive_seconds(s: &str) -> Result<u64, String> {
+    match seconds(s)? {
+        0 => Err("expected at least 1 second".to_string()),
+        n => Ok(n),
+    }
+}
+
 /// `--backlog`: zero or more, and it must fit `listen()`'s `int`.
 pub fn backlog(s: &str) -> Result<i32, String> {
     let n = non_negative_int(s)?;

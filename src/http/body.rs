@@ -15,6 +15,7 @@ const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
 /// How much [`BodyReader::drain`] discards at most. Past it the worker just
 /// closes (it always does after one request); this bounds the time a slow
 /// or hostile client can keep a sync worker busy after the app is done.
+#[cfg(test)]
 pub const DRAIN_LIMIT: u64 = 64 * 1024;
 
 /// Where the decoder is in the body.
@@ -103,7 +104,10 @@ impl<'c, S: Read + Write> BodyReader<'c, S> {
     /// client is still sending. Returns the number of bytes discarded; check
     /// [`is_complete`](Self::is_complete) to know whether the end was
     /// reached. When the client is still waiting for `100 Continue` it has
-    /// not sent the body: nothing is read from the socket then.
+    /// not sent the body: nothing is read from the socket then. (The
+    /// worker does not drain: it closes with a lingering close, in its
+    /// event loop, `crate::worker::clients`.)
+    #[cfg(test)]
     pub fn drain(&mut self) -> io::Result<u64> {
         if self.continue_pending {
             // The client waits for our go-ahead before sending the body:

@@ -43,6 +43,23 @@ impl<S: Read + Write> Connection<S> {
         }
     }
 
+    /// A connection whose first bytes were already read from the stream
+    /// (by the worker's event loop, while it waited for the whole head).
+    pub fn with_received(stream: S, received: &[u8]) -> Self {
+        let mut conn = Connection::new(stream);
+        if received.len() > conn.buf.len() {
+            conn.buf.resize(received.len(), 0);
+        }
+        conn.buf[..received.len()].copy_from_slice(received);
+        conn.end = received.len();
+        conn
+    }
+
+    /// How many bytes are read from the stream but not consumed yet.
+    pub fn buffered_len(&self) -> usize {
+        self.end - self.pos
+    }
+
     #[cfg(test)]
     pub fn get_ref(&self) -> &S {
         &self.stream

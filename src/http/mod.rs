@@ -57,9 +57,9 @@ mod text;
 pub use body::http_error;
 pub use conn::Connection;
 pub use error_page::write_error;
-pub use response::ResponseWriter;
 #[cfg(feature = "python")]
 pub use response::HOP_BY_HOP;
+pub use response::{ResponseWriter, SendFile};
 
 /// The `--limit-request-*` settings, already normalised by the config
 /// (0 / out-of-range values mapped the way gunicorn maps them).

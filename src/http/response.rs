@@ -5,7 +5,7 @@
 use std::borrow::Cow;
 use std::cell::Cell;
 use std::io::{self, IoSlice, Write};
-use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
+use std::os::fd::BorrowedFd;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use super::status::reason_phrase;
@@ -51,6 +51,14 @@ enum Framing {
     Close,
 }
 
+/// A socket that can take a file's bytes with `sendfile(2)`, waiting as
+/// its own writes do.
+pub trait SendFile {
+    /// `len` bytes of `file` from `offset`; a file that ends early is an
+    /// error (the framing already promised those bytes).
+    fn send_file(&self, file: BorrowedFd<'_>, offset: u64, len: u64) -> io::Result<()>;
+}
+
 /// Writes one response; implements [`ResponseSink`] for the apps.
 ///
 /// Nothing reaches the wire until the first non-empty [`write`](ResponseSink::write)
@@ -76,7 +84,7 @@ pub struct ResponseWriter<'a, W: Write> {
     /// Reused for small chunks after the first one.
     scratch: Vec<u8>,
     /// The socket under `out`, when `sendfile(2)` may write to it directly.
-    sendfile_to: Option<RawFd>,
+    sendfile_to: Option<&'a dyn SendFile>,
 }
 
 impl<'a, W: Write> ResponseWriter<'a, W> {
@@ -104,7 +112,7 @@ impl<'a, W: Write> ResponseWriter<'a, W> {
     /// Let [`ResponseSink::send_file`] use `sendfile(2)` into `socket`, the
     /// descriptor `out` writes to (not for a stream that transforms what
     /// it is given, such as TLS).
-    pub fn with_sendfile(mut self, socket: RawFd) -> Self {
+    pub fn with_sendfile(mut self, socket: &'a dyn SendFile) -> Self {
         self.sendfile_to = Some(socket);
         self
     }
@@ -387,7 +395,7 @@ impl<W: Write> ResponseSink for ResponseWriter<'_, W> {
             self.send(&[])?;
         }
         self.out.flush()?;
-        sendfile_all(socket, file, offset, len)?;
+        socket.send_file(file, offset, len)?;
         self.body_bytes += len;
         if let Framing::Length { left } = &mut self.framing {
             *left -= len;
@@ -415,37 +423,6 @@ impl<W: Write> ResponseWriter<'_, W> {
         }
         Ok(())
     }
-}
-
-/// `len` bytes of `file` from `offset` into `socket`. A file that ends
-/// early is an error: the framing already promised those bytes.
-fn sendfile_all(socket: RawFd, file: BorrowedFd<'_>, offset: u64, len: u64) -> io::Result<()> {
-    let mut off = libc::off_t::try_from(offset).map_err(io::Error::other)?;
-    let mut left = len;
-    while left > 0 {
-        let want = usize::try_from(left).unwrap_or(usize::MAX).min(1 << 30);
-        // SAFETY: both descriptors are open for the call; `off` is a live local.
-        let n = unsafe { libc::sendfile(socket, file.as_raw_fd(), &mut off, want) };
-        match n {
-            0 => {
-                return Err(io::Error::new(
-                    io::ErrorKind::UnexpectedEof,
-                    format!("the file ended {left} bytes before the length sent"),
-                ))
-            }
-            n if n > 0 => left -= n as u64,
-            _ => {
-                let e = io::Error::last_os_error();
-                match e.kind() {
-                    io::ErrorKind::Interrupted => continue,
-                    // The socket's send timeout expired.
-                    io::ErrorKind::WouldBlock => return Err(io::ErrorKind::TimedOut.into()),
-                    _ => return Err(e),
-                }
-            }
-        }
-    }
-    Ok(())
 }
 
 /// `HEX(len) CRLF` on the stack: the framing before each chunk.

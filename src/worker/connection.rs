@@ -1,114 +1,102 @@
-//! One connection, one request (gunicorn's sync worker,
-//! `gunicorn/workers/sync.py`).
+//! One request on one connection (gunicorn's sync worker,
+//! `gunicorn/workers/sync.py`), once the worker's event loop
+//! (`super::clients`) has the request head, and a small body, in hand.
 
-use std::io::{self, Read, Write};
-use std::net::{Shutdown, TcpStream};
-use std::os::fd::OwnedFd;
-use std::os::unix::net::UnixStream;
+use std::io;
 use std::time::{Duration, Instant, SystemTime};
 
+use super::stream::Stream;
 use crate::app::{App, Request};
-use crate::http::{self, HeadError, HttpError, Limits, PeerAddr, ResponseWriter};
+use crate::http::{self, HeadError, HttpError, Limits, PeerAddr, RequestHead, ResponseWriter};
 use crate::listeners::ListenAddr;
 
-/// An accepted client socket.
-pub enum Stream {
-    Tcp(TcpStream),
-    Unix(UnixStream),
+/// The interim response for `Expect: 100-continue`, sent by the event loop
+/// when it reads a buffered body itself.
+pub const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
+
+/// What the worker serves with.
+pub struct Options<'a> {
+    pub limits: &'a Limits,
+    /// Content-Length bodies up to this size are read before the app runs.
+    pub body_buffer: u64,
 }
 
-impl Stream {
-    pub fn new(fd: OwnedFd, unix: bool) -> Self {
-        if unix {
-            Stream::Unix(UnixStream::from(fd))
-        } else {
-            Stream::Tcp(TcpStream::from(fd))
-        }
-    }
-
-    pub fn set_timeouts(&self, t: Option<Duration>) -> io::Result<()> {
-        match self {
-            Stream::Tcp(s) => {
-                s.set_read_timeout(t)?;
-                s.set_write_timeout(t)
-            }
-            Stream::Unix(s) => {
-                s.set_read_timeout(t)?;
-                s.set_write_timeout(t)
-            }
-        }
-    }
-
-    fn raw_fd(&self) -> std::os::fd::RawFd {
-        use std::os::fd::AsRawFd;
-        match self {
-            Stream::Tcp(s) => s.as_raw_fd(),
-            Stream::Unix(s) => s.as_raw_fd(),
-        }
-    }
-
-    fn shutdown_write(&self) {
-        let _ = match self {
-            Stream::Tcp(s) => s.shutdown(Shutdown::Write),
-            Stream::Unix(s) => s.shutdown(Shutdown::Write),
-        };
-    }
+/// Where a connection stands after [`serve`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Served {
+    /// The response is out. `linger`: the client may still be sending
+    /// (a body the app did not read, a pipelined request, a refused head,
+    /// a client that asked to keep the connection): close it only after a
+    /// lingering close, or the reset could destroy the response.
+    Done { linger: bool },
+    /// The body is small enough to be read first, by the event loop: wait
+    /// for `missing` more bytes, then call [`serve`] again with them.
+    /// `continue_sent`: `100 Continue` went out for it.
+    NeedBody { missing: u64, continue_sent: bool },
 }
 
-impl Read for &Stream {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        match self {
-            Stream::Tcp(s) => (&*s).read(buf),
-            Stream::Unix(s) => (&*s).read(buf),
-        }
-    }
+/// One connection's request as the event loop hands it over.
+pub struct Arrived<'a, 's> {
+    pub stream: &'a Stream<'s>,
+    /// Everything read from the client so far.
+    pub received: &'a [u8],
+    /// The client closed its side after `received`.
+    pub eof: bool,
+    /// `100 Continue` was already sent for this request.
+    pub continue_sent: bool,
+    pub peer: &'a PeerAddr,
+    pub server: &'a ListenAddr,
+    /// When the connection was accepted (the access log's times).
+    pub started: SystemTime,
+    pub clock: Instant,
 }
 
-impl Write for &Stream {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        match self {
-            Stream::Tcp(s) => (&*s).write(buf),
-            Stream::Unix(s) => (&*s).write(buf),
-        }
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
-}
-
-/// Read one request, run the app, write the response, close.
-pub fn serve(
-    stream: Stream,
-    peer: &PeerAddr,
-    server: &ListenAddr,
-    app: &mut dyn App,
-    limits: &Limits,
-) {
-    let started = SystemTime::now();
-    let clock = Instant::now();
-    let mut conn = http::Connection::new(&stream);
-    let head = match conn.read_head(limits) {
+/// Parse the request, run the app, write the response.
+pub fn serve(arrived: Arrived<'_, '_>, app: &mut dyn App, opts: &Options<'_>) -> Served {
+    let Arrived {
+        stream,
+        received,
+        eof,
+        continue_sent,
+        peer,
+        server,
+        started,
+        clock,
+    } = arrived;
+    let mut conn = http::Connection::with_received(stream, received);
+    let mut head = match conn.read_head(opts.limits) {
         Ok(Some(head)) => head,
         Ok(None) => {
             tracing::debug!("Closing connection.");
-            return;
+            return Served::Done { linger: false };
         }
         Err(HeadError::Io(e)) => {
             tracing::debug!("Ignored premature client disconnection. {e}");
-            return;
+            return Served::Done { linger: false };
         }
         Err(HeadError::Invalid(err)) => {
             tracing::warn!("Invalid request from ip={}: {}", peer.host(), err.message);
-            let _ = http::write_error(&mut &stream, &err);
+            let _ = http::write_error(&mut &*stream, &err);
             log_access(peer, None, err.status, 0, &[], started, clock.elapsed());
-            stream.shutdown_write();
-            return;
+            return Served::Done { linger: true };
         }
     };
-    let mut out = &stream;
-    let mut resp = ResponseWriter::new(&mut out, head.version, head.method == "HEAD")
-        .with_sendfile(stream.raw_fd());
+    if let http::BodyFraming::Length(n) = head.framing {
+        let have = conn.buffered_len() as u64;
+        if have < n && n <= opts.body_buffer && !eof {
+            let continue_sent = continue_sent || send_continue(stream, &head);
+            return Served::NeedBody {
+                missing: n - have,
+                continue_sent,
+            };
+        }
+    }
+    if continue_sent {
+        head.expect_continue = false;
+    }
+    let mut out = stream;
+    let mut resp =
+        ResponseWriter::new(&mut out, head.version, head.method == "HEAD").with_sendfile(stream);
     let mut body = conn.body(&head);
     let req = Request {
         head: &head,
@@ -136,18 +124,19 @@ pub fn serve(
         Vec::new()
     };
     drop(resp);
+    let mut failed = false;
     if let Err(e) = outcome {
+        failed = true;
         match failure_response(&e, &head, peer) {
             Some(err) if !headers_sent => {
                 status = err.status;
-                let _ = http::write_error(&mut &stream, &err);
+                let _ = http::write_error(&mut &*stream, &err);
             }
             _ => {}
         }
     }
-    // Read what the app left unread so that closing does not reset a client
-    // that is still sending (the reset could destroy the response in flight).
-    let _ = body.drain();
+    let unread_body = !body.is_complete();
+    drop(body);
     log_access(
         peer,
         Some(&head),
@@ -157,7 +146,45 @@ pub fn serve(
         started,
         clock.elapsed(),
     );
-    stream.shutdown_write();
+    let linger = failed || unread_body || conn.buffered_len() > 0 || may_send_more(&head);
+    Served::Done { linger }
+}
+
+/// `100 Continue` for a client that waits for it before sending the body;
+/// true if it went out.
+fn send_continue(stream: &Stream<'_>, head: &RequestHead) -> bool {
+    use std::io::Write;
+    head.expect_continue && (&mut &*stream).write_all(CONTINUE).is_ok()
+}
+
+/// Whether the client may send another request on this connection (it did
+/// not ask for it to be closed): it gets `Connection: close`, but one
+/// that pipelines may have sent more already.
+fn may_send_more(head: &RequestHead) -> bool {
+    let connection_has = |token: &str| {
+        head.headers
+            .iter()
+            .filter(|(n, _)| n.eq_ignore_ascii_case("connection"))
+            .flat_map(|(_, v)| v.split(','))
+            .any(|t| t.trim().eq_ignore_ascii_case(token))
+    };
+    match head.version {
+        (1, 0) => connection_has("keep-alive"),
+        _ => !connection_has("close"),
+    }
+}
+
+/// The patience for a client: `body_timeout`, but at most half the
+/// heartbeat timeout, so that a worker waiting on a client is never
+/// killed as a hung one.
+pub fn patience(body_timeout: u64, heartbeat_timeout: u64) -> Duration {
+    let mut secs = Duration::from_secs(body_timeout);
+    if heartbeat_timeout > 0 {
+        secs = secs.min(Duration::from_millis(
+            (heartbeat_timeout * 1000 / 2).max(500),
+        ));
+    }
+    secs
 }
 
 /// What to answer when the app (or the body it read) failed, if anything:

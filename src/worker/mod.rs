@@ -4,10 +4,12 @@
 //! Exit codes, as gunicorn's: 0 normal, 1 aborted (SIGABRT after a heartbeat
 //! timeout), 3 the worker failed to boot, 4 the app failed to load.
 
+pub mod clients;
 pub mod connection;
 pub mod kind;
 pub mod notify;
 pub mod signals;
+pub mod stream;
 pub mod sync;
 
 use std::os::fd::RawFd;

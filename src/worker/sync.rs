@@ -2,6 +2,14 @@
 //! serve one request per connection, heartbeat, repeat.
 //!
 //! Differences from gunicorn, on purpose:
+//! - no client can hold the worker while it sends its request: a
+//!   connection whose head (or small body) has not fully arrived waits in
+//!   the loop's set of held clients (`super::clients`), with a deadline,
+//!   while the worker serves others; the app is called only for a request
+//!   that is there. A request that arrives in one read is served at once,
+//!   with no more system calls than a plain blocking worker makes;
+//! - the close after a response is a lingering close when the client may
+//!   still be sending, done by the loop as well;
 //! - the wait is an epoll with `EPOLLEXCLUSIVE` on the listeners, so one
 //!   connection wakes one idle worker instead of all of them (no thundering
 //!   herd), and the signal self-pipe is in the same wait (no lost wake-ups);
@@ -13,22 +21,26 @@
 //!   (gunicorn's worker just exits, so the pool is one short until the
 //!   replacement boots).
 
-use std::os::fd::{AsFd, FromRawFd, OwnedFd, RawFd};
-use std::time::Duration;
+use std::os::fd::{AsFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::time::{Duration, Instant, SystemTime};
 
 use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
 use nix::sys::signal::Signal;
 use nix::sys::socket::{SockaddrLike, SockaddrStorage};
 
-use super::connection::{self, Stream};
+use super::clients::{Client, Clients, Phase, Progress};
+use super::connection::{self, Arrived, Options, Served};
 use super::notify::{self, WorkerMsg};
+use super::stream::Stream;
 use super::WorkerSetup;
 use crate::app::App;
-use crate::http::PeerAddr;
+use crate::http::{HttpError, PeerAddr};
 use crate::listeners::Listener;
 use crate::signals::SignalPipe;
 
 const SIGNAL_TOKEN: u64 = u64::MAX;
+/// Held clients' epoll tokens: this plus their slot.
+const CLIENT_TOKEN: u64 = 1 << 32;
 
 /// At most this many queued connections are served after a graceful stop,
 /// and for at most this long.
@@ -44,12 +56,17 @@ pub fn serve(setup: &WorkerSetup<'_>, app: &mut dyn App, sigpipe: &SignalPipe) -
             return super::WORKER_BOOT_ERROR;
         }
     };
-    let mut server = Server::new(setup, app);
-    let mut events = [EpollEvent::empty(); 16];
+    let limits = crate::http::Limits {
+        request_line: setup.settings.limit_request_line,
+        fields: setup.settings.limit_request_fields,
+        field_size: setup.settings.limit_request_field_size,
+    };
+    let mut server = Server::new(setup, app, &epoll, &limits);
+    let mut events = [EpollEvent::empty(); 64];
     loop {
         setup.slot.beat();
         if !server.handle_signals(sigpipe) {
-            server.drain_backlog();
+            server.finish(&mut events);
             return super::EXIT_OK;
         }
         if server.accept_ready() {
@@ -62,66 +79,81 @@ pub fn serve(setup: &WorkerSetup<'_>, app: &mut dyn App, sigpipe: &SignalPipe) -
             );
             return super::EXIT_OK;
         }
-        match epoll.wait(&mut events, server.wait_timeout) {
-            Ok(_) | Err(nix::errno::Errno::EINTR) => {}
-            Err(e) => {
-                tracing::error!("epoll_wait failed: {e}");
-                return super::EXIT_ABORTED;
-            }
+        if let Err(e) = server.wait(&mut events) {
+            tracing::error!("epoll_wait failed: {e}");
+            return super::EXIT_ABORTED;
         }
     }
 }
 
 fn watch(listeners: &[Listener], sigpipe: &SignalPipe) -> nix::Result<Epoll> {
     let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC)?;
+    watch_listeners(&epoll, listeners)?;
+    // SAFETY: the pipe outlives the epoll instance (both live for the worker).
+    let pipe_fd = unsafe { BorrowedFd::borrow_raw(sigpipe.raw_fd()) };
+    epoll.add(pipe_fd, EpollEvent::new(EpollFlags::EPOLLIN, SIGNAL_TOKEN))?;
+    Ok(epoll)
+}
+
+/// `EPOLLEXCLUSIVE`: a connection wakes one idle worker, not all of them.
+fn watch_listeners(epoll: &Epoll, listeners: &[Listener]) -> nix::Result<()> {
     for (i, l) in listeners.iter().enumerate() {
         epoll.add(
             l.as_fd(),
             EpollEvent::new(EpollFlags::EPOLLIN | EpollFlags::EPOLLEXCLUSIVE, i as u64),
         )?;
     }
-    // SAFETY: the pipe outlives the epoll instance (both live for the worker).
-    let pipe_fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(sigpipe.raw_fd()) };
-    epoll.add(pipe_fd, EpollEvent::new(EpollFlags::EPOLLIN, SIGNAL_TOKEN))?;
-    Ok(epoll)
+    Ok(())
 }
 
 struct Server<'a, 'b> {
     setup: &'a WorkerSetup<'a>,
     app: &'b mut dyn App,
-    limits: crate::http::Limits,
-    io_timeout: Option<Duration>,
-    wait_timeout: EpollTimeout,
+    epoll: &'a Epoll,
+    opts: Options<'a>,
+    /// Longest wait for a client's next bytes once its request is served.
+    patience: Duration,
+    header_timeout: Duration,
+    /// Heartbeat period: the longest the loop sleeps.
+    beat_every: Duration,
+    clients: Clients<'a>,
+    /// Whether the listeners are in the epoll set (not while the worker
+    /// holds `worker_connections` clients, nor once it stops).
+    accepting: bool,
+    /// Set by a graceful stop: the listeners stay out from then on.
+    stopping: bool,
     recycle_requested: bool,
 }
 
 impl<'a, 'b> Server<'a, 'b> {
-    fn new(setup: &'a WorkerSetup<'a>, app: &'b mut dyn App) -> Self {
+    fn new(
+        setup: &'a WorkerSetup<'a>,
+        app: &'b mut dyn App,
+        epoll: &'a Epoll,
+        limits: &'a crate::http::Limits,
+    ) -> Self {
         let s = setup.settings;
-        let limits = crate::http::Limits {
-            request_line: s.limit_request_line,
-            fields: s.limit_request_fields,
-            field_size: s.limit_request_field_size,
-        };
         // Heartbeat twice per timeout, like gunicorn; without a timeout, still
         // wake now and then to notice an orphaning.
-        let wait_ms = if s.timeout > 0 {
-            (s.timeout * 1000 / 2).max(100)
+        let beat_every = if s.timeout > 0 {
+            Duration::from_millis((s.timeout * 1000 / 2).max(100))
         } else {
-            1000
+            Duration::from_secs(1)
         };
-        let wait_timeout = EpollTimeout::try_from(wait_ms.min(i32::MAX as u64) as i32)
-            .unwrap_or(EpollTimeout::NONE);
-        // A client that stalls longer than the heartbeat timeout would get
-        // the worker killed; give up on it first.
-        let io_timeout =
-            (s.timeout > 0).then(|| Duration::from_millis((s.timeout * 1000 / 2).max(500)));
         Server {
             setup,
             app,
-            limits,
-            io_timeout,
-            wait_timeout,
+            epoll,
+            opts: Options {
+                limits,
+                body_buffer: s.body_buffer,
+            },
+            patience: connection::patience(s.body_timeout, s.timeout),
+            header_timeout: Duration::from_secs(s.header_timeout),
+            beat_every,
+            clients: Clients::new(),
+            accepting: true,
+            stopping: false,
             recycle_requested: false,
         }
     }
@@ -145,25 +177,118 @@ impl<'a, 'b> Server<'a, 'b> {
         alive
     }
 
-    /// Accept and serve one connection from each ready listener; true if any
-    /// was served (the caller then tries again before waiting).
+    /// Accept one connection from each ready listener and serve it if its
+    /// request is there (else hold it); true if any was accepted (the
+    /// caller then tries again before waiting).
     fn accept_ready(&mut self) -> bool {
-        let mut served = false;
-        for listener in self.setup.listeners {
+        if !self.accepting {
+            return false;
+        }
+        let mut accepted = false;
+        for (i, listener) in self.setup.listeners.iter().enumerate() {
             if let Some((fd, peer)) = accept(listener.raw_fd()) {
-                self.serve_one(fd, peer, listener);
-                served = true;
+                self.take(fd, peer, i);
+                accepted = true;
             }
         }
-        served
+        accepted
     }
 
-    fn serve_one(&mut self, fd: OwnedFd, peer: PeerAddr, listener: &Listener) {
-        let stream = Stream::new(fd, listener.is_unix());
-        if let Err(e) = stream.set_timeouts(self.io_timeout) {
-            tracing::debug!("cannot set socket timeouts: {e}");
+    /// A new connection: read what it sent already; serve it when that is
+    /// the whole request (the usual case), else hold it.
+    fn take(&mut self, fd: OwnedFd, peer: PeerAddr, listener: usize) {
+        let now = Instant::now();
+        let mut client = Client {
+            stream: Stream::new(fd, self.patience, self.setup.slot),
+            peer,
+            listener,
+            received: Vec::new(),
+            eof: false,
+            phase: Phase::Head,
+            deadline: now + self.header_timeout,
+            started: SystemTime::now(),
+            accepted: now,
+        };
+        match client.read_available(self.patience) {
+            Progress::Arrived => self.serve_client(client, None),
+            Progress::Waiting => self.hold(client, None),
+            Progress::Finished => {}
         }
-        connection::serve(stream, &peer, listener.addr(), self.app, &self.limits);
+    }
+
+    /// Keep `client` in the held set; `slot` is where it was (its socket is
+    /// then still in the epoll set).
+    fn hold(&mut self, client: Client<'a>, slot: Option<usize>) {
+        let fd = client.stream.raw_fd();
+        let new_slot = self.clients.insert(client);
+        let event = EpollEvent::new(EpollFlags::EPOLLIN, CLIENT_TOKEN + new_slot as u64);
+        // SAFETY: the client's socket stays open while it is held; closing
+        // it removes it from the epoll set.
+        let fd = unsafe { BorrowedFd::borrow_raw(fd) };
+        let result = match slot {
+            Some(old) if old == new_slot => Ok(()),
+            Some(_) => self.epoll.modify(fd, &mut { event }),
+            None => self.epoll.add(fd, event),
+        };
+        if let Err(e) = result {
+            tracing::debug!("cannot wait on a client: {e}");
+            self.clients.remove(new_slot);
+        }
+        self.update_accepting();
+    }
+
+    /// Serve the request `client` sent, then close it (or linger, or wait
+    /// for the rest of a small body).
+    fn serve_client(&mut self, mut client: Client<'a>, slot: Option<usize>) {
+        let continue_sent = matches!(
+            client.phase,
+            Phase::Body {
+                continue_sent: true,
+                ..
+            }
+        );
+        let served = connection::serve(
+            Arrived {
+                stream: &client.stream,
+                received: &client.received,
+                eof: client.eof,
+                continue_sent,
+                peer: &client.peer,
+                server: self.setup.listeners[client.listener].addr(),
+                started: client.started,
+                clock: client.accepted,
+            },
+            self.app,
+            &self.opts,
+        );
+        let now = Instant::now();
+        match served {
+            Served::NeedBody {
+                missing,
+                continue_sent,
+            } => {
+                client.phase = Phase::Body {
+                    missing,
+                    continue_sent,
+                };
+                client.deadline = now + self.patience;
+                self.hold(client, slot);
+            }
+            Served::Done { linger } => {
+                client.stream.shutdown_write();
+                if linger {
+                    client.linger(now);
+                    self.hold(client, slot);
+                } else {
+                    drop(client);
+                    self.update_accepting();
+                }
+                self.count_request();
+            }
+        }
+    }
+
+    fn count_request(&mut self) {
         let served = self.setup.slot.count_request();
         self.setup.slot.beat();
         if self.setup.max_requests > 0
@@ -181,24 +306,148 @@ impl<'a, 'b> Server<'a, 'b> {
         }
     }
 
-    /// After a graceful stop: serve what is already queued, then exit. The
-    /// listeners may be shared with a new generation that keeps them busy,
-    /// so the drain is bounded in time as well: a retiring worker must not
-    /// go on accepting until its SIGKILL.
-    fn drain_backlog(&mut self) {
-        // During a binary upgrade the new master's workers accept from the
-        // same queue: nothing queued is lost without us.
-        if self.setup.slot.queue_served_elsewhere() {
-            return;
+    /// Wait for a listener, a held client, a signal or a deadline, and deal
+    /// with the clients that are ready or expired.
+    fn wait(&mut self, events: &mut [EpollEvent]) -> nix::Result<()> {
+        let now = Instant::now();
+        let mut sleep = self.beat_every;
+        if let Some(deadline) = self.clients.next_deadline() {
+            // Rounded up: waking a millisecond early would only loop.
+            sleep = sleep.min(deadline.saturating_duration_since(now) + Duration::from_micros(999));
         }
-        let graceful = Duration::from_secs(self.setup.settings.graceful_timeout);
-        let deadline = std::time::Instant::now() + DRAIN_WINDOW.min(graceful / 2);
-        for _ in 0..DRAIN_LIMIT {
-            if std::time::Instant::now() >= deadline || !self.accept_ready() {
-                return;
+        let ms = sleep.as_millis().min(i32::MAX as u128) as i32;
+        let timeout = EpollTimeout::try_from(ms).unwrap_or(EpollTimeout::NONE);
+        let n = match self.epoll.wait(events, timeout) {
+            Ok(n) => n,
+            Err(nix::errno::Errno::EINTR) => 0,
+            Err(e) => return Err(e),
+        };
+        for event in &events[..n] {
+            let token = event.data();
+            if (CLIENT_TOKEN..SIGNAL_TOKEN).contains(&token) {
+                self.on_readable((token - CLIENT_TOKEN) as usize);
+            }
+        }
+        if !self.clients.is_empty() {
+            self.expire(Instant::now());
+        }
+        Ok(())
+    }
+
+    fn on_readable(&mut self, slot: usize) {
+        let patience = self.patience;
+        let Some(client) = self.clients.get_mut(slot) else {
+            return;
+        };
+        match client.read_available(patience) {
+            Progress::Waiting => {}
+            Progress::Arrived => {
+                if let Some(client) = self.clients.remove(slot) {
+                    self.serve_client(client, Some(slot));
+                }
+            }
+            Progress::Finished => {
+                self.clients.remove(slot);
+                self.update_accepting();
             }
         }
     }
+
+    /// Clients past their deadline: a 408 for a request that did not
+    /// arrive in time; the end of a lingering close.
+    fn expire(&mut self, now: Instant) {
+        for slot in self.clients.expired(now) {
+            let Some(mut client) = self.clients.remove(slot) else {
+                continue;
+            };
+            if matches!(client.phase, Phase::Linger { .. }) {
+                continue;
+            }
+            if !client.received.is_empty() {
+                request_timeout(&client);
+            }
+            client.stream.shutdown_write();
+            client.linger(now);
+            self.hold(client, Some(slot));
+        }
+        self.update_accepting();
+    }
+
+    /// Take the listeners out of the epoll set while the worker holds as
+    /// many clients as it may (level-triggered, they would wake it at
+    /// every pass), and put them back once it holds fewer.
+    fn update_accepting(&mut self) {
+        let room = !self.stopping && self.clients.len() < self.setup.settings.worker_connections;
+        if room == self.accepting {
+            return;
+        }
+        let result = if room {
+            watch_listeners(self.epoll, self.setup.listeners)
+        } else {
+            self.setup
+                .listeners
+                .iter()
+                .try_for_each(|l| self.epoll.delete(l.as_fd()))
+        };
+        match result {
+            Ok(()) => self.accepting = room,
+            Err(e) => tracing::error!("cannot change the listeners' epoll registration: {e}"),
+        }
+    }
+
+    /// After a graceful stop: serve what is already queued and the clients
+    /// held, then exit. The listeners may be shared with a new generation
+    /// that keeps them busy, so the backlog drain is bounded in time as
+    /// well: a retiring worker must not go on accepting until its SIGKILL.
+    fn finish(&mut self, events: &mut [EpollEvent]) {
+        let graceful = Duration::from_secs(self.setup.settings.graceful_timeout);
+        let started = Instant::now();
+        // During a binary upgrade the new master's workers accept from the
+        // same queue: nothing queued is lost without us.
+        if !self.setup.slot.queue_served_elsewhere() {
+            let deadline = started + DRAIN_WINDOW.min(graceful / 2);
+            for _ in 0..DRAIN_LIMIT {
+                if Instant::now() >= deadline || !self.accept_ready() {
+                    break;
+                }
+            }
+        }
+        self.stopping = true;
+        self.update_accepting();
+        // Held clients have their own deadlines; the graceful timeout
+        // bounds them all.
+        let deadline = started + graceful / 2;
+        while !self.clients.is_empty() && Instant::now() < deadline {
+            self.setup.slot.beat();
+            if self.wait(events).is_err() {
+                break;
+            }
+        }
+    }
+}
+
+/// A 408 for a client whose request did not arrive in time (best effort:
+/// written only if the socket takes it at once).
+fn request_timeout(client: &Client<'_>) {
+    let err = HttpError::new(408, "The request did not arrive in time.");
+    tracing::debug!(
+        "Request timed out from ip={}: {}",
+        client.peer.host(),
+        err.message
+    );
+    let mut page = Vec::new();
+    if crate::http::write_error(&mut page, &err).is_ok() {
+        let _ = client.stream.write_now(&page);
+    }
+    crate::log::access(&crate::log::AccessRecord {
+        peer: &client.peer,
+        head: None,
+        status: 408,
+        body_bytes: 0,
+        response_headers: &[],
+        started: client.started,
+        duration: client.accepted.elapsed(),
+    });
 }
 
 /// One non-blocking accept; `None` when nothing is queued (or on a benign
@@ -214,7 +463,7 @@ fn accept(listener: RawFd) -> Option<(OwnedFd, PeerAddr)> {
                 listener,
                 (&mut storage as *mut libc::sockaddr_storage).cast(),
                 &mut len,
-                libc::SOCK_CLOEXEC,
+                libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK,
             )
         };
         if fd >= 0 {

@@ -1,0 +1,184 @@
+//! An accepted client socket, non-blocking, read and written as if it
+//! were blocking but with a progress deadline: a read or write that would
+//! block waits in `poll(2)` for at most the stream's patience, and every
+//! byte that moves counts as the worker's heartbeat.
+//!
+//! Non-blocking rather than `SO_RCVTIMEO`/`SO_SNDTIMEO`: the worker's event
+//! loop (`super::clients`) reads the heads of many connections at once
+//! with the same descriptors, and a fast request costs no `setsockopt`.
+
+use std::io::{self, Read, Write};
+use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd, RawFd};
+use std::time::Duration;
+
+use crate::scoreboard::Slot;
+
+/// An accepted connection (TCP or Unix).
+pub struct Stream<'s> {
+    fd: OwnedFd,
+    /// How long one read or write may wait for the client.
+    patience: Duration,
+    /// Beaten whenever data moves.
+    slot: &'s Slot,
+}
+
+impl<'s> Stream<'s> {
+    /// `fd` must be non-blocking.
+    pub fn new(fd: OwnedFd, patience: Duration, slot: &'s Slot) -> Self {
+        Stream { fd, patience, slot }
+    }
+
+    pub fn raw_fd(&self) -> RawFd {
+        self.fd.as_raw_fd()
+    }
+
+    /// One read that never waits: `Ok(None)` when nothing is there yet.
+    pub fn read_now(&self, buf: &mut [u8]) -> io::Result<Option<usize>> {
+        loop {
+            // SAFETY: `buf` is a writable buffer of `buf.len()` bytes.
+            let n = unsafe { libc::read(self.raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
+            if n >= 0 {
+                return Ok(Some(n as usize));
+            }
+            let e = io::Error::last_os_error();
+            match e.kind() {
+                io::ErrorKind::Interrupted => continue,
+                io::ErrorKind::WouldBlock => return Ok(None),
+                _ => return Err(e),
+            }
+        }
+    }
+
+    /// One write that never waits: `Ok(None)` when the socket buffer is full.
+    pub fn write_now(&self, buf: &[u8]) -> io::Result<Option<usize>> {
+        loop {
+            // SAFETY: `buf` is a readable buffer of `buf.len()` bytes.
+            let n = unsafe { libc::write(self.raw_fd(), buf.as_ptr().cast(), buf.len()) };
+            if n >= 0 {
+                return Ok(Some(n as usize));
+            }
+            let e = io::Error::last_os_error();
+            match e.kind() {
+                io::ErrorKind::Interrupted => continue,
+                io::ErrorKind::WouldBlock => return Ok(None),
+                _ => return Err(e),
+            }
+        }
+    }
+
+    /// Wait until the socket is ready for `events`, for at most the
+    /// stream's patience.
+    fn wait(&self, events: libc::c_short) -> io::Result<()> {
+        let mut pfd = libc::pollfd {
+            fd: self.raw_fd(),
+            events,
+            revents: 0,
+        };
+        let ms = self.patience.as_millis().min(i32::MAX as u128) as i32;
+        loop {
+            // SAFETY: one valid pollfd.
+            match unsafe { libc::poll(&mut pfd, 1, ms) } {
+                0 => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        format!("the client made no progress for {:?}", self.patience),
+                    ))
+                }
+                n if n > 0 => return Ok(()),
+                _ => {
+                    let e = io::Error::last_os_error();
+                    if e.kind() != io::ErrorKind::Interrupted {
+                        return Err(e);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Half-close: the client sees the end of the response.
+    pub fn shutdown_write(&self) {
+        // SAFETY: shutdown(2) on our own descriptor.
+        unsafe { libc::shutdown(self.raw_fd(), libc::SHUT_WR) };
+    }
+}
+
+impl Read for &Stream<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        loop {
+            if let Some(n) = self.read_now(buf)? {
+                if n > 0 {
+                    self.slot.beat();
+                }
+                return Ok(n);
+            }
+            self.wait(libc::POLLIN)?;
+        }
+    }
+}
+
+impl Write for &Stream<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        loop {
+            if let Some(n) = self.write_now(buf)? {
+                self.slot.beat();
+                return Ok(n);
+            }
+            self.wait(libc::POLLOUT)?;
+        }
+    }
+
+    fn write_vectored(&mut self, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
+        loop {
+            let count = bufs.len().min(libc::UIO_MAXIOV as usize) as libc::c_int;
+            // SAFETY: IoSlice is ABI-compatible with iovec; `count` of them.
+            let n = unsafe { libc::writev(self.raw_fd(), bufs.as_ptr().cast(), count) };
+            if n >= 0 {
+                self.slot.beat();
+                return Ok(n as usize);
+            }
+            let e = io::Error::last_os_error();
+            match e.kind() {
+                io::ErrorKind::Interrupted => {}
+                io::ErrorKind::WouldBlock => self.wait(libc::POLLOUT)?,
+                _ => return Err(e),
+            }
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl crate::http::SendFile for Stream<'_> {
+    fn send_file(&self, file: BorrowedFd<'_>, offset: u64, len: u64) -> io::Result<()> {
+        let mut off = libc::off_t::try_from(offset).map_err(io::Error::other)?;
+        let mut left = len;
+        while left > 0 {
+            let want = usize::try_from(left).unwrap_or(usize::MAX).min(1 << 30);
+            // SAFETY: both descriptors are open; `off` is a live local.
+            let n = unsafe { libc::sendfile(self.raw_fd(), file.as_raw_fd(), &mut off, want) };
+            match n {
+                0 => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        format!("the file ended {left} bytes before the length sent"),
+                    ))
+                }
+                n if n > 0 => {
+                    left -= n as u64;
+                    self.slot.beat();
+                }
+                _ => {
+                    let e = io::Error::last_os_error();
+                    match e.kind() {
+                        io::ErrorKind::Interrupted => {}
+                        io::ErrorKind::WouldBlock => self.wait(libc::POLLOUT)?,
+                        _ => return Err(e),
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
