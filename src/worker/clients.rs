@@ -137,10 +137,8 @@ pub fn head_arrived(received: &[u8]) -> bool {
     }
     let mut prev = 0u8;
     for (i, &b) in received.iter().enumerate() {
-        if b == b'\n' {
-            if prev != b'\r' || received[..=i].ends_with(b"\r\n\r\n") {
-                return true;
-            }
+        if b == b'\n' && (prev != b'\r' || received[..=i].ends_with(b"\r\n\r\n")) {
+            return true;
         }
         prev = b;
     }
