@@ -2,7 +2,7 @@
 //! for testing what the server parsed (headers, body de-chunking, peer).
 
 use std::borrow::Cow;
-use std::io;
+use std::io::{self, Read};
 
 use serde::Serialize;
 
@@ -64,11 +64,26 @@ impl<'a> EchoDocument<'a> {
     }
 }
 
-/// Read the whole body and answer with its [`EchoDocument`]. Shared with
-/// `builtin:debug`.
-pub(super) fn echo(req: Request<'_>, resp: &mut dyn ResponseSink) -> io::Result<()> {
+/// The largest body echoed: past it the answer is 413 (the whole body is
+/// held in memory to be echoed, so it must be bounded).
+pub const BODY_LIMIT: u64 = 1024 * 1024;
+
+/// Read the whole body and answer with its [`EchoDocument`]; 413 for a body
+/// over [`BODY_LIMIT`]. Shared with `builtin:debug`.
+pub(super) fn echo(mut req: Request<'_>, resp: &mut dyn ResponseSink) -> io::Result<()> {
     let mut body = Vec::new();
-    req.body.read_to_end(&mut body)?;
+    (&mut req.body).take(BODY_LIMIT + 1).read_to_end(&mut body)?;
+    if body.len() as u64 > BODY_LIMIT {
+        let page = format!("Request body larger than {BODY_LIMIT} bytes.\n");
+        resp.start(
+            413,
+            &[
+                ("Content-Type".to_string(), "text/plain".to_string()),
+                ("Content-Length".to_string(), page.len().to_string()),
+            ],
+        )?;
+        return resp.write(page.as_bytes());
+    }
     let mut json = serde_json::to_vec(&EchoDocument::new(&req, &body)).map_err(io::Error::other)?;
     json.push(b'\n');
     resp.start(
@@ -87,6 +102,17 @@ mod tests {
 
     use super::*;
     use crate::app::testing::{call, head, RecordingSink};
+
+    #[test]
+    fn refuses_a_body_over_the_limit() {
+        let mut app = EchoApp;
+        let big = vec![b'x'; BODY_LIMIT as usize + 1];
+        let sent = call(&mut app, &head("POST", "/", &[]), &big);
+        assert_eq!(sent.status, Some(413));
+        let fits = vec![b'x'; BODY_LIMIT as usize];
+        let sent = call(&mut app, &head("POST", "/", &[]), &fits);
+        assert_eq!(sent.status, Some(200));
+    }
 
     #[test]
     fn describes_the_request() {
