@@ -72,7 +72,9 @@ pub const BODY_LIMIT: u64 = 1024 * 1024;
 /// over [`BODY_LIMIT`]. Shared with `builtin:debug`.
 pub(super) fn echo(mut req: Request<'_>, resp: &mut dyn ResponseSink) -> io::Result<()> {
     let mut body = Vec::new();
-    (&mut req.body).take(BODY_LIMIT + 1).read_to_end(&mut body)?;
+    (&mut req.body)
+        .take(BODY_LIMIT + 1)
+        .read_to_end(&mut body)?;
     if body.len() as u64 > BODY_LIMIT {
         let page = format!("Request body larger than {BODY_LIMIT} bytes.\n");
         resp.start(
