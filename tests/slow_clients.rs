@@ -307,3 +307,38 @@ fn an_oversized_echo_body_is_refused_with_413() {
     // The worker goes on serving.
     assert_eq!(srv.get("/").status, 200);
 }
+
+#[test]
+fn a_panic_ends_only_that_worker_and_leaves_the_masters_files() {
+    let launch = Launch::new(&[
+        "-b",
+        "127.0.0.1:0",
+        "-w",
+        "1",
+        "-p",
+        "gunicornd.pid",
+        "--no-control-socket",
+        "builtin:debug",
+    ]);
+    let pidfile = launch.path("gunicornd.pid");
+    let srv = launch.booted(1).start();
+    let first = srv.worker_pids();
+    let _ = try_http_request(srv.addr(), b"GET /?panic=1 HTTP/1.1\r\nHost: x\r\n\r\n");
+    srv.expect_log("Worker panicked (pid: ", Duration::from_secs(10));
+    expect_within(Duration::from_secs(20), "a replacement serves", || {
+        let now = srv.worker_pids();
+        now.len() == 1 && now != first
+    });
+    assert_eq!(srv.get("/").status, 200);
+    // The child's panic ran none of the master's destructors.
+    assert_eq!(
+        fs::read_to_string(&pidfile).unwrap().trim(),
+        srv.pid.to_string()
+    );
+    assert!(!srv.exited());
+    // Nothing unwound into the master's frames in the child (whose drops
+    // would close the master's descriptors: the runtime aborts on that).
+    let log = srv.log();
+    assert!(!log.contains("fatal runtime error"), "{log}");
+    assert!(!log.contains("stack backtrace"), "{log}");
+}

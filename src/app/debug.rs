@@ -14,7 +14,8 @@
 //!
 //! Per request, the query parameter `sleep=SECONDS` delays the answer (a
 //! worker stuck in a request, for heartbeat timeouts). An invalid value gets
-//! a 400.
+//! a 400. `panic=1` makes the worker panic in the middle of the request (a
+//! bug in the server: the worker must die alone, logged).
 
 use std::io;
 use std::time::Duration;
@@ -69,6 +70,10 @@ impl App for DebugApp {
             Ok(Some(pause)) => std::thread::sleep(pause),
             Ok(None) => {}
             Err(message) => return bad_request(resp, &message),
+        }
+        if form_urlencoded::parse(req.head.query.as_bytes()).any(|(n, v)| n == "panic" && v == "1")
+        {
+            panic!("builtin:debug: panicking as requested (panic=1)");
         }
         echo(req, resp)
     }

@@ -129,6 +129,15 @@ fn boot(setup: &WorkerSetup<'_>) -> Result<Booted, i32> {
     for &fd in &setup.master_fds {
         let _ = nix::unistd::close(fd);
     }
+    // The worker runs on the stack of the master's call to fork: a panic
+    // must not unwind through those frames (their destructors would act
+    // on the master's resources: pidfile, sockets). Log it, and end this
+    // worker alone, at once.
+    std::panic::set_hook(Box::new(|info| {
+        tracing::error!("Worker panicked (pid: {}): {info}", std::process::id());
+        // SAFETY: terminating the process is always sound.
+        unsafe { libc::_exit(EXIT_ABORTED) }
+    }));
     let sigpipe = signals::install().map_err(|e| {
         tracing::error!("Exception in worker process: cannot install signal handlers: {e}");
         WORKER_BOOT_ERROR
