@@ -811,10 +811,19 @@ fn control_socket_path(settings: &Settings) -> Option<PathBuf> {
     }))
 }
 
+/// Who may use the control socket, and how many at once.
+fn control_access(settings: &Settings) -> crate::control::server::Access {
+    crate::control::server::Access {
+        allowed_uids: settings.control_socket_allow.clone(),
+        max_clients: settings.control_socket_max_clients,
+    }
+}
+
 /// Bind the control socket at `path`. Failing is a warning, never fatal
 /// (gunicorn's default-on socket broke read-only containers).
 fn open_control_socket(path: &Path, settings: &Settings, pid: Pid) -> Option<ControlServer> {
-    match ControlServer::bind(path, settings.control_socket_mode, CONTROL.0) {
+    let access = control_access(settings);
+    match ControlServer::bind(path, settings.control_socket_mode, CONTROL.0, access) {
         Ok(server) => {
             tracing::info!("Control socket listening at {} ({})", path.display(), pid);
             Some(server)
