@@ -35,7 +35,7 @@ fn check_socket_for(path: &Path, me: u32) -> Result<(), CtlError> {
     };
     // The directory that holds the name we were given.
     let named_in = parent_of(path);
-    if let Some(dir) = fs::canonicalize(&named_in).ok() {
+    if let Ok(dir) = fs::canonicalize(&named_in) {
         check_dir(&dir, me).map_err(refuse)?;
     }
     if link.file_type().is_symlink() {
