@@ -14,6 +14,7 @@ pub mod hooks;
 
 mod app;
 mod control;
+mod credentials;
 mod daemon;
 mod fd;
 mod http;

@@ -13,13 +13,19 @@
 //!
 //! With `--worker-tmp-dir DIR` the table is backed by an unlinked file in DIR
 //! instead of anonymous memory (for hosts that want it on a given tmpfs).
+//!
+//! Each slot has a memory page of its own, and a forked worker unmaps every
+//! page but its own slot's before it runs ([`Scoreboard::confine`]): nothing
+//! else names that memory (it is anonymous, or its file is unlinked and
+//! closed), so a worker cannot map it again, and cannot write another
+//! worker's heartbeat or booted flag, only its own.
 
 use std::path::Path;
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
 
-use nix::sys::mman::{mmap, mmap_anonymous, MapFlags, ProtFlags};
+use nix::sys::mman::{mmap, mmap_anonymous, munmap, MapFlags, ProtFlags};
 
 /// Most workers one master can run at once.
 pub const CAPACITY: usize = 16384;
@@ -41,7 +47,9 @@ pub struct Slot {
 
 /// The shared table. Created once by the master; inherited by every worker.
 pub struct Scoreboard {
-    base: NonNull<Slot>,
+    base: NonNull<u8>,
+    /// Bytes from one slot to the next: a whole number of pages.
+    stride: usize,
     free: Vec<usize>,
 }
 
@@ -55,8 +63,8 @@ pub fn monotonic_ns() -> u64 {
 impl Scoreboard {
     /// Map the table, anonymous or (with `dir`) backed by an unlinked file.
     pub fn new(dir: Option<&Path>) -> Result<Self, String> {
-        let len = std::num::NonZeroUsize::new(CAPACITY * std::mem::size_of::<Slot>())
-            .expect("non-zero size");
+        let stride = slot_stride();
+        let len = std::num::NonZeroUsize::new(CAPACITY * stride).expect("non-zero size");
         let prot = ProtFlags::PROT_READ | ProtFlags::PROT_WRITE;
         let ptr = match dir {
             None => {
@@ -87,6 +95,7 @@ impl Scoreboard {
         let free = (0..CAPACITY).rev().collect();
         Ok(Scoreboard {
             base: ptr.cast(),
+            stride,
             free,
         })
     }
@@ -117,10 +126,47 @@ impl Scoreboard {
 
     pub fn slot(&self, idx: usize) -> &Slot {
         assert!(idx < CAPACITY);
-        // SAFETY: idx is in bounds of the mapping, which lives as long as self;
-        // all fields are atomics, so shared access across processes is sound.
-        unsafe { &*self.base.as_ptr().add(idx) }
+        // SAFETY: idx is in bounds of the mapping, which lives as long as self,
+        // and each slot starts a page (aligned for Slot); all fields are
+        // atomics, so shared access across processes is sound.
+        unsafe { &*self.base.as_ptr().add(idx * self.stride).cast::<Slot>() }
     }
+
+    /// In a freshly forked worker, before it runs: unmap every slot but
+    /// `idx` (its own), so that this process can no longer touch another
+    /// worker's. Any later access to another slot is a fault, so only the
+    /// worker's own slot may be used from here on.
+    pub fn confine(&self, idx: usize) -> Result<(), String> {
+        assert!(idx < CAPACITY);
+        let unmap = |from: usize, slots: usize| {
+            if slots == 0 {
+                return Ok(());
+            }
+            // SAFETY: the range lies inside our mapping and starts on a page
+            // boundary; no reference into it is used again (see above).
+            unsafe {
+                munmap(
+                    self.base.add(from * self.stride).cast(),
+                    slots * self.stride,
+                )
+            }
+            .map_err(|e| format!("cannot unmap the other workers' scoreboard slots: {e}"))
+        };
+        unmap(0, idx)?;
+        unmap(idx + 1, CAPACITY - idx - 1)
+    }
+}
+
+/// Bytes between slots: the page size (or a multiple of it, were a slot
+/// ever bigger), so that each slot can be unmapped on its own.
+fn slot_stride() -> usize {
+    let page = nix::unistd::sysconf(nix::unistd::SysconfVar::PAGE_SIZE)
+        .ok()
+        .flatten()
+        .and_then(|p| usize::try_from(p).ok())
+        .filter(|&p| p > 0)
+        .unwrap_or(4096);
+    std::mem::size_of::<Slot>().div_ceil(page) * page
 }
 
 impl Slot {
@@ -191,6 +237,52 @@ mod tests {
         board.release(idx);
         let again = board.allocate().unwrap();
         assert!(!board.slot(again).booted(), "a reused slot starts clean");
+    }
+
+    /// A confined worker reaches its own slot and faults on any other.
+    #[test]
+    fn a_confined_child_cannot_touch_another_slot() {
+        let mut board = Scoreboard::new(None).unwrap();
+        let own = board.allocate().unwrap();
+        let other = board.allocate().unwrap();
+        let run = |touch: usize| {
+            // SAFETY: the child only unmaps, touches one slot and exits.
+            match unsafe { nix::unistd::fork() }.unwrap() {
+                nix::unistd::ForkResult::Child => {
+                    if board.confine(own).is_err() {
+                        unsafe { libc::_exit(2) };
+                    }
+                    board.slot(touch).beat();
+                    unsafe { libc::_exit(0) };
+                }
+                nix::unistd::ForkResult::Parent { child } => {
+                    nix::sys::wait::waitpid(child, None).unwrap()
+                }
+            }
+        };
+        assert!(matches!(run(own), nix::sys::wait::WaitStatus::Exited(_, 0)));
+        assert!(
+            matches!(
+                run(other),
+                nix::sys::wait::WaitStatus::Signaled(_, nix::sys::signal::Signal::SIGSEGV, _)
+            ),
+            "writing another worker's slot must fault"
+        );
+        // The edges: the first and the last slot.
+        for idx in [0, CAPACITY - 1] {
+            // SAFETY: as above.
+            match unsafe { nix::unistd::fork() }.unwrap() {
+                nix::unistd::ForkResult::Child => {
+                    let code = if board.confine(idx).is_ok() { 0 } else { 2 };
+                    board.slot(idx).beat();
+                    unsafe { libc::_exit(code) };
+                }
+                nix::unistd::ForkResult::Parent { child } => assert_eq!(
+                    nix::sys::wait::waitpid(child, None).unwrap(),
+                    nix::sys::wait::WaitStatus::Exited(child, 0)
+                ),
+            }
+        }
     }
 
     #[test]

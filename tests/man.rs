@@ -560,6 +560,16 @@ fn gunicornctl_page() -> String {
                  is not given, so the same --pid and --name (and environment) find the same \
                  daemon.",
             )
+            .para(
+                "Before it sends anything, gunicornctl checks that the socket belongs to root or \
+                 to the user gunicornctl runs as, and that its directory belongs to one of them \
+                 and cannot be written to by anyone else (unless it has the sticky bit, as /tmp \
+                 has); a symbolic link must belong to one of them too, and so must its \
+                 target's directory. Whoever owns the socket, or can replace it, could pose as \
+                 the server. When the check fails, gunicornctl says what it found and exits 3; \
+                 to control a server that runs as another user, run gunicornctl as that user \
+                 (sudo -u USER gunicornctl ...).",
+            )
             .render(),
     );
 
@@ -575,7 +585,8 @@ fn gunicornctl_page() -> String {
                 (EXIT_USAGE.to_string(), "Usage error."),
                 (
                     EXIT_UNREACHABLE.to_string(),
-                    "The daemon could not be reached (no socket, nobody listening).",
+                    "The daemon could not be reached (no socket, nobody listening), or its \
+                     socket is not one gunicornctl trusts (see SOCKET PATH).",
                 ),
             ])
             .render(),

@@ -208,7 +208,8 @@ fn the_new_master_gets_the_listeners_and_the_channel_and_nothing_else() {
     assert!(socket_inode(new, 4).is_some(), "fd 4: the upgrade channel");
     // Everything else is what any master opens for itself (whatever else
     // the old master inherited from whoever started it does not cross):
-    // 0-2, the signal and worker pipes, the event loop, the control socket.
+    // 0-2, the signal pipe, the worker channel (a socket pair), the event
+    // loop, the control socket.
     let mut fds: Vec<(i32, String)> = fs::read_dir(format!("/proc/{new}/fd"))
         .unwrap()
         .filter_map(|e| {
@@ -227,8 +228,8 @@ fn the_new_master_gets_the_listeners_and_the_channel_and_nothing_else() {
             "socket",
             "pipe",
             "pipe",
-            "pipe",
-            "pipe",
+            "socket",
+            "socket",
             "anon_inode",
             "socket",
             "anon_inode"

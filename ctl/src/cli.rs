@@ -19,7 +19,10 @@ Exit status:
   0  done
   1  the command was refused or failed, or --wait timed out
   2  usage error
-  3  cannot reach the daemon
+  3  cannot reach the daemon (or its socket is not one to trust)
+
+gunicornctl sends nothing to a socket that is not owned by root or by its
+own user, or whose directory another user could write to.
 
 Python gunicorn >= 25.1 can be driven too (-s to its control socket) for
 status, workers, stats, listeners, config, scale, reload, reopen, kill, stop

@@ -15,6 +15,7 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use crate::error::CtlError;
+use crate::trust;
 
 /// How long a single reply may take. The master answers from its event
 /// loop, so anything slower means it is stuck (gunicornc waits 30 s too).
@@ -169,6 +170,8 @@ impl Client {
                         self.path.display()
                     )))
                 }
+                // Another socket took its place: never retried.
+                Err(e @ CtlError::Untrusted { .. }) => return Err(e),
                 Err(_) => thread::sleep(RECONNECT_PAUSE),
             }
         }
@@ -229,7 +232,10 @@ impl Client {
     }
 }
 
+/// Connects to `path` once [`trust::check_socket`] says it may (nothing is
+/// sent to a socket it refuses).
 fn connect(path: &Path, reply_timeout: Duration) -> Result<UnixStream, CtlError> {
+    trust::check_socket(path)?;
     let stream = UnixStream::connect(path).map_err(|e| CtlError::unreachable(path, e))?;
     stream
         .set_read_timeout(Some(reply_timeout))

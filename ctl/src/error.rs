@@ -13,13 +13,17 @@ pub const EXIT_OK: u8 = 0;
 pub const EXIT_FAILED: u8 = 1;
 /// Exit status: bad command line (clap uses the same code).
 pub const EXIT_USAGE: u8 = 2;
-/// Exit status: the daemon could not be reached at all.
+/// Exit status: the daemon could not be reached at all (or its socket is
+/// not one gunicornctl trusts).
 pub const EXIT_UNREACHABLE: u8 = 3;
 
 #[derive(Debug)]
 pub enum CtlError {
     /// Connecting to the socket failed.
     Unreachable { path: PathBuf, source: io::Error },
+    /// The socket, or where it lives, belongs to someone gunicornctl does
+    /// not trust (`trust.rs`): nothing was sent.
+    Untrusted { path: PathBuf, reason: String },
     /// Connected, but the conversation broke off or made no sense.
     Connection {
         path: PathBuf,
@@ -44,7 +48,7 @@ impl CtlError {
 
     pub fn exit_code(&self) -> u8 {
         match self {
-            CtlError::Unreachable { .. } => EXIT_UNREACHABLE,
+            CtlError::Unreachable { .. } | CtlError::Untrusted { .. } => EXIT_UNREACHABLE,
             CtlError::Connection { .. }
             | CtlError::Refused { .. }
             | CtlError::Failed(_)
@@ -85,6 +89,13 @@ impl fmt::Display for CtlError {
                 path.display(),
                 why_unreachable(source)
             ),
+            CtlError::Untrusted { path, reason } => {
+                write!(
+                    f,
+                    "refusing to use the control socket {}: {reason}",
+                    path.display()
+                )
+            }
             CtlError::Connection {
                 path,
                 source: ProtocolError::Io(e),

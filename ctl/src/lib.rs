@@ -20,6 +20,7 @@ mod events;
 pub mod pool;
 mod procfs;
 pub mod render;
+mod trust;
 mod upgrade;
 mod wait;
 

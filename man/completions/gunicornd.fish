@@ -30,6 +30,8 @@ complete -c gunicornd -l hook -d 'Run a shell command on a server event. NAME is
 complete -c gunicornd -s p -l pid -d 'Write the master\'s pid to this file [default: none]' -r -F
 complete -c gunicornd -l control-socket -d 'Path of the control socket used by gunicornctl [default: $XDG_RUNTIME_DIR/gunicornd.ctl, else PIDFILE.ctl with --pid, else /tmp/gunicornd-UID/NAME.ctl]' -r -F
 complete -c gunicornd -l control-socket-mode -d 'Permissions of the control socket, in octal [default: 0600]' -r
+complete -c gunicornd -l control-socket-allow -d 'Also let this user (a name or a uid) use the control socket; root and the server\'s own user always may, anyone else is refused as soon as it connects. Repeatable [default: none]' -r
+complete -c gunicornd -l control-socket-max-clients -d 'Most control socket connections open at once (never more than a quarter of the open-files limit); when all are taken, the one idle the longest is closed to make room [default: 256]' -r
 complete -c gunicornd -l preload -d 'Load the application code before the worker processes are forked: saves memory and speeds up booting. Without it each worker loads the app itself, so replacing the workers loads new code. For Python module:callable apps; built-in apps ignore it [default: off]'
 complete -c gunicornd -s D -l daemon -d 'Detach from the terminal and run in the background [default: off]'
 complete -c gunicornd -l no-control-socket -d 'Do not open a control socket [default: off]'

@@ -41,11 +41,13 @@ impl Arbiter {
         }
     }
 
-    /// Close idle clients; return requests left over from earlier passes.
+    /// Close clients that are idle or too slow; accept the connections an
+    /// earlier pass left waiting; return requests left over from earlier
+    /// passes.
     pub(super) fn control_housekeeping(&mut self, now: Instant) -> Vec<Incoming> {
         match self.control.as_mut() {
             Some(ctl) => {
-                ctl.expire_idle(self.poll.registry(), now);
+                ctl.expire(self.poll.registry(), now);
                 ctl.serve_backlog(self.poll.registry())
             }
             None => Vec::new(),

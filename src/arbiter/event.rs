@@ -14,7 +14,8 @@ pub enum Event {
     Signal(Signal),
     /// A request read from a control-socket client.
     Control(Incoming),
-    /// A record from the worker pipe.
+    /// A message on the worker channel; `pid` is its sender as the kernel
+    /// reported it (SCM_CREDENTIALS), whatever process that is.
     WorkerMessage { pid: Pid, msg: WorkerMsg },
     /// A child was reaped (a worker, a hook, or an orphan when PID 1).
     ChildExited(WaitStatus),

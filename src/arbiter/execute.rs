@@ -126,12 +126,20 @@ impl Arbiter {
         };
         match forked {
             Ok(ForkResult::Child) => {
+                // First, before any of the worker's code: this process may
+                // reach its own scoreboard slot and no other.
+                if let Err(e) = self.scoreboard.confine(slot) {
+                    tracing::error!("Exception in worker process: {e}");
+                    // SAFETY: ends the forked child at once; nothing of it
+                    // has run yet.
+                    unsafe { libc::_exit(crate::worker::WORKER_BOOT_ERROR) }
+                }
                 let setup = WorkerSetup {
                     age,
                     master_pid: self.pid,
                     listeners: &self.listeners,
                     slot: self.scoreboard.slot(slot),
-                    notify_fd: std::os::fd::AsRawFd::as_raw_fd(&self.notify_write),
+                    notify_fd: std::os::fd::AsRawFd::as_raw_fd(&self.worker_sender),
                     settings: &self.settings,
                     max_requests,
                     master_fds: self.master_fds(),

@@ -63,6 +63,10 @@ const SIGNALS: Token = Token(0);
 const WORKER_MSGS: Token = Token(1);
 const CONTROL: Token = Token(2);
 
+/// Worker messages read per pass of the loop: a worker that floods the
+/// channel takes turns with everything else the master does.
+const MESSAGES_PER_PASS: usize = 64;
+
 pub struct Arbiter {
     loader: Loader,
     settings: Settings,
@@ -80,9 +84,13 @@ pub struct Arbiter {
     scoreboard: Scoreboard,
     poll: Poll,
     sigpipe: SignalPipe,
-    notify_read: OwnedFd,
-    notify_write: OwnedFd,
-    notify_buf: Vec<u8>,
+    /// The worker channel (`worker/notify.rs`): the master's receiving end,
+    /// and the sending end every worker inherits.
+    worker_messages: OwnedFd,
+    worker_sender: OwnedFd,
+    /// Messages may be waiting on the worker channel: a pass reads at most
+    /// [`MESSAGES_PER_PASS`] of them, the next pass goes on.
+    worker_messages_pending: bool,
     started_at: Instant,
     hooks: Hooks,
     pidfile: Option<Pidfile>,
@@ -277,11 +285,8 @@ impl Arbiter {
             &[("GUNICORND_WORKERS", settings.workers.to_string())],
         );
         let scoreboard = Scoreboard::new(settings.worker_tmp_dir.as_deref())?;
-        let (notify_read, notify_write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
-            .map_err(|e| format!("cannot create the worker pipe: {e}"))?;
-        // Only the master's end: a worker's write blocks rather than fails.
-        crate::fd::set_nonblocking(&notify_read)
-            .map_err(|e| format!("cannot set up the worker pipe: {e}"))?;
+        let (worker_messages, worker_sender) =
+            notify::channel().map_err(|e| format!("cannot create the worker channel: {e}"))?;
         let poll = Poll::new().map_err(|e| format!("cannot create the event loop: {e}"))?;
         poll.registry()
             .register(
@@ -292,7 +297,7 @@ impl Arbiter {
             .map_err(|e| format!("event loop: {e}"))?;
         poll.registry()
             .register(
-                &mut SourceFd(&notify_read.as_raw_fd()),
+                &mut SourceFd(&worker_messages.as_raw_fd()),
                 WORKER_MSGS,
                 Interest::READABLE,
             )
@@ -341,9 +346,9 @@ impl Arbiter {
             scoreboard,
             poll,
             sigpipe,
-            notify_read,
-            notify_write,
-            notify_buf: Vec::new(),
+            worker_messages,
+            worker_sender,
+            worker_messages_pending: false,
             started_at: Instant::now(),
             hooks,
             pidfile: pidfile.disarm(),
@@ -369,6 +374,7 @@ impl Arbiter {
     /// [`Arbiter::handle`]. Returns why it ended.
     fn run_loop(&mut self) -> Halt {
         let mut events = Events::with_capacity(64);
+        let mut client_events: Vec<(Token, bool, bool)> = Vec::with_capacity(64);
         self.handle(Event::EndOfPass);
         loop {
             let timeout = self
@@ -380,6 +386,11 @@ impl Arbiter {
                     self.command(Command::Stop { graceful: false });
                 }
             }
+            // The master's own inputs first, the control socket's clients
+            // after them: however many connections or requests arrive,
+            // signals (reload, reopen, stop), worker messages and the
+            // upgrade channel are never queued behind them.
+            client_events.clear();
             for event in events.iter() {
                 match event.token() {
                     SIGNALS => {
@@ -387,21 +398,24 @@ impl Arbiter {
                             self.handle(Event::Signal(sig));
                         }
                     }
-                    WORKER_MSGS => {
-                        for (pid, msg) in self.read_worker_messages() {
-                            self.handle(Event::WorkerMessage { pid, msg });
-                        }
-                    }
-                    CONTROL => self.accept_control_clients(),
+                    WORKER_MSGS => self.worker_messages_pending = true,
                     upgrade::CHANNEL => self.channel_ready(),
                     upgrade::OLD_MASTER => self.old_master_exited(),
-                    token => {
-                        for request in
-                            self.control_ready(token, event.is_readable(), event.is_writable())
-                        {
-                            self.handle(Event::Control(request));
-                        }
-                    }
+                    token => client_events.push((token, event.is_readable(), event.is_writable())),
+                }
+            }
+            if self.worker_messages_pending {
+                for (pid, msg) in self.read_worker_messages() {
+                    self.handle(Event::WorkerMessage { pid, msg });
+                }
+            }
+            for &(token, readable, writable) in &client_events {
+                if token == CONTROL {
+                    self.accept_control_clients();
+                    continue;
+                }
+                for request in self.control_ready(token, readable, writable) {
+                    self.handle(Event::Control(request));
                 }
             }
             // Reap on every pass, not only on SIGCHLD: a wake-up byte can be
@@ -524,6 +538,9 @@ impl Arbiter {
             .pool
             .next_deadline(now, |w| observe(kind, &self.scoreboard, w, timeout));
         let mut consider = |t: Instant| next = Some(next.map_or(t, |n: Instant| n.min(t)));
+        if self.worker_messages_pending {
+            consider(now);
+        }
         if let Some(ctl) = &self.control {
             if ctl.has_backlog() {
                 consider(now);
@@ -541,20 +558,31 @@ impl Arbiter {
         next
     }
 
+    /// Up to [`MESSAGES_PER_PASS`] messages from the worker channel, each
+    /// with the pid the kernel says sent it (whether that is a worker is
+    /// `Pool::worker_message`'s to judge); notes whether more may wait.
+    /// Datagrams that are no message are logged and dropped here.
     fn read_worker_messages(&mut self) -> Vec<(Pid, notify::WorkerMsg)> {
-        let mut buf = [0u8; 4096];
-        loop {
-            match nix::unistd::read(&self.notify_read, &mut buf) {
-                Ok(0) => break,
-                Ok(n) => self.notify_buf.extend_from_slice(&buf[..n]),
-                Err(nix::errno::Errno::EINTR) => continue,
-                Err(_) => break,
+        let mut messages = Vec::new();
+        for _ in 0..MESSAGES_PER_PASS {
+            match notify::receive(&self.worker_messages) {
+                Ok(Some(notify::Received::Message(pid, msg))) => messages.push((pid, msg)),
+                Ok(Some(notify::Received::Ignored(what))) => {
+                    tracing::warn!("Ignoring {what}");
+                }
+                Ok(None) => {
+                    self.worker_messages_pending = false;
+                    return messages;
+                }
+                Err(e) => {
+                    tracing::error!("Cannot read the worker channel: {e}");
+                    self.worker_messages_pending = false;
+                    return messages;
+                }
             }
         }
-        notify::decode_all(&mut self.notify_buf)
-            .into_iter()
-            .map(|(pid, msg)| (Pid::from_raw(pid as i32), msg))
-            .collect()
+        self.worker_messages_pending = true;
+        messages
     }
 
     /// Leave: stop what is left, log why, report the exit status.
@@ -635,7 +663,7 @@ impl Arbiter {
 
     /// Descriptors a forked worker must close (they are the master's).
     fn master_fds(&self) -> Vec<RawFd> {
-        let mut fds = vec![self.poll.as_raw_fd(), self.notify_read.as_raw_fd()];
+        let mut fds = vec![self.poll.as_raw_fd(), self.worker_messages.as_raw_fd()];
         fds.extend(self.sigpipe.fds());
         // Sockets parked by a reload belong to the old generation only.
         fds.extend(self.parked_listeners.iter().map(Listener::raw_fd));
@@ -783,10 +811,19 @@ fn control_socket_path(settings: &Settings) -> Option<PathBuf> {
     }))
 }
 
+/// Who may use the control socket, and how many at once.
+fn control_access(settings: &Settings) -> crate::control::server::Access {
+    crate::control::server::Access {
+        allowed_uids: settings.control_socket_allow.clone(),
+        max_clients: settings.control_socket_max_clients,
+    }
+}
+
 /// Bind the control socket at `path`. Failing is a warning, never fatal
 /// (gunicorn's default-on socket broke read-only containers).
 fn open_control_socket(path: &Path, settings: &Settings, pid: Pid) -> Option<ControlServer> {
-    match ControlServer::bind(path, settings.control_socket_mode, CONTROL.0) {
+    let access = control_access(settings);
+    match ControlServer::bind(path, settings.control_socket_mode, CONTROL.0, access) {
         Ok(server) => {
             tracing::info!("Control socket listening at {} ({})", path.display(), pid);
             Some(server)

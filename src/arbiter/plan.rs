@@ -648,11 +648,20 @@ impl Pool {
         self.next_spawn_at.is_none_or(|t| now >= t)
     }
 
+    /// A message from `pid`, as the kernel identified the sender: only a
+    /// worker's own messages count, and a worker boots once.
     pub fn worker_message(&mut self, pid: Pid, msg: WorkerMsg, now: Instant) {
         let Some(w) = self.workers.get_mut(pid) else {
+            self.log(
+                Level::Warn,
+                format!(
+                    "Ignoring a worker message ({msg:?}) from pid {pid}, which is not one of this master's workers"
+                ),
+            );
             return;
         };
         match msg {
+            WorkerMsg::Booted if w.booted_at.is_some() => {}
             WorkerMsg::Booted => {
                 w.booted_at = Some(now);
                 let generation = w.generation;

@@ -12,7 +12,7 @@
 //!   reload completes (the old workers still accept on them, and a rollback
 //!   takes them back).
 
-use super::{limits, Arbiter, Outcome};
+use super::{control_access, limits, Arbiter, Outcome};
 use crate::config::Settings;
 use crate::listeners::{self, Listener, ListenerSpec};
 
@@ -59,6 +59,9 @@ impl Arbiter {
             tracing::error!("Cannot reopen log files: {e}");
         }
         self.hooks.set_commands(&new.hooks);
+        if let Some(ctl) = self.control.as_mut() {
+            ctl.set_access(control_access(&new));
+        }
         Ok(new)
     }
 
@@ -136,6 +139,9 @@ impl Arbiter {
         }
         self.close_parked_listeners();
         self.hooks.set_commands(&prev.hooks);
+        if let Some(ctl) = self.control.as_mut() {
+            ctl.set_access(control_access(&prev));
+        }
         self.settings = prev;
         if let Err(e) =
             crate::log::reconfigure(&crate::log::LogConfig::from_settings(&self.settings))

@@ -529,6 +529,35 @@ fn max_requests_recycling_starts_the_replacement_first() {
     assert!(signals(&sim.tick()).is_empty());
 }
 
+// --- worker messages -------------------------------------------------------
+
+#[test]
+fn messages_count_only_from_a_worker_and_a_worker_boots_once() {
+    let mut sim = serving(1);
+    let worker = sim.pids(|_| true)[0];
+    // The kernel names the sender: a pid that is no worker speaks for
+    // nobody, whatever it says.
+    let stranger = Pid::from_raw(worker.as_raw() + 1000);
+    sim.pool
+        .worker_message(stranger, WorkerMsg::Recycle, sim.now);
+    let out = sim.tick();
+    assert!(has_log(
+        &out,
+        Level::Warn,
+        &format!("from pid {stranger}, which is not one of this master's workers")
+    ));
+    assert_eq!(spawns(&out), 0, "nothing is replaced");
+    assert!(sim.pool.workers.iter().all(|w| w.replace.is_none()));
+    // A second "booted" from the worker changes nothing and emits nothing.
+    sim.pool.worker_message(worker, WorkerMsg::Booted, sim.now);
+    let out = sim.run();
+    assert!(
+        !out.iter()
+            .any(|a| matches!(a, Action::Emit(EventKind::WorkerBooted { .. }))),
+        "{out:?}"
+    );
+}
+
 // --- heartbeat -------------------------------------------------------------
 
 #[test]

@@ -25,8 +25,9 @@ worker_connections, max_requests, max_requests_jitter, \
 limit_request_line, limit_request_fields, limit_request_field_size, raw_env, \
 chdir, pythonpath, preload_app, user, group, umask, proc_name, \
 worker_tmp_dir, accesslog, access_log_format, errorlog, loglevel, daemon, \
-pidfile, control_socket, control_socket_mode, control_socket_disable and \
-app, plus a [hooks] table. --print-config prints one with every setting.
+pidfile, control_socket, control_socket_mode, control_socket_disable, \
+control_socket_allow, control_socket_max_clients and app, plus a [hooks] \
+table. --print-config prints one with every setting.
 
 GUNICORN_CMD_ARGS holds more options in the command line's syntax, split like \
 a shell would (e.g. GUNICORN_CMD_ARGS=\"--workers 4 --bind 0.0.0.0:80\").";
@@ -267,6 +268,22 @@ pub struct Cli {
     #[arg(long = "no-control-socket", action = ArgAction::SetTrue)]
     pub control_socket_disable: bool,
 
+    /// Also let this user (a name or a uid) use the control socket; root
+    /// and the server's own user always may, anyone else is refused as
+    /// soon as it connects. Repeatable [default: none]
+    #[arg(long = "control-socket-allow", value_name = "USER", value_parser = values::user)]
+    pub control_socket_allow: Option<Vec<u32>>,
+
+    /// Most control socket connections open at once (never more than a
+    /// quarter of the open-files limit); when all are taken, the one idle
+    /// the longest is closed to make room [default: 256]
+    #[arg(
+        long = "control-socket-max-clients",
+        value_name = "INT",
+        value_parser = values::positive_count
+    )]
+    pub control_socket_max_clients: Option<usize>,
+
     /// Check the configuration and the app name, then exit: status 0 if
     /// valid, 1 (with the error) if not
     #[arg(long = "check-config", action = ArgAction::SetTrue)]
@@ -348,6 +365,10 @@ mod tests {
         expect(
             "control_socket_mode",
             values::format_mode(defaults::CONTROL_SOCKET_MODE),
+        );
+        expect(
+            "control_socket_max_clients",
+            defaults::CONTROL_SOCKET_MAX_CLIENTS.to_string(),
         );
         let socket = help_of("control_socket");
         assert!(

@@ -35,6 +35,9 @@ pub const ACCESS_LOG_FORMAT: &str =
 pub const ERRORLOG: &str = "-";
 pub const LOGLEVEL: &str = "info";
 pub const CONTROL_SOCKET_MODE: u32 = 0o600;
+/// Control socket connections open at once (the master lowers it to a
+/// quarter of its open-files limit if that is less).
+pub const CONTROL_SOCKET_MAX_CLIENTS: usize = 256;
 /// File name of the default control socket in `$XDG_RUNTIME_DIR` (the full
 /// rule is `crate::control::paths::default_socket_path`).
 pub use crate::control::paths::XDG_SOCKET_NAME as CONTROL_SOCKET_NAME;

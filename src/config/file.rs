@@ -243,6 +243,24 @@ impl Entry<'_> {
         }
     }
 
+    /// Users or groups: one as [`Entry::id`] takes it, or an array of them.
+    fn ids(&self, parse: fn(&str) -> Result<u32, String>) -> Result<Vec<u32>, ConfigError> {
+        match self.value {
+            Value::Array(items) => items
+                .iter()
+                .map(|value| {
+                    let item = Entry {
+                        key: self.key,
+                        value,
+                        origin: self.origin.clone(),
+                    };
+                    item.id(parse)
+                })
+                .collect(),
+            _ => self.id(parse).map(|id| vec![id]),
+        }
+    }
+
     fn boolean(&self) -> Result<bool, ConfigError> {
         match self.value {
             Value::Boolean(b) => Ok(*b),
@@ -354,6 +372,10 @@ fn apply(layer: &mut Cli, e: &Entry<'_>) -> Result<(), ConfigError> {
         "control_socket" => layer.control_socket = Some(e.path()?),
         "control_socket_mode" => layer.control_socket_mode = Some(e.mode()?),
         "control_socket_disable" => layer.control_socket_disable = e.boolean()?,
+        "control_socket_allow" => layer.control_socket_allow = Some(e.ids(values::user)?),
+        "control_socket_max_clients" => {
+            layer.control_socket_max_clients = Some(e.number(values::positive_count)?)
+        }
         "hooks" => layer.hooks = Some(e.hooks()?),
         _ => {
             return Err(ConfigError::new(format!(
@@ -391,7 +413,8 @@ mod tests {
         let f = parse_str(
             "workers = 3\nbind = \"unix:/tmp/s\"\numask = \"0022\"\ndaemon = true\n\
              control_socket_mode = 0o660\nenv = [\"A=1\"]\nname = \"web\"\n\
-             upgrade_timeout = \"0x10\"\n[hooks]\non_exit = \"echo bye\"\n",
+             upgrade_timeout = \"0x10\"\ncontrol_socket_allow = [\"root\", 65534]\n\
+             control_socket_max_clients = 64\n[hooks]\non_exit = \"echo bye\"\n",
         )
         .unwrap();
         assert_eq!(f.layer.workers, Some(3));
@@ -402,6 +425,8 @@ mod tests {
         assert_eq!(f.layer.raw_env, Some(vec![("A".into(), "1".into())]));
         assert_eq!(f.layer.proc_name.as_deref(), Some("web"));
         assert_eq!(f.layer.upgrade_timeout, Some(16));
+        assert_eq!(f.layer.control_socket_allow, Some(vec![0, 65534]));
+        assert_eq!(f.layer.control_socket_max_clients, Some(64));
         assert_eq!(
             f.layer.hooks,
             Some(vec![("on_exit".into(), "echo bye".into())])

@@ -309,6 +309,16 @@ impl Loader {
                 defaults::CONTROL_SOCKET_MODE,
             ),
             control_socket_disable: layers.flag(|l| l.control_socket_disable),
+            control_socket_allow: layers.value_or(
+                "control_socket_allow",
+                |l| &l.control_socket_allow,
+                Vec::new(),
+            ),
+            control_socket_max_clients: layers.value_or(
+                "control_socket_max_clients",
+                |l| &l.control_socket_max_clients,
+                defaults::CONTROL_SOCKET_MAX_CLIENTS,
+            ),
         })
     }
 
@@ -692,6 +702,12 @@ mod tests {
             "--control-socket-mode",
             "660",
             "--no-control-socket",
+            "--control-socket-allow",
+            "0",
+            "--control-socket-allow",
+            "65534",
+            "--control-socket-max-clients",
+            "0x20",
             "--limit-request-line",
             "0",
             "--limit-request-fields",
@@ -717,6 +733,8 @@ mod tests {
         assert_eq!(again, printed);
         assert_eq!(again.umask, 0o27);
         assert_eq!(again.control_socket_mode, 0o660);
+        assert_eq!(again.control_socket_allow, [0, 65534]);
+        assert_eq!(again.control_socket_max_clients, 32);
         assert_eq!(again.limit_request_fields, values::MAX_HEADERS);
         assert_eq!(again.upgrade_timeout, 90);
         assert_eq!(

@@ -114,4 +114,10 @@ pub struct Settings {
     pub control_socket: Option<PathBuf>,
     pub control_socket_mode: u32,
     pub control_socket_disable: bool,
+    /// Uids besides root and the server's own that may use the control
+    /// socket.
+    pub control_socket_allow: Vec<u32>,
+    /// As configured; the control socket lowers it to what the open-files
+    /// limit allows.
+    pub control_socket_max_clients: usize,
 }

@@ -78,6 +78,19 @@ impl Settings {
             "control_socket_disable",
             Value::Boolean(self.control_socket_disable),
         );
+        out.value(
+            "control_socket_allow",
+            Value::Array(
+                self.control_socket_allow
+                    .iter()
+                    .map(|&uid| Value::Integer(i64::from(uid)))
+                    .collect(),
+            ),
+        );
+        out.int(
+            "control_socket_max_clients",
+            self.control_socket_max_clients as i64,
+        );
         // A table must come after the top-level keys.
         out.text.push_str("\n[hooks]\n");
         for (name, command) in &self.hooks {

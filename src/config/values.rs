@@ -78,6 +78,15 @@ pub fn positive_int(s: &str) -> Result<usize, String> {
     }
 }
 
+/// A count of at least one with no upper bound of its own
+/// (`--control-socket-max-clients`).
+pub fn positive_count(s: &str) -> Result<usize, String> {
+    match parse_int(s) {
+        Ok(n) if n >= 1 => usize::try_from(n).map_err(|_| "the number is too large".to_owned()),
+        _ => Err("expected a positive integer".to_owned()),
+    }
+}
+
 /// Zero or more (timeouts, `--max-requests`, limits).
 pub fn non_negative_int(s: &str) -> Result<u64, String> {
     match parse_int(s) {

@@ -32,7 +32,7 @@ pub struct WorkerSetup<'a> {
     pub master_pid: Pid,
     pub listeners: &'a [Listener],
     pub slot: &'a Slot,
-    /// Write end of the worker→master message pipe.
+    /// The sending end of the worker channel (`notify.rs`).
     pub notify_fd: RawFd,
     pub settings: &'a Settings,
     /// Requests before asking to be recycled (jitter applied); 0 = never.
