@@ -57,9 +57,18 @@ pub fn build<'py>(
     set(intern!(py, "SERVER_PROTOCOL"), protocol)?;
     // PATH_INFO is the percent-decoded path, each byte one character
     // (latin-1, PEP 3333), with SCRIPT_NAME cut off its front when there.
-    let script_name: String = match base.get_item("SCRIPT_NAME")? {
-        Some(v) => v.extract()?,
-        None => String::new(),
+    // A SCRIPT_NAME field replaces the environment's, as in gunicorn: the
+    // parser only lets one through from a trusted front end
+    // (`--forwarder-headers`) or with `--header-map dangerous`.
+    let script_name: String = match head.header("SCRIPT_NAME") {
+        Some(v) => {
+            set(intern!(py, "SCRIPT_NAME"), v)?;
+            v.to_owned()
+        }
+        None => match base.get_item("SCRIPT_NAME")? {
+            Some(v) => v.extract()?,
+            None => String::new(),
+        },
     };
     let mut path_info = latin1(&percent_decode(head.path.as_bytes()));
     if !script_name.is_empty() && path_info.starts_with(&script_name) {
@@ -76,12 +85,10 @@ pub fn build<'py>(
     let (server_name, server_port) = server_of(head, scheme);
     set(intern!(py, "SERVER_NAME"), &server_name)?;
     set(intern!(py, "SERVER_PORT"), &server_port)?;
+    // Fields with an underscore in their name are here only if the parser
+    // kept them (`--header-map`, `--forwarder-headers`); they map like the
+    // others, so with `dangerous` `X_Foo` and `X-Foo` share `HTTP_X_FOO`.
     for (name, value) in &head.headers {
-        // gunicorn drops headers with an underscore (they could pass for
-        // a dash-named one).
-        if name.contains('_') {
-            continue;
-        }
         let key = name.to_ascii_uppercase().replace('-', "_");
         let key = match key.as_str() {
             "CONTENT_TYPE" | "CONTENT_LENGTH" => key,

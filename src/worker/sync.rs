@@ -102,6 +102,14 @@ impl<'a, 'b> Server<'a, 'b> {
             request_line: s.limit_request_line,
             fields: s.limit_request_fields,
             field_size: s.limit_request_field_size,
+            rules: crate::http::Rules {
+                permit_unconventional_method: s.permit_unconventional_http_method,
+                casefold_method: s.casefold_http_method,
+                permit_unconventional_version: s.permit_unconventional_http_version,
+                permit_obsolete_folding: s.permit_obsolete_folding,
+                header_map: s.header_map,
+                forwarder_headers: s.forwarder_headers.clone(),
+            },
         };
         // Heartbeat twice per timeout, like gunicorn; without a timeout, still
         // wake now and then to notice an orphaning.
