@@ -201,7 +201,7 @@ fn reload_rebinds_when_the_bind_setting_changed() {
     srv.expect_log("Reload complete: generation 2", Duration::from_secs(15));
     let new_addr = format!("127.0.0.1:{b}");
     assert_eq!(
-        http_request(&new_addr, "GET / HTTP/1.1\r\n\r\n").status,
+        http_request(&new_addr, "GET / HTTP/1.1\r\nHost: x\r\n\r\n").status,
         200
     );
     // No process of this server may still listen on the old port. (A probe

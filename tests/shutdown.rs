@@ -54,8 +54,9 @@ fn int_stops_quickly() {
     let srv =
         Server::start_with_workers(2, &["-w", "2", "--graceful-timeout", "30", "builtin:debug"]);
     let addr = srv.addr().to_string();
-    let _slow =
-        std::thread::spawn(move || try_http_request(&addr, b"GET /?sleep=20 HTTP/1.1\r\n\r\n"));
+    let _slow = std::thread::spawn(move || {
+        try_http_request(&addr, b"GET /?sleep=20 HTTP/1.1\r\nHost: x\r\n\r\n")
+    });
     let t = Instant::now();
     srv.signal(libc::SIGINT);
     assert_eq!(srv.wait_exit(Duration::from_secs(10)), 0);
@@ -69,8 +70,9 @@ fn int_stops_quickly() {
 fn quick_stop_escalates_a_graceful_one() {
     let srv = Server::start_with_workers(1, &["--graceful-timeout", "60", "builtin:debug"]);
     let addr = srv.addr().to_string();
-    let _slow =
-        std::thread::spawn(move || try_http_request(&addr, b"GET /?sleep=30 HTTP/1.1\r\n\r\n"));
+    let _slow = std::thread::spawn(move || {
+        try_http_request(&addr, b"GET /?sleep=30 HTTP/1.1\r\nHost: x\r\n\r\n")
+    });
     expect_within(Duration::from_secs(5), "request in flight", || {
         srv.worker_pids().iter().any(|&p| sleeping_in_app(p))
     });

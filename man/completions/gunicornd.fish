@@ -14,6 +14,8 @@ complete -c gunicornd -l max-requests-jitter -d 'Add a random 0..=INT to each wo
 complete -c gunicornd -l limit-request-line -d 'Maximum size of the HTTP request line in bytes; 0 means unlimited, values above 8190 mean 8190 [default: 4094]' -r
 complete -c gunicornd -l limit-request-fields -d 'Maximum number of HTTP request header fields; 0 or above 32768 means 32768 [default: 100]' -r
 complete -c gunicornd -l limit-request-field_size -l limit-request-field-size -d 'Maximum size of one HTTP request header field in bytes; 0 means 8190 [default: 8190]' -r
+complete -c gunicornd -l header-map -d 'What to do with a request header field whose name has an underscore, which a WSGI environ cannot tell from the same name with a dash: drop it, refuse the request (400), or pass it on (dangerous) [default: drop]' -r
+complete -c gunicornd -l forwarder-headers -d 'Comma-separated header names with underscores that a trusted front end (a unix-socket peer, or 127.0.0.1 or ::1) may send whatever --header-map says; * for any; a SCRIPT_NAME field then sets the WSGI SCRIPT_NAME [default: SCRIPT_NAME,PATH_INFO]' -r
 complete -c gunicornd -s e -l env -d 'Set an environment variable for the workers. Repeatable [default: none]' -r
 complete -c gunicornd -l chdir -d 'Change to this directory before loading the app; relative paths in other settings are taken from there [default: the current directory]' -r -F
 complete -c gunicornd -l pythonpath -d 'A comma-separated list of directories to add to the Python path, e.g. /home/djangoprojects/myproject,/home/python/mylibrary; relative ones are taken from --chdir. For Python module:callable apps; built-in apps ignore it [default: none]' -r -f -a "(__fish_complete_directories)"
@@ -32,6 +34,10 @@ complete -c gunicornd -l control-socket -d 'Path of the control socket used by g
 complete -c gunicornd -l control-socket-mode -d 'Permissions of the control socket, in octal [default: 0600]' -r
 complete -c gunicornd -l control-socket-allow -d 'Also let this user (a name or a uid) use the control socket; root and the server\'s own user always may, anyone else is refused as soon as it connects. Repeatable [default: none]' -r
 complete -c gunicornd -l control-socket-max-clients -d 'Most control socket connections open at once (never more than a quarter of the open-files limit); when all are taken, the one idle the longest is closed to make room [default: 256]' -r
+complete -c gunicornd -l permit-unconventional-http-method -d 'Accept any RFC 9110 token as the request method, not only 3 to 20 characters without lower case or \'#\' [default: off]'
+complete -c gunicornd -l casefold-http-method -d 'Upper-case the request method once it passed the checks (a lower-case method still needs --permit-unconventional-http-method) [default: off]'
+complete -c gunicornd -l permit-unconventional-http-version -d 'Accept any HTTP/d.d version, not only HTTP/1.0 to HTTP/1.9 [default: off]'
+complete -c gunicornd -l permit-obsolete-folding -d 'Accept obsolete line folding in request header fields: continuation lines are joined to their field with a space (never in Transfer-Encoding or Content-Length) [default: off]'
 complete -c gunicornd -l preload -d 'Load the application code before the worker processes are forked: saves memory and speeds up booting. Without it each worker loads the app itself, so replacing the workers loads new code. For Python module:callable apps; built-in apps ignore it [default: off]'
 complete -c gunicornd -s D -l daemon -d 'Detach from the terminal and run in the background [default: off]'
 complete -c gunicornd -l no-control-socket -d 'Do not open a control socket [default: off]'

@@ -11,6 +11,7 @@ use std::path::PathBuf;
 use clap::{ArgAction, CommandFactory, Parser, ValueHint};
 
 use super::values;
+use crate::http::HeaderMap;
 
 const AFTER_LONG_HELP: &str = "\
 Settings are taken from, lowest to highest precedence: the defaults (where \
@@ -22,8 +23,10 @@ GUNICORN_CMD_ARGS), else ./gunicornd.toml if it exists. It is TOML, and its \
 keys are gunicorn's setting names: bind, backlog, workers, timeout, \
 graceful_timeout, upgrade_timeout, header_timeout, body_timeout, body_buffer, \
 worker_connections, max_requests, max_requests_jitter, \
-limit_request_line, limit_request_fields, limit_request_field_size, raw_env, \
-chdir, pythonpath, preload_app, user, group, umask, proc_name, \
+limit_request_line, limit_request_fields, limit_request_field_size, \
+permit_unconventional_http_method, casefold_http_method, \
+permit_unconventional_http_version, permit_obsolete_folding, header_map, \
+forwarder_headers, raw_env, chdir, pythonpath, preload_app, user, group, umask, proc_name, \
 worker_tmp_dir, accesslog, access_log_format, errorlog, loglevel, daemon, \
 pidfile, control_socket, control_socket_mode, control_socket_disable, \
 control_socket_allow, control_socket_max_clients and app, plus a [hooks] \
@@ -158,6 +161,47 @@ pub struct Cli {
         value_parser = values::limit
     )]
     pub limit_request_field_size: Option<usize>,
+
+    /// Accept any RFC 9110 token as the request method, not only 3 to 20
+    /// characters without lower case or '#' [default: off]
+    #[arg(long = "permit-unconventional-http-method", action = ArgAction::SetTrue)]
+    pub permit_unconventional_http_method: bool,
+
+    /// Upper-case the request method once it passed the checks (a
+    /// lower-case method still needs --permit-unconventional-http-method)
+    /// [default: off]
+    #[arg(long = "casefold-http-method", action = ArgAction::SetTrue)]
+    pub casefold_http_method: bool,
+
+    /// Accept any HTTP/d.d version, not only HTTP/1.0 to HTTP/1.9
+    /// [default: off]
+    #[arg(long = "permit-unconventional-http-version", action = ArgAction::SetTrue)]
+    pub permit_unconventional_http_version: bool,
+
+    /// Accept obsolete line folding in request header fields: continuation
+    /// lines are joined to their field with a space (never in
+    /// Transfer-Encoding or Content-Length) [default: off]
+    #[arg(long = "permit-obsolete-folding", action = ArgAction::SetTrue)]
+    pub permit_obsolete_folding: bool,
+
+    /// What to do with a request header field whose name has an underscore,
+    /// which a WSGI environ cannot tell from the same name with a dash:
+    /// drop it, refuse the request (400), or pass it on (dangerous)
+    /// [default: drop]
+    #[arg(long = "header-map", value_name = "MAP", value_parser = values::header_map)]
+    pub header_map: Option<HeaderMap>,
+
+    /// Comma-separated header names with underscores that a trusted front
+    /// end (a unix-socket peer, or 127.0.0.1 or ::1) may send whatever
+    /// --header-map says; * for any; a SCRIPT_NAME field then sets the
+    /// WSGI SCRIPT_NAME [default: SCRIPT_NAME,PATH_INFO]
+    // `std::vec::Vec`: one value holding the whole list (see pythonpath).
+    #[arg(
+        long = "forwarder-headers",
+        value_name = "NAMES",
+        value_parser = values::forwarder_headers
+    )]
+    pub forwarder_headers: Option<std::vec::Vec<String>>,
 
     /// Set an environment variable for the workers. Repeatable
     /// [default: none]
@@ -358,6 +402,8 @@ mod tests {
             "limit_request_field_size",
             defaults::LIMIT_REQUEST_FIELD_SIZE.to_string(),
         );
+        expect("header_map", defaults::HEADER_MAP.name().to_owned());
+        expect("forwarder_headers", defaults::FORWARDER_HEADERS.join(","));
         expect("umask", defaults::UMASK.to_string());
         expect("access_log_format", defaults::ACCESS_LOG_FORMAT.to_owned());
         expect("errorlog", defaults::ERRORLOG.to_owned());

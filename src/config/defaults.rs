@@ -29,6 +29,8 @@ pub const MAX_REQUESTS_JITTER: u64 = 0;
 pub const LIMIT_REQUEST_LINE: usize = 4094;
 pub const LIMIT_REQUEST_FIELDS: usize = 100;
 pub const LIMIT_REQUEST_FIELD_SIZE: usize = 8190;
+pub const HEADER_MAP: crate::http::HeaderMap = crate::http::HeaderMap::Drop;
+pub use crate::http::DEFAULT_FORWARDER_HEADERS as FORWARDER_HEADERS;
 pub const UMASK: u32 = 0;
 pub const ACCESS_LOG_FORMAT: &str =
     r#"%(h)s %(l)s %(u)s %(t)s "%(r)s" %(s)s %(b)s "%(f)s" "%(a)s""#;

@@ -353,6 +353,19 @@ fn apply(layer: &mut Cli, e: &Entry<'_>) -> Result<(), ConfigError> {
         "limit_request_field_size" => {
             layer.limit_request_field_size = Some(e.number(values::limit)?)
         }
+        "permit_unconventional_http_method" => {
+            layer.permit_unconventional_http_method = e.boolean()?
+        }
+        "casefold_http_method" => layer.casefold_http_method = e.boolean()?,
+        "permit_unconventional_http_version" => {
+            layer.permit_unconventional_http_version = e.boolean()?
+        }
+        "permit_obsolete_folding" => layer.permit_obsolete_folding = e.boolean()?,
+        "header_map" => layer.header_map = Some(e.string(values::header_map)?),
+        // Each string is a comma-separated list, as on the command line.
+        "forwarder_headers" => {
+            layer.forwarder_headers = Some(e.list(values::forwarder_headers)?.concat())
+        }
         "raw_env" | "env" => layer.raw_env = Some(e.list(values::env_pair)?),
         "chdir" => layer.chdir = Some(e.path()?),
         // Each string is a comma-separated list, as on the command line.

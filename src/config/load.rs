@@ -276,6 +276,17 @@ impl Loader {
                 |l| &l.limit_request_field_size,
                 defaults::LIMIT_REQUEST_FIELD_SIZE,
             )),
+            permit_unconventional_http_method: layers.flag(|l| l.permit_unconventional_http_method),
+            casefold_http_method: layers.flag(|l| l.casefold_http_method),
+            permit_unconventional_http_version: layers
+                .flag(|l| l.permit_unconventional_http_version),
+            permit_obsolete_folding: layers.flag(|l| l.permit_obsolete_folding),
+            header_map: layers.value_or("header_map", |l| &l.header_map, defaults::HEADER_MAP),
+            forwarder_headers: layers.value_or(
+                "forwarder_headers",
+                |l| &l.forwarder_headers,
+                defaults::FORWARDER_HEADERS.map(String::from).to_vec(),
+            ),
             raw_env: layers.value_or("raw_env", |l| &l.raw_env, Vec::new()),
             chdir,
             pythonpath: layers.value_or("pythonpath", |l| &l.pythonpath, Vec::new()),
@@ -447,6 +458,7 @@ impl Layers<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::http::HeaderMap;
 
     fn loader(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Loader {
         let args = std::iter::once("gunicornd")
@@ -717,6 +729,14 @@ mod tests {
             "--pythonpath",
             " lib ,/opt/py lib,,",
             "--preload",
+            "--permit-unconventional-http-method",
+            "--casefold-http-method",
+            "--permit-unconventional-http-version",
+            "--permit-obsolete-folding",
+            "--header-map",
+            "Dangerous",
+            "--forwarder-headers",
+            "remote_user,*",
             "--hook",
             "on_exit=echo \"bye\"\n",
             "builtin:debug?boot_sleep=1",
@@ -742,6 +762,68 @@ mod tests {
             [PathBuf::from("lib"), PathBuf::from("/opt/py lib")]
         );
         assert!(again.preload_app);
+        assert!(again.permit_unconventional_http_method && again.casefold_http_method);
+        assert!(again.permit_unconventional_http_version && again.permit_obsolete_folding);
+        assert_eq!(again.header_map, HeaderMap::Dangerous);
+        assert_eq!(again.forwarder_headers, ["REMOTE_USER", "*"]);
+    }
+
+    #[test]
+    fn http_parsing_settings_from_each_source_or_the_default() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = run_settings(&loader(dir.path(), &["builtin:echo"], &[]));
+        assert!(!s.permit_unconventional_http_method && !s.casefold_http_method);
+        assert!(!s.permit_unconventional_http_version && !s.permit_obsolete_folding);
+        assert_eq!(s.header_map, HeaderMap::Drop);
+        assert_eq!(s.forwarder_headers, ["SCRIPT_NAME", "PATH_INFO"]);
+
+        std::fs::write(
+            dir.path().join("gunicornd.toml"),
+            "permit_obsolete_folding = true\nheader_map = \"refuse\"\n\
+             forwarder_headers = [\"remote_user\", \"x_a, x_b\"]\n",
+        )
+        .unwrap();
+        let s = run_settings(&loader(dir.path(), &["builtin:echo"], &[]));
+        assert!(s.permit_obsolete_folding);
+        assert_eq!(s.header_map, HeaderMap::Refuse);
+        assert_eq!(s.forwarder_headers, ["REMOTE_USER", "X_A", "X_B"]);
+        let env = [(
+            "GUNICORN_CMD_ARGS",
+            "--header-map dangerous --forwarder-headers= --casefold-http-method",
+        )];
+        let s = run_settings(&loader(dir.path(), &["builtin:echo"], &env));
+        assert_eq!(s.header_map, HeaderMap::Dangerous);
+        assert!(
+            s.forwarder_headers.is_empty(),
+            "an empty list clears the file's"
+        );
+        assert!(s.casefold_http_method && s.permit_obsolete_folding);
+        let args = ["--header-map", "drop", "builtin:echo"];
+        let s = run_settings(&loader(dir.path(), &args, &env));
+        assert_eq!(s.header_map, HeaderMap::Drop);
+
+        let err = loader(dir.path(), &["--header-map", "keep", "builtin:echo"], &[])
+            .load()
+            .unwrap_err();
+        assert!(
+            err.message
+                .contains("expected one of drop, refuse, dangerous"),
+            "{}",
+            err.message
+        );
+        std::fs::write(
+            dir.path().join("gunicornd.toml"),
+            "forwarder_headers = \"A B\"\n",
+        )
+        .unwrap();
+        let err = loader(dir.path(), &["builtin:echo"], &[])
+            .load()
+            .unwrap_err();
+        assert!(
+            err.message.contains("'A B' is not a header field name"),
+            "{}",
+            err.message
+        );
     }
 
     #[test]

@@ -76,6 +76,21 @@ pub struct Settings {
     pub limit_request_fields: usize,
     /// Normalised (0 means 8190).
     pub limit_request_field_size: usize,
+    /// Any RFC 9110 token is a request method, not only 3 to 20 bytes
+    /// without `[a-z#]`.
+    pub permit_unconventional_http_method: bool,
+    /// Upper-case the request method once it passed the checks.
+    pub casefold_http_method: bool,
+    /// Any `HTTP/d.d` is a version, not only 1.0 to 1.9.
+    pub permit_unconventional_http_version: bool,
+    /// Join obsolete continuation lines to their field instead of refusing
+    /// the request.
+    pub permit_obsolete_folding: bool,
+    /// What happens to a header field whose name has an underscore.
+    pub header_map: crate::http::HeaderMap,
+    /// Underscore header names a trusted peer may send whatever
+    /// `header_map` says: upper case, `*` for any.
+    pub forwarder_headers: Vec<String>,
     /// `KEY=VALUE` pairs from `-e/--env`.
     pub raw_env: Vec<(String, String)>,
     /// Absolute; None = stay in the starting directory.

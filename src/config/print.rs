@@ -45,6 +45,27 @@ impl Settings {
             self.limit_request_field_size as i64,
         );
         out.value(
+            "permit_unconventional_http_method",
+            Value::Boolean(self.permit_unconventional_http_method),
+        );
+        out.value(
+            "casefold_http_method",
+            Value::Boolean(self.casefold_http_method),
+        );
+        out.value(
+            "permit_unconventional_http_version",
+            Value::Boolean(self.permit_unconventional_http_version),
+        );
+        out.value(
+            "permit_obsolete_folding",
+            Value::Boolean(self.permit_obsolete_folding),
+        );
+        out.str("header_map", self.header_map.name());
+        out.value(
+            "forwarder_headers",
+            strings(self.forwarder_headers.iter().cloned()),
+        );
+        out.value(
             "raw_env",
             strings(self.raw_env.iter().map(|(k, v)| format!("{k}={v}"))),
         );

@@ -11,6 +11,7 @@ use std::path::PathBuf;
 use nix::unistd::{Group, User};
 
 use super::bind::parse_address;
+use crate::http::{is_token, HeaderMap};
 
 /// The port used by a bind address that names none.
 pub const DEFAULT_PORT: u16 = 8000;
@@ -153,6 +154,30 @@ pub fn normalize_limit_request_field_size(n: usize) -> usize {
     } else {
         n
     }
+}
+
+/// `--header-map`: `drop`, `refuse` or `dangerous`, case-insensitive.
+pub fn header_map(s: &str) -> Result<HeaderMap, String> {
+    HeaderMap::from_name(s.trim())
+        .ok_or_else(|| format!("expected one of {}", HeaderMap::NAMES.join(", ")))
+}
+
+/// `--forwarder-headers`: gunicorn's comma-separated list of header field
+/// names. Each is trimmed and upper-cased and empty ones are dropped (so
+/// `""` is an empty list, which from a higher source clears a lower one's);
+/// `*` stands for every name.
+pub fn forwarder_headers(s: &str) -> Result<Vec<String>, String> {
+    s.split(',')
+        .map(str::trim)
+        .filter(|name| !name.is_empty())
+        .map(|name| {
+            if name == "*" || is_token(name.as_bytes()) {
+                Ok(name.to_ascii_uppercase())
+            } else {
+                Err(format!("'{name}' is not a header field name"))
+            }
+        })
+        .collect()
 }
 
 /// Highest value accepted for a umask or a file mode.
@@ -377,6 +402,28 @@ mod tests {
         assert_eq!(normalize_limit_request_field_size(0), 8190);
         assert_eq!(normalize_limit_request_field_size(20000), 20000);
         assert!(limit("-1").is_err());
+    }
+
+    #[test]
+    fn parsing_switches() {
+        assert_eq!(header_map("drop"), Ok(HeaderMap::Drop));
+        assert_eq!(header_map(" Refuse "), Ok(HeaderMap::Refuse));
+        assert_eq!(header_map("DANGEROUS"), Ok(HeaderMap::Dangerous));
+        assert_eq!(
+            header_map("keep"),
+            Err("expected one of drop, refuse, dangerous".to_owned())
+        );
+        assert_eq!(
+            forwarder_headers("SCRIPT_NAME, path_info,,"),
+            Ok(vec!["SCRIPT_NAME".to_owned(), "PATH_INFO".to_owned()])
+        );
+        assert_eq!(forwarder_headers("*"), Ok(vec!["*".to_owned()]));
+        assert_eq!(forwarder_headers(" , "), Ok(vec![]));
+        assert_eq!(
+            forwarder_headers("REMOTE USER"),
+            Err("'REMOTE USER' is not a header field name".to_owned())
+        );
+        assert!(forwarder_headers("X:Y").is_err());
     }
 
     #[test]

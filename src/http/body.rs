@@ -4,8 +4,8 @@
 use std::io::{self, Read, Write};
 
 use super::conn::{premature_eof, Connection};
-use super::parse::{parse_header_block, Section};
-use super::text::{find_crlf, find_double_crlf};
+use super::parse::{bare_lf_in_field, parse_header_block, Section};
+use super::text::{find_line_end, find_section_end, line_with_bare_lf};
 use super::{BodyFraming, HttpError};
 
 /// The interim response sent before the first body byte is read from the
@@ -61,6 +61,8 @@ pub struct BodyReader<'c, S: Read + Write> {
     /// Set by `drain` when the client still waits for `100 Continue`: it has
     /// not sent the body and will not be asked to, so the socket is not read.
     withheld: bool,
+    /// The request is a HEAD: a malformed body is answered without a page.
+    head_request: bool,
     trailers: Vec<(String, String)>,
 }
 
@@ -69,6 +71,7 @@ impl<'c, S: Read + Write> BodyReader<'c, S> {
         conn: &'c mut Connection<S>,
         framing: BodyFraming,
         expect_continue: bool,
+        head_request: bool,
     ) -> Self {
         let state = match framing {
             BodyFraming::Length(0) => State::Done,
@@ -81,6 +84,7 @@ impl<'c, S: Read + Write> BodyReader<'c, S> {
             state,
             continue_pending,
             withheld: false,
+            head_request,
             trailers: Vec::new(),
         }
     }
@@ -173,14 +177,24 @@ impl<'c, S: Read + Write> BodyReader<'c, S> {
         Ok(n)
     }
 
-    /// Parses the next chunk-size line, buffering until its CRLF.
+    /// Parses the next chunk-size line, buffering until its CRLF; a bare LF
+    /// is refused as soon as it arrives.
     fn read_chunk_size(&mut self) -> io::Result<u64> {
         let max_line = self.conn.limits().field_size;
         let mut scanned = 0;
         let len = loop {
             let data = self.conn.buffered();
-            if let Some(i) = find_crlf(data, scanned) {
-                break i;
+            match find_line_end(data, scanned) {
+                Ok(Some(i)) => break i,
+                Err(lf) => {
+                    // The LF is in the size or in an extension: say which.
+                    let line = &data[..=lf];
+                    let e = parse_chunk_size_line(line)
+                        .err()
+                        .unwrap_or_else(|| HttpError::invalid_chunk_size(line));
+                    return Err(invalid(e));
+                }
+                Ok(None) => {}
             }
             // gunicorn has no cap here; a size line longer than a header
             // field is not one any client sends.
@@ -188,7 +202,7 @@ impl<'c, S: Read + Write> BodyReader<'c, S> {
                 let line = &data[..max_line.min(64)];
                 return Err(invalid(HttpError::invalid_chunk_size(line)));
             }
-            scanned = data.len().saturating_sub(1);
+            scanned = data.len();
             self.fill()?;
         };
         let size = parse_chunk_size_line(&self.conn.buffered()[..len]).map_err(invalid)?;
@@ -209,7 +223,8 @@ impl<'c, S: Read + Write> BodyReader<'c, S> {
         Ok(())
     }
 
-    /// Reads the trailer section after the last chunk, through its final CRLF.
+    /// Reads the trailer section after the last chunk, through its final
+    /// CRLF; a bare LF is refused as soon as it arrives.
     fn read_trailers(&mut self) -> io::Result<()> {
         let limits = *self.conn.limits();
         let mut scanned = 0;
@@ -219,12 +234,16 @@ impl<'c, S: Read + Write> BodyReader<'c, S> {
                 self.conn.consume(2);
                 return Ok(());
             }
-            if let Some(end) = find_double_crlf(data, scanned) {
-                let block =
-                    parse_header_block(&data[..end], Section::Trailer, &limits).map_err(invalid)?;
-                self.trailers = block.headers;
-                self.conn.consume(end + 4);
-                return Ok(());
+            match find_section_end(data, scanned) {
+                Ok(Some(end)) => {
+                    let block = parse_header_block(&data[..end], Section::Trailer, &limits)
+                        .map_err(invalid)?;
+                    self.trailers = block.headers;
+                    self.conn.consume(end + 4);
+                    return Ok(());
+                }
+                Err(lf) => return Err(invalid(bare_lf_in_field(line_with_bare_lf(data, lf)))),
+                Ok(None) => {}
             }
             // gunicorn leaves trailers unbounded; we apply the header block cap.
             if data.len() > limits.header_block {
@@ -232,7 +251,7 @@ impl<'c, S: Read + Write> BodyReader<'c, S> {
                     "max buffer headers",
                 )));
             }
-            scanned = data.len().saturating_sub(3);
+            scanned = data.len();
             self.fill()?;
         }
     }
@@ -288,7 +307,10 @@ impl<S: Read + Write> Read for BodyReader<'_, S> {
         if out.is_empty() {
             return Ok(0);
         }
-        let result = self.read_body(out);
+        let result = self.read_body(out).map_err(|e| match http_error(&e) {
+            Some(bad) if self.head_request && !bad.bodiless => invalid(bad.clone().without_body()),
+            _ => e,
+        });
         if let Err(e) = &result {
             // Remember protocol failures so a retrying caller cannot read
             // past them into bytes of unknown meaning.

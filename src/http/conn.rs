@@ -6,10 +6,11 @@ use std::io::{self, Read, Write};
 
 use super::body::BodyReader;
 use super::parse::{
-    body_framing, parse_header_block, parse_request_line, EffectiveLimits, Section,
+    bare_lf_in_field, body_framing, parse_header_block, parse_request_line, reconcile_host,
+    EffectiveLimits, RequestLine, Section,
 };
-use super::text::{find_crlf, find_double_crlf};
-use super::{HeadError, Limits, RequestHead};
+use super::text::{find_line_end, find_section_end, latin1, line_with_bare_lf};
+use super::{HeadError, HttpError, Limits, PeerAddr, RequestHead};
 
 /// Initial read buffer. Requests that fit (nearly all) never cause another
 /// allocation; longer heads grow it, bounded by the limits.
@@ -71,55 +72,112 @@ impl<S: Read + Write> Connection<S> {
         self.stream
     }
 
-    /// Reads and validates the request line and header block.
+    /// Reads and validates the request line and header block, for a peer
+    /// that is not trusted with the `--forwarder-headers` fields; see
+    /// [`read_head_from`](Self::read_head_from). (The worker always says
+    /// who the peer is; the tests and the fuzz targets use this.)
+    #[cfg(any(test, feature = "fuzzing"))]
+    pub fn read_head(&mut self, limits: &Limits) -> Result<Option<RequestHead>, HeadError> {
+        self.read_head_trusting(limits, false)
+    }
+
+    /// Reads and validates the request line and header block sent by
+    /// `peer`, which decides whether the `--forwarder-headers` fields are
+    /// kept ([`PeerAddr::is_trusted_forwarder`]).
     ///
     /// - `Ok(None)`: the peer closed before sending a byte (gunicorn logs
     ///   "Closing connection." at debug and closes).
     /// - `Err(HeadError::Io(_))`: the connection failed or the peer closed
     ///   mid-head (`UnexpectedEof`); no response is possible or useful.
     /// - `Err(HeadError::Invalid(e))`: answer with [`super::write_error`].
-    pub fn read_head(&mut self, limits: &Limits) -> Result<Option<RequestHead>, HeadError> {
-        let limits = EffectiveLimits::from(limits);
-        self.limits = limits;
+    ///   A bare LF is refused as soon as it arrives, without waiting for
+    ///   the rest of the head.
+    pub fn read_head_from(
+        &mut self,
+        limits: &Limits,
+        peer: &PeerAddr,
+    ) -> Result<Option<RequestHead>, HeadError> {
+        self.read_head_trusting(limits, peer.is_trusted_forwarder())
+    }
+
+    fn read_head_trusting(
+        &mut self,
+        limits: &Limits,
+        trusted: bool,
+    ) -> Result<Option<RequestHead>, HeadError> {
+        let effective = EffectiveLimits::from(limits);
+        self.limits = effective;
         if self.buffered().is_empty() && self.fill()? == 0 {
             return Ok(None);
         }
 
-        let line_len = self.await_request_line(limits.request_line)?;
-        let line = parse_request_line(&self.buffered()[..line_len])?;
+        let line_len = self.await_request_line(effective.request_line)?;
+        let line = parse_request_line(&self.buffered()[..line_len], &effective)?;
         self.consume(line_len + 2);
 
-        let block_len = self.await_header_block(limits.header_block)?;
+        // From here on the method is known: a HEAD gets its error page
+        // without a body.
+        let head_request = line.method == "HEAD";
+        match self.read_fields(line, limits, &effective, trusted) {
+            Ok(head) => Ok(Some(head)),
+            Err(HeadError::Invalid(e)) if head_request => Err(e.without_body().into()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The rest of the head after the request line: the header block, the
+    /// Host rules and the body framing.
+    fn read_fields(
+        &mut self,
+        line: RequestLine,
+        limits: &Limits,
+        effective: &EffectiveLimits,
+        trusted: bool,
+    ) -> Result<RequestHead, HeadError> {
+        let block_len = self.await_header_block(effective.header_block)?;
+        let forwarders: &[String] = if trusted {
+            &limits.rules.forwarder_headers
+        } else {
+            &[]
+        };
         let block = match block_len {
             0 => Default::default(),
             n => parse_header_block(
                 &self.buffered()[..n],
                 Section::Head {
                     version: line.version,
+                    forwarders,
                 },
-                &limits,
+                effective,
             )?,
         };
         // The block is followed by CRLFCRLF, an empty block by a lone CRLF.
         self.consume(if block_len == 0 { 2 } else { block_len + 4 });
 
-        let framing = body_framing(&block.headers, line.version)?;
-        Ok(Some(RequestHead {
+        let mut headers = block.headers;
+        reconcile_host(&line, &mut headers)?;
+        let framing = body_framing(&headers, line.version)?;
+        Ok(RequestHead {
             method: line.method,
             uri: line.uri,
             path: line.path,
             query: line.query,
             version: line.version,
-            headers: block.headers,
+            headers,
             framing,
             expect_continue: block.expect_continue,
-        }))
+        })
     }
 
     /// The request body (`Length(0)` bodies read as empty at once). See
     /// [`BodyReader`] for `100 Continue` and error reporting.
     pub fn body(&mut self, head: &RequestHead) -> BodyReader<'_, S> {
-        BodyReader::new(self, head.framing, head.expect_continue)
+        BodyReader::new(
+            self,
+            head.framing,
+            head.expects_continue(),
+            head.method == "HEAD",
+        )
     }
 
     /// Buffers until the request line's CRLF and returns the line's length,
@@ -128,18 +186,22 @@ impl<S: Read + Write> Connection<S> {
         let mut scanned = 0;
         loop {
             let data = self.buffered();
-            if let Some(idx) = find_crlf(data, scanned) {
-                if idx > limit {
-                    return Err(super::HttpError::request_line_too_large(idx, limit).into());
+            match find_line_end(data, scanned) {
+                Ok(Some(idx)) if idx > limit => {
+                    return Err(HttpError::request_line_too_large(idx, limit).into());
                 }
-                return Ok(idx);
+                Ok(Some(idx)) => return Ok(idx),
+                Err(lf) => {
+                    return Err(HttpError::invalid_request_line(&latin1(&data[..=lf])).into())
+                }
+                Ok(None) => {}
             }
             // gunicorn compares the whole buffered length less the 2 bytes
             // a CRLF would take, and reports the buffered length.
             if data.len().saturating_sub(2) > limit {
-                return Err(super::HttpError::request_line_too_large(data.len(), limit).into());
+                return Err(HttpError::request_line_too_large(data.len(), limit).into());
             }
-            scanned = data.len().saturating_sub(1);
+            scanned = data.len();
             self.fill_or_eof()?;
         }
     }
@@ -153,13 +215,15 @@ impl<S: Read + Write> Connection<S> {
             if data.starts_with(b"\r\n") {
                 return Ok(0);
             }
-            if let Some(idx) = find_double_crlf(data, scanned) {
-                return Ok(idx);
+            match find_section_end(data, scanned) {
+                Ok(Some(idx)) => return Ok(idx),
+                Err(lf) => return Err(bare_lf_in_field(line_with_bare_lf(data, lf)).into()),
+                Ok(None) => {}
             }
             if data.len() > max {
-                return Err(super::HttpError::limit_request_headers("max buffer headers").into());
+                return Err(HttpError::limit_request_headers("max buffer headers").into());
             }
-            scanned = data.len().saturating_sub(3);
+            scanned = data.len();
             self.fill_or_eof()?;
         }
     }

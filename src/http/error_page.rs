@@ -15,6 +15,23 @@ impl HttpError {
             status,
             reason: super::status::reason_phrase(status),
             message: message.into(),
+            bodiless: false,
+        }
+    }
+
+    /// The same error, answered without the page's body (a HEAD request).
+    pub fn without_body(mut self) -> Self {
+        self.bodiless = true;
+        self
+    }
+
+    /// The same error, as the answer to a request with this method: without
+    /// a body for HEAD.
+    pub fn for_method(self, method: &str) -> Self {
+        if method == "HEAD" {
+            self.without_body()
+        } else {
+            self
         }
     }
 
@@ -92,6 +109,12 @@ impl HttpError {
         Self::bad_request(format!("Invalid HTTP Header: {}", py_repr(what)))
     }
 
+    /// An HTTP/1.1 request without a Host field (RFC 9112 §3.2; gunicorn
+    /// lets it through).
+    pub fn missing_host() -> Self {
+        Self::bad_request("Missing HTTP Header: 'HOST'")
+    }
+
     /// `InvalidHeaderName(name)`.
     pub fn invalid_header_name(name: &str) -> Self {
         Self::bad_request(format!("Invalid HTTP header name: {}", py_repr(name)))
@@ -151,7 +174,8 @@ impl HttpError {
 /// Writes `err` as gunicorn's `util.write_error` does: an HTTP/1.1 status
 /// line, `Connection: close`, `Content-Type: text/html`, `Content-Length`
 /// and a small HTML page; no `Server` or `Date`. One `write_all` call, so
-/// the page normally leaves in a single segment.
+/// the page normally leaves in a single segment. A [`bodiless`](HttpError::bodiless)
+/// error sends the head only.
 pub fn write_error<W: Write>(w: &mut W, err: &HttpError) -> io::Result<()> {
     w.write_all(&render_error(err))?;
     w.flush()
@@ -181,7 +205,9 @@ pub fn render_error(err: &HttpError) -> Vec<u8> {
     out.extend_from_slice(b"\r\nConnection: close\r\nContent-Type: text/html\r\nContent-Length: ");
     push_decimal(&mut out, body.len() as u64);
     out.extend_from_slice(b"\r\n\r\n");
-    out.extend_from_slice(&body);
+    if !err.bodiless {
+        out.extend_from_slice(&body);
+    }
     out
 }
 
@@ -222,6 +248,26 @@ mod tests {
         );
         assert_eq!(String::from_utf8(w.data).unwrap(), expected);
         assert_eq!(w.writes, 1);
+    }
+
+    #[test]
+    fn head_requests_get_the_head_only() {
+        let page = render_error(&HttpError::invalid_header("HOST"));
+        let head_only = render_error(&HttpError::invalid_header("HOST").for_method("HEAD"));
+        let end = head_only.len();
+        assert!(head_only.ends_with(b"\r\n\r\n"));
+        assert_eq!(
+            &page[..end],
+            &head_only[..],
+            "the same head, with the page's length"
+        );
+        assert!(page.len() > end);
+        assert!(!HttpError::invalid_header("HOST").for_method("GET").bodiless);
+        assert!(
+            !HttpError::invalid_header("HOST")
+                .for_method("head")
+                .bodiless
+        );
     }
 
     #[test]

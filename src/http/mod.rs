@@ -17,11 +17,11 @@
 //! use std::io::Read;
 //! use std::net::TcpStream;
 //! use gunicornd::app::ResponseSink;
-//! use gunicornd::http::{write_error, Connection, HeadError, Limits, ResponseWriter};
+//! use gunicornd::http::{write_error, Connection, HeadError, Limits, PeerAddr, ResponseWriter};
 //!
-//! fn serve(stream: &TcpStream, limits: &Limits) -> std::io::Result<()> {
+//! fn serve(stream: &TcpStream, peer: &PeerAddr, limits: &Limits) -> std::io::Result<()> {
 //!     let mut conn = Connection::new(stream);
-//!     let head = match conn.read_head(limits) {
+//!     let head = match conn.read_head_from(limits, peer) {
 //!         Ok(Some(head)) => head,
 //!         Ok(None) => return Ok(()), // closed before sending anything
 //!         Err(HeadError::Invalid(e)) => return write_error(&mut conn.get_mut(), &e),
@@ -42,7 +42,7 @@
 
 use std::fmt;
 use std::io;
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 mod body;
 mod conn;
@@ -60,10 +60,14 @@ pub use error_page::write_error;
 #[cfg(feature = "python")]
 pub use response::HOP_BY_HOP;
 pub use response::{ResponseWriter, SendFile};
+pub(crate) use text::is_token;
 
-/// The `--limit-request-*` settings, already normalised by the config
-/// (0 / out-of-range values mapped the way gunicorn maps them).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// What the parser accepts: the `--limit-request-*` sizes, already
+/// normalised by the config (0 / out-of-range values mapped the way gunicorn
+/// maps them), and the [`Rules`] that relax gunicorn's strict parsing or say
+/// which underscore fields get through. The worker builds one from the
+/// settings and hands it to every [`Connection::read_head`].
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Limits {
     /// Longest request line in bytes (without CRLF); 0 = unlimited.
     pub request_line: usize,
@@ -71,6 +75,8 @@ pub struct Limits {
     pub fields: usize,
     /// Longest header line in bytes (with CRLF).
     pub field_size: usize,
+    /// The parsing switches.
+    pub rules: Rules,
 }
 
 impl Default for Limits {
@@ -79,6 +85,87 @@ impl Default for Limits {
             request_line: 4094,
             fields: 100,
             field_size: 8190,
+            rules: Rules::default(),
+        }
+    }
+}
+
+/// gunicorn's parsing switches, each off by default (as in gunicorn): the
+/// strict rules are the ones a front end and this server agree on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rules {
+    /// `--permit-unconventional-http-method`: any token is a method, not only
+    /// 3 to 20 bytes without `[a-z#]`.
+    pub permit_unconventional_method: bool,
+    /// `--casefold-http-method`: the method is upper-cased after it passed
+    /// the checks (so without `permit_unconventional_method` a lower-case
+    /// method is still refused, as in gunicorn).
+    pub casefold_method: bool,
+    /// `--permit-unconventional-http-version`: any `HTTP/d.d`, not only
+    /// 1.0 to 1.9.
+    pub permit_unconventional_version: bool,
+    /// `--permit-obsolete-folding`: continuation lines are joined to their
+    /// field with one SP instead of refused (never for Transfer-Encoding or
+    /// Content-Length, whose folding stays refused: it is a smuggling vector).
+    pub permit_obsolete_folding: bool,
+    /// `--header-map`: what happens to a field whose name has an underscore.
+    pub header_map: HeaderMap,
+    /// `--forwarder-headers`: underscore field names (upper case, `*` for
+    /// any) that a trusted peer ([`PeerAddr::is_trusted_forwarder`]) may send
+    /// whatever `header_map` says.
+    pub forwarder_headers: Vec<String>,
+}
+
+/// gunicorn's default `forwarder_headers`.
+pub const DEFAULT_FORWARDER_HEADERS: [&str; 2] = ["SCRIPT_NAME", "PATH_INFO"];
+
+impl Default for Rules {
+    fn default() -> Self {
+        Rules {
+            permit_unconventional_method: false,
+            casefold_method: false,
+            permit_unconventional_version: false,
+            permit_obsolete_folding: false,
+            header_map: HeaderMap::Drop,
+            forwarder_headers: DEFAULT_FORWARDER_HEADERS.map(String::from).to_vec(),
+        }
+    }
+}
+
+/// gunicorn's `header_map`: `X_Foo` and `X-Foo` both become `HTTP_X_FOO` in a
+/// WSGI environ, so a field with an underscore could pass for another one
+/// (a front end that checked `X-Foo` did not check `X_Foo`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum HeaderMap {
+    /// Discard the field silently (it does not count towards
+    /// `limit_request_fields` either).
+    Drop,
+    /// Answer 400.
+    Refuse,
+    /// Pass it on like any other field.
+    Dangerous,
+}
+
+impl HeaderMap {
+    /// The setting's values, as written in the config.
+    pub const NAMES: [&str; 3] = ["drop", "refuse", "dangerous"];
+
+    /// The value named `name` (case-insensitive).
+    pub fn from_name(name: &str) -> Option<Self> {
+        match name.to_ascii_lowercase().as_str() {
+            "drop" => Some(HeaderMap::Drop),
+            "refuse" => Some(HeaderMap::Refuse),
+            "dangerous" => Some(HeaderMap::Dangerous),
+            _ => None,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            HeaderMap::Drop => "drop",
+            HeaderMap::Refuse => "refuse",
+            HeaderMap::Dangerous => "dangerous",
         }
     }
 }
@@ -108,6 +195,23 @@ impl PeerAddr {
             PeerAddr::Unix => String::new(),
         }
     }
+
+    /// Whether this peer may send the `--forwarder-headers` fields: a
+    /// unix-socket peer, or loopback (gunicorn's default
+    /// `forwarded_allow_ips`, `127.0.0.1,::1`, also as an IPv4-mapped
+    /// address on a dual-stack listener; gunicornd has no setting for the
+    /// list).
+    pub fn is_trusted_forwarder(&self) -> bool {
+        match self {
+            PeerAddr::Unix => true,
+            PeerAddr::Tcp(addr) => match addr.ip() {
+                IpAddr::V4(ip) => ip == Ipv4Addr::LOCALHOST,
+                IpAddr::V6(ip) => {
+                    ip == Ipv6Addr::LOCALHOST || ip.to_ipv4_mapped() == Some(Ipv4Addr::LOCALHOST)
+                }
+            },
+        }
+    }
 }
 
 /// A parsed request line and header block.
@@ -133,6 +237,13 @@ pub struct RequestHead {
 }
 
 impl RequestHead {
+    /// Whether the client waits for `100 Continue` before it sends the body
+    /// (`Expect: 100-continue` on HTTP/1.1 or later; any other expectation
+    /// was already refused with 417).
+    pub fn expects_continue(&self) -> bool {
+        self.expect_continue
+    }
+
     /// First header with this name (case-insensitive).
     pub fn header(&self, name: &str) -> Option<&str> {
         self.headers
@@ -150,6 +261,10 @@ pub struct HttpError {
     pub status: u16,
     pub reason: &'static str,
     pub message: String,
+    /// The request was a HEAD: the page goes out as its head only, whose
+    /// Content-Length is the page's (RFC 9110 §9.3.2). Set by the parser
+    /// once it knows the method; see [`HttpError::for_method`].
+    pub bodiless: bool,
 }
 
 impl fmt::Display for HttpError {

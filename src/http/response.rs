@@ -88,8 +88,9 @@ pub struct ResponseWriter<'a, W: Write> {
 }
 
 impl<'a, W: Write> ResponseWriter<'a, W> {
-    /// A writer for the response to a request of `version`; `is_head` for
-    /// a HEAD request (headers only).
+    /// A writer for the response to a request of `version` (which decides
+    /// the framing: HTTP/1.0 gets no chunking; the status line always says
+    /// `HTTP/1.1`); `is_head` for a HEAD request (headers only).
     pub fn new(out: &'a mut W, version: (u8, u8), is_head: bool) -> Self {
         ResponseWriter {
             out,
@@ -214,11 +215,10 @@ impl<'a, W: Write> ResponseWriter<'a, W> {
                     + 256,
             ),
         );
-        head.extend_from_slice(b"HTTP/");
-        push_decimal(head, u64::from(self.version.0));
-        head.push(b'.');
-        push_decimal(head, u64::from(self.version.1));
-        head.push(b' ');
+        // The version this server speaks, whatever the client's (RFC 9110
+        // §6.2; gunicorn echoes the request's, `HTTP/1.0` or even `HTTP/1.2`).
+        // The client's version still decides the framing.
+        head.extend_from_slice(b"HTTP/1.1 ");
         push_decimal(head, u64::from(status));
         head.push(b' ');
         head.extend_from_slice(reason_phrase(status).as_bytes());

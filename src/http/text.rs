@@ -182,16 +182,51 @@ pub(crate) fn find_crlf(data: &[u8], from: usize) -> Option<usize> {
     None
 }
 
-/// Index of the first CRLFCRLF in `data` at or after `from`.
-pub(crate) fn find_double_crlf(data: &[u8], from: usize) -> Option<usize> {
-    let mut i = from;
-    while let Some(at) = find_crlf(data, i) {
-        if data[at + 2..].starts_with(b"\r\n") {
-            return Some(at);
+/// Where the line that starts at `data[0]` ends, looking for its LF from
+/// `from` on (every byte before `from` is known not to be an LF):
+/// `Ok(Some(i))` with `i` the index of the CR of its CRLF; `Ok(None)` when
+/// no LF has arrived yet (scan again from `data.len()` once there is more);
+/// `Err(i)` for a bare LF at `i`. A bare LF ends a line for some parsers and
+/// not for others (RFC 9112 §2.2), so it is refused as soon as it is seen.
+pub(crate) fn find_line_end(data: &[u8], from: usize) -> Result<Option<usize>, usize> {
+    let Some(rest) = data.get(from..) else {
+        return Ok(None);
+    };
+    match rest.iter().position(|&b| b == b'\n') {
+        None => Ok(None),
+        Some(offset) => {
+            let lf = from + offset;
+            if lf > 0 && data[lf - 1] == b'\r' {
+                Ok(Some(lf - 1))
+            } else {
+                Err(lf)
+            }
         }
-        i = at + 2;
     }
-    None
+}
+
+/// Where a field section (header or trailer lines, at least one) that
+/// starts at `data[0]` ends: the index of its CRLFCRLF, with every LF
+/// before it part of a CRLF. Same conventions as [`find_line_end`].
+pub(crate) fn find_section_end(data: &[u8], from: usize) -> Result<Option<usize>, usize> {
+    let mut from = from;
+    loop {
+        match find_line_end(data, from)? {
+            None => return Ok(None),
+            Some(cr) if cr >= 2 && &data[cr - 2..cr] == b"\r\n" => return Ok(Some(cr - 2)),
+            Some(cr) => from = cr + 2,
+        }
+    }
+}
+
+/// The line of a field section that holds the bare LF at `lf`, through
+/// that LF: from the CRLF before it (or the start).
+pub(crate) fn line_with_bare_lf(data: &[u8], lf: usize) -> &[u8] {
+    let start = data[..lf]
+        .windows(2)
+        .rposition(|w| w == b"\r\n")
+        .map_or(0, |i| i + 2);
+    &data[start..=lf]
 }
 
 /// `bytes` without leading and trailing SP / HTAB.
@@ -273,9 +308,20 @@ mod tests {
         assert_eq!(find_crlf(b"ab\r", 0), None);
         assert_eq!(find_crlf(b"\r\nx\r\n", 1), Some(3));
         assert_eq!(find_crlf(b"\r\n", 1), None);
-        assert_eq!(find_double_crlf(b"a\r\nb\r\nc\r\n\r\n", 0), Some(7));
-        assert_eq!(find_double_crlf(b"a\r\nb\r\n\r\nc", 0), Some(4));
-        assert_eq!(find_double_crlf(b"a\r\n\nb\r\n", 0), None);
+        assert_eq!(find_line_end(b"GET / HTTP/1.1\r\n", 0), Ok(Some(14)));
+        assert_eq!(find_line_end(b"GET / HTTP/1.1\r", 0), Ok(None));
+        assert_eq!(find_line_end(b"GET / HTTP/1.1\r", 15), Ok(None));
+        assert_eq!(find_line_end(b"GET / HTTP/1.1\n\r\n", 0), Err(14));
+        assert_eq!(find_line_end(b"\n", 0), Err(0));
+        assert_eq!(find_line_end(b"ab", 7), Ok(None));
+        assert_eq!(find_section_end(b"a\r\nb\r\nc\r\n\r\n", 0), Ok(Some(7)));
+        assert_eq!(find_section_end(b"a\r\nb\r\n\r\nc", 0), Ok(Some(4)));
+        assert_eq!(find_section_end(b"a\r\nb\r\n\r\nc", 5), Ok(Some(4)));
+        assert_eq!(find_section_end(b"a\r\nb\r\n", 0), Ok(None));
+        assert_eq!(find_section_end(b"a\r\n\nb\r\n", 0), Err(3));
+        assert_eq!(find_section_end(b"a: 1\nb: 2\r\n\r\n", 0), Err(4));
+        assert_eq!(line_with_bare_lf(b"a: 1\r\nHost: x\ny", 13), b"Host: x\n");
+        assert_eq!(line_with_bare_lf(b"Host: x\ny", 7), b"Host: x\n");
         assert_eq!(trim_sp_htab(b" \t a b\t "), b"a b");
         assert_eq!(trim_sp_htab(b" \t "), b"");
     }

@@ -59,9 +59,18 @@ pub fn build<'py>(
     set(intern!(py, "SERVER_PROTOCOL"), protocol)?;
     // PATH_INFO is the percent-decoded path, each byte one character
     // (latin-1, PEP 3333), with SCRIPT_NAME cut off its front when there.
-    let script_name: String = match base.get_item("SCRIPT_NAME")? {
-        Some(v) => v.extract()?,
-        None => String::new(),
+    // A SCRIPT_NAME field replaces the environment's, as in gunicorn: the
+    // parser only lets one through from a trusted front end
+    // (`--forwarder-headers`) or with `--header-map dangerous`.
+    let script_name: String = match head.header("SCRIPT_NAME") {
+        Some(v) => {
+            set(intern!(py, "SCRIPT_NAME"), v)?;
+            v.to_owned()
+        }
+        None => match base.get_item("SCRIPT_NAME")? {
+            Some(v) => v.extract()?,
+            None => String::new(),
+        },
     };
     let mut path_info = latin1(&percent_decode(head.path.as_bytes()));
     if !script_name.is_empty() && path_info.starts_with(&script_name) {
@@ -78,18 +87,17 @@ pub fn build<'py>(
     let (server_name, server_port) = server_of(head, server, scheme);
     set(intern!(py, "SERVER_NAME"), &server_name)?;
     set(intern!(py, "SERVER_PORT"), &server_port)?;
+    // Fields with an underscore in their name are here only if the parser
+    // kept them (`--header-map`, `--forwarder-headers`); they map like the
+    // others, so with `dangerous` `X_Foo` and `X-Foo` share `HTTP_X_FOO`.
     for (i, (name, value)) in head.headers.iter().enumerate() {
-        // gunicorn drops headers with an underscore (they could pass for
-        // a dash-named one).
-        if name.contains('_') {
-            continue;
-        }
         let key = environ_key(name);
-        // A repeated field joins the earlier value (looked up only when
-        // the name did come before: most requests repeat none).
+        // A repeated field joins the earlier value (looked up only when a
+        // field with the same key did come before: most requests repeat
+        // none).
         let repeated = head.headers[..i]
             .iter()
-            .any(|(earlier, _)| earlier.eq_ignore_ascii_case(name));
+            .any(|(earlier, _)| same_key(earlier, name));
         if repeated {
             if let Some(earlier) = env.get_item(&key)? {
                 let joined = format!("{},{value}", earlier.extract::<String>()?);
@@ -118,6 +126,12 @@ fn environ_key(name: &str) -> String {
         c => c.to_ascii_uppercase(),
     }));
     key
+}
+
+/// Whether two field names give the same environ key.
+fn same_key(a: &str, b: &str) -> bool {
+    let norm = |c: u8| if c == b'-' { b'_' } else { c.to_ascii_uppercase() };
+    a.len() == b.len() && a.bytes().zip(b.bytes()).all(|(x, y)| norm(x) == norm(y))
 }
 
 /// `SERVER_NAME` and `SERVER_PORT` from the Host header (without a port

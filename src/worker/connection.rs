@@ -64,7 +64,7 @@ pub fn serve(arrived: Arrived<'_, '_>, app: &mut dyn App, opts: &Options<'_>) ->
         clock,
     } = arrived;
     let mut conn = http::Connection::with_received(stream, received);
-    let mut head = match conn.read_head(opts.limits) {
+    let mut head = match conn.read_head_from(opts.limits, peer) {
         Ok(Some(head)) => head,
         Ok(None) => {
             tracing::debug!("Closing connection.");
@@ -154,7 +154,7 @@ pub fn serve(arrived: Arrived<'_, '_>, app: &mut dyn App, opts: &Options<'_>) ->
 /// true if it went out.
 fn send_continue(stream: &Stream<'_>, head: &RequestHead) -> bool {
     use std::io::Write;
-    head.expect_continue && (&mut &*stream).write_all(CONTINUE).is_ok()
+    head.expects_continue() && (&mut &*stream).write_all(CONTINUE).is_ok()
 }
 
 /// Whether the client may send another request on this connection (it did
@@ -211,7 +211,7 @@ fn failure_response(e: &io::Error, head: &http::RequestHead, peer: &PeerAddr) ->
         return None;
     }
     tracing::error!("Error handling request {} {}: {e}", head.method, head.uri);
-    Some(HttpError::internal_server_error(""))
+    Some(HttpError::internal_server_error("").for_method(&head.method))
 }
 
 fn log_access(

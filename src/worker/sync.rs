@@ -56,10 +56,19 @@ pub fn serve(setup: &WorkerSetup<'_>, app: &mut dyn App, sigpipe: &SignalPipe) -
             return super::WORKER_BOOT_ERROR;
         }
     };
+    let s = setup.settings;
     let limits = crate::http::Limits {
-        request_line: setup.settings.limit_request_line,
-        fields: setup.settings.limit_request_fields,
-        field_size: setup.settings.limit_request_field_size,
+        request_line: s.limit_request_line,
+        fields: s.limit_request_fields,
+        field_size: s.limit_request_field_size,
+        rules: crate::http::Rules {
+            permit_unconventional_method: s.permit_unconventional_http_method,
+            casefold_method: s.casefold_http_method,
+            permit_unconventional_version: s.permit_unconventional_http_version,
+            permit_obsolete_folding: s.permit_obsolete_folding,
+            header_map: s.header_map,
+            forwarder_headers: s.forwarder_headers.clone(),
+        },
     };
     let mut server = Server::new(setup, app, &epoll, &limits);
     let mut events = [EpollEvent::empty(); 64];
