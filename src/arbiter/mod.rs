@@ -100,7 +100,7 @@ pub struct Arbiter {
     channel_buf: Vec<u8>,
     /// New master: the handed-over fds whose socket files it owns once it
     /// takes over.
-    owned_fds: Vec<RawFd>,
+    owned_fds: Vec<upgrade::OwnedSocketFile>,
     /// New master: a pidfd of the old master, readable once it exited.
     old_master_pidfd: Option<OwnedFd>,
     /// New master: when to decide whether the old master, which closed the
