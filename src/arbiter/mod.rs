@@ -645,6 +645,9 @@ impl Arbiter {
         fds.extend(self.report.fds());
         fds.extend(self.channel.as_ref().map(|c| c.as_raw_fd()));
         fds.extend(self.old_master_pidfd.as_ref().map(|p| p.as_raw_fd()));
+        // The pidfile's lock must go with the master, not live on in
+        // workers that outlive it.
+        fds.extend(self.pidfile.as_ref().map(Pidfile::raw_fd));
         fds
     }
 }
