@@ -23,7 +23,7 @@ _gunicornd() {
 
     case "${cmd}" in
         gunicornd)
-            opts="-c -b -w -t -e -u -g -m -n -D -p -h -V --config --bind --backlog --workers --timeout --graceful-timeout --upgrade-timeout --max-requests --max-requests-jitter --limit-request-line --limit-request-fields --limit-request-field-size --limit-request-field_size --env --chdir --pythonpath --preload --user --group --umask --name --worker-tmp-dir --access-logfile --access-logformat --log-file --error-logfile --log-level --hook --daemon --pid --control-socket --control-socket-mode --no-control-socket --check-config --print-config --help --version"
+            opts="-c -b -w -t -e -u -g -m -n -D -p -h -V --config --bind --backlog --workers --timeout --graceful-timeout --upgrade-timeout --max-requests --max-requests-jitter --limit-request-line --limit-request-fields --limit-request-field-size --limit-request-field_size --env --chdir --pythonpath --preload --user --group --static-dotfiles --umask --name --worker-tmp-dir --access-logfile --access-logformat --log-file --error-logfile --log-level --hook --daemon --pid --control-socket --control-socket-mode --no-control-socket --check-config --print-config --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0

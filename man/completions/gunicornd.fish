@@ -27,6 +27,7 @@ complete -c gunicornd -s p -l pid -d 'Write the master\'s pid to this file [defa
 complete -c gunicornd -l control-socket -d 'Path of the control socket used by gunicornctl [default: $XDG_RUNTIME_DIR/gunicornd.ctl, else PIDFILE.ctl with --pid, else /tmp/gunicornd-UID/NAME.ctl]' -r -F
 complete -c gunicornd -l control-socket-mode -d 'Permissions of the control socket, in octal [default: 0600]' -r
 complete -c gunicornd -l preload -d 'Load the application code before the worker processes are forked: saves memory and speeds up booting. Without it each worker loads the app itself, so replacing the workers loads new code. For Python module:callable apps; built-in apps ignore it [default: off]'
+complete -c gunicornd -l static-dotfiles -d 'Let static:DIR serve dotfiles: paths with a component that starts with a dot, such as .git/, .env or .well-known/ [default: off, they are answered 404]'
 complete -c gunicornd -s D -l daemon -d 'Detach from the terminal and run in the background [default: off]'
 complete -c gunicornd -l no-control-socket -d 'Do not open a control socket [default: off]'
 complete -c gunicornd -l check-config -d 'Check the configuration and the app name, then exit: status 0 if valid, 1 (with the error) if not'

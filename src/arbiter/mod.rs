@@ -767,7 +767,7 @@ fn preload(settings: &Settings) -> Result<Option<Box<dyn crate::app::App>>, Stri
         return Ok(None);
     }
     tracing::info!("Preloading the app {spec} in the master");
-    crate::app::load(spec, &settings.pythonpath)
+    crate::app::load(spec, settings)
         .map(Some)
         .map_err(|e| format!("App failed to load ({spec}): {e}"))
 }

@@ -115,7 +115,7 @@ fn boot(setup: &WorkerSetup<'_>) -> Result<Booted, i32> {
     let spec = settings.app.as_deref().unwrap_or_default();
     let app = match setup.preloaded.take() {
         Some(app) => app,
-        None => crate::app::load(spec, &settings.pythonpath).map_err(|e| {
+        None => crate::app::load(spec, settings).map_err(|e| {
             tracing::error!("Failed to load application '{spec}': {e}");
             APP_LOAD_ERROR
         })?,
