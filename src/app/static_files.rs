@@ -59,7 +59,7 @@ enum Resolved {
     /// content type from (the name that was asked for).
     File {
         file: File,
-        meta: Metadata,
+        meta: Box<Metadata>,
         type_from: PathBuf,
     },
     NotFound,
@@ -121,7 +121,7 @@ impl StaticApp {
             return Ok(match self.open(&index)? {
                 Some((file, meta)) if meta.is_file() => Resolved::File {
                     file,
-                    meta,
+                    meta: Box::new(meta),
                     type_from: index,
                 },
                 _ => Resolved::NotFound,
@@ -132,7 +132,7 @@ impl StaticApp {
         }
         Ok(Resolved::File {
             file,
-            meta,
+            meta: Box::new(meta),
             type_from: relative,
         })
     }
