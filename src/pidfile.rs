@@ -60,6 +60,10 @@ const PROGRAM_NAME: &str = "gunicornd";
 /// within moments.
 const HOLDER_WAIT: Duration = Duration::from_secs(2);
 
+/// How long a start tries to put its pidfile in place while others keep
+/// replacing the file under it.
+const SETTLE: Duration = Duration::from_secs(5);
+
 /// A pidfile written by this process. See the module documentation.
 #[derive(Debug)]
 pub struct Pidfile {
@@ -134,11 +138,16 @@ impl Pidfile {
         let io = |source| io_error(path, source);
         let started = Instant::now();
         loop {
+            if started.elapsed() > SETTLE {
+                return Err(io(io::Error::other(
+                    "it keeps being replaced by another process",
+                )));
+            }
             let file = match open_existing(path) {
                 Ok(file) => file,
                 Err(err) if err.kind() == io::ErrorKind::NotFound => {
                     // Nothing there: put ours there unless someone was quicker.
-                    match write_locked(path, pid, Place::IfAbsent).map_err(io)? {
+                    match place_if_absent(path, pid).map_err(io)? {
                         Some(file) => return Ok(Pidfile::held(path, pid, file)),
                         None => continue,
                     }
@@ -147,9 +156,7 @@ impl Pidfile {
                 // what it points to), as a stale file is.
                 Err(err) if err.raw_os_error() == Some(libc::ELOOP) => {
                     warn!("Replacing the symlink at pidfile {}", path.display());
-                    let file = write_locked(path, pid, Place::Over)
-                        .map_err(io)?
-                        .expect("a replacing rename always places the file");
+                    let file = place_over(path, pid).map_err(io)?;
                     if names(path, &file) {
                         return Ok(Pidfile::held(path, pid, file));
                     }
@@ -201,9 +208,7 @@ impl Pidfile {
             check_stale(path, holder, pid)?;
             // We hold the old file's lock while ours replaces it, so the
             // path never names an unlocked file.
-            let ours = write_locked(path, pid, Place::Over)
-                .map_err(io)?
-                .expect("a replacing rename always places the file");
+            let ours = place_over(path, pid).map_err(io)?;
             drop(file);
             if names(path, &ours) {
                 return Ok(Pidfile::held(path, pid, ours));
@@ -527,20 +532,10 @@ fn argv0_name(cmdline: &[u8]) -> Option<String> {
     (!name.is_empty()).then(|| name.to_string())
 }
 
-/// Where [`write_locked`] puts the new file.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Place {
-    /// Only if nothing is at the path.
-    IfAbsent,
-    /// Over whatever is at the path.
-    Over,
-}
-
-/// Writes `"<pid>\n"` to a temporary file next to `path`, locks it, and
-/// renames it to `path` (a reader never sees an empty or half-written
-/// pidfile, nor an unlocked one of ours). `Ok(None)`: `Place::IfAbsent` and
-/// something appeared at the path meanwhile.
-fn write_locked(path: &Path, pid: u32, place: Place) -> io::Result<Option<File>> {
+/// Writes `"<pid>\n"` to a temporary file next to `path` and locks it, to
+/// be renamed to `path` ([`place_over`], [`place_if_absent`]): a reader
+/// never sees an empty or half-written pidfile, nor an unlocked one of ours.
+fn locked_temporary(path: &Path, pid: u32) -> io::Result<tempfile::NamedTempFile> {
     let mut tmp = tempfile::Builder::new()
         .prefix(".gunicornd-pid.")
         .tempfile_in(parent_dir(path))?;
@@ -550,18 +545,26 @@ fn write_locked(path: &Path, pid: u32, place: Place) -> io::Result<Option<File>>
     tmp.as_file()
         .set_permissions(fs::Permissions::from_mode(PIDFILE_MODE))?;
     match try_lock(tmp.as_file()) {
-        Ok(true) => {}
-        Err(errno) if lock_unsupported(errno) => {}
-        Ok(false) => return Err(io::Error::other("a new temporary file is locked")),
-        Err(errno) => return Err(errno.into()),
+        Ok(true) => Ok(tmp),
+        Err(errno) if lock_unsupported(errno) => Ok(tmp),
+        Ok(false) => Err(io::Error::other("a new temporary file is locked")),
+        Err(errno) => Err(errno.into()),
     }
-    match place {
-        Place::Over => tmp.persist(path).map(Some).map_err(|err| err.error),
-        Place::IfAbsent => match tmp.persist_noclobber(path) {
-            Ok(file) => Ok(Some(file)),
-            Err(err) if err.error.kind() == io::ErrorKind::AlreadyExists => Ok(None),
-            Err(err) => Err(err.error),
-        },
+}
+
+/// Our pidfile at `path`, over whatever is there.
+fn place_over(path: &Path, pid: u32) -> io::Result<File> {
+    locked_temporary(path, pid)?
+        .persist(path)
+        .map_err(|err| err.error)
+}
+
+/// Our pidfile at `path` if nothing is there; `None` if something is.
+fn place_if_absent(path: &Path, pid: u32) -> io::Result<Option<File>> {
+    match locked_temporary(path, pid)?.persist_noclobber(path) {
+        Ok(file) => Ok(Some(file)),
+        Err(err) if err.error.kind() == io::ErrorKind::AlreadyExists => Ok(None),
+        Err(err) => Err(err.error),
     }
 }
 
