@@ -2,6 +2,17 @@
 //! file descriptors (`fd://N`, `GUNICORN_FD`, systemd's `LISTEN_FDS`), and
 //! removal of unix socket files by their owner.
 //!
+//! A unix socket file is never taken from whoever serves on it: binding a
+//! path whose socket answers fails with "address in use", as a TCP port in
+//! use does; only a stale one (nobody listens: `ECONNREFUSED`) is replaced.
+//! The master records the device and inode of each socket file it creates
+//! and removes the file only while its path still names that file, so a
+//! socket that someone else has put at the path since (another server, a
+//! later bind under another spelling of the path) is left alone. Sockets
+//! it inherited (`fd://N`, `GUNICORN_FD`, `LISTEN_FDS`) belong to whoever
+//! created them and are never removed, except the ones a binary upgrade's
+//! old master hands over as its own ([`Listener::claim_path`]).
+//!
 //! The master creates every listener before forking; workers inherit them and
 //! accept on them. Listeners are left *blocking* in the master's view but are
 //! switched to non-blocking once before the first fork: `O_NONBLOCK` lives in
@@ -21,6 +32,7 @@ use nix::sys::socket::{
 use nix::sys::stat::{umask, Mode};
 
 use crate::config::{BindAddr, Settings};
+use crate::fd::FileId;
 
 /// How many times a bind is attempted before giving up, like gunicorn.
 pub const BIND_ATTEMPTS: u32 = 5;
@@ -37,8 +49,9 @@ pub enum ListenAddr {
 pub struct Listener {
     fd: OwnedFd,
     addr: ListenAddr,
-    /// True when we created the unix socket file and so must remove it.
-    owns_path: bool,
+    /// The unix socket file we created (or took over from the master that
+    /// did), by identity: ours to remove while the path still names it.
+    socket_file: Option<FileId>,
 }
 
 impl Listener {
@@ -50,17 +63,19 @@ impl Listener {
         self.fd.as_raw_fd()
     }
 
-    /// Whether the unix socket file is ours to remove (we created it, or
-    /// took it over from the master that did).
-    pub fn owns_path(&self) -> bool {
-        self.owns_path
+    /// The unix socket file that is ours to remove (we created it, or took
+    /// it over from the master that did), by identity.
+    pub fn socket_file(&self) -> Option<FileId> {
+        self.socket_file
     }
 
     /// Take the unix socket file as ours (to remove at exit): a new master
-    /// of an upgrade, once the old master that created it is gone.
-    pub fn claim_path(&mut self) {
-        if matches!(self.addr, ListenAddr::Unix(_)) {
-            self.owns_path = true;
+    /// of an upgrade, once the old master that created it is gone. `id` is
+    /// the file the old master created; without it (an old master of an
+    /// earlier release does not say) the file the path names now is taken.
+    pub fn claim_path(&mut self, id: Option<FileId>) {
+        if let ListenAddr::Unix(path) = &self.addr {
+            self.socket_file = id.or_else(|| FileId::of_path(path));
         }
     }
 
@@ -69,16 +84,11 @@ impl Listener {
         crate::fd::set_nonblocking(&self.fd)
     }
 
-    /// Close the socket; remove its file if we created it and `unlink` is set.
+    /// Close the socket; remove its file if `unlink` is set and the path
+    /// still names the socket file we created.
     pub fn close(self, unlink: bool) {
-        if unlink && self.owns_path {
-            if let ListenAddr::Unix(path) = &self.addr {
-                if let Err(e) = std::fs::remove_file(path) {
-                    if e.kind() != std::io::ErrorKind::NotFound {
-                        tracing::warn!("Could not remove {}: {}", path.display(), e);
-                    }
-                }
-            }
+        if let (true, Some(id), ListenAddr::Unix(path)) = (unlink, self.socket_file, &self.addr) {
+            remove_socket_file(path, id);
         }
         drop(self.fd);
     }
@@ -199,7 +209,7 @@ pub fn adopt_fd(fd: RawFd, backlog: i32) -> Result<Listener, String> {
     Ok(Listener {
         fd: owned,
         addr,
-        owns_path: false,
+        socket_file: None,
     })
 }
 
@@ -294,30 +304,13 @@ fn bind_tcp(host: &str, port: u16, backlog: i32) -> Result<Listener, BindError> 
     Ok(Listener {
         fd,
         addr: actual,
-        owns_path: false,
+        socket_file: None,
     })
 }
 
 fn bind_unix(path: &Path, spec: &ListenerSpec<'_>) -> Result<Listener, BindError> {
-    use std::os::unix::fs::FileTypeExt;
     let err = |e: nix::errno::Errno| (e, e.desc().to_string());
-    match std::fs::symlink_metadata(path) {
-        Ok(meta) if meta.file_type().is_socket() => {
-            std::fs::remove_file(path).map_err(|e| {
-                (
-                    nix::errno::Errno::EACCES,
-                    format!("cannot replace {}: {e}", path.display()),
-                )
-            })?;
-        }
-        Ok(_) => {
-            return Err((
-                nix::errno::Errno::EEXIST,
-                format!("{} is not a socket", path.display()),
-            ))
-        }
-        Err(_) => {}
-    }
+    clear_stale_socket(path)?;
     let fd = socket::socket(
         AddressFamily::Unix,
         SockType::Stream,
@@ -326,22 +319,181 @@ fn bind_unix(path: &Path, spec: &ListenerSpec<'_>) -> Result<Listener, BindError
     )
     .map_err(err)?;
     let addr = UnixAddr::new(path).map_err(err)?;
-    // The socket file's mode comes from the umask in force at bind time.
+    // The socket file's mode comes from the umask in force at bind time:
+    // it never exists with a wider mode, and no chmod by path follows.
     let old = umask(Mode::from_bits_truncate(spec.umask as libc::mode_t));
     let bound = bind(fd.as_raw_fd(), &addr);
     umask(old);
+    // EADDRINUSE here: someone bound the path since the check.
     bound.map_err(err)?;
-    if spec.owner.0.is_some() || spec.owner.1.is_some() {
-        let uid = spec.owner.0.map(nix::unistd::Uid::from_raw);
-        let gid = spec.owner.1.map(nix::unistd::Gid::from_raw);
-        nix::unistd::chown(path, uid, gid).map_err(err)?;
+    // A file that is not ours (swapped in since the bind) is left alone;
+    // once it is known to be ours, a failure removes it.
+    let (file, id) = socket_file_bound_at(path)?;
+    if let Err(e) = give_to_owner(&file, path, spec.owner) {
+        remove_socket_file(path, id);
+        return Err(e);
     }
-    listen(&fd, backlog_of(spec.backlog)).map_err(err)?;
+    if let Err(e) = listen(&fd, backlog_of(spec.backlog)) {
+        remove_socket_file(path, id);
+        return Err(err(e));
+    }
     Ok(Listener {
         fd,
         addr: ListenAddr::Unix(path.to_path_buf()),
-        owns_path: true,
+        socket_file: Some(id),
     })
+}
+
+/// Make way for a bind at `path`: nothing there is fine; a socket file
+/// nobody listens on is removed; one that answers is in use
+/// (`EADDRINUSE`, the TCP error); anything else is refused.
+fn clear_stale_socket(path: &Path) -> Result<(), BindError> {
+    use nix::errno::Errno;
+    use std::os::unix::fs::FileTypeExt;
+    match std::fs::symlink_metadata(path) {
+        Ok(meta) if meta.file_type().is_socket() => match probe_socket(path) {
+            Probe::Answers => Err((Errno::EADDRINUSE, Errno::EADDRINUSE.desc().to_string())),
+            Probe::Unknown(e) => Err((
+                e,
+                format!(
+                    "cannot tell whether {} is in use: {}",
+                    path.display(),
+                    e.desc()
+                ),
+            )),
+            Probe::Gone => Ok(()),
+            Probe::Stale => match std::fs::remove_file(path) {
+                Ok(()) => {
+                    tracing::debug!("Removed the stale socket file {}", path.display());
+                    Ok(())
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+                Err(e) => Err((
+                    Errno::EACCES,
+                    format!("cannot replace {}: {e}", path.display()),
+                )),
+            },
+        },
+        Ok(_) => Err((Errno::EEXIST, format!("{} is not a socket", path.display()))),
+        // Missing, or not reachable: the bind says which.
+        Err(_) => Ok(()),
+    }
+}
+
+/// What connecting to an existing socket file says about it.
+#[derive(Debug, PartialEq, Eq)]
+enum Probe {
+    /// Something listens there (or a full backlog makes us wait).
+    Answers,
+    /// Nobody listens: what a server that crashed leaves behind.
+    Stale,
+    /// The file went away meanwhile.
+    Gone,
+    /// Cannot tell (no permission to connect, ...): not ours to replace.
+    Unknown(nix::errno::Errno),
+}
+
+fn probe_socket(path: &Path) -> Probe {
+    use nix::errno::Errno;
+    let Ok(addr) = UnixAddr::new(path) else {
+        return Probe::Unknown(Errno::ENAMETOOLONG);
+    };
+    // Non-blocking: a listener with a full backlog must not stall us.
+    let probe = match socket::socket(
+        AddressFamily::Unix,
+        SockType::Stream,
+        SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK,
+        None,
+    ) {
+        Ok(fd) => fd,
+        Err(e) => return Probe::Unknown(e),
+    };
+    match socket::connect(probe.as_raw_fd(), &addr) {
+        Ok(()) | Err(Errno::EAGAIN) | Err(Errno::EINPROGRESS) => Probe::Answers,
+        // A datagram or seqpacket socket is bound there: in use all the same.
+        Err(Errno::EPROTOTYPE) => Probe::Answers,
+        Err(Errno::ECONNREFUSED) => Probe::Stale,
+        Err(Errno::ENOENT) => Probe::Gone,
+        Err(e) => Probe::Unknown(e),
+    }
+}
+
+/// The socket file we just bound at `path`, opened `O_PATH | O_NOFOLLOW`
+/// (so a symlink put in its place is never followed), and its identity,
+/// after checking that it is a socket this process owns, not something
+/// swapped in since the bind.
+fn socket_file_bound_at(path: &Path) -> Result<(OwnedFd, FileId), BindError> {
+    use nix::fcntl::OFlag;
+    let swapped = |what: &str| {
+        (
+            nix::errno::Errno::EEXIST,
+            format!(
+                "{} was replaced while binding it ({what}); refusing to use it",
+                path.display()
+            ),
+        )
+    };
+    let file = nix::fcntl::open(
+        path,
+        OFlag::O_PATH | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|e| swapped(e.desc()))?;
+    let st = nix::sys::stat::fstat(&file).map_err(|e| (e, e.desc().to_string()))?;
+    if st.st_mode & libc::S_IFMT != libc::S_IFSOCK {
+        return Err(swapped("not a socket"));
+    }
+    if st.st_uid != nix::unistd::geteuid().as_raw() {
+        return Err(swapped("not created by this process"));
+    }
+    let id = FileId::of_fd(&file).map_err(|e| (e, e.desc().to_string()))?;
+    Ok((file, id))
+}
+
+/// Give the socket file open at `file` (`O_PATH`) to the workers' user and
+/// group, if configured: through the descriptor (`AT_EMPTY_PATH`), never
+/// by path, so nothing else can be changed in its place.
+fn give_to_owner(
+    file: &OwnedFd,
+    path: &Path,
+    owner: (Option<u32>, Option<u32>),
+) -> Result<(), BindError> {
+    if owner == (None, None) {
+        return Ok(());
+    }
+    let uid = owner.0.map(nix::unistd::Uid::from_raw);
+    let gid = owner.1.map(nix::unistd::Gid::from_raw);
+    nix::unistd::fchownat(file, "", uid, gid, nix::fcntl::AtFlags::AT_EMPTY_PATH).map_err(|e| {
+        (
+            e,
+            format!(
+                "cannot change the owner of {}: {}",
+                path.display(),
+                e.desc()
+            ),
+        )
+    })
+}
+
+/// Remove the socket file at `path` if the path still names `id`.
+fn remove_socket_file(path: &Path, id: FileId) {
+    match FileId::of_path(path) {
+        // Removed already (by hand, or by a tmp cleaner).
+        None => return,
+        Some(there) if there != id => {
+            tracing::info!(
+                "Leaving {}: it is no longer the socket file this master created",
+                path.display()
+            );
+            return;
+        }
+        Some(_) => {}
+    }
+    if let Err(e) = std::fs::remove_file(path) {
+        if e.kind() != std::io::ErrorKind::NotFound {
+            tracing::warn!("Could not remove {}: {}", path.display(), e);
+        }
+    }
 }
 
 fn backlog_of(n: i32) -> Backlog {
@@ -376,7 +528,17 @@ pub fn serves(listener: &Listener, bind: &BindAddr) -> bool {
         (BindAddr::Tcp { host, port }, ListenAddr::Tcp(addr)) => {
             resolve(host, *port).is_ok_and(|wanted| wanted == *addr)
         }
-        (BindAddr::Unix(path), ListenAddr::Unix(bound)) => path == bound,
+        // Another spelling of the path (`/run/./app.sock`, a symlinked
+        // directory) still names the same socket file.
+        (BindAddr::Unix(path), ListenAddr::Unix(bound)) => {
+            path == bound
+                || match listener.socket_file {
+                    Some(id) => FileId::of_path(path) == Some(id),
+                    None => {
+                        FileId::of_path(path).is_some_and(|id| FileId::of_path(bound) == Some(id))
+                    }
+                }
+        }
         (BindAddr::Fd(fd), _) => *fd == listener.raw_fd(),
         _ => false,
     }
@@ -438,6 +600,77 @@ mod tests {
         std::fs::write(&path, b"data").unwrap();
         let err = create_all(&spec, &[], 1).unwrap_err();
         assert!(err.contains("is not a socket"), "{err}");
+    }
+
+    fn unix_spec(binds: &[BindAddr]) -> ListenerSpec<'_> {
+        ListenerSpec {
+            binds,
+            backlog: 16,
+            umask: 0,
+            owner: (None, None),
+        }
+    }
+
+    #[test]
+    fn a_socket_file_that_answers_is_not_taken_over() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.sock");
+        let theirs = std::os::unix::net::UnixListener::bind(&path).unwrap();
+        let binds = [BindAddr::Unix(path.clone())];
+        let err = create_all(&unix_spec(&binds), &[], 1).unwrap_err();
+        assert_eq!(
+            err,
+            format!(
+                "Can't connect to unix:{}: Address already in use",
+                path.display()
+            )
+        );
+        // Their socket still has its file and still answers.
+        std::os::unix::net::UnixStream::connect(&path).unwrap();
+        theirs.accept().unwrap();
+    }
+
+    #[test]
+    fn a_socket_file_is_removed_only_while_it_is_still_ours() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.sock");
+        let binds = [BindAddr::Unix(path.clone())];
+        let ours = create_all(&unix_spec(&binds), &[], 1).unwrap();
+        assert_eq!(ours[0].socket_file(), FileId::of_path(&path));
+        // Someone else's file now has the path.
+        std::fs::remove_file(&path).unwrap();
+        std::fs::write(&path, "theirs").unwrap();
+        ours.into_iter().for_each(|l| l.close(true));
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "theirs");
+    }
+
+    #[test]
+    fn another_spelling_of_the_path_is_the_same_listener() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.sock");
+        let binds = [BindAddr::Unix(path.clone())];
+        let ours = create_all(&unix_spec(&binds), &[], 1).unwrap();
+        let spelled = BindAddr::Unix(dir.path().join(".").join("s.sock"));
+        assert!(serves(&ours[0], &spelled));
+        assert!(!serves(
+            &ours[0],
+            &BindAddr::Unix(dir.path().join("other.sock"))
+        ));
+        // Its file is still its own, under either name.
+        ours.into_iter().for_each(|l| l.close(true));
+        assert!(!path.exists());
+    }
+
+    #[test]
+    fn inherited_unix_sockets_are_never_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.sock");
+        let theirs = std::os::unix::net::UnixListener::bind(&path).unwrap();
+        let fd = std::os::fd::IntoRawFd::into_raw_fd(theirs);
+        let adopted = adopt_fd(fd, 16).unwrap();
+        assert_eq!(adopted.socket_file(), None);
+        adopted.close(true);
+        assert!(path.exists());
     }
 
     #[test]

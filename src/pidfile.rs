@@ -1,33 +1,52 @@
 //! The master's pidfile (`-p/--pid FILE`).
 //!
 //! Behaviour follows gunicorn's `Pidfile` (`gunicorn/pidfile.py`), made
-//! robust against crashes, pid reuse and upgrades:
+//! robust against crashes, pid reuse, races and upgrades:
 //!
+//! - The file is held with an exclusive `flock(2)` for the master's
+//!   lifetime, so two masters started at once with the same pidfile cannot
+//!   both run: the second finds the lock taken and refuses to start, naming
+//!   the pid the file holds. A crash releases the lock with the process.
 //! - The file is written atomically (temporary file in the same directory,
-//!   then `rename(2)`), holds `"<pid>\n"` and has mode 0644 whatever the umask.
-//! - A pidfile naming a live gunicornd refuses the start. A pidfile naming a
-//!   dead process, or holding garbage, is replaced. A pidfile naming a live
-//!   process that is *not* gunicornd (the pid was reused after a crash or a
-//!   reboot) is replaced too, with a warning, instead of blocking the start
-//!   forever as gunicorn does.
-//! - The file is removed only by the process whose pid it holds, so an old
-//!   master leaving after a binary upgrade never deletes its successor's file.
+//!   locked before it is renamed over the path), holds `"<pid>\n"` and has
+//!   mode 0644 whatever the umask. The path never names an unlocked file
+//!   while the master runs.
+//! - A pidfile that nobody has locked is stale and is replaced, unless it
+//!   names a live gunicornd (a master of an earlier release, which does not
+//!   lock): that refuses the start, as before. One naming a dead process,
+//!   holding garbage, or naming a live process that is *not* gunicornd (the
+//!   pid was reused after a crash or a reboot) is replaced, with a warning
+//!   for the last, instead of blocking the start forever as gunicorn does.
+//! - The file is removed only by its holder, and only while the path still
+//!   names the file it locked (same device and inode) and holds its pid, so
+//!   an old master leaving after a binary upgrade never deletes its
+//!   successor's file.
+//!
+//! Binary upgrades: the new master locks `<pidfile>.2`, its own file; at
+//! takeover that file is renamed over the pidfile, and the lock goes with
+//! it (a lock belongs to the open file, not to the name).
 //!
 //! There is deliberately no `Drop` implementation: workers are forked from
 //! the master and carry a copy of its `Pidfile`; since the file holds the
 //! master's pid, a worker dropping its copy would delete the master's file.
-//! The master calls [`Pidfile::unlink`] explicitly on its way out.
+//! The master calls [`Pidfile::unlink`] explicitly on its way out, and a
+//! worker closes the descriptor ([`Pidfile::raw_fd`]) first thing, so that
+//! workers outliving a killed master do not keep the lock.
 
 use std::fmt;
-use std::fs;
-use std::io::{self, Write};
-use std::os::unix::fs::PermissionsExt;
+use std::fs::{self, File};
+use std::io::{self, Read, Seek, Write};
+use std::os::fd::{AsRawFd, RawFd};
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
 use nix::sys::signal::kill;
 use nix::unistd::Pid;
 use tracing::{debug, info, warn};
+
+use crate::fd::FileId;
 
 /// Mode of the pidfile: readable by everyone (init scripts and monitoring
 /// often run as another user), writable by the owner only.
@@ -36,11 +55,22 @@ const PIDFILE_MODE: u32 = 0o644;
 /// The name the checks in [`process_is_gunicornd`] look for.
 const PROGRAM_NAME: &str = "gunicornd";
 
+/// How long a start waits for a locked pidfile to name its holder: a
+/// master that has just taken the lock on a stale file writes its own pid
+/// within moments.
+const HOLDER_WAIT: Duration = Duration::from_secs(2);
+
+/// How long a start tries to put its pidfile in place while others keep
+/// replacing the file under it.
+const SETTLE: Duration = Duration::from_secs(5);
+
 /// A pidfile written by this process. See the module documentation.
 #[derive(Debug)]
 pub struct Pidfile {
     path: PathBuf,
     pid: u32,
+    /// The file, open and locked for as long as the master runs.
+    file: File,
 }
 
 /// Why a pidfile could not be created.
@@ -50,6 +80,9 @@ pub enum PidfileError {
     MissingDirectory { dir: PathBuf, path: PathBuf },
     /// The pidfile names a gunicornd that is still running.
     AlreadyRunning { pid: u32, path: PathBuf },
+    /// Another process holds the pidfile's lock but the file names no live
+    /// process (it did not write its pid in time).
+    Locked { path: PathBuf, content: String },
     /// Reading the existing pidfile or writing the new one failed.
     Io { path: PathBuf, source: io::Error },
 }
@@ -70,6 +103,12 @@ impl fmt::Display for PidfileError {
                     path.display()
                 )
             }
+            PidfileError::Locked { path, content } => write!(
+                f,
+                "Already running: another process holds the lock on pidfile {} \
+                 (which holds {content:?}, not a running process)",
+                path.display()
+            ),
             PidfileError::Io { path, source } => {
                 write!(f, "cannot write pidfile {}: {source}", path.display())
             }
@@ -87,43 +126,108 @@ impl std::error::Error for PidfileError {
 }
 
 impl Pidfile {
-    /// Writes `pid` to `path` after checking that no other gunicornd holds it.
+    /// Writes `pid` to `path` and locks it, after checking that no other
+    /// gunicornd holds it.
     ///
     /// A relative `path` is used as given (relative to the current directory
     /// at the time of the call); the caller resolves it against `--chdir`.
+    /// May block for a moment (up to [`HOLDER_WAIT`]) when another master
+    /// is starting at the same time: only call it at startup.
     pub fn create(path: &Path, pid: u32) -> Result<Pidfile, PidfileError> {
         check_directory(path)?;
-        match read_pid(path).map_err(|source| io_error(path, source))? {
-            Holder::Nobody => {}
-            Holder::Unparsable(content) => warn!(
-                "Replacing pidfile {} with unreadable content {:?}",
-                path.display(),
-                content
-            ),
-            Holder::Pid(held) if held == pid => {}
-            Holder::Pid(held) => match probe_process(held) {
-                Probe::Dead => info!(
-                    "Replacing stale pidfile {} (PID {held} is not running)",
-                    path.display()
-                ),
-                Probe::AliveOther => warn!(
-                    "Replacing stale pidfile {}: PID {held} is running but is not {PROGRAM_NAME} \
-                     (the pid was reused)",
-                    path.display()
-                ),
-                Probe::AliveGunicornd => {
-                    return Err(PidfileError::AlreadyRunning {
-                        pid: held,
-                        path: path.to_path_buf(),
-                    })
+        let io = |source| io_error(path, source);
+        let started = Instant::now();
+        loop {
+            if started.elapsed() > SETTLE {
+                return Err(io(io::Error::other(
+                    "it keeps being replaced by another process",
+                )));
+            }
+            let file = match open_existing(path) {
+                Ok(file) => file,
+                Err(err) if err.kind() == io::ErrorKind::NotFound => {
+                    // Nothing there: put ours there unless someone was quicker.
+                    match place_if_absent(path, pid).map_err(io)? {
+                        Some(file) => return Ok(Pidfile::held(path, pid, file)),
+                        None => continue,
+                    }
                 }
-            },
+                // A symlink: replaced by our file (the link itself, not
+                // what it points to), as a stale file is.
+                Err(err) if err.raw_os_error() == Some(libc::ELOOP) => {
+                    warn!("Replacing the symlink at pidfile {}", path.display());
+                    let file = place_over(path, pid).map_err(io)?;
+                    if names(path, &file) {
+                        return Ok(Pidfile::held(path, pid, file));
+                    }
+                    continue;
+                }
+                Err(err) => return Err(io(err)),
+            };
+            let locked = match try_lock(&file) {
+                Ok(locked) => locked,
+                Err(errno) if lock_unsupported(errno) => {
+                    warn!(
+                        "Cannot lock pidfile {} ({errno}): relying on the pid it holds alone",
+                        path.display()
+                    );
+                    true
+                }
+                Err(errno) => return Err(io(errno.into())),
+            };
+            if !names(path, &file) {
+                // Replaced between our open and our lock: look again.
+                continue;
+            }
+            let holder = read_holder(&file).map_err(io)?;
+            if !locked {
+                // Its holder may not have written its own pid yet.
+                match holder {
+                    Holder::Pid(held) if probe_process(held) != Probe::Dead => {
+                        return Err(PidfileError::AlreadyRunning {
+                            pid: held,
+                            path: path.to_path_buf(),
+                        })
+                    }
+                    _ if started.elapsed() < HOLDER_WAIT => {
+                        std::thread::sleep(Duration::from_millis(10));
+                        continue;
+                    }
+                    other => {
+                        return Err(PidfileError::Locked {
+                            path: path.to_path_buf(),
+                            content: match other {
+                                Holder::Pid(held) => held.to_string(),
+                                Holder::Unparsable(content) => content,
+                                Holder::Nobody => String::new(),
+                            },
+                        })
+                    }
+                }
+            }
+            check_stale(path, holder, pid)?;
+            // We hold the old file's lock while ours replaces it, so the
+            // path never names an unlocked file.
+            let ours = place_over(path, pid).map_err(io)?;
+            drop(file);
+            if names(path, &ours) {
+                return Ok(Pidfile::held(path, pid, ours));
+            }
         }
-        write_atomically(path, pid).map_err(|source| io_error(path, source))?;
-        Ok(Pidfile {
+    }
+
+    fn held(path: &Path, pid: u32, file: File) -> Pidfile {
+        Pidfile {
             path: path.to_path_buf(),
             pid,
-        })
+            file,
+        }
+    }
+
+    /// The locked descriptor, which a forked worker closes (see the module
+    /// documentation).
+    pub fn raw_fd(&self) -> RawFd {
+        self.file.as_raw_fd()
     }
 
     /// The path the pidfile currently lives at.
@@ -141,22 +245,35 @@ impl Pidfile {
     /// Move the pidfile to `to` (a new master taking over the old one's
     /// pidfile after a binary upgrade); whatever was at `to` is replaced in
     /// one step, so readers see the old content or ours, never nothing. The
-    /// old master may have moved it already ([`hand_over`]).
+    /// lock moves with the file. The old master may have moved it already
+    /// ([`hand_over`]).
     pub fn rename(&mut self, to: &Path) -> io::Result<()> {
-        let moved_already = !self.path.exists()
-            && matches!(read_pid(to), Ok(Holder::Pid(held)) if held == self.pid);
-        if !moved_already {
+        if !names(to, &self.file) {
+            if !names(&self.path, &self.file) {
+                return Err(io::Error::other(format!(
+                    "{} is no longer the file this master wrote",
+                    self.path.display()
+                )));
+            }
             fs::rename(&self.path, to)?;
         }
         self.path = to.to_path_buf();
         Ok(())
     }
 
-    /// Removes the file if it still holds our pid.
+    /// Removes the file if its path still names the file we locked and it
+    /// still holds our pid.
     ///
     /// Errors are logged at debug level and otherwise ignored: this runs on
     /// the way out, when there is nothing better to do about them.
     pub fn unlink(&self) {
+        if !names(&self.path, &self.file) {
+            debug!(
+                "pidfile {} is no longer the file this master wrote; leaving it",
+                self.path.display()
+            );
+            return;
+        }
         match read_pid(&self.path) {
             Ok(Holder::Pid(held)) if held == self.pid => {
                 if let Err(err) = fs::remove_file(&self.path) {
@@ -171,6 +288,78 @@ impl Pidfile {
             Err(err) => debug!("cannot read pidfile {}: {err}", self.path.display()),
         }
     }
+}
+
+/// A pidfile nobody has locked: may it be replaced by `pid`'s?
+fn check_stale(path: &Path, holder: Holder, pid: u32) -> Result<(), PidfileError> {
+    match holder {
+        Holder::Nobody => {}
+        Holder::Unparsable(content) => warn!(
+            "Replacing pidfile {} with unreadable content {:?}",
+            path.display(),
+            content
+        ),
+        Holder::Pid(held) if held == pid => {}
+        Holder::Pid(held) => match probe_process(held) {
+            Probe::Dead => info!(
+                "Replacing stale pidfile {} (PID {held} is not running)",
+                path.display()
+            ),
+            Probe::AliveOther => warn!(
+                "Replacing stale pidfile {}: PID {held} is running but is not {PROGRAM_NAME} \
+                 (the pid was reused)",
+                path.display()
+            ),
+            // Unlocked but a live gunicornd: a master that does not lock
+            // (an earlier release).
+            Probe::AliveGunicornd => {
+                return Err(PidfileError::AlreadyRunning {
+                    pid: held,
+                    path: path.to_path_buf(),
+                })
+            }
+        },
+    }
+    Ok(())
+}
+
+/// Open the file at `path` to lock it, not following a symlink.
+fn open_existing(path: &Path) -> io::Result<File> {
+    fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)
+}
+
+/// Take the exclusive lock on `file` without waiting: `Ok(false)` if
+/// another open file holds it.
+fn try_lock(file: &File) -> Result<bool, Errno> {
+    // SAFETY: flock on a descriptor we own; no memory is involved.
+    let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+    match Errno::result(rc) {
+        Ok(_) => Ok(true),
+        Err(Errno::EWOULDBLOCK) => Ok(false),
+        Err(errno) => Err(errno),
+    }
+}
+
+/// File systems without locks (some network file systems): the pidfile
+/// works as before locks, by the pid it holds.
+fn lock_unsupported(errno: Errno) -> bool {
+    matches!(errno, Errno::ENOLCK | Errno::EOPNOTSUPP | Errno::EINVAL)
+}
+
+/// Whether `path` itself names the file open at `file`.
+fn names(path: &Path, file: &File) -> bool {
+    FileId::of_fd(file).is_ok_and(|id| FileId::of_path(path) == Some(id))
+}
+
+/// What the open pidfile says.
+fn read_holder(mut file: &File) -> io::Result<Holder> {
+    let mut content = String::new();
+    file.rewind()?;
+    file.read_to_string(&mut content)?;
+    Ok(parse_pid(&content))
 }
 
 fn io_error(path: &Path, source: io::Error) -> PidfileError {
@@ -219,11 +408,22 @@ pub fn hand_over(from: &Path, to: &Path, pid: u32) {
     }
 }
 
-/// Remove the pidfile at `path` if it holds `pid`: what a process that
-/// died without cleaning up (a new master of an upgrade) left behind.
+/// Remove the pidfile at `path` if it holds `pid` and nobody holds its
+/// lock: what a process that died without cleaning up (a new master of an
+/// upgrade) left behind.
 pub fn remove_if_held_by(path: &Path, pid: u32) {
-    if let Ok(Holder::Pid(held)) = read_pid(path) {
-        if held == pid {
+    let Ok(file) = open_existing(path) else {
+        return;
+    };
+    if try_lock(&file) == Ok(false) {
+        debug!(
+            "pidfile {} is locked by a live process; leaving it",
+            path.display()
+        );
+        return;
+    }
+    if let Ok(Holder::Pid(held)) = read_holder(&file) {
+        if held == pid && names(path, &file) {
             if let Err(err) = fs::remove_file(path) {
                 debug!("cannot remove pidfile {}: {err}", path.display());
             }
@@ -332,9 +532,10 @@ fn argv0_name(cmdline: &[u8]) -> Option<String> {
     (!name.is_empty()).then(|| name.to_string())
 }
 
-/// Writes `"<pid>\n"` to a temporary file next to `path` and renames it over
-/// `path`, so a reader never sees an empty or half-written pidfile.
-fn write_atomically(path: &Path, pid: u32) -> io::Result<()> {
+/// Writes `"<pid>\n"` to a temporary file next to `path` and locks it, to
+/// be renamed to `path` ([`place_over`], [`place_if_absent`]): a reader
+/// never sees an empty or half-written pidfile, nor an unlocked one of ours.
+fn locked_temporary(path: &Path, pid: u32) -> io::Result<tempfile::NamedTempFile> {
     let mut tmp = tempfile::Builder::new()
         .prefix(".gunicornd-pid.")
         .tempfile_in(parent_dir(path))?;
@@ -343,8 +544,28 @@ fn write_atomically(path: &Path, pid: u32) -> io::Result<()> {
     // not make the pidfile unreadable to init scripts either.
     tmp.as_file()
         .set_permissions(fs::Permissions::from_mode(PIDFILE_MODE))?;
-    tmp.persist(path).map_err(|err| err.error)?;
-    Ok(())
+    match try_lock(tmp.as_file()) {
+        Ok(true) => Ok(tmp),
+        Err(errno) if lock_unsupported(errno) => Ok(tmp),
+        Ok(false) => Err(io::Error::other("a new temporary file is locked")),
+        Err(errno) => Err(errno.into()),
+    }
+}
+
+/// Our pidfile at `path`, over whatever is there.
+fn place_over(path: &Path, pid: u32) -> io::Result<File> {
+    locked_temporary(path, pid)?
+        .persist(path)
+        .map_err(|err| err.error)
+}
+
+/// Our pidfile at `path` if nothing is there; `None` if something is.
+fn place_if_absent(path: &Path, pid: u32) -> io::Result<Option<File>> {
+    match locked_temporary(path, pid)?.persist_noclobber(path) {
+        Ok(file) => Ok(Some(file)),
+        Err(err) if err.error.kind() == io::ErrorKind::AlreadyExists => Ok(None),
+        Err(err) => Err(err.error),
+    }
 }
 
 #[cfg(test)]
@@ -615,6 +836,121 @@ mod tests {
         assert!(!path.exists());
         // Unlinking again (file gone) is harmless.
         pidfile.unlink();
+    }
+
+    #[test]
+    fn a_held_pidfile_refuses_a_second_master_naming_the_holder() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("g.pid");
+        let held = Pidfile::create(&path, our_pid()).unwrap();
+        // Even a file that no longer names a gunicornd: the lock decides.
+        let err = Pidfile::create(&path, dead_pid()).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "Already running on PID {} (pidfile {})",
+                our_pid(),
+                path.display()
+            )
+        );
+        held.unlink();
+        drop(held);
+        Pidfile::create(&path, dead_pid()).unwrap();
+    }
+
+    #[test]
+    fn of_masters_racing_for_one_pidfile_exactly_one_holds_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("g.pid");
+        let barrier = std::sync::Barrier::new(8);
+        let results: Vec<Result<Pidfile, PidfileError>> = std::thread::scope(|s| {
+            let racers: Vec<_> = (0..8)
+                .map(|_| {
+                    s.spawn(|| {
+                        barrier.wait();
+                        Pidfile::create(&path, our_pid())
+                    })
+                })
+                .collect();
+            racers.into_iter().map(|r| r.join().unwrap()).collect()
+        });
+        let held = results.iter().filter(|r| r.is_ok()).count();
+        assert_eq!(held, 1, "{results:?}");
+        for r in &results {
+            if let Err(e) = r {
+                assert!(
+                    matches!(e, PidfileError::AlreadyRunning { pid, .. } if *pid == our_pid()),
+                    "{e}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn a_file_locked_by_a_process_that_has_not_written_its_pid_is_still_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("g.pid");
+        fs::write(&path, format!("{}\n", dead_pid())).unwrap();
+        let file = open_existing(&path).unwrap();
+        assert_eq!(try_lock(&file), Ok(true));
+        let started = Instant::now();
+        let err = Pidfile::create(&path, our_pid()).unwrap_err();
+        assert!(matches!(err, PidfileError::Locked { .. }), "{err:?}");
+        assert!(started.elapsed() >= HOLDER_WAIT);
+        assert!(err.to_string().starts_with("Already running"), "{err}");
+    }
+
+    #[test]
+    fn unlink_leaves_a_successor_file_even_with_the_same_pid() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("g.pid");
+        let pidfile = Pidfile::create(&path, our_pid()).unwrap();
+        let successor = dir.path().join("g.pid.2");
+        fs::write(&successor, format!("{}\n", our_pid())).unwrap();
+        fs::rename(&successor, &path).unwrap();
+        pidfile.unlink();
+        assert!(path.exists(), "another file at the path is not ours");
+    }
+
+    #[test]
+    fn the_lock_moves_with_a_renamed_pidfile() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("g.pid");
+        let second = dir.path().join("g.pid.2");
+        let mut pidfile = Pidfile::create(&second, our_pid()).unwrap();
+        pidfile.rename(&path).unwrap();
+        assert!(!second.exists());
+        assert!(matches!(
+            Pidfile::create(&path, dead_pid()),
+            Err(PidfileError::AlreadyRunning { .. })
+        ));
+        // Moved already (the old master's hand_over): nothing to do.
+        pidfile.rename(&path).unwrap();
+        assert_eq!(pidfile.path(), path);
+        // A locked file is not what a dead process left behind.
+        remove_if_held_by(&path, our_pid());
+        assert!(path.exists());
+        pidfile.unlink();
+        assert!(!path.exists());
+    }
+
+    #[test]
+    fn a_symlink_at_the_path_is_replaced_not_followed() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("elsewhere");
+        fs::write(&target, "keep\n").unwrap();
+        let path = dir.path().join("g.pid");
+        symlink(&target, &path).unwrap();
+        Pidfile::create(&path, our_pid()).unwrap();
+        assert_eq!(fs::read_to_string(&target).unwrap(), "keep\n");
+        assert!(!fs::symlink_metadata(&path)
+            .unwrap()
+            .file_type()
+            .is_symlink());
+        assert_eq!(
+            fs::read_to_string(&path).unwrap(),
+            format!("{}\n", our_pid())
+        );
     }
 
     #[test]

@@ -208,8 +208,9 @@ fn the_new_master_gets_the_listeners_and_the_channel_and_nothing_else() {
     assert!(socket_inode(new, 4).is_some(), "fd 4: the upgrade channel");
     // Everything else is what any master opens for itself (whatever else
     // the old master inherited from whoever started it does not cross):
-    // 0-2, the signal pipe, the worker channel (a socket pair), the event
-    // loop, the control socket.
+    // 0-2, its pidfile (held open: it holds the file's lock), the signal
+    // pipe, the worker channel (a socket pair), the event loop, the control
+    // socket.
     let mut fds: Vec<(i32, String)> = fs::read_dir(format!("/proc/{new}/fd"))
         .unwrap()
         .filter_map(|e| {
@@ -221,11 +222,13 @@ fn the_new_master_gets_the_listeners_and_the_channel_and_nothing_else() {
         .collect();
     fds.sort();
     let kinds: Vec<&str> = fds[3..].iter().map(|(_, k)| k.as_str()).collect();
+    let pidfile = second(&srv.path("g.pid")).display().to_string();
     assert_eq!(
         kinds,
         [
             "socket",
             "socket",
+            &pidfile,
             "pipe",
             "pipe",
             "socket",
@@ -238,8 +241,8 @@ fn the_new_master_gets_the_listeners_and_the_channel_and_nothing_else() {
     );
     assert_eq!(
         fds.last().unwrap().0,
-        11,
-        "numbered 0 to 11 without gaps: {fds:?}"
+        12,
+        "numbered 0 to 12 without gaps: {fds:?}"
     );
     let environ = fs::read(format!("/proc/{new}/environ")).unwrap();
     let environ = String::from_utf8_lossy(&environ);

@@ -39,6 +39,7 @@ complete -c gunicornd -l casefold-http-method -d 'Upper-case the request method 
 complete -c gunicornd -l permit-unconventional-http-version -d 'Accept any HTTP/d.d version, not only HTTP/1.0 to HTTP/1.9 [default: off]'
 complete -c gunicornd -l permit-obsolete-folding -d 'Accept obsolete line folding in request header fields: continuation lines are joined to their field with a space (never in Transfer-Encoding or Content-Length) [default: off]'
 complete -c gunicornd -l preload -d 'Load the application code before the worker processes are forked: saves memory and speeds up booting. Without it each worker loads the app itself, so replacing the workers loads new code. For Python module:callable apps; built-in apps ignore it [default: off]'
+complete -c gunicornd -l static-dotfiles -d 'Let static:DIR serve dotfiles: paths with a component that starts with a dot, such as .git/, .env or .well-known/ [default: off, they are answered 404]'
 complete -c gunicornd -s D -l daemon -d 'Detach from the terminal and run in the background [default: off]'
 complete -c gunicornd -l no-control-socket -d 'Do not open a control socket [default: off]'
 complete -c gunicornd -l check-config -d 'Check the configuration and the app name, then exit: status 0 if valid, 1 (with the error) if not'

@@ -209,7 +209,8 @@ mod tests {
     fn fail_load_is_a_load_error() {
         let err = DebugApp::load(&DebugOptions::parse("fail_load=1").unwrap()).unwrap_err();
         assert!(err.0.contains("fail_load=1"), "{err}");
-        assert!(crate::app::load("builtin:debug?fail_load=1", &[]).is_err());
+        let spec = crate::app::AppSpec::parse("builtin:debug?fail_load=1").unwrap();
+        assert!(spec.load(&Default::default()).is_err());
     }
 
     #[test]

@@ -75,9 +75,29 @@ pub use hello::HelloApp;
 pub use spec::AppSpec;
 pub use static_files::StaticApp;
 
+/// The settings loading an app depends on, besides its spec.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct LoadOptions<'a> {
+    /// `--pythonpath`, for a Python app.
+    pub pythonpath: &'a [std::path::PathBuf],
+    /// `--static-dotfiles`, for `static:DIR`.
+    pub static_dotfiles: bool,
+}
+
+impl<'a> From<&'a crate::config::Settings> for LoadOptions<'a> {
+    fn from(settings: &'a crate::config::Settings) -> Self {
+        LoadOptions {
+            pythonpath: &settings.pythonpath,
+            static_dotfiles: settings.static_dotfiles,
+        }
+    }
+}
+
 /// Load the app named by `spec` (the positional `APP` argument), in the
-/// worker after fork; `pythonpath` is `--pythonpath`, for a Python app.
-/// See [`AppSpec`] for the grammar.
-pub fn load(spec: &str, pythonpath: &[std::path::PathBuf]) -> Result<Box<dyn App>, AppLoadError> {
-    AppSpec::parse(spec).map_err(AppLoadError)?.load(pythonpath)
+/// worker after fork, with the app settings of `settings`. See [`AppSpec`]
+/// for the grammar.
+pub fn load(spec: &str, settings: &crate::config::Settings) -> Result<Box<dyn App>, AppLoadError> {
+    AppSpec::parse(spec)
+        .map_err(AppLoadError)?
+        .load(&LoadOptions::from(settings))
 }

@@ -19,7 +19,7 @@
 //! to [`AppSpec::load`].
 
 use super::debug::DebugOptions;
-use super::{App, AppLoadError, DebugApp, EchoApp, HelloApp, StaticApp};
+use super::{App, AppLoadError, DebugApp, EchoApp, HelloApp, LoadOptions, StaticApp};
 
 /// The valid forms, for error messages.
 pub const APP_SPECS: &str = "builtin:hello, builtin:echo, builtin:debug[?OPTIONS], static:DIR \
@@ -75,13 +75,15 @@ impl AppSpec {
 
     /// Load the app. Called in the worker after fork: `builtin:debug` may
     /// sleep or end the process here on purpose (see [`DebugApp`]).
-    pub fn load(&self, pythonpath: &[std::path::PathBuf]) -> Result<Box<dyn App>, AppLoadError> {
+    pub fn load(&self, options: &LoadOptions<'_>) -> Result<Box<dyn App>, AppLoadError> {
         Ok(match self {
             AppSpec::Hello => Box::new(HelloApp::new()),
             AppSpec::Echo => Box::new(EchoApp),
-            AppSpec::Debug(options) => Box::new(DebugApp::load(options)?),
-            AppSpec::Static(dir) => Box::new(StaticApp::load(dir)?),
-            AppSpec::Python { module, expression } => load_python(module, expression, pythonpath)?,
+            AppSpec::Debug(debug) => Box::new(DebugApp::load(debug)?),
+            AppSpec::Static(dir) => Box::new(StaticApp::load(dir, options.static_dotfiles)?),
+            AppSpec::Python { module, expression } => {
+                load_python(module, expression, options.pythonpath)?
+            }
         })
     }
 }
@@ -254,11 +256,11 @@ mod tests {
     fn loads_what_it_parsed() {
         for spec in ["builtin:hello", "builtin:echo", "builtin:debug", "static:."] {
             let parsed = AppSpec::parse(spec).unwrap();
-            assert!(parsed.load(&[]).is_ok(), "{spec}");
+            assert!(parsed.load(&LoadOptions::default()).is_ok(), "{spec}");
         }
         let missing = AppSpec::parse("static:/nonexistent/gunicornd").unwrap();
         assert!(
-            missing.load(&[]).is_err(),
+            missing.load(&LoadOptions::default()).is_err(),
             "a missing directory is a load error"
         );
     }

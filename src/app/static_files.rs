@@ -1,18 +1,29 @@
 //! `static:DIR`: serves the files under a directory (GET and HEAD).
 //!
-//! No request can reach outside DIR: the path is percent-decoded, `..`
-//! segments and NUL bytes are refused, and the file is resolved with
-//! `canonicalize` (following symlinks) and must still lie under DIR's own
-//! canonical path. Anything that does not resolve to a regular file under DIR
-//! is a 404, so the answer does not reveal what exists outside.
+//! No request can reach outside DIR, whatever happens to the tree while it
+//! is served: DIR is opened once, when the app loads, and every file is
+//! opened beneath that descriptor with `openat2(RESOLVE_BENEATH |
+//! RESOLVE_NO_MAGICLINKS)`, so the kernel refuses any step out of it (a
+//! `..`, an absolute symlink, a relative one that climbs out, `/proc`'s
+//! magic links) during the very lookup that opens the file; there is no
+//! check-then-open window for a symlink swap. Symlinks that stay inside DIR
+//! resolve as usual. Before that, the path is percent-decoded and `..`
+//! segments and NUL bytes are refused; dotfiles (a path component that
+//! starts with `.`: `.git/`, `.env`) are refused too unless
+//! `--static-dotfiles` allows them. Anything that does not open as a
+//! regular file under DIR is a 404, so the answer does not reveal what
+//! exists outside.
 
 use std::ffi::OsStr;
-use std::fs::{self, File, Metadata, OpenOptions};
+use std::fs::{File, Metadata};
 use std::io::{self, ErrorKind, Read};
+use std::os::fd::OwnedFd;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
+use nix::errno::Errno;
+use nix::fcntl::{openat2, OFlag, OpenHow, ResolveFlag};
+use nix::sys::stat::Mode;
 use percent_encoding::percent_decode_str;
 
 use super::{App, AppLoadError, Request, ResponseSink};
@@ -23,8 +34,11 @@ const CHUNK: usize = 64 * 1024;
 
 /// Serves files under a root directory; see the module documentation.
 pub struct StaticApp {
-    /// Canonical (symlink-free, absolute) root.
-    root: PathBuf,
+    /// DIR, opened `O_PATH` when the app loaded: every file is opened
+    /// beneath it.
+    root: OwnedFd,
+    /// Serve paths with a component starting with `.`.
+    dotfiles: bool,
     /// Reused for every response so streaming does not allocate per request.
     buf: Box<[u8]>,
 }
@@ -33,6 +47,7 @@ impl std::fmt::Debug for StaticApp {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("StaticApp")
             .field("root", &self.root)
+            .field("dotfiles", &self.dotfiles)
             .finish_non_exhaustive()
     }
 }
@@ -40,10 +55,11 @@ impl std::fmt::Debug for StaticApp {
 /// What a request path resolves to.
 #[derive(Debug)]
 enum Resolved {
-    /// A regular file under the root: its canonical path, and the path to
-    /// guess the content type from (the name that was asked for).
+    /// A regular file under the root, open, and the path to guess the
+    /// content type from (the name that was asked for).
     File {
-        path: PathBuf,
+        file: File,
+        meta: Box<Metadata>,
         type_from: PathBuf,
     },
     NotFound,
@@ -51,18 +67,41 @@ enum Resolved {
 }
 
 impl StaticApp {
-    /// Fails if `dir` is missing or not a directory.
-    pub fn load(dir: &str) -> Result<Self, AppLoadError> {
-        let root = fs::canonicalize(dir).map_err(|e| {
-            AppLoadError(format!("static:{dir}: cannot use directory '{dir}': {e}"))
+    /// Opens `dir`; fails if it is missing or not a directory, or if the
+    /// kernel cannot open files beneath it (no `openat2`: Linux before 5.6,
+    /// or a seccomp filter that refuses it).
+    pub fn load(dir: &str, dotfiles: bool) -> Result<Self, AppLoadError> {
+        let root = nix::fcntl::open(
+            dir,
+            OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(|e| match e {
+            Errno::ENOTDIR => AppLoadError(format!("static:{dir}: '{dir}' is not a directory")),
+            e => AppLoadError(format!(
+                "static:{dir}: cannot use directory '{dir}': {}",
+                io::Error::from(e)
+            )),
         })?;
-        if !root.is_dir() {
-            return Err(AppLoadError(format!(
-                "static:{dir}: '{dir}' is not a directory"
-            )));
+        match open_beneath(&root, Path::new(".")) {
+            Ok(_) => {}
+            Err(Errno::ENOSYS | Errno::EPERM) => {
+                return Err(AppLoadError(format!(
+                    "static:{dir}: this system does not let gunicornd open files with openat2 \
+                     (Linux 5.6 or newer, not refused by a seccomp filter), which static: needs \
+                     so that no request can reach outside '{dir}'"
+                )))
+            }
+            Err(e) => {
+                return Err(AppLoadError(format!(
+                    "static:{dir}: cannot use directory '{dir}': {}",
+                    io::Error::from(e)
+                )))
+            }
         }
         Ok(StaticApp {
             root,
+            dotfiles,
             buf: vec![0; CHUNK].into_boxed_slice(),
         })
     }
@@ -71,34 +110,50 @@ impl StaticApp {
         let Some(relative) = decode_relative_path(raw_path) else {
             return Ok(Resolved::NotFound);
         };
-        let asked = self.root.join(&relative);
-        let Some(found) = self.canonical_under_root(&asked)? else {
+        if !self.dotfiles && has_dotfile(&relative) {
+            return Ok(Resolved::NotFound);
+        }
+        let Some((file, meta)) = self.open(&relative)? else {
             return Ok(Resolved::NotFound);
         };
-        if found.is_dir() {
-            let index = asked.join("index.html");
-            return Ok(match self.canonical_under_root(&index)? {
-                Some(path) if path.is_file() => Resolved::File {
-                    path,
+        if meta.is_dir() {
+            let index = relative.join("index.html");
+            return Ok(match self.open(&index)? {
+                Some((file, meta)) if meta.is_file() => Resolved::File {
+                    file,
+                    meta: Box::new(meta),
                     type_from: index,
                 },
                 _ => Resolved::NotFound,
             });
         }
+        if !meta.is_file() {
+            return Ok(Resolved::NotFound);
+        }
         Ok(Resolved::File {
-            path: found,
-            type_from: asked,
+            file,
+            meta: Box::new(meta),
+            type_from: relative,
         })
     }
 
-    /// `path` with symlinks resolved, if it exists and lies under the root.
-    /// `Forbidden` surfaces as an error of kind `PermissionDenied`.
-    fn canonical_under_root(&self, path: &Path) -> io::Result<Option<PathBuf>> {
-        match fs::canonicalize(path) {
-            Ok(found) if found.starts_with(&self.root) => Ok(Some(found)),
-            Ok(_) => Ok(None),
-            Err(e) if is_not_found(&e) => Ok(None),
-            Err(e) => Err(e),
+    /// Open `relative` beneath the root (`None`: nothing servable there,
+    /// an escape included). Permission errors come back as errors of kind
+    /// `PermissionDenied`.
+    fn open(&self, relative: &Path) -> io::Result<Option<(File, Metadata)>> {
+        let relative = if relative.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            relative
+        };
+        match open_beneath(&self.root, relative) {
+            Ok(fd) => {
+                let file = File::from(fd);
+                let meta = file.metadata()?;
+                Ok(Some((file, meta)))
+            }
+            Err(e) if is_not_found(e) => Ok(None),
+            Err(e) => Err(e.into()),
         }
     }
 
@@ -107,19 +162,14 @@ impl StaticApp {
             Err(e) if e.kind() == ErrorKind::PermissionDenied => Resolved::Forbidden,
             other => other?,
         };
-        let (path, type_from) = match resolved {
-            Resolved::File { path, type_from } => (path, type_from),
+        let (file, meta, type_from) = match resolved {
+            Resolved::File {
+                file,
+                meta,
+                type_from,
+            } => (file, meta, type_from),
             Resolved::NotFound => return simple_response(resp, 404, "Not Found", &[]),
             Resolved::Forbidden => return simple_response(resp, 403, "Forbidden", &[]),
-        };
-        let (file, meta) = match open_regular(&path) {
-            Ok(Some(opened)) => opened,
-            Ok(None) => return simple_response(resp, 404, "Not Found", &[]),
-            Err(e) if e.kind() == ErrorKind::PermissionDenied => {
-                return simple_response(resp, 403, "Forbidden", &[])
-            }
-            Err(e) if is_not_found(&e) => return simple_response(resp, 404, "Not Found", &[]),
-            Err(e) => return Err(e),
         };
         let mut headers = vec![
             ("Content-Type".to_string(), content_type(&type_from)),
@@ -153,6 +203,25 @@ impl App for StaticApp {
     }
 }
 
+/// Open `relative` for reading beneath `root`, never outside it (module
+/// documentation). `O_NONBLOCK` keeps a FIFO from blocking the worker (it
+/// has no effect on regular files); the caller checks the type on the open
+/// file.
+fn open_beneath(root: &OwnedFd, relative: &Path) -> Result<OwnedFd, Errno> {
+    let how = OpenHow::new()
+        .flags(OFlag::O_RDONLY | OFlag::O_NONBLOCK | OFlag::O_NOCTTY | OFlag::O_CLOEXEC)
+        .resolve(ResolveFlag::RESOLVE_BENEATH | ResolveFlag::RESOLVE_NO_MAGICLINKS);
+    // EAGAIN: a rename or mount elsewhere raced the lookup, and the kernel
+    // asks for a retry rather than risk a wrong answer.
+    let mut attempts = 0;
+    loop {
+        match openat2(root, relative, how) {
+            Err(Errno::EINTR | Errno::EAGAIN) if attempts < 16 => attempts += 1,
+            other => return other,
+        }
+    }
+}
+
 /// The request path as a relative filesystem path, or `None` if it must not
 /// be served: not absolute, a NUL byte, or a `..` segment (after decoding,
 /// so `%2e%2e` counts). Empty and `.` segments are dropped.
@@ -175,26 +244,27 @@ fn decode_relative_path(raw_path: &str) -> Option<PathBuf> {
     Some(relative)
 }
 
-/// Errors that mean "nothing servable here" rather than a server fault.
-/// (Matched on errno: the `ErrorKind`s for these are newer than our MSRV.)
-fn is_not_found(e: &io::Error) -> bool {
-    e.kind() == ErrorKind::NotFound
-        || matches!(
-            e.raw_os_error(),
-            Some(libc::ENOENT | libc::ENOTDIR | libc::ELOOP | libc::ENAMETOOLONG)
-        )
+/// Whether a component of `relative` (as [`decode_relative_path`] made it)
+/// starts with a dot: `.git/config`, `.env`, `a/.hidden`.
+fn has_dotfile(relative: &Path) -> bool {
+    relative
+        .iter()
+        .any(|component| component.as_bytes().starts_with(b"."))
 }
 
-/// Open `path` if it is a regular file. `O_NONBLOCK` keeps a FIFO swapped in
-/// after the checks from blocking the worker; it has no effect on regular
-/// files. The type is checked again on the open file.
-fn open_regular(path: &Path) -> io::Result<Option<(File, Metadata)>> {
-    let file = OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NONBLOCK)
-        .open(path)?;
-    let meta = file.metadata()?;
-    Ok(meta.is_file().then_some((file, meta)))
+/// Errors that mean "nothing servable here" rather than a server fault:
+/// missing, not a directory on the way, a symlink loop, a name too long,
+/// a socket file (`ENXIO`), or a step outside the root (`EXDEV`).
+fn is_not_found(e: Errno) -> bool {
+    matches!(
+        e,
+        Errno::ENOENT
+            | Errno::ENOTDIR
+            | Errno::ELOOP
+            | Errno::ENAMETOOLONG
+            | Errno::ENXIO
+            | Errno::EXDEV
+    )
 }
 
 fn content_type(path: &Path) -> String {
@@ -247,6 +317,7 @@ fn simple_response(
 
 #[cfg(test)]
 mod tests {
+    use std::fs;
     use std::os::unix::fs::{symlink, PermissionsExt};
 
     use tempfile::TempDir;
@@ -279,11 +350,16 @@ mod tests {
         }
 
         fn app(&self) -> StaticApp {
-            StaticApp::load(self.root.to_str().unwrap()).unwrap()
+            StaticApp::load(self.root.to_str().unwrap(), false).unwrap()
         }
 
         fn get(&self, path: &str) -> RecordingSink {
             call(&mut self.app(), &head("GET", path, &[]), b"")
+        }
+
+        fn get_with_dotfiles(&self, path: &str) -> RecordingSink {
+            let mut app = StaticApp::load(self.root.to_str().unwrap(), true).unwrap();
+            call(&mut app, &head("GET", path, &[]), b"")
         }
     }
 
@@ -355,7 +431,17 @@ mod tests {
         )
         .unwrap();
         symlink(site.parent.path(), site.root.join("dir-out")).unwrap();
-        symlink(site.root.join("hello.txt"), site.root.join("link-in")).unwrap();
+        symlink("../secret.txt", site.root.join("relative-out")).unwrap();
+        symlink("docs/../../secret.txt", site.root.join("climbs-out")).unwrap();
+        symlink("/proc/self/root/etc/passwd", site.root.join("magic")).unwrap();
+        // Absolute symlinks are refused even when they point inside DIR:
+        // RESOLVE_BENEATH cannot tell where an absolute path leads.
+        symlink(site.root.join("hello.txt"), site.root.join("absolute-in")).unwrap();
+        symlink("hello.txt", site.root.join("link-in")).unwrap();
+        symlink("docs", site.root.join("dir-in")).unwrap();
+        symlink("../hello.txt", site.root.join("docs/up")).unwrap();
+        // Leaving DIR and coming back is a step outside all the same.
+        symlink("../www/hello.txt", site.root.join("out-and-in")).unwrap();
         for path in [
             "/../secret.txt",
             "/%2e%2e/secret.txt",
@@ -365,6 +451,11 @@ mod tests {
             "/hello.txt%00",
             "/link-out",
             "/dir-out/secret.txt",
+            "/relative-out",
+            "/climbs-out",
+            "/magic",
+            "/absolute-in",
+            "/out-and-in",
             "/../../../../../../etc/passwd",
         ] {
             let sent = site.get(path);
@@ -378,6 +469,68 @@ mod tests {
             sent.header("Content-Type"),
             Some("application/octet-stream")
         );
+        // Through a directory link, and a link that climbs but stays inside.
+        let sent = site.get("/dir-in/index.html");
+        assert_eq!((sent.status, sent.body_str()), (Some(200), "<h1>docs</h1>"));
+        let sent = site.get("/docs/up");
+        assert_eq!((sent.status, sent.body_str()), (Some(200), "hi\n"));
+    }
+
+    #[test]
+    fn dotfiles_are_404_unless_allowed() {
+        let site = Site::new();
+        fs::create_dir(site.root.join(".git")).unwrap();
+        fs::write(site.root.join(".git/config"), "[core]").unwrap();
+        fs::write(site.root.join(".env"), "SECRET=1").unwrap();
+        fs::create_dir(site.root.join("docs/.hidden")).unwrap();
+        fs::write(site.root.join("docs/.hidden/index.html"), "hidden").unwrap();
+        fs::write(site.root.join("docs/..."), "dots").unwrap();
+        for path in [
+            "/.git/config",
+            "/.git/",
+            "/.env",
+            "/%2eenv",
+            "/docs/.hidden/",
+            "/docs/.hidden/index.html",
+            "/docs/...",
+        ] {
+            let sent = site.get(path);
+            assert_eq!(sent.status, Some(404), "{path}");
+            assert_eq!(sent.body_str(), "Not Found\n", "{path}");
+        }
+        let sent = site.get_with_dotfiles("/.env");
+        assert_eq!((sent.status, sent.body_str()), (Some(200), "SECRET=1"));
+        let sent = site.get_with_dotfiles("/docs/.hidden/");
+        assert_eq!((sent.status, sent.body_str()), (Some(200), "hidden"));
+        // Allowing dotfiles allows no escape.
+        assert_eq!(site.get_with_dotfiles("/../secret.txt").status, Some(404));
+    }
+
+    #[test]
+    fn a_file_swapped_for_a_symlink_out_is_never_served() {
+        let site = Site::new();
+        let mut app = site.app();
+        let swapped = site.root.join("swapped.txt");
+        fs::write(&swapped, "mine").unwrap();
+        let get = |app: &mut StaticApp| call(app, &head("GET", "/swapped.txt", &[]), b"");
+        assert_eq!(get(&mut app).body_str(), "mine");
+        fs::remove_file(&swapped).unwrap();
+        symlink(site.parent.path().join("secret.txt"), &swapped).unwrap();
+        let sent = get(&mut app);
+        assert_eq!(sent.status, Some(404));
+        assert!(!sent.body_str().contains("secret"));
+    }
+
+    #[test]
+    fn the_root_is_the_directory_opened_at_load() {
+        let site = Site::new();
+        let mut app = site.app();
+        // The directory moves away and something else takes its name.
+        fs::rename(&site.root, site.parent.path().join("moved")).unwrap();
+        fs::create_dir(&site.root).unwrap();
+        fs::write(site.root.join("hello.txt"), "impostor").unwrap();
+        let sent = call(&mut app, &head("GET", "/hello.txt", &[]), b"");
+        assert_eq!(sent.body_str(), "hi\n");
     }
 
     #[test]
@@ -439,13 +592,14 @@ mod tests {
     fn load_needs_an_existing_directory() {
         let site = Site::new();
         let missing = site.root.join("missing");
-        let err = StaticApp::load(missing.to_str().unwrap()).unwrap_err();
+        let err = StaticApp::load(missing.to_str().unwrap(), false).unwrap_err();
         assert!(err.0.contains("No such file or directory"), "{err}");
         let file = site.root.join("hello.txt");
-        let err = StaticApp::load(file.to_str().unwrap()).unwrap_err();
+        let err = StaticApp::load(file.to_str().unwrap(), false).unwrap_err();
         assert!(err.0.ends_with("is not a directory"), "{err}");
-        assert!(StaticApp::load("").is_err());
-        assert!(crate::app::load(&format!("static:{}", missing.display()), &[]).is_err());
+        assert!(StaticApp::load("", false).is_err());
+        let spec = crate::app::AppSpec::parse(&format!("static:{}", missing.display())).unwrap();
+        assert!(spec.load(&Default::default()).is_err());
     }
 
     #[test]

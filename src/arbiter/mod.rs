@@ -108,7 +108,7 @@ pub struct Arbiter {
     channel_buf: Vec<u8>,
     /// New master: the handed-over fds whose socket files it owns once it
     /// takes over.
-    owned_fds: Vec<RawFd>,
+    owned_fds: Vec<upgrade::OwnedSocketFile>,
     /// New master: a pidfd of the old master, readable once it exited.
     old_master_pidfd: Option<OwnedFd>,
     /// New master: when to decide whether the old master, which closed the
@@ -673,6 +673,9 @@ impl Arbiter {
         fds.extend(self.report.fds());
         fds.extend(self.channel.as_ref().map(|c| c.as_raw_fd()));
         fds.extend(self.old_master_pidfd.as_ref().map(|p| p.as_raw_fd()));
+        // The pidfile's lock must go with the master, not live on in
+        // workers that outlive it.
+        fds.extend(self.pidfile.as_ref().map(Pidfile::raw_fd));
         fds
     }
 }
@@ -792,7 +795,7 @@ fn preload(settings: &Settings) -> Result<Option<Box<dyn crate::app::App>>, Stri
         return Ok(None);
     }
     tracing::info!("Preloading the app {spec} in the master");
-    crate::app::load(spec, &settings.pythonpath)
+    crate::app::load(spec, settings)
         .map(Some)
         .map_err(|e| format!("App failed to load ({spec}): {e}"))
 }

@@ -34,6 +34,7 @@ use nix::unistd::Pid;
 use super::{Arbiter, ListenerSource, Outcome};
 use crate::config::{BindAddr, Settings};
 use crate::control::protocol::EventKind;
+use crate::fd::FileId;
 use crate::listeners::{self, ListenAddr, Listener, ListenerSpec};
 
 /// The event loop's token for the channel to the other master.
@@ -47,7 +48,9 @@ const GIVE_UP: std::time::Duration = std::time::Duration::from_secs(2);
 /// Names the fd of the channel in the new master's environment.
 const CHANNEL_VAR: &str = "GUNICORND_UPGRADE_FD";
 /// The handed-over fds whose unix socket files the old master owns (it
-/// bound them): the new master owns them once it takes over.
+/// bound them), each as `FD:DEV:INO` (the file's identity, see
+/// [`FileId`]): the new master owns them once it takes over. An old master
+/// of an earlier release writes the fd alone.
 const OWNED_VAR: &str = "GUNICORND_OWNED_FDS";
 /// The old master's pid, as gunicorn names it.
 const PARENT_VAR: &str = "GUNICORN_PID";
@@ -127,12 +130,36 @@ fn is_executable(path: &Path) -> bool {
     std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
 }
 
+/// A handed-over socket whose file the old master created: ours to remove
+/// once we take over, while its path still names `file`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct OwnedSocketFile {
+    pub(super) fd: RawFd,
+    /// `None` from an old master that does not say (an earlier release).
+    pub(super) file: Option<FileId>,
+}
+
+impl OwnedSocketFile {
+    /// One `FD[:DEV:INO]` item of [`OWNED_VAR`].
+    fn parse(item: &str) -> Option<OwnedSocketFile> {
+        let item = item.trim();
+        let (fd, file) = match item.split_once(':') {
+            Some((fd, id)) => (fd, Some(FileId::parse(id)?)),
+            None => (item, None),
+        };
+        Some(OwnedSocketFile {
+            fd: fd.parse().ok()?,
+            file,
+        })
+    }
+}
+
 /// The old master, as a new master started by an upgrade sees it.
 pub(super) struct Parent {
     pub(super) pid: Pid,
     pub(super) channel: UnixStream,
     /// Handed-over fds whose socket files become ours on takeover.
-    pub(super) owned_fds: Vec<RawFd>,
+    pub(super) owned_fds: Vec<OwnedSocketFile>,
 }
 
 impl Parent {
@@ -143,9 +170,9 @@ impl Parent {
         else {
             return Ok(None);
         };
-        let owned_fds: Vec<RawFd> = std::env::var(OWNED_VAR)
+        let owned_fds: Vec<OwnedSocketFile> = std::env::var(OWNED_VAR)
             .ok()
-            .map(|v| v.split(',').filter_map(|n| n.trim().parse().ok()).collect())
+            .map(|v| v.split(',').filter_map(OwnedSocketFile::parse).collect())
             .unwrap_or_default();
         std::env::remove_var(PARENT_VAR);
         std::env::remove_var(CHANNEL_VAR);
@@ -274,8 +301,7 @@ impl Arbiter {
             .listeners
             .iter()
             .enumerate()
-            .filter(|(_, l)| l.owns_path())
-            .map(|(i, _)| (3 + i).to_string())
+            .filter_map(|(i, l)| Some(format!("{}:{}", 3 + i, l.socket_file()?)))
             .collect();
         if !owned.is_empty() {
             env.push(var(OWNED_VAR, owned.join(",")));
@@ -504,8 +530,8 @@ impl Arbiter {
             // Only the files the old master owned: one it had inherited
             // itself belongs to whoever created it.
             for l in &mut self.listeners {
-                if self.owned_fds.contains(&l.raw_fd()) {
-                    l.claim_path();
+                if let Some(owned) = self.owned_fds.iter().find(|o| o.fd == l.raw_fd()) {
+                    l.claim_path(owned.file);
                 }
             }
             self.listener_source = ListenerSource::Bound;
@@ -564,6 +590,28 @@ mod tests {
         )
         .unwrap_err();
         assert!(err.contains("is not on PATH"), "{err}");
+    }
+
+    #[test]
+    fn owned_fds_name_the_socket_files_by_identity() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("f");
+        std::fs::write(&file, "").unwrap();
+        let id = FileId::of_path(&file).unwrap();
+        assert_eq!(
+            OwnedSocketFile::parse(&format!(" 3:{id}")),
+            Some(OwnedSocketFile {
+                fd: 3,
+                file: Some(id)
+            })
+        );
+        // What a master of an earlier release writes.
+        assert_eq!(
+            OwnedSocketFile::parse("4"),
+            Some(OwnedSocketFile { fd: 4, file: None })
+        );
+        assert_eq!(OwnedSocketFile::parse("4:x"), None);
+        assert_eq!(OwnedSocketFile::parse(""), None);
     }
 
     #[test]

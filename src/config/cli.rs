@@ -26,8 +26,8 @@ worker_connections, max_requests, max_requests_jitter, \
 limit_request_line, limit_request_fields, limit_request_field_size, \
 permit_unconventional_http_method, casefold_http_method, \
 permit_unconventional_http_version, permit_obsolete_folding, header_map, \
-forwarder_headers, raw_env, chdir, pythonpath, preload_app, user, group, umask, proc_name, \
-worker_tmp_dir, accesslog, access_log_format, errorlog, loglevel, daemon, \
+forwarder_headers, raw_env, chdir, pythonpath, preload_app, user, group, static_dotfiles, umask, \
+proc_name, worker_tmp_dir, accesslog, access_log_format, errorlog, loglevel, daemon, \
 pidfile, control_socket, control_socket_mode, control_socket_disable, \
 control_socket_allow, control_socket_max_clients and app, plus a [hooks] \
 table. --print-config prints one with every setting.
@@ -245,6 +245,12 @@ pub struct Cli {
     /// group]
     #[arg(short = 'g', long = "group", value_name = "GROUP", value_parser = values::group)]
     pub group: Option<u32>,
+
+    /// Let static:DIR serve dotfiles: paths with a component that starts
+    /// with a dot, such as .git/, .env or .well-known/ [default: off, they
+    /// are answered 404]
+    #[arg(long = "static-dotfiles", action = ArgAction::SetTrue)]
+    pub static_dotfiles: bool,
 
     /// Umask for files and Unix sockets the server creates; a leading 0
     /// means octal, as in 0022 [default: 0]

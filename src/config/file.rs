@@ -373,6 +373,7 @@ fn apply(layer: &mut Cli, e: &Entry<'_>) -> Result<(), ConfigError> {
         "preload_app" | "preload" => layer.preload_app = e.boolean()?,
         "user" => layer.user = Some(e.id(values::user)?),
         "group" => layer.group = Some(e.id(values::group)?),
+        "static_dotfiles" => layer.static_dotfiles = e.boolean()?,
         "umask" => layer.umask = Some(e.number(values::umask)?),
         "proc_name" | "name" => layer.proc_name = Some(e.string(values::non_empty)?),
         "worker_tmp_dir" => layer.worker_tmp_dir = Some(e.path()?),

@@ -293,6 +293,7 @@ impl Loader {
             preload_app: layers.flag(|l| l.preload_app),
             user: layers.value("user", |l| &l.user),
             group: layers.value("group", |l| &l.group),
+            static_dotfiles: layers.flag(|l| l.static_dotfiles),
             umask: layers.value_or("umask", |l| &l.umask, defaults::UMASK),
             proc_name: layers.value("proc_name", |l| &l.proc_name),
             worker_tmp_dir,
@@ -554,6 +555,31 @@ mod tests {
         let args = ["--pythonpath", "", "builtin:hello"];
         let s = run_settings(&loader(dir.path(), &args, &env));
         assert_eq!(s.pythonpath, paths(&[]));
+    }
+
+    #[test]
+    fn static_dotfiles_from_each_source_or_the_default() {
+        let dir = tempfile::tempdir().unwrap();
+        let app = "static:.";
+        let s = run_settings(&loader(dir.path(), &[app], &[]));
+        assert!(!s.static_dotfiles);
+        let s = run_settings(&loader(dir.path(), &["--static-dotfiles", app], &[]));
+        assert!(s.static_dotfiles);
+        let env = [("GUNICORN_CMD_ARGS", "--static-dotfiles")];
+        assert!(run_settings(&loader(dir.path(), &[app], &env)).static_dotfiles);
+        std::fs::write(
+            dir.path().join("gunicornd.toml"),
+            "static_dotfiles = true\n",
+        )
+        .unwrap();
+        assert!(run_settings(&loader(dir.path(), &[app], &[])).static_dotfiles);
+        std::fs::write(dir.path().join("gunicornd.toml"), "static_dotfiles = 1\n").unwrap();
+        let err = loader(dir.path(), &[app], &[]).load().unwrap_err();
+        assert!(
+            err.message.starts_with("wrong type for static_dotfiles"),
+            "{}",
+            err.message
+        );
     }
 
     #[test]

@@ -104,9 +104,12 @@ pub struct Settings {
     /// Load a `module:callable` app in the master before the workers are
     /// forked (gunicorn's `preload_app`, `--preload`); built-in apps ignore it.
     pub preload_app: bool,
-    /// Resolved uid/gid for `--user`/`--group` (None = keep the master's).
+    /// Resolved uid/gid for `--user`/`--group` (None = keep the master's;
+    /// with a user and no group, workers take the user's primary group).
     pub user: Option<u32>,
     pub group: Option<u32>,
+    /// `static:DIR` serves paths with a component starting with `.`.
+    pub static_dotfiles: bool,
     pub umask: u32,
     /// None = derive it from the app.
     pub proc_name: Option<String>,

@@ -81,6 +81,7 @@ impl Settings {
         out.value("preload_app", Value::Boolean(self.preload_app));
         out.opt_int("user", self.user.map(i64::from));
         out.opt_int("group", self.group.map(i64::from));
+        out.value("static_dotfiles", Value::Boolean(self.static_dotfiles));
         out.str("umask", &values::format_mode(self.umask));
         out.opt_str("proc_name", self.proc_name.as_deref());
         out.opt_path("worker_tmp_dir", self.worker_tmp_dir.as_deref());

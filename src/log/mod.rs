@@ -15,6 +15,18 @@
 //! own descriptors: the master forwards USR1 and each worker calls
 //! [`reopen`] itself.
 //!
+//! # Workers under `--user`
+//!
+//! Workers that dropped privileges must still be able to reopen the files
+//! by path after a rotation. So the master, which opens (and, after a
+//! rotation, creates) them first, gives each log file to the workers' user
+//! and group ([`LogConfig::owner`]), as gunicorn does at startup; it does so
+//! on every open and reopen, through the open descriptor (`fchown`), and
+//! only for a regular file reached without a symlink and with one link, so
+//! that a link planted at the path cannot hand someone else's file to the
+//! workers. The master reopens before it forwards USR1, so each worker
+//! finds a file it may open.
+//!
 //! # Fork safety
 //!
 //! The master forks workers, so logging must never leave a lock held or a
@@ -80,6 +92,10 @@ pub struct LogConfig {
     /// `None` = off, `"-"` = stdout, else a file path.
     pub accesslog: Option<String>,
     pub access_log_format: String,
+    /// The uid and gid to give log files to: the workers' (`--user`,
+    /// `--group`), so that they can reopen them (module documentation);
+    /// `(None, None)` leaves files as they are.
+    pub owner: (Option<u32>, Option<u32>),
 }
 
 impl LogConfig {
@@ -89,6 +105,7 @@ impl LogConfig {
             loglevel: settings.loglevel.clone(),
             accesslog: settings.accesslog.clone(),
             access_log_format: settings.access_log_format.clone(),
+            owner: (settings.user, settings.group),
         }
     }
 }
@@ -101,6 +118,7 @@ impl Default for LogConfig {
             loglevel: "info".to_string(),
             accesslog: None,
             access_log_format: DEFAULT_ACCESS_LOG_FORMAT.to_string(),
+            owner: (None, None),
         }
     }
 }

@@ -39,11 +39,11 @@ struct AccessLog {
 impl Outputs {
     /// Open every destination `cfg` names; nothing is kept if one fails.
     pub fn open(cfg: &LogConfig) -> Result<Outputs, String> {
-        let error = LogTarget::open(&cfg.errorlog, LogTarget::Stderr)?;
+        let error = LogTarget::open(&cfg.errorlog, LogTarget::Stderr, cfg.owner)?;
         let access = match &cfg.accesslog {
             None => None,
             Some(spec) => Some(AccessLog {
-                target: LogTarget::open(spec, LogTarget::Stdout)?,
+                target: LogTarget::open(spec, LogTarget::Stdout, cfg.owner)?,
                 format: AccessFormat::parse(&cfg.access_log_format),
                 line: String::new(),
             }),

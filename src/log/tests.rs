@@ -37,6 +37,7 @@ fn config(files: &Files, level: &str, access: bool) -> LogConfig {
         loglevel: level.to_string(),
         accesslog: access.then(|| files.access.to_str().unwrap().to_string()),
         access_log_format: DEFAULT_ACCESS_LOG_FORMAT.to_string(),
+        owner: (None, None),
     }
 }
 

@@ -130,7 +130,13 @@ fn environ_key(name: &str) -> String {
 
 /// Whether two field names give the same environ key.
 fn same_key(a: &str, b: &str) -> bool {
-    let norm = |c: u8| if c == b'-' { b'_' } else { c.to_ascii_uppercase() };
+    let norm = |c: u8| {
+        if c == b'-' {
+            b'_'
+        } else {
+            c.to_ascii_uppercase()
+        }
+    };
     a.len() == b.len() && a.bytes().zip(b.bytes()).all(|(x, y)| norm(x) == norm(y))
 }
 

@@ -171,7 +171,7 @@ fn boot(setup: &WorkerSetup<'_>) -> Result<Booted, i32> {
     let spec = settings.app.as_deref().unwrap_or_default();
     let app = match setup.preloaded.take() {
         Some(app) => app,
-        None => crate::app::load(spec, &settings.pythonpath).map_err(|e| {
+        None => crate::app::load(spec, settings).map_err(|e| {
             tracing::error!("Failed to load application '{spec}': {e}");
             APP_LOAD_ERROR
         })?,
@@ -204,21 +204,66 @@ fn run_post_worker_init(setup: &WorkerSetup<'_>) -> Result<(), i32> {
     Ok(())
 }
 
-/// Switch to the configured group, then user (the group first: once the
-/// uid is dropped we may no longer change the gid).
+/// Switch to the configured user and group, completely: with a user, the
+/// supplementary groups are the user's own (`initgroups`), none left over
+/// from root, and the group is `--group` or else the user's primary group;
+/// the group is changed before the user (once the uid is dropped we may no
+/// longer change the gid). With only a group, it replaces every group. Any
+/// failure is returned, saying what could not be done: the worker must not
+/// serve with more privileges than it was told to have.
 fn drop_privileges(user: Option<u32>, group: Option<u32>) -> Result<(), String> {
-    if let Some(gid) = group {
-        let gid = Gid::from_raw(gid);
-        if gid != Gid::effective() {
-            nix::unistd::setgroups(&[gid]).ok();
-            nix::unistd::setgid(gid).map_err(|e| format!("cannot switch to group {gid}: {e}"))?;
+    use nix::unistd::{initgroups, setgid, setgroups, setuid, User};
+    let group = group.map(Gid::from_raw);
+    let Some(uid) = user
+        .map(Uid::from_raw)
+        .filter(|&uid| uid != Uid::effective())
+    else {
+        // The user stays: only the group changes, if asked.
+        if let Some(gid) = group.filter(|&gid| gid != Gid::effective()) {
+            if Uid::effective().is_root() {
+                setgroups(&[gid]).map_err(|e| {
+                    format!("cannot set the supplementary groups to {gid} alone: {e}")
+                })?;
+            }
+            setgid(gid).map_err(|e| format!("cannot switch to group {gid}: {e}"))?;
         }
+        return Ok(());
+    };
+    let account = User::from_uid(uid)
+        .map_err(|e| format!("cannot look up user {uid} in the user database: {e}"))?;
+    let name = account
+        .as_ref()
+        .map_or_else(|| uid.to_string(), |a| a.name.clone());
+    let gid = match (group, &account) {
+        (Some(gid), _) => gid,
+        (None, Some(account)) => account.gid,
+        (None, None) => {
+            return Err(format!(
+                "cannot switch to user {uid}: it has no entry in the user database, so it has \
+                 no primary group; set --group"
+            ))
+        }
+    };
+    match &account {
+        Some(account) => {
+            let c_name = std::ffi::CString::new(account.name.as_bytes())
+                .map_err(|_| format!("user name {:?} holds a NUL byte", account.name))?;
+            initgroups(&c_name, gid).map_err(|e| {
+                format!("cannot set the supplementary groups of user {name} (initgroups): {e}")
+            })?;
+        }
+        // Not in the database: it belongs to no other group.
+        None => setgroups(&[gid]).map_err(|e| {
+            format!("cannot set the supplementary groups of user {name} to {gid} alone: {e}")
+        })?,
     }
-    if let Some(uid) = user {
-        let uid = Uid::from_raw(uid);
-        if uid != Uid::effective() {
-            nix::unistd::setuid(uid).map_err(|e| format!("cannot switch to user {uid}: {e}"))?;
-        }
+    setgid(gid).map_err(|e| format!("cannot switch to group {gid}: {e}"))?;
+    setuid(uid).map_err(|e| format!("cannot switch to user {name} ({uid}): {e}"))?;
+    // setuid as root drops the real and saved ids too; check that it did.
+    if !uid.is_root() && setuid(Uid::from_raw(0)).is_ok() {
+        return Err(format!(
+            "switched to user {name} ({uid}) but could switch back to root"
+        ));
     }
     Ok(())
 }

@@ -34,8 +34,8 @@ pub use http::{
 pub use launch::{without_inherited_settings, Launch};
 pub use load::Load;
 pub use procfs::{
-    all_children_of, all_processes, children_of, pending_signals, proc_info, process_alive,
-    sleeping_in_app, ProcInfo,
+    all_children_of, all_processes, children_of, credentials, open_files, pending_signals,
+    proc_info, process_alive, sleeping_in_app, Credentials, ProcInfo,
 };
 pub use server::{listening_addr_in, Server};
 pub use sockets::{fds_holding_socket, free_port, listening_inodes, socket_holders, socket_inode};

@@ -1,8 +1,10 @@
 //! Processes as `/proc` shows them: who is whose child, who is alive, what
-//! a process is doing (pending signals, sleeping in the app).
+//! a process is doing (pending signals, sleeping in the app), which
+//! credentials and files it has.
 
 use std::collections::BTreeSet;
 use std::fs;
+use std::path::PathBuf;
 
 /// One process seen in /proc: pid, parent, state letter (`Z` for a zombie,
 /// `T` when stopped) and command name.
@@ -87,4 +89,41 @@ pub fn sleeping_in_app(pid: i32) -> bool {
     let nr = sc.split_whitespace().next().unwrap_or("");
     // x86_64: nanosleep = 35, clock_nanosleep = 230; aarch64: 101 and 115.
     matches!(nr, "35" | "230" | "101" | "115")
+}
+
+/// The ids a process runs with, from `/proc/PID/status`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Credentials {
+    /// Real, effective, saved and file-system uid.
+    pub uids: Vec<u32>,
+    /// Real, effective, saved and file-system gid.
+    pub gids: Vec<u32>,
+    /// The supplementary groups.
+    pub groups: BTreeSet<u32>,
+}
+
+/// What `/proc/PID/status` says `pid` runs as, if it exists.
+pub fn credentials(pid: i32) -> Option<Credentials> {
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let ids = |key: &str| -> Option<Vec<u32>> {
+        let line = status.lines().find_map(|l| l.strip_prefix(key))?;
+        line.split_whitespace().map(|n| n.parse().ok()).collect()
+    };
+    Some(Credentials {
+        uids: ids("Uid:")?,
+        gids: ids("Gid:")?,
+        groups: ids("Groups:")?.into_iter().collect(),
+    })
+}
+
+/// What the open descriptors of `pid` name (`/proc/PID/fd/*` links): file
+/// paths, or `socket:[N]`, `pipe:[N]`, ...
+pub fn open_files(pid: i32) -> Vec<PathBuf> {
+    let Ok(entries) = fs::read_dir(format!("/proc/{pid}/fd")) else {
+        return vec![];
+    };
+    entries
+        .flatten()
+        .filter_map(|e| fs::read_link(e.path()).ok())
+        .collect()
 }
