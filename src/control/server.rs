@@ -25,7 +25,6 @@
 use std::collections::HashMap;
 use std::io::{self, Read, Write};
 use std::os::fd::AsRawFd;
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -113,6 +112,9 @@ struct Client {
 pub struct ControlServer {
     listener: UnixListener,
     path: PathBuf,
+    /// The socket file bound (device and inode): removed only while the
+    /// path still names it.
+    file: Option<crate::fd::FileId>,
     owner_uid: u32,
     access: Access,
     /// `access.max_clients` within the open-files cap.
@@ -172,13 +174,20 @@ impl ControlServer {
             }
         }
         replace_stale_socket(path)?;
-        let listener =
-            UnixListener::bind(path).map_err(|e| format!("cannot bind {}: {e}", path.display()))?;
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
-            .map_err(|e| format!("cannot set the mode of {}: {e}", path.display()))?;
+        // The mode comes from the umask at bind time, not from a chmod by
+        // path afterwards (which would follow a symlink swapped in
+        // meanwhile). The master is single-threaded here.
+        let old = nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(
+            (!mode & 0o777) as libc::mode_t,
+        ));
+        let bound = UnixListener::bind(path);
+        nix::sys::stat::umask(old);
+        let listener = bound.map_err(|e| format!("cannot bind {}: {e}", path.display()))?;
+        let file = crate::fd::FileId::of_path(path);
         Ok(ControlServer {
             listener,
             path: path.to_path_buf(),
+            file,
             owner_uid,
             max_clients: effective_max_clients(access.max_clients),
             access,
@@ -483,6 +492,10 @@ impl ControlServer {
             self.drop_client(registry, token);
         }
         let _ = registry.deregister(&mut self.listener);
+        if self.file.is_none() || crate::fd::FileId::of_path(&self.path) != self.file {
+            // Replaced by someone else's file since: theirs to remove.
+            return;
+        }
         if let Err(e) = std::fs::remove_file(&self.path) {
             if e.kind() != io::ErrorKind::NotFound {
                 tracing::warn!("Could not remove {}: {e}", self.path.display());
