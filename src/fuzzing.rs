@@ -456,6 +456,23 @@ mod tests {
         );
     }
 
+    /// Found by `parse_head`'s framing check (on a seed, before the first
+    /// fuzzing run): the Transfer-Encoding codings are trimmed of every
+    /// Unicode space, so `chunked` followed by a NO-BREAK SPACE (0xA0) or a
+    /// NEL (0x85) frames the body as chunked, where a proxy that trims
+    /// SP/HTAB only (RFC 9112) sees an unknown coding. The fix belongs to
+    /// the parser (`body_framing` in `src/http/parse.rs`).
+    #[test]
+    #[ignore = "fails until body_framing trims Transfer-Encoding codings of SP/HTAB only"]
+    fn regression_transfer_coding_trimmed_of_unicode_spaces() {
+        for input in [
+            &b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\xa0\r\n\r\n"[..],
+            b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: \x85chunked\r\n\r\n",
+        ] {
+            parse_head(input);
+        }
+    }
+
     /// The seed corpora pass the checks too (and stay readable inputs).
     #[test]
     fn seed_corpora() {
