@@ -10,6 +10,8 @@
 pub mod arbiter;
 pub mod config;
 pub mod exec;
+#[cfg(any(test, feature = "fuzzing"))]
+pub mod fuzzing;
 pub mod hooks;
 
 mod app;

@@ -384,6 +384,7 @@ fn valid_requests_parse_the_same_however_they_are_cut() {
             let mut doc = resp.json();
             let doc = doc.as_object_mut().unwrap();
             assert!(doc.remove("peer").is_some());
+            assert!(doc.remove("server").is_some());
             assert_eq!(doc.remove("scheme"), Some(json!("http")));
             let length = doc.remove("body_length").unwrap();
             assert_eq!(

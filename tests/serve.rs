@@ -91,6 +91,7 @@ fn echo_round_trips_method_headers_and_chunked_body() {
         "order and case as received"
     );
     assert!(doc["peer"].as_str().unwrap().starts_with("127.0.0.1:"));
+    assert_eq!(doc["server"].as_str(), Some(srv.addr()));
 }
 
 #[test]

@@ -36,6 +36,8 @@ pub struct EchoDocument<'a> {
     pub body_length: usize,
     /// `host:port` for TCP peers, `unix` for unix-socket peers.
     pub peer: String,
+    /// The listener it came in on: `host:port`, or `unix:PATH`.
+    pub server: String,
     pub scheme: &'a str,
 }
 
@@ -58,6 +60,10 @@ impl<'a> EchoDocument<'a> {
             peer: match req.peer {
                 PeerAddr::Tcp(addr) => addr.to_string(),
                 PeerAddr::Unix => "unix".to_string(),
+            },
+            server: match req.server {
+                crate::listeners::ListenAddr::Tcp(addr) => addr.to_string(),
+                crate::listeners::ListenAddr::Unix(path) => format!("unix:{}", path.display()),
             },
             scheme: req.scheme,
         }
@@ -144,6 +150,7 @@ mod tests {
                 "body": "hello \u{fffd}",
                 "body_length": 7,
                 "peer": "127.0.0.1:50000",
+                "server": "127.0.0.1:8000",
                 "scheme": "http",
             })
         );

@@ -274,10 +274,15 @@ fn content_type(path: &Path) -> String {
         .to_string()
 }
 
-/// Send exactly `len` bytes of `file` in chunks. A file that shrank while
-/// being sent is an error (the promised Content-Length cannot be met, so the
-/// connection must not be reused); bytes appended meanwhile are not sent.
+/// Send exactly `len` bytes of `file`: with `sendfile(2)` when the sink
+/// can, else in chunks. A file that shrank while being sent is an error
+/// (the promised Content-Length cannot be met, so the connection must not
+/// be reused); bytes appended meanwhile are not sent.
 fn stream(file: File, len: u64, buf: &mut [u8], resp: &mut dyn ResponseSink) -> io::Result<()> {
+    use std::os::fd::AsFd;
+    if resp.send_file(file.as_fd(), 0, len)? {
+        return Ok(());
+    }
     let mut remaining = file.take(len);
     let mut sent = 0u64;
     loop {

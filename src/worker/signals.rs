@@ -39,7 +39,9 @@ pub fn quick_stop_code(sig: Signal) -> Option<i32> {
     QUICK_STOPS.iter().find(|(s, _)| *s == sig).map(|(_, c)| *c)
 }
 
-/// From now on `sig` runs its hook before the worker exits.
+/// From now on `sig` runs its hook before the worker exits (only Python
+/// config files have such hooks).
+#[cfg(feature = "python")]
 pub fn hook(sig: Signal) {
     HOOKED.fetch_or(1 << sig as u32, Ordering::SeqCst);
 }
