@@ -206,6 +206,9 @@ pub fn adopt_fd(fd: RawFd, backlog: i32) -> Result<Listener, String> {
     let _ = crate::fd::set_cloexec(&owned);
     // Re-listen like gunicorn so the configured backlog applies.
     listen(&owned, backlog_of(backlog)).map_err(|e| format!("fd://{fd}: listen: {e}"))?;
+    if matches!(addr, ListenAddr::Tcp(_)) {
+        defer_accept(&owned);
+    }
     Ok(Listener {
         fd: owned,
         addr,
@@ -283,6 +286,34 @@ pub fn resolve(host: &str, port: u16) -> Result<SocketAddr, BindError> {
         })
 }
 
+/// Seconds a TCP connection may wait in the kernel for its first bytes
+/// before it is handed to `accept` anyway (`TCP_DEFER_ACCEPT`).
+const DEFER_ACCEPT_SECS: libc::c_int = 1;
+
+/// Have the kernel hand over a TCP connection once its first bytes are
+/// there, so that a worker's first read finds the request (no wait in the
+/// worker's event loop, no extra system calls); a connection that sends
+/// nothing is still accepted after about [`DEFER_ACCEPT_SECS`] and meets
+/// the worker's head deadline. Best effort: a failure changes only speed.
+fn defer_accept(fd: &OwnedFd) {
+    // SAFETY: setsockopt with a pointer to a live c_int and its size.
+    let rc = unsafe {
+        libc::setsockopt(
+            fd.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_DEFER_ACCEPT,
+            (&DEFER_ACCEPT_SECS as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc != 0 {
+        tracing::debug!(
+            "TCP_DEFER_ACCEPT not set: {}",
+            std::io::Error::last_os_error()
+        );
+    }
+}
+
 fn bind_tcp(host: &str, port: u16, backlog: i32) -> Result<Listener, BindError> {
     let addr = resolve(host, port)?;
     let family = if addr.is_ipv4() {
@@ -300,6 +331,7 @@ fn bind_tcp(host: &str, port: u16, backlog: i32) -> Result<Listener, BindError> 
     setsockopt(&fd, sockopt::TcpNoDelay, &true).map_err(err)?;
     bind(fd.as_raw_fd(), &SockaddrStorage::from(addr)).map_err(err)?;
     listen(&fd, backlog_of(backlog)).map_err(err)?;
+    defer_accept(&fd);
     let actual = local_addr(fd.as_raw_fd()).map_err(|e| (nix::errno::Errno::EINVAL, e))?;
     Ok(Listener {
         fd,

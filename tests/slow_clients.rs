@@ -101,9 +101,11 @@ fn a_silent_client_is_closed_at_the_head_deadline_even_without_a_timeout() {
     assert_eq!(srv.get("/").status, 200);
     let answer = read_all(&mut silent);
     assert!(answer.is_empty(), "nothing was asked, nothing is answered");
+    // The kernel holds a TCP connection that sent nothing for about a
+    // second (TCP_DEFER_ACCEPT) before the worker's deadline starts.
     let waited = started.elapsed();
     assert!(
-        waited >= Duration::from_millis(900) && waited < Duration::from_secs(5),
+        waited >= Duration::from_millis(900) && waited < Duration::from_secs(8),
         "{waited:?}"
     );
 }

@@ -24,6 +24,9 @@ pub const LINGER_BYTES: usize = 64 * 1024;
 /// longer is read to its end by the parser, within the head deadline).
 pub const HEAD_BUFFER: usize = 64 * 1024;
 
+/// At most this much is read from a client at a time.
+const READ_CHUNK: usize = 16 * 1024;
+
 /// Where a held client is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Phase {
@@ -65,9 +68,13 @@ pub enum Progress {
 impl<'s> Client<'s> {
     /// Read what the socket has now, without waiting.
     pub fn read_available(&mut self, body_patience: Duration) -> Progress {
-        let mut chunk = [0u8; 16 * 1024];
         loop {
-            let n = match self.stream.read_now(&mut chunk) {
+            // While lingering nothing is kept: read, count, discard.
+            if matches!(self.phase, Phase::Linger { .. }) {
+                self.received.clear();
+            }
+            let before = self.received.len();
+            let n = match self.stream.read_now_append(&mut self.received, READ_CHUNK) {
                 Ok(Some(n)) => n,
                 Ok(None) => return self.progress(),
                 Err(_) => {
@@ -92,7 +99,6 @@ impl<'s> Client<'s> {
                     }
                 }
                 Phase::Body { missing, .. } => {
-                    self.received.extend_from_slice(&chunk[..n]);
                     *missing = missing.saturating_sub(n as u64);
                     self.deadline = Instant::now() + body_patience;
                     if *missing == 0 {
@@ -100,13 +106,14 @@ impl<'s> Client<'s> {
                     }
                 }
                 Phase::Head => {
-                    self.received.extend_from_slice(&chunk[..n]);
-                    if head_arrived(&self.received) {
+                    // Only the new bytes (and the three before them) can
+                    // complete the head.
+                    if head_arrived(&self.received, before.saturating_sub(3)) {
                         return Progress::Arrived;
                     }
                 }
             }
-            if n < chunk.len() {
+            if n < READ_CHUNK {
                 // A short read drained the socket: no need for the EAGAIN.
                 return self.progress();
             }
@@ -115,7 +122,7 @@ impl<'s> Client<'s> {
 
     fn progress(&self) -> Progress {
         match self.phase {
-            Phase::Head if head_arrived(&self.received) => Progress::Arrived,
+            Phase::Head if head_arrived(&self.received, 0) => Progress::Arrived,
             _ => Progress::Waiting,
         }
     }
@@ -130,13 +137,14 @@ impl<'s> Client<'s> {
 
 /// Whether a request head is complete, or can be judged without more:
 /// the blank line that ends it, a bare LF (refused at once, not waited
-/// on), or more bytes than a head is buffered for.
-pub fn head_arrived(received: &[u8]) -> bool {
+/// on), or more bytes than a head is buffered for. Bytes before `from`
+/// were looked at already.
+pub fn head_arrived(received: &[u8], from: usize) -> bool {
     if received.len() >= HEAD_BUFFER {
         return true;
     }
-    let mut prev = 0u8;
-    for (i, &b) in received.iter().enumerate() {
+    let mut prev = if from == 0 { 0u8 } else { received[from - 1] };
+    for (i, &b) in received.iter().enumerate().skip(from) {
         if b == b'\n' && (prev != b'\r' || received[..=i].ends_with(b"\r\n\r\n")) {
             return true;
         }
@@ -218,13 +226,17 @@ mod tests {
 
     #[test]
     fn a_head_has_arrived_at_its_blank_line_or_a_bare_lf() {
-        assert!(!head_arrived(b""));
-        assert!(!head_arrived(b"GET / HTTP/1.1\r\nHost: x\r\n"));
-        assert!(!head_arrived(b"GET / HTTP/1.1\r\nHost: x\r\n\r"));
-        assert!(head_arrived(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"));
-        assert!(head_arrived(b"GET / HTTP/1.0\r\n\r\n"));
-        assert!(head_arrived(b"GET / HTTP/1.1\nHost"));
-        assert!(head_arrived(b"GET / HTTP/1.1\r\nHost: x\n"));
-        assert!(head_arrived(&vec![b'a'; HEAD_BUFFER]));
+        // Looking only from a point: the blank line across the boundary.
+        let head = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n";
+        assert!(head_arrived(head, head.len() - 4));
+        assert!(!head_arrived(b"GET / HTTP/1.1\r\nHost: x\r\n", 10));
+        assert!(!head_arrived(b"", 0));
+        assert!(!head_arrived(b"GET / HTTP/1.1\r\nHost: x\r\n", 0));
+        assert!(!head_arrived(b"GET / HTTP/1.1\r\nHost: x\r\n\r", 0));
+        assert!(head_arrived(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", 0));
+        assert!(head_arrived(b"GET / HTTP/1.0\r\n\r\n", 0));
+        assert!(head_arrived(b"GET / HTTP/1.1\nHost", 0));
+        assert!(head_arrived(b"GET / HTTP/1.1\r\nHost: x\n", 0));
+        assert!(head_arrived(&vec![b'a'; HEAD_BUFFER], 0));
     }
 }

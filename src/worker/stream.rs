@@ -49,6 +49,30 @@ impl<'s> Stream<'s> {
         }
     }
 
+    /// One read that never waits, appending up to `max` bytes to `buf`
+    /// (into its spare capacity: nothing is zeroed first).
+    pub fn read_now_append(&self, buf: &mut Vec<u8>, max: usize) -> io::Result<Option<usize>> {
+        buf.reserve(max);
+        let spare = &mut buf.spare_capacity_mut()[..max];
+        loop {
+            // SAFETY: `spare` is writable memory of `spare.len()` bytes;
+            // read(2) initialises the first `n` of them.
+            let n = unsafe { libc::read(self.raw_fd(), spare.as_mut_ptr().cast(), spare.len()) };
+            if n >= 0 {
+                let n = n as usize;
+                // SAFETY: the kernel wrote `n` bytes right after `len`.
+                unsafe { buf.set_len(buf.len() + n) };
+                return Ok(Some(n));
+            }
+            let e = io::Error::last_os_error();
+            match e.kind() {
+                io::ErrorKind::Interrupted => continue,
+                io::ErrorKind::WouldBlock => return Ok(None),
+                _ => return Err(e),
+            }
+        }
+    }
+
     /// One write that never waits: `Ok(None)` when the socket buffer is full.
     pub fn write_now(&self, buf: &[u8]) -> io::Result<Option<usize>> {
         loop {
