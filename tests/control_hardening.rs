@@ -372,7 +372,10 @@ fn the_control_socket_gets_its_mode_at_bind_and_a_replaced_file_is_left_alone() 
     use std::os::unix::fs::PermissionsExt;
     let srv = Launch::hello(1).start();
     let socket = srv.socket.clone().unwrap();
-    let mode = std::fs::symlink_metadata(&socket).unwrap().permissions().mode();
+    let mode = std::fs::symlink_metadata(&socket)
+        .unwrap()
+        .permissions()
+        .mode();
     assert_eq!(mode & 0o777, 0o600, "the default control_socket_mode");
     // Someone else's file now has the path: the master must not remove it.
     std::fs::rename(&socket, socket.with_extension("moved")).unwrap();

@@ -9,6 +9,7 @@ use nix::sys::wait::WaitStatus;
 use nix::unistd::Pid;
 
 use super::plan::{Phase, BACKOFF_BASE, BACKOFF_MAX, QUICK_STOP_GRACE, STARTUP_FAILURES};
+use super::workers::Protocol;
 use super::*;
 use crate::control::protocol::{EventKind, RetireReason, ScaleTarget};
 use crate::worker::notify::WorkerMsg;
@@ -24,10 +25,13 @@ fn limits() -> Limits {
         daemon: false,
         upgrade_timeout: UPGRADE_TIMEOUT,
         max_workers: 64,
+        boot_grace: BOOT_GRACE,
+        halt_on_boot_error: true,
     }
 }
 
 const UPGRADE_TIMEOUT: Duration = Duration::from_secs(60);
+const BOOT_GRACE: Duration = Duration::from_secs(1);
 
 /// A pool driven the way the executor drives it, with forks that succeed
 /// (pids from 100 up) unless told to fail, and heartbeats the test controls.
@@ -41,6 +45,8 @@ struct Sim {
     stopped: BTreeSet<i32>,
     /// Every action performed so far, in order.
     done: Vec<Action>,
+    /// How the workers spawned from now on report.
+    protocol: Protocol,
 }
 
 impl Sim {
@@ -57,6 +63,7 @@ impl Sim {
             beats: BTreeMap::new(),
             stopped: BTreeSet::new(),
             done: Vec::new(),
+            protocol: Protocol::WorkerChannel,
         }
     }
 
@@ -81,7 +88,8 @@ impl Sim {
                     let pid = Pid::from_raw(self.next_pid);
                     self.next_pid += 1;
                     self.beats.insert(pid.as_raw(), self.now);
-                    self.pool.spawned(pid, age, generation, 0, self.now);
+                    self.pool
+                        .spawned(pid, age, generation, 0, self.protocol, self.now);
                 }
                 self.done.push(a.clone());
                 performed.push(a);

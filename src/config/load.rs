@@ -133,19 +133,23 @@ impl Loader {
                     })?;
                 }
                 WorkerClass::Command => {
-                    let name = settings.command.first().ok_or_else(ConfigError::no_command)?;
+                    let name = settings
+                        .command
+                        .first()
+                        .ok_or_else(ConfigError::no_command)?;
                     let base = settings.chdir.as_deref().unwrap_or(&self.cwd);
-                    let program = find_program(name, self.env.get("PATH").map(String::as_str), base)
-                        .map_err(|reason| {
-                            let origin = layers.pick("command", |l| &l.command).map(|(_, o)| o);
-                            let origin = origin.unwrap_or(Origin::CommandLine);
-                            ConfigError::invalid(
-                                name,
-                                &origin.name_of("PROGRAM", "command"),
-                                &origin,
-                                &reason,
-                            )
-                        })?;
+                    let program =
+                        find_program(name, self.env.get("PATH").map(String::as_str), base)
+                            .map_err(|reason| {
+                                let origin = layers.pick("command", |l| &l.command).map(|(_, o)| o);
+                                let origin = origin.unwrap_or(Origin::CommandLine);
+                                ConfigError::invalid(
+                                    name,
+                                    &origin.name_of("PROGRAM", "command"),
+                                    &origin,
+                                    &reason,
+                                )
+                            })?;
                     settings.program = Some(program);
                 }
             }
@@ -161,7 +165,11 @@ impl Loader {
 
     /// The worker class and what it runs must agree: `-k command` runs a
     /// command and no APP, `sync` an APP and no command.
-    fn check_worker_class(&self, settings: &Settings, layers: &Layers<'_>) -> Result<(), ConfigError> {
+    fn check_worker_class(
+        &self,
+        settings: &Settings,
+        layers: &Layers<'_>,
+    ) -> Result<(), ConfigError> {
         let origin_of = |key: &str, flag: &str, found: Option<Origin>| {
             let origin = found.unwrap_or(Origin::CommandLine);
             format!("{}{origin}", origin.name_of(flag, key))
@@ -178,11 +186,7 @@ impl Loader {
                 )))
             }
             WorkerClass::Command if settings.app.is_some() => {
-                let given = origin_of(
-                    "app",
-                    "APP",
-                    layers.pick("app", |l| &l.app).map(|(_, o)| o),
-                );
+                let given = origin_of("app", "APP", layers.pick("app", |l| &l.app).map(|(_, o)| o));
                 Err(ConfigError::new(format!(
                     "{given} is not used with -k command, whose workers run the command given after --; \
                      give one or the other"
@@ -1002,16 +1006,25 @@ mod tests {
         let s = run_settings(&loader(dir.path(), &["--", "true"], &[]));
         assert_eq!(s.command, ["true"]);
         // --check-config finds the program too; --print-config needs none.
-        let err = loader(dir.path(), &["--check-config", "--", "no-such-program-x"], &[])
-            .load()
-            .unwrap_err();
+        let err = loader(
+            dir.path(),
+            &["--check-config", "--", "no-such-program-x"],
+            &[],
+        )
+        .load()
+        .unwrap_err();
         assert_eq!(
             err.message,
             "invalid value 'no-such-program-x' for PROGRAM: no executable file of that name on \
              PATH (/usr/local/bin:/usr/bin:/bin)"
         );
         assert!(matches!(
-            loader(dir.path(), &["--print-config", "--", "no-such-program-x"], &[]).load(),
+            loader(
+                dir.path(),
+                &["--print-config", "--", "no-such-program-x"],
+                &[]
+            )
+            .load(),
             Ok(Startup::PrintConfig(_))
         ));
     }
@@ -1023,10 +1036,18 @@ mod tests {
             .load()
             .unwrap_err();
         assert_eq!(err.exit_code, 2);
-        assert!(err.message.starts_with("No program specified"), "{}", err.message);
-        let err = loader(dir.path(), &["-k", "command", "builtin:hello", "--", "true"], &[])
-            .load()
-            .unwrap_err();
+        assert!(
+            err.message.starts_with("No program specified"),
+            "{}",
+            err.message
+        );
+        let err = loader(
+            dir.path(),
+            &["-k", "command", "builtin:hello", "--", "true"],
+            &[],
+        )
+        .load()
+        .unwrap_err();
         assert_eq!(
             err.message,
             "APP is not used with -k command, whose workers run the command given after --; \
@@ -1047,8 +1068,14 @@ mod tests {
             err.message,
             "invalid value 'gevent' for --worker-class: expected one of sync, command"
         );
-        std::fs::write(dir.path().join("gunicornd.toml"), "worker_class = \"eventlet\"\n").unwrap();
-        let err = loader(dir.path(), &["builtin:hello"], &[]).load().unwrap_err();
+        std::fs::write(
+            dir.path().join("gunicornd.toml"),
+            "worker_class = \"eventlet\"\n",
+        )
+        .unwrap();
+        let err = loader(dir.path(), &["builtin:hello"], &[])
+            .load()
+            .unwrap_err();
         assert_eq!(
             err.message,
             format!(
@@ -1058,7 +1085,11 @@ mod tests {
             )
         );
         std::fs::remove_file(dir.path().join("gunicornd.toml")).unwrap();
-        let s = run_settings(&loader(dir.path(), &["--worker-class", "sync", "builtin:hello"], &[]));
+        let s = run_settings(&loader(
+            dir.path(),
+            &["--worker-class", "sync", "builtin:hello"],
+            &[],
+        ));
         assert_eq!((s.worker_class, s.program), (WorkerClass::Sync, None));
     }
 
@@ -1081,9 +1112,13 @@ mod tests {
         let args = ["--halt-on-boot-error=false", "builtin:hello"];
         let s = run_settings(&loader(dir.path(), &args, &env));
         assert!(!s.halt_on_boot_error);
-        let err = loader(dir.path(), &["--halt-on-boot-error=maybe", "builtin:hello"], &[])
-            .load()
-            .unwrap_err();
+        let err = loader(
+            dir.path(),
+            &["--halt-on-boot-error=maybe", "builtin:hello"],
+            &[],
+        )
+        .load()
+        .unwrap_err();
         assert_eq!(
             err.message,
             "invalid value 'maybe' for --halt-on-boot-error: expected true or false"

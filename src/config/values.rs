@@ -332,9 +332,8 @@ pub fn non_empty(s: &str) -> Result<String, String> {
 /// gunicorn's `validate_bool` allows.
 /// `-k`/`worker_class`: `sync` or `command`.
 pub fn worker_class(s: &str) -> Result<super::WorkerClass, String> {
-    super::WorkerClass::from_name(s.trim()).ok_or_else(|| {
-        format!("expected one of {}", super::WorkerClass::NAMES.join(", "))
-    })
+    super::WorkerClass::from_name(s.trim())
+        .ok_or_else(|| format!("expected one of {}", super::WorkerClass::NAMES.join(", ")))
 }
 
 /// One word of a worker's command line: any text without a NUL byte (an
