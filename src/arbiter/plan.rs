@@ -1009,7 +1009,7 @@ impl Pool {
             };
             if boot_grace_due(w, n, grace).is_some_and(|at| now >= at) {
                 grace_booted.push(w.pid);
-            } else if notify_due(w, n, timeout).is_some_and(|at| now >= at) {
+            } else if notify_due(w, n, timeout).is_some_and(|at| now > at) {
                 let detail = if w.booted() {
                     ": no WATCHDOG=1 in time"
                 } else {
@@ -1128,8 +1128,13 @@ impl Pool {
             if let Some(at) = kill_due(w, graceful) {
                 consider(at);
             } else if let Some(n) = &w.notify {
-                let due = [boot_grace_due(w, n, grace), notify_due(w, n, timeout)];
-                due.into_iter().flatten().for_each(&mut consider);
+                // Overdue is past the deadline, as a silence longer than
+                // the timeout.
+                let overdue = notify_due(w, n, timeout).map(|at| at + Duration::from_millis(1));
+                [boot_grace_due(w, n, grace), overdue]
+                    .into_iter()
+                    .flatten()
+                    .for_each(&mut consider);
             } else if !timeout.is_zero() {
                 let silence = liveness(w).silence;
                 consider(now + timeout.saturating_sub(silence) + Duration::from_millis(1));
@@ -1293,7 +1298,8 @@ fn boot_grace_due(w: &Worker, n: &Notified, grace: Duration) -> Option<Instant> 
     (!grace.is_zero() && !n.spoke && !w.booted() && w.running()).then(|| w.spawned_at + grace)
 }
 
-/// When a running sd_notify worker is overdue: `READY=1` within `timeout`
+/// Until when a running sd_notify worker is on time (past it, it is
+/// overdue): `READY=1` within `timeout`
 /// of its start, then (once it sent a first `WATCHDOG=1`) a `WATCHDOG=1`
 /// within `timeout` of the last; either pushed back by
 /// `EXTEND_TIMEOUT_USEC=`. `None` when nothing is awaited (no timeout, no
