@@ -485,3 +485,45 @@ fn a_binary_upgrade_hands_over_to_new_command_workers_without_a_failed_request()
     unsafe { libc::kill(new, libc::SIGTERM) };
     expect_within(LONG, "the new master gone", || !process_alive(new));
 }
+
+#[test]
+fn with_user_the_program_runs_as_that_user_and_may_still_notify() {
+    // Root alone can switch users; the interpreter and the script must be
+    // readable by nobody (this Python may live in root's home).
+    let system_python = Path::new("/usr/bin/python3");
+    if !nix::unistd::geteuid().is_root() || !system_python.exists() {
+        eprintln!("skipped: needs root and /usr/bin/python3");
+        return;
+    }
+    let launch = Launch::from_config("").control_socket().dir_mode(0o755);
+    let script = launch.path("worker.py");
+    std::fs::copy(worker_py(), &script).unwrap();
+    std::fs::write(
+        launch.path("gunicornd.toml"),
+        format!(
+            "worker_class = \"command\"\ncommand = [\"/usr/bin/python3\", \"{}\"]\n\
+             bind = \"127.0.0.1:0\"\nuser = \"nobody\"\n",
+            script.display()
+        ),
+    )
+    .unwrap();
+    let srv = launch.booted(1).start();
+    let pid = served_by(&srv);
+    let creds = credentials(pid).unwrap();
+    assert_eq!(creds.uids, [65534; 4], "{creds:?}");
+    assert!(
+        !creds.groups.contains(&0),
+        "no group left over from root: {creds:?}"
+    );
+    // It said READY=1 (it booted by it, not by the grace: it spoke) and
+    // keeps pinging through a socket it may write to.
+    let listed = workers(&srv);
+    assert!(listed[0]
+        .status
+        .as_deref()
+        .is_some_and(|s| s.starts_with("served")));
+    let notify = PathBuf::from(&environ(pid)["NOTIFY_SOCKET"]);
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::metadata(&notify).unwrap();
+    assert_eq!((meta.uid(), meta.mode() & 0o777), (65534, 0o600));
+}

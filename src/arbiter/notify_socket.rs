@@ -134,12 +134,14 @@ impl NotifySocket {
         let socket = UnixDatagram::bind(&path)?;
         socket.set_nonblocking(true)?;
         credentials::pass_credentials(&socket)?;
+        // Nobody else can write in the directory (made just now, 0700), so
+        // the names in it are ours. The socket's mode came from the umask:
+        // only its owner may send, whatever that was.
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
         if let Some((uid, gid)) = owner {
-            use std::os::unix::fs::PermissionsExt;
-            // Nobody else can write in the directory (made just now, 0700),
-            // so the names in it are ours; the socket is changed through
-            // the directory's descriptor all the same, never following a
-            // link.
+            // Given through the directory's descriptor all the same, never
+            // following a link.
             let dir_fd = std::fs::File::open(dir.path())?;
             nix::unistd::fchownat(
                 &dir_fd,

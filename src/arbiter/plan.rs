@@ -749,7 +749,8 @@ impl Pool {
         let Some(n) = w.notify.as_mut() else { return };
         n.spoke = true;
         if let Some(status) = notice.status {
-            n.status = Some(status);
+            // An empty STATUS= clears it, as in systemd.
+            n.status = Some(status).filter(|s| !s.is_empty());
         }
         if let Some(extension) = notice.extend_timeout {
             let to = now + extension;
