@@ -56,8 +56,8 @@ const VERSION_TEXT: &str = concat!(env!("CARGO_PKG_VERSION"), " (built without P
     about = "gunicorn's pre-fork server and process supervisor, in Rust",
     long_about = "gunicorn's pre-fork server and process supervisor, in Rust.\n\n\
         A single-threaded master binds the listening sockets and keeps a pool of \
-        pre-forked workers serving APP, driven by signals and by gunicornctl over \
-        a control socket.",
+        pre-forked workers serving APP (or, with -k command, running PROGRAM), \
+        driven by signals and by gunicornctl over a control socket.",
     after_long_help = AFTER_LONG_HELP,
     args_override_self = true
 )]
