@@ -13,6 +13,9 @@
 //! - `reload.rs`: the part of a reload that does I/O (loading the
 //!   configuration, binding sockets); `control.rs`: frames to commands,
 //!   outcomes to replies; `report.rs`: systemd and the daemon's launcher.
+//! - `notify_socket.rs` and `output.rs`: command workers' `NOTIFY_SOCKET`
+//!   (their sd_notify messages become [`Event::WorkerNotice`]) and their
+//!   stdout/stderr pipes (read last in each pass, into the error log).
 //!
 //! The loop waits in `mio::Poll` until the nearest deadline (a heartbeat that
 //! would go stale, a SIGKILL that is due, a delayed respawn), never on a

@@ -752,19 +752,13 @@ impl Pool {
             // An empty STATUS= clears it, as in systemd.
             n.status = Some(status).filter(|s| !s.is_empty());
         }
-        if let Some(extension) = notice.extend_timeout {
-            let to = now + extension;
-            n.extended_to = Some(n.extended_to.map_or(to, |t| t.max(to)));
-        }
         if notice.watchdog {
             n.watchdog_at = Some(now);
         }
         if notice.stopping && running {
             n.stopping_at = Some(now);
             // An extension sent before is not one of this stop.
-            if notice.extend_timeout.is_none() {
-                n.extended_to = None;
-            }
+            n.extended_to = None;
             self.log(
                 Level::Info,
                 format!(
@@ -776,6 +770,14 @@ impl Pool {
         }
         if notice.ready && !booted {
             self.mark_booted(pid, now);
+        }
+        // After the changes of phase above: an extension sent with them is
+        // one of the phase they begin.
+        if let Some(extension) = notice.extend_timeout {
+            if let Some(n) = self.workers.get_mut(pid).and_then(|w| w.notify.as_mut()) {
+                let to = now + extension;
+                n.extended_to = Some(n.extended_to.map_or(to, |t| t.max(to)));
+            }
         }
         if notice.watchdog_trigger && running {
             self.time_out(pid, false, now, ": it asked for it (WATCHDOG=trigger)");

@@ -1558,3 +1558,20 @@ fn a_program_that_cannot_be_executed_backs_off_like_a_boot_failure() {
         "2 worker(s) in a row died before booting"
     ));
 }
+
+#[test]
+fn an_extension_sent_with_ready_1_or_stopping_1_is_one_of_the_phase_they_begin() {
+    let mut sim = notifying(1, limits());
+    let pid = sim.pids(|_| true)[0];
+    sim.notify(pid, "READY=1\nWATCHDOG=1\nEXTEND_TIMEOUT_USEC=90000000");
+    sim.advance(TIMEOUT * 2);
+    assert!(
+        signals(&sim.tick()).is_empty(),
+        "the heartbeat was extended"
+    );
+    sim.notify(pid, "STOPPING=1\nEXTEND_TIMEOUT_USEC=60000000");
+    sim.advance(GRACEFUL + Duration::from_secs(1));
+    assert!(signals(&sim.tick()).is_empty(), "the stop was extended");
+    sim.advance(GRACEFUL);
+    assert_eq!(signals(&sim.tick()), vec![(pid, Signal::SIGKILL)]);
+}
