@@ -8,8 +8,10 @@
 //!
 //! # What crosses the exec
 //!
-//! - **fds 0, 1 and 2**, untouched: the new program logs where the master
-//!   logs.
+//! - **fds 0, 1 and 2**, untouched (the new program logs where the master
+//!   logs), unless [`ExecSpec::stdout`] or [`ExecSpec::stderr`] name an fd
+//!   to put there instead (a worker program's output goes to a pipe the
+//!   master reads).
 //! - **the fds listed in [`ExecSpec::fds`]**, renumbered to 3, 4, ... in
 //!   list order and without close-on-exec, so that the program finds its
 //!   sockets by position (systemd's `LISTEN_FDS` convention, and what
@@ -25,6 +27,15 @@
 //!   [`ExecSpec::env`].
 //! - **argv** as given, including `argv[0]`, and the working directory
 //!   ([`ExecSpec::cwd`], or the master's own when `None`).
+//! - **the user and groups** of [`ExecSpec::credentials`], when given: the
+//!   child sets the supplementary groups, then the group, then the user
+//!   (once the user is dropped the group can no longer change), and any
+//!   failure is reported like a failed `execve`: a program must not run
+//!   with more privileges than it was given.
+//! - **a parent-death signal** ([`ExecSpec::parent_death_signal`]), set
+//!   after the credentials (a change of credentials clears it); the child
+//!   then checks that its parent is still the caller, so that a caller that
+//!   died in between does not leave the program running unwatched.
 //!
 //! # What does not
 //!
@@ -160,6 +171,31 @@ pub struct ExecSpec {
     /// A command the child runs to its end just before it execs the program
     /// (see [the module documentation](self#the-pre-exec-command)).
     pub pre_exec: Option<PreExec>,
+    /// An fd of the caller that the program gets as its fd 1 (stdout);
+    /// `None` leaves fd 1 as it is.
+    pub stdout: Option<RawFd>,
+    /// The same for fd 2 (stderr); it may be the same fd as `stdout`.
+    pub stderr: Option<RawFd>,
+    /// The user and groups the program runs as; `None` keeps the caller's.
+    pub credentials: Option<Credentials>,
+    /// The signal the program gets when the caller exits
+    /// (`PR_SET_PDEATHSIG`).
+    pub parent_death_signal: Option<Signal>,
+}
+
+/// Who the program runs as (see [`ExecSpec::credentials`]). Each part left
+/// `None` stays as it is; changing the groups or the user takes privilege.
+/// The groups are given, not looked up: the child cannot read the group
+/// database (that would not be async-signal-safe), so the caller resolves
+/// them (e.g. with `getgrouplist`) before calling [`spawn`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Credentials {
+    /// The supplementary groups (`setgroups`), set first.
+    pub groups: Option<Vec<u32>>,
+    /// The real, effective and saved group (`setgid` as root).
+    pub gid: Option<u32>,
+    /// The real, effective and saved user (`setuid` as root), set last.
+    pub uid: Option<u32>,
 }
 
 /// The command of [`ExecSpec::pre_exec`]: what to run, with what. It gets
@@ -211,16 +247,27 @@ pub enum Step {
     /// In the parent: reading the child's report. The child was killed
     /// and reaped.
     Report,
+    /// In the child: putting [`ExecSpec::stdout`] and [`ExecSpec::stderr`]
+    /// at fds 1 and 2.
+    Stdio,
+    /// In the child: switching to [`ExecSpec::credentials`].
+    Credentials,
+    /// In the child: setting [`ExecSpec::parent_death_signal`], or the
+    /// caller was gone by then.
+    ParentDeathSignal,
 }
 
 impl Step {
     /// Steps in the child travel through the report pipe as a number.
-    const CHILD_STEPS: [Step; 5] = [
+    const CHILD_STEPS: [Step; 8] = [
         Step::PlaceFds,
         Step::CloseFds,
         Step::SignalMask,
         Step::ChangeDir,
         Step::Exec,
+        Step::Stdio,
+        Step::Credentials,
+        Step::ParentDeathSignal,
     ];
 
     fn code(self) -> u32 {
@@ -246,6 +293,8 @@ impl Step {
 pub struct ExecError {
     program: PathBuf,
     cwd: Option<PathBuf>,
+    /// [`ExecSpec::credentials`] as words, for [`Step::Credentials`].
+    credentials: String,
     step: Step,
     error: io::Error,
 }
@@ -255,6 +304,10 @@ impl ExecError {
         ExecError {
             program: spec.program.clone(),
             cwd: spec.cwd.clone(),
+            credentials: spec
+                .credentials
+                .as_ref()
+                .map_or_else(String::new, Credentials::describe),
             step,
             error,
         }
@@ -310,6 +363,19 @@ impl fmt::Display for ExecError {
             Step::Report => write!(
                 f,
                 "cannot execute {program}: cannot read the child's report: {error}"
+            ),
+            Step::Stdio => write!(
+                f,
+                "cannot execute {program}: cannot place its stdout and stderr: {error}"
+            ),
+            Step::Credentials => write!(
+                f,
+                "cannot execute {program}: cannot switch to {}: {error}",
+                self.credentials
+            ),
+            Step::ParentDeathSignal => write!(
+                f,
+                "cannot execute {program}: cannot set the parent-death signal: {error}"
             ),
         }
     }
@@ -370,6 +436,24 @@ pub fn spawn(spec: &ExecSpec) -> Result<Pid, ExecError> {
             reap(pid);
             Err(ExecError::new(spec, Step::Report, e))
         }
+    }
+}
+
+impl Credentials {
+    /// `user 65534, group 65534, groups [65534]`: what the child was to
+    /// switch to, for [`ExecError`].
+    fn describe(&self) -> String {
+        let mut parts = Vec::new();
+        if let Some(uid) = self.uid {
+            parts.push(format!("user {uid}"));
+        }
+        if let Some(gid) = self.gid {
+            parts.push(format!("group {gid}"));
+        }
+        if let Some(groups) = &self.groups {
+            parts.push(format!("groups {groups:?}"));
+        }
+        parts.join(", ")
     }
 }
 
@@ -437,6 +521,17 @@ struct Prepared {
     last_signal: c_int,
     empty_mask: libc::sigset_t,
     pre_exec: Option<PreparedCommand>,
+    /// fds 1 and 2 with their sources, and scratch space for the sources'
+    /// copies (placed like the passed fds).
+    stdio: [(c_int, Option<c_int>); 2],
+    stdio_moved: [c_int; 2],
+    groups: Option<Vec<libc::gid_t>>,
+    gid: Option<libc::gid_t>,
+    uid: Option<libc::uid_t>,
+    parent_death_signal: Option<c_int>,
+    /// The caller's pid, which the child's parent must still be once the
+    /// parent-death signal is set.
+    parent: libc::pid_t,
 }
 
 /// The most digits a pid has in decimal: `pid_t` is 32 bits.
@@ -640,9 +735,16 @@ impl Prepared {
             .as_ref()
             .map(|dir| c_string(dir.as_os_str().as_bytes(), || "the directory".into()))
             .transpose()?;
-        if let Some(fd) = spec.fds.iter().find(|fd| **fd < 0) {
+        if let Some(fd) = spec
+            .fds
+            .iter()
+            .chain(spec.stdout.iter())
+            .chain(spec.stderr.iter())
+            .find(|fd| **fd < 0)
+        {
             return Err(invalid(format!("fd {fd} cannot be passed")));
         }
+        let credentials = spec.credentials.clone().unwrap_or_default();
         let first_closed = c_int::try_from(spec.fds.len())
             .ok()
             .and_then(|n| n.checked_add(FIRST_PASSED_FD))
@@ -677,6 +779,14 @@ impl Prepared {
             last_signal: libc::SIGRTMAX(),
             empty_mask,
             pre_exec,
+            stdio: [(1, spec.stdout), (2, spec.stderr)],
+            stdio_moved: [-1; 2],
+            groups: credentials.groups,
+            gid: credentials.gid,
+            uid: credentials.uid,
+            parent_death_signal: spec.parent_death_signal.map(|s| s as c_int),
+            // SAFETY: getpid has no preconditions.
+            parent: unsafe { libc::getpid() },
         })
     }
 
@@ -720,6 +830,21 @@ impl Prepared {
                 fail(report, Step::PlaceFds);
             }
         }
+        // stdout and stderr the same way: their sources may sit anywhere,
+        // in the target range too, so they are copied out of it first.
+        for ((_, source), copy) in self.stdio.iter().zip(self.stdio_moved.iter_mut()) {
+            if let Some(source) = source {
+                *copy = libc::fcntl(*source, libc::F_DUPFD_CLOEXEC, self.first_closed);
+                if *copy < 0 {
+                    fail(report, Step::Stdio);
+                }
+            }
+        }
+        for ((target, source), copy) in self.stdio.iter().zip(self.stdio_moved.iter()) {
+            if source.is_some() && libc::dup2(*copy, *target) < 0 {
+                fail(report, Step::Stdio);
+            }
+        }
         // Every copy sits at or above `first_closed`, above its target: the
         // dup2 makes a new fd, without close-on-exec.
         for (target, copy) in (FIRST_PASSED_FD..).zip(self.moved.iter()) {
@@ -734,6 +859,34 @@ impl Prepared {
         if let Some(dir) = &self.cwd {
             if libc::chdir(dir.as_ptr()) < 0 {
                 fail(report, Step::ChangeDir);
+            }
+        }
+        // The groups before the group, the group before the user: once the
+        // user is dropped, neither may change any more.
+        if let Some(groups) = &self.groups {
+            if libc::setgroups(groups.len(), groups.as_ptr()) < 0 {
+                fail(report, Step::Credentials);
+            }
+        }
+        if let Some(gid) = self.gid {
+            if libc::setgid(gid) < 0 {
+                fail(report, Step::Credentials);
+            }
+        }
+        if let Some(uid) = self.uid {
+            if libc::setuid(uid) < 0 {
+                fail(report, Step::Credentials);
+            }
+        }
+        // After the credentials: changing them clears this setting.
+        if let Some(signal) = self.parent_death_signal {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, signal as libc::c_ulong, 0, 0, 0) < 0 {
+                fail(report, Step::ParentDeathSignal);
+            }
+            // The caller may have died before the setting took: the signal
+            // then never comes, so do not run at all.
+            if libc::getppid() != self.parent {
+                fail_with(report, Step::ParentDeathSignal, libc::ESRCH);
             }
         }
         if libc::sigprocmask(libc::SIG_SETMASK, &self.empty_mask, std::ptr::null_mut()) < 0 {

@@ -397,13 +397,16 @@ fn bad_value_in_the_file_names_key_file_and_line() {
 #[test]
 fn unknown_key_in_the_file() {
     let s = Scratch::new();
-    s.write("conf.toml", "workers = 2\n\nworker_class = \"sync\"\n");
+    s.write(
+        "conf.toml",
+        "workers = 2\n\nstatsd_host = \"localhost:8125\"\n",
+    );
     let err = s.fails(&["-c", "conf.toml", APP], &[], 1);
     let file = s.path().join("conf.toml");
     assert_error_line(
         &err,
         &format!(
-            "unknown setting 'worker_class' (in {}, line 3)",
+            "unknown setting 'statsd_host' (in {}, line 3)",
             file.display()
         ),
     );

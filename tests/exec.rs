@@ -600,3 +600,104 @@ fn with_a_pre_exec_command_a_failed_exec_is_the_exit_status_127() {
     assert!(ran.exists());
     assert_no_children();
 }
+
+#[test]
+fn stdout_and_stderr_go_to_the_given_fds_and_stdin_stays() {
+    let _turn = turn();
+    let out = tempfile::tempdir().unwrap();
+    let (output_read, output_write) = pipe();
+    let mut spec = observer(out.path(), &[]);
+    spec.stdout = Some(output_write.as_raw_fd());
+    spec.stderr = Some(output_write.as_raw_fd());
+    let seen = observe(&spec, out.path());
+    let output = link(output_write.as_raw_fd());
+    assert_eq!(seen.fds.get(&0), Some(&link(0)));
+    assert_eq!(seen.fds.get(&1), Some(&output));
+    assert_eq!(seen.fds.get(&2), Some(&output));
+    assert_eq!(seen.fds.len(), 3, "{:?}", seen.fds);
+
+    // Both streams, in the order written; and a source that sits where a
+    // passed fd goes (fd 3) still reaches fd 2.
+    let (order_read, order_write) = pipe();
+    let mut spec = shell("echo out; echo err >&2; echo three >&3", &[]);
+    spec.stdout = Some(order_write.as_raw_fd());
+    spec.stderr = Some(order_write.as_raw_fd());
+    spec.fds = vec![order_write.as_raw_fd()];
+    let pid = spawn(&spec).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(wait(pid), 0);
+    drop((spec, order_write, output_write, output_read));
+    assert_eq!(read_all(order_read), "out\nerr\nthree\n");
+}
+
+#[test]
+fn the_program_runs_with_the_given_credentials() {
+    let _turn = turn();
+    let (facts_read, facts_write) = pipe();
+    let mut spec = shell("grep -E '^(Uid|Gid|Groups):' /proc/$$/status >&3", &[]);
+    spec.fds = vec![facts_write.as_raw_fd()];
+    let root = nix::unistd::geteuid().is_root();
+    let (uid, gid) = if root {
+        (65534, 65534)
+    } else {
+        (
+            nix::unistd::getuid().as_raw(),
+            nix::unistd::getgid().as_raw(),
+        )
+    };
+    spec.credentials = Some(gunicornd::exec::Credentials {
+        // Only root may set the supplementary groups.
+        groups: root.then(|| vec![gid, 4242]),
+        gid: Some(gid),
+        uid: Some(uid),
+    });
+    let pid = spawn(&spec).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(wait(pid), 0);
+    drop((spec, facts_write));
+    let facts = read_all(facts_read);
+    let field = |name: &str| {
+        facts
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .unwrap_or_else(|| panic!("no {name} in {facts}"))
+            .split_whitespace()
+            .map(String::from)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(field("Uid:"), vec![uid.to_string(); 4]);
+    assert_eq!(field("Gid:"), vec![gid.to_string(); 4]);
+    if root {
+        // The kernel keeps them sorted.
+        assert_eq!(field("Groups:"), ["4242".to_string(), gid.to_string()]);
+    }
+}
+
+#[test]
+fn a_refused_credential_change_is_reported_and_nothing_runs() {
+    let _turn = turn();
+    let out = tempfile::tempdir().unwrap();
+    let ran = out.path().join("ran");
+    let mut spec = shell(r#"touch "$1""#, &[&ran]);
+    // (gid_t)-1 is no group: setgid refuses it whoever asks.
+    spec.credentials = Some(gunicornd::exec::Credentials {
+        gid: Some(u32::MAX),
+        ..Default::default()
+    });
+    let err = spawn(&spec).unwrap_err();
+    assert_eq!(err.step(), Step::Credentials);
+    assert_eq!(err.raw_os_error(), Some(libc::EINVAL));
+    assert_eq!(
+        err.to_string(),
+        "cannot execute /bin/sh: cannot switch to group 4294967295: Invalid argument (os error 22)"
+    );
+    assert!(!ran.exists());
+    assert_no_children();
+}
+
+#[test]
+fn a_parent_death_signal_is_accepted() {
+    let _turn = turn();
+    let mut spec = shell("exit 0", &[]);
+    spec.parent_death_signal = Some(Signal::SIGTERM);
+    let pid = spawn(&spec).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(wait(pid), 0);
+}

@@ -309,7 +309,35 @@ fn gunicornd_page() -> String {
             .para(
                 "TERM: finish the request in flight, then exit. QUIT, INT: exit at once. USR1: \
                  reopen the log files. ABRT: exit with status 1. HUP, USR2, WINCH, TTIN and TTOU \
-                 are ignored (gunicorn's workers die on HUP and USR2).",
+                 are ignored (gunicorn's workers die on HUP and USR2). A command worker gets the \
+                 same signals for the same reasons: TERM on a graceful stop, QUIT on a quick \
+                 one, USR1 to reopen its logs, ABRT on a timeout.",
+            )
+            .render(),
+    );
+
+    page.push_str(
+        &Section::new("COMMAND WORKERS")
+            .para(
+                "With -k command (worker_class = \"command\"), each worker is PROGRAM ARGS, the \
+                 words after --, exec'd by the master's fork; no APP is given. It gets the \
+                 listeners as fds 3, 4, ... (non-blocking, as every worker holds them), \
+                 described by LISTEN_FDS, LISTEN_PID (its own pid), LISTEN_FDNAMES and \
+                 GUNICORN_FD, plus NOTIFY_SOCKET, WATCHDOG_USEC (from --timeout), \
+                 GUNICORND_WORKER_AGE and GUNICORND_MASTER_PID. Its stdout and stderr go to the \
+                 error log line by line under its pid, at INFO; the master never waits for \
+                 them: past 1000 lines a second, or when the log cannot keep up, lines are \
+                 dropped and counted.",
+            )
+            .para(
+                "It speaks sd_notify on NOTIFY_SOCKET, and only its own pid counts: READY=1 \
+                 makes it capacity (a reload waits for it), and must come within --timeout; \
+                 WATCHDOG=1 is its heartbeat from the first one on; STATUS= shows in \
+                 gunicornctl workers; STOPPING=1 says it leaves on its own (its replacement \
+                 starts at once); EXTEND_TIMEOUT_USEC= pushes back the deadline that runs. A \
+                 worker that says nothing counts as booted after --boot-grace seconds and has \
+                 no heartbeat check. One that sends no READY=1 in time failed to boot, as exit \
+                 status 3. --max-requests does not apply.",
             )
             .render(),
     );
@@ -342,11 +370,13 @@ fn gunicornd_page() -> String {
         ),
         (
             gunicornd::config::EXIT_USAGE.to_string(),
-            "No application was given.".to_owned(),
+            "No application was given (or, with -k command, no program).".to_owned(),
         ),
         (
             gunicornd_protocol::exit::WORKER_BOOT_ERROR.to_string(),
-            "A worker failed to boot (for example it could not switch to --user).".to_owned(),
+            "A worker failed to boot (for example it could not switch to --user), or a command \
+             worker sent no READY=1 within --timeout."
+                .to_owned(),
         ),
         (
             gunicornd_protocol::exit::APP_LOAD_ERROR.to_string(),
@@ -358,7 +388,9 @@ fn gunicornd_page() -> String {
             .items(&exit_status)
             .para(
                 "Statuses 3 and 4 end the master only when the running configuration is at \
-                 fault; during a reload the previous generation keeps serving instead.",
+                 fault; during a reload the previous generation keeps serving instead. With \
+                 --halt-on-boot-error=false they end nothing: the worker is started again, \
+                 with the crash-loop backoff.",
             )
             .render(),
     );
@@ -397,6 +429,11 @@ fn gunicornd_page() -> String {
                 ),
                 ("PORT", "Makes the default bind address 0.0.0.0:$PORT."),
                 ("WEB_CONCURRENCY", "The default number of workers."),
+                (
+                    "PATH",
+                    "Where a command worker's PROGRAM without a slash is looked up, when the \
+                     configuration is loaded.",
+                ),
                 (
                     "XDG_RUNTIME_DIR",
                     "Where the control socket goes by default (see FILES).",

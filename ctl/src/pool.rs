@@ -136,6 +136,7 @@ mod tests {
             rss_kb: None,
             uptime: None,
             retiring: None,
+            status: None,
         }
     }
 

@@ -208,10 +208,17 @@ pub fn workers(out: &mut dyn Write, reply: &WorkersReply) -> io::Result<()> {
     worker_table(&reply.workers).write(out, "")
 }
 
+/// The workers, one per row; a STATUS column (what command workers said
+/// with sd_notify's `STATUS=`) only when one of them said something.
 fn worker_table(workers: &[WorkerInfo]) -> Table {
-    let mut table = Table::new(&["PID", "AGE", "GEN", "STATE", "REQUESTS", "LAST BEAT", "RSS"]);
+    let statuses = workers.iter().any(|w| w.status.is_some());
+    let mut headers = vec!["PID", "AGE", "GEN", "STATE", "REQUESTS", "LAST BEAT", "RSS"];
+    if statuses {
+        headers.push("STATUS");
+    }
+    let mut table = Table::new(&headers);
     for w in workers {
-        table.row(vec![
+        let mut row = vec![
             w.pid.to_string(),
             w.age.to_string(),
             dash(w.generation),
@@ -219,7 +226,11 @@ fn worker_table(workers: &[WorkerInfo]) -> Table {
             dash(w.requests),
             heartbeat(w.last_heartbeat),
             w.rss_kb.map_or_else(|| "-".to_string(), memory),
-        ]);
+        ];
+        if statuses {
+            row.push(dash(w.status.as_deref()));
+        }
+        table.row(row);
     }
     table
 }
@@ -360,11 +371,27 @@ mod tests {
             rss_kb: Some(2048),
             uptime: None,
             retiring: None,
+            status: None,
         };
-        let out = text(|o| workers(o, &WorkersReply::new(vec![w])));
+        let out = text(|o| workers(o, &WorkersReply::new(vec![w.clone()])));
         assert_eq!(
             out,
             "PID  AGE  GEN  STATE   REQUESTS  LAST BEAT  RSS\n101  1    -    booted  -         0.3s ago   2.0 MiB\n"
+        );
+        // A command worker's STATUS= gets a column, with a dash for the
+        // workers that said nothing.
+        let said = WorkerInfo {
+            pid: 102,
+            status: Some("serving 3 clients".into()),
+            last_heartbeat: None,
+            ..w.clone()
+        };
+        let out = text(|o| workers(o, &WorkersReply::new(vec![w, said])));
+        assert_eq!(
+            out,
+            "PID  AGE  GEN  STATE   REQUESTS  LAST BEAT  RSS      STATUS\n\
+             101  1    -    booted  -         0.3s ago   2.0 MiB  -\n\
+             102  1    -    booted  -         -          2.0 MiB  serving 3 clients\n"
         );
     }
 }

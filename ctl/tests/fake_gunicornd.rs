@@ -100,6 +100,7 @@ impl State {
             rss_kb: Some(1024),
             uptime: Some(1.0),
             retiring: Some(false),
+            status: None,
         });
     }
 

@@ -2,6 +2,9 @@ complete -c gunicornd -s c -l config -d 'The config file to read: TOML, or a gun
 complete -c gunicornd -s b -l bind -d 'Address to listen on: HOST, HOST:PORT, [IPV6]:PORT, unix:PATH or fd://FD. Repeat to listen on several [default: 127.0.0.1:8000, or 0.0.0.0:$PORT if PORT is set]' -r
 complete -c gunicornd -l backlog -d 'Maximum number of pending connections (the listen() backlog) [default: 2048]' -r
 complete -c gunicornd -s w -l workers -d 'Number of worker processes [default: 1, or $WEB_CONCURRENCY if set]' -r
+complete -c gunicornd -s k -l worker-class -d 'What a worker is: sync (gunicornd\'s own worker serving APP) or command (each worker runs PROGRAM, given after --, on the listeners inherited from fd 3, with sd_notify for readiness and heartbeat) [default: sync]' -r
+complete -c gunicornd -l boot-grace -d 'Seconds after which a command worker that has sent nothing on its NOTIFY_SOCKET counts as booted (a program that ignores the protocol); one that sent anything is booted only by READY=1. 0: only READY=1 boots a worker [default: 1]' -r
+complete -c gunicornd -l halt-on-boot-error -d 'Halt the server when a worker exits with code 3 (failed to boot) or 4 (app failed to load), or roll a reload back, as gunicorn does; --halt-on-boot-error=false restarts such workers like any crash, with crash-loop backoff [default: true]' -r
 complete -c gunicornd -s t -l timeout -d 'Seconds a worker may go silent before it is killed and replaced; 0 disables the check [default: 30]' -r
 complete -c gunicornd -l graceful-timeout -d 'Seconds workers get to finish their requests after a graceful stop or restart before they are killed [default: 30]' -r
 complete -c gunicornd -l upgrade-timeout -d 'Seconds a new master started by USR2 or gunicornctl upgrade has to boot all its workers; past it the old master kills it and keeps serving [default: 60]' -r

@@ -224,16 +224,30 @@ impl Arbiter {
             .iter()
             .map(|w| {
                 let slot = self.scoreboard.slot(w.slot);
-                let silence = self.kind.silence(slot);
+                // A command worker's heartbeat is its last WATCHDOG=1; the
+                // program counts no requests for us.
+                let (last_heartbeat, requests, status) = match &w.notify {
+                    Some(n) => (
+                        n.watchdog_at.map(|t| t.elapsed().as_secs_f64()),
+                        None,
+                        n.status.clone(),
+                    ),
+                    None => (
+                        Some(slot.silence().as_secs_f64()),
+                        Some(slot.requests()),
+                        None,
+                    ),
+                };
                 WorkerInfo {
                     pid: w.pid.as_raw(),
                     age: w.age,
                     booted: w.booted(),
                     aborted: w.aborted_at.is_some(),
-                    last_heartbeat: Some(silence.as_secs_f64()),
+                    last_heartbeat,
                     kind: None,
                     generation: Some(w.generation),
-                    requests: Some(slot.requests()),
+                    requests,
+                    status,
                     rss_kb: rss_kb(w.pid),
                     uptime: Some(w.spawned_at.elapsed().as_secs_f64()),
                     retiring: Some(!w.live()),

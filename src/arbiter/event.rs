@@ -5,6 +5,7 @@ use nix::sys::signal::Signal;
 use nix::sys::wait::WaitStatus;
 use nix::unistd::Pid;
 
+use super::notify_socket::Notice;
 use crate::control::server::Incoming;
 use crate::worker::notify::WorkerMsg;
 
@@ -17,6 +18,9 @@ pub enum Event {
     /// A message on the worker channel; `pid` is its sender as the kernel
     /// reported it (SCM_CREDENTIALS), whatever process that is.
     WorkerMessage { pid: Pid, msg: WorkerMsg },
+    /// A message on the command workers' `NOTIFY_SOCKET`; `pid` is its
+    /// sender as the kernel reported it, whatever process that is.
+    WorkerNotice { pid: Pid, notice: Notice },
     /// A child was reaped (a worker, a hook, or an orphan when PID 1).
     ChildExited(WaitStatus),
     /// The loop woke up: deadlines may have passed (heartbeats, stop

@@ -13,6 +13,9 @@
 //! - `reload.rs`: the part of a reload that does I/O (loading the
 //!   configuration, binding sockets); `control.rs`: frames to commands,
 //!   outcomes to replies; `report.rs`: systemd and the daemon's launcher.
+//! - `notify_socket.rs` and `output.rs`: command workers' `NOTIFY_SOCKET`
+//!   (their sd_notify messages become [`Event::WorkerNotice`]) and their
+//!   stdout/stderr pipes (read last in each pass, into the error log).
 //!
 //! The loop waits in `mio::Poll` until the nearest deadline (a heartbeat that
 //! would go stale, a SIGKILL that is due, a delayed respawn), never on a
@@ -23,6 +26,8 @@ mod command;
 mod control;
 mod event;
 mod execute;
+mod notify_socket;
+mod output;
 mod plan;
 mod reload;
 mod report;
@@ -62,9 +67,12 @@ use crate::worker::notify;
 const SIGNALS: Token = Token(0);
 const WORKER_MSGS: Token = Token(1);
 const CONTROL: Token = Token(2);
+/// The command workers' `NOTIFY_SOCKET` (below the upgrade's tokens).
+const NOTICES: Token = Token(usize::MAX - 2);
 
-/// Worker messages read per pass of the loop: a worker that floods the
-/// channel takes turns with everything else the master does.
+/// Worker messages (and, separately, `NOTIFY_SOCKET` messages) read per
+/// pass of the loop: a worker that floods them takes turns with
+/// everything else the master does.
 const MESSAGES_PER_PASS: usize = 64;
 
 pub struct Arbiter {
@@ -74,7 +82,11 @@ pub struct Arbiter {
     /// `pool.previous` is set (a failed reload restores them).
     previous_settings: Option<Settings>,
     pid: Pid,
+    /// The kind the current generation's workers are.
     kind: WorkerKind,
+    /// The kind of the generation a reload is replacing (with
+    /// `previous_settings`).
+    previous_kind: Option<WorkerKind>,
     listeners: Vec<Listener>,
     /// Sockets a reload stopped binding, kept open until it completes.
     parked_listeners: Vec<Listener>,
@@ -91,6 +103,13 @@ pub struct Arbiter {
     /// Messages may be waiting on the worker channel: a pass reads at most
     /// [`MESSAGES_PER_PASS`] of them, the next pass goes on.
     worker_messages_pending: bool,
+    /// The command workers' `NOTIFY_SOCKET` (made when a configuration
+    /// first asks for command workers), and whether messages may wait on
+    /// it.
+    notices: Option<notify_socket::NotifySocket>,
+    notices_pending: bool,
+    /// The command workers' stdout and stderr.
+    output: output::WorkerOutput,
     started_at: Instant,
     hooks: Hooks,
     pidfile: Option<Pidfile>,
@@ -150,6 +169,8 @@ fn limits(settings: &Settings) -> Limits {
         daemon: settings.daemon,
         upgrade_timeout: Duration::from_secs(settings.upgrade_timeout),
         max_workers: crate::scoreboard::CAPACITY,
+        boot_grace: Duration::from_secs(settings.boot_grace),
+        halt_on_boot_error: settings.halt_on_boot_error,
     }
 }
 
@@ -278,8 +299,8 @@ impl Arbiter {
             .map_err(|e| format!("cannot install signal handlers: {e}"))?;
         listeners::set_all_nonblocking(&listeners)?;
         listeners::log_listening(&listeners, pid);
-        let kind = WorkerKind::from_settings(&settings);
-        tracing::info!("Using worker: {}", kind.name());
+        let kind = WorkerKind::from_settings(&settings)?;
+        log_worker_kind(&kind, &settings);
         hooks.fire(
             "when_ready",
             &[("GUNICORND_WORKERS", settings.workers.to_string())],
@@ -312,6 +333,10 @@ impl Arbiter {
                 control = None;
             }
         }
+        let notices = match &kind {
+            WorkerKind::Command(_) => Some(open_notify_socket(&settings, poll.registry())?),
+            WorkerKind::Sync => None,
+        };
         let mut pool = Pool::new(settings.workers, limits(&settings));
         // A new master says nothing to systemd until it takes over: the old
         // master is still the service's main process.
@@ -339,6 +364,7 @@ impl Arbiter {
             previous_settings: None,
             pid,
             kind,
+            previous_kind: None,
             listeners,
             parked_listeners: Vec::new(),
             listener_source,
@@ -349,6 +375,9 @@ impl Arbiter {
             worker_messages,
             worker_sender,
             worker_messages_pending: false,
+            notices,
+            notices_pending: false,
+            output: output::WorkerOutput::default(),
             started_at: Instant::now(),
             hooks,
             pidfile: pidfile.disarm(),
@@ -399,14 +428,21 @@ impl Arbiter {
                         }
                     }
                     WORKER_MSGS => self.worker_messages_pending = true,
+                    NOTICES => self.notices_pending = true,
                     upgrade::CHANNEL => self.channel_ready(),
                     upgrade::OLD_MASTER => self.old_master_exited(),
+                    token if self.output.owns(token) => self.output.readable(token),
                     token => client_events.push((token, event.is_readable(), event.is_writable())),
                 }
             }
             if self.worker_messages_pending {
                 for (pid, msg) in self.read_worker_messages() {
                     self.handle(Event::WorkerMessage { pid, msg });
+                }
+            }
+            if self.notices_pending {
+                for (pid, notice) in self.read_notices() {
+                    self.handle(Event::WorkerNotice { pid, notice });
                 }
             }
             for &(token, readable, writable) in &client_events {
@@ -418,6 +454,9 @@ impl Arbiter {
                     self.handle(Event::Control(request));
                 }
             }
+            // Workers' output last: however much they write, it waits
+            // behind everything else (and is bounded per pass).
+            self.output.service(Instant::now());
             // Reap on every pass, not only on SIGCHLD: a wake-up byte can be
             // lost when the signal pipe is full, and waitpid is cheap.
             while let Some(status) = reap_one() {
@@ -444,12 +483,13 @@ impl Arbiter {
             Event::Signal(sig) => self.on_signal(sig),
             Event::Control(request) => self.on_control_request(request),
             Event::WorkerMessage { pid, msg } => self.pool.worker_message(pid, msg, now),
+            Event::WorkerNotice { pid, notice } => self.pool.worker_notice(pid, notice, now),
             Event::ChildExited(status) => self.on_child_exit(status, now),
             Event::Deadlines => {
-                let (kind, timeout) = (self.kind, self.pool.limits.timeout);
+                let timeout = self.pool.limits.timeout;
                 let scoreboard = &self.scoreboard;
                 self.pool
-                    .check_deadlines(now, |w| observe(kind, scoreboard, w, timeout));
+                    .check_deadlines(now, |w| observe(scoreboard, w, timeout));
             }
             Event::EndOfPass => {
                 self.check_given_up(now);
@@ -520,6 +560,7 @@ impl Arbiter {
         };
         let booted = self.scoreboard.slot(slot).booted();
         self.scoreboard.release(slot);
+        self.output.forget(self.poll.registry(), pid);
         self.pool.worker_exited(
             Exit {
                 pid,
@@ -533,13 +574,16 @@ impl Arbiter {
     /// The earliest moment something must happen without outside input.
     fn next_deadline(&self) -> Option<Instant> {
         let now = Instant::now();
-        let (kind, timeout) = (self.kind, self.pool.limits.timeout);
+        let timeout = self.pool.limits.timeout;
         let mut next = self
             .pool
-            .next_deadline(now, |w| observe(kind, &self.scoreboard, w, timeout));
+            .next_deadline(now, |w| observe(&self.scoreboard, w, timeout));
         let mut consider = |t: Instant| next = Some(next.map_or(t, |n: Instant| n.min(t)));
-        if self.worker_messages_pending {
+        if self.worker_messages_pending || self.notices_pending || self.output.has_pending() {
             consider(now);
+        }
+        if let Some(t) = self.output.next_deadline() {
+            consider(t);
         }
         if let Some(ctl) = &self.control {
             if ctl.has_backlog() {
@@ -583,6 +627,46 @@ impl Arbiter {
         }
         self.worker_messages_pending = true;
         messages
+    }
+
+    /// Up to [`MESSAGES_PER_PASS`] messages from the `NOTIFY_SOCKET`, each
+    /// with the pid the kernel says sent it; notes whether more may wait.
+    fn read_notices(&mut self) -> Vec<(Pid, notify_socket::Notice)> {
+        let mut notices = Vec::new();
+        let Some(socket) = &self.notices else {
+            self.notices_pending = false;
+            return notices;
+        };
+        for _ in 0..MESSAGES_PER_PASS {
+            match socket.receive() {
+                Ok(Some(notify_socket::Received::Notice(pid, notice))) => {
+                    notices.push((pid, notice))
+                }
+                Ok(Some(notify_socket::Received::Ignored(what))) => {
+                    tracing::warn!("Ignoring {what}")
+                }
+                Ok(None) => {
+                    self.notices_pending = false;
+                    return notices;
+                }
+                Err(e) => {
+                    tracing::error!("Cannot read the NOTIFY_SOCKET: {e}");
+                    self.notices_pending = false;
+                    return notices;
+                }
+            }
+        }
+        self.notices_pending = true;
+        notices
+    }
+
+    /// The `NOTIFY_SOCKET` for command workers, made now if this is the
+    /// first configuration that runs them.
+    fn ensure_notify_socket(&mut self, settings: &Settings) -> Result<(), String> {
+        if self.notices.is_none() {
+            self.notices = Some(open_notify_socket(settings, self.poll.registry())?);
+        }
+        Ok(())
     }
 
     /// Leave: stop what is left, log why, report the exit status.
@@ -672,6 +756,8 @@ impl Arbiter {
         }
         fds.extend(self.report.fds());
         fds.extend(self.channel.as_ref().map(|c| c.as_raw_fd()));
+        fds.extend(self.notices.as_ref().map(|n| n.as_raw_fd()));
+        fds.extend(self.output.fds());
         fds.extend(self.old_master_pidfd.as_ref().map(|p| p.as_raw_fd()));
         // The pidfile's lock must go with the master, not live on in
         // workers that outlive it.
@@ -680,10 +766,19 @@ impl Arbiter {
     }
 }
 
-/// One worker's liveness as its kind judges it. Whether it is stopped is
-/// read from `/proc` only once it is overdue: it matters only then.
-fn observe(kind: WorkerKind, scoreboard: &Scoreboard, w: &Worker, timeout: Duration) -> Liveness {
-    let silence = kind.silence(scoreboard.slot(w.slot));
+/// One worker's liveness as the way it reports says. Whether it is stopped is
+/// read from `/proc` only once it is overdue: it matters only then. The
+/// plan asks about an sd_notify worker (whose silence it judges itself)
+/// only once that one is overdue.
+fn observe(scoreboard: &Scoreboard, w: &Worker, timeout: Duration) -> Liveness {
+    if w.notify.is_some() {
+        return Liveness {
+            silence: Duration::ZERO,
+            stopped: is_stopped(w.pid),
+        };
+    }
+    // The forked kinds stamp their slot while they make progress.
+    let silence = scoreboard.slot(w.slot).silence();
     let stopped = !timeout.is_zero() && silence > timeout && is_stopped(w.pid);
     Liveness { silence, stopped }
 }
@@ -798,6 +893,66 @@ fn preload(settings: &Settings) -> Result<Option<Box<dyn crate::app::App>>, Stri
     crate::app::load(spec, settings)
         .map(Some)
         .map_err(|e| format!("App failed to load ({spec}): {e}"))
+}
+
+/// Say which worker kind runs, and what does not apply to it.
+fn log_worker_kind(kind: &WorkerKind, settings: &Settings) {
+    match kind {
+        WorkerKind::Command(program) => {
+            tracing::info!("Using worker: command ({})", program.describe());
+            if settings.max_requests > 0 {
+                tracing::warn!(
+                    "--max-requests ({}) does not apply to command workers: the program counts \
+                     no requests for the master; ignored",
+                    settings.max_requests
+                );
+            }
+        }
+        WorkerKind::Sync => tracing::info!("Using worker: {}", kind.name()),
+    }
+}
+
+/// Bind the command workers' `NOTIFY_SOCKET` in a directory of its own
+/// under `--worker-tmp-dir` (else the system temporary directory), given
+/// to the workers' user when they run as another one, and watch it.
+fn open_notify_socket(
+    settings: &Settings,
+    registry: &mio::Registry,
+) -> Result<notify_socket::NotifySocket, String> {
+    let parent = settings
+        .worker_tmp_dir
+        .clone()
+        .unwrap_or_else(std::env::temp_dir);
+    let euid = nix::unistd::geteuid().as_raw();
+    let owner = match (settings.user, settings.group) {
+        (None, None) => None,
+        (user, group) if user.unwrap_or(euid) == euid && group.is_none() => None,
+        (user, group) => Some((
+            user.unwrap_or(euid),
+            group.unwrap_or_else(|| {
+                user.and_then(|u| nix::unistd::User::from_uid(u.into()).ok().flatten())
+                    .map_or_else(|| nix::unistd::getegid().as_raw(), |a| a.gid.as_raw())
+            }),
+        )),
+    };
+    let socket = notify_socket::NotifySocket::bind(&parent, owner).map_err(|e| {
+        format!(
+            "cannot create the command workers' NOTIFY_SOCKET in {}: {e}",
+            parent.display()
+        )
+    })?;
+    registry
+        .register(
+            &mut SourceFd(&socket.as_raw_fd()),
+            NOTICES,
+            Interest::READABLE,
+        )
+        .map_err(|e| format!("event loop: {e}"))?;
+    tracing::debug!(
+        "Command workers' NOTIFY_SOCKET: {}",
+        socket.path().display()
+    );
+    Ok(socket)
 }
 
 /// Where the control socket lives, unless it is disabled.

@@ -24,7 +24,8 @@ use nix::sys::wait::WaitStatus;
 use nix::unistd::Pid;
 
 use super::action::{Action, Level, Outcome, Report};
-use super::workers::{Replace, StopSent, Worker, WorkerTable};
+use super::notify_socket::Notice;
+use super::workers::{Notified, Protocol, Replace, StopSent, Worker, WorkerTable};
 use crate::control::protocol::{EventKind, RetireReason, ScaleTarget, ShutdownMode};
 use crate::worker::notify::WorkerMsg;
 use crate::worker::{APP_LOAD_ERROR, WORKER_BOOT_ERROR};
@@ -38,6 +39,9 @@ pub const BACKOFF_BASE: Duration = Duration::from_millis(100);
 pub const BACKOFF_MAX: Duration = Duration::from_secs(10);
 /// Boot failures in a row, before ever being ready, that count as a failed start.
 pub const STARTUP_FAILURES: u32 = 5;
+/// Messages on the `NOTIFY_SOCKET` from processes that are no command
+/// worker are logged at most this often (the rest are counted).
+pub const IGNORED_NOTICE_LOG_INTERVAL: Duration = Duration::from_secs(10);
 
 /// The settings the decisions depend on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -51,6 +55,12 @@ pub struct Limits {
     pub upgrade_timeout: Duration,
     /// The most workers one master runs (the scoreboard's size).
     pub max_workers: usize,
+    /// An sd_notify worker that has said nothing this long after it
+    /// started counts as booted; zero: only `READY=1` boots one.
+    pub boot_grace: Duration,
+    /// Exit codes 3 and 4 halt the server (or roll a reload back); off,
+    /// they are crashes like any other.
+    pub halt_on_boot_error: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -98,10 +108,13 @@ pub struct Counters {
 }
 
 /// What the executor observed of a worker's liveness (its worker kind
-/// knows how: for the built-in kinds, the scoreboard heartbeat).
+/// knows how: for the built-in kinds, the scoreboard heartbeat). For an
+/// sd_notify worker the plan judges the silence itself (from its
+/// `WATCHDOG=1` messages) and asks only whether the process is stopped,
+/// once it is overdue.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Liveness {
-    /// Time since its last sign of life.
+    /// Time since its last sign of life (not read for sd_notify workers).
     pub silence: Duration,
     /// The process is stopped (SIGSTOP, a debugger): it cannot run its
     /// SIGABRT handler, so a timeout kills it at once.
@@ -140,6 +153,9 @@ pub struct Pool {
     boot_failures: u32,
     next_spawn_at: Option<Instant>,
     worker_age: u64,
+    /// Messages from non-workers on the `NOTIFY_SOCKET`: when one was last
+    /// logged, and how many were not logged since.
+    ignored_notices: (Option<Instant>, u64),
     /// The first generation reached its target.
     ready: bool,
     status: String,
@@ -163,6 +179,7 @@ impl Pool {
             boot_failures: 0,
             next_spawn_at: None,
             worker_age: 0,
+            ignored_notices: (None, 0),
             ready: false,
             status: String::new(),
             out: Vec::new(),
@@ -615,10 +632,22 @@ impl Pool {
 
     // --- workers -------------------------------------------------------------
 
-    /// The executor forked the worker a [`Action::Spawn`] asked for.
-    pub fn spawned(&mut self, pid: Pid, age: u64, generation: u64, slot: usize, now: Instant) {
-        self.workers
-            .insert(Worker::new(pid, age, generation, slot, now));
+    /// The executor started the worker a [`Action::Spawn`] asked for; it
+    /// reports through `protocol`.
+    pub fn spawned(
+        &mut self,
+        pid: Pid,
+        age: u64,
+        generation: u64,
+        slot: usize,
+        protocol: Protocol,
+        now: Instant,
+    ) {
+        let mut w = Worker::new(pid, age, generation, slot, now);
+        if protocol == Protocol::SdNotify {
+            w.notify = Some(Notified::default());
+        }
+        self.workers.insert(w);
         self.counters.spawned += 1;
         self.emit(EventKind::WorkerSpawned {
             pid: pid.as_raw(),
@@ -642,6 +671,18 @@ impl Pool {
         self.delay_next_spawn(now);
     }
 
+    /// The program of the worker of age `age` could not be executed (its
+    /// exec failed in the forked child, which is gone): a worker that died
+    /// before booting, so the crash-loop backoff applies.
+    pub fn exec_failed(&mut self, reason: String, age: u64, now: Instant) {
+        self.worker_age = age;
+        self.log(Level::Error, reason);
+        if self.is_running() {
+            self.boot_failures += 1;
+            self.delay_next_spawn(now);
+        }
+    }
+
     /// Whether a queued [`Action::Spawn`] may go ahead: not while a backoff
     /// armed by a failure in the same batch is running.
     pub fn may_spawn(&self, now: Instant) -> bool {
@@ -661,24 +702,110 @@ impl Pool {
             return;
         };
         match msg {
-            WorkerMsg::Booted if w.booted_at.is_some() => {}
-            WorkerMsg::Booted => {
-                w.booted_at = Some(now);
-                let generation = w.generation;
-                self.boot_failures = 0;
-                self.next_spawn_at = None;
-                self.log(Level::Debug, format!("Worker (pid:{pid}) booted"));
-                self.emit(EventKind::WorkerBooted {
-                    pid: pid.as_raw(),
-                    generation,
-                });
-            }
+            WorkerMsg::Booted => self.mark_booted(pid, now),
             WorkerMsg::Recycle => {
                 if w.replace.is_none() {
                     w.replace = Some(Replace::Recycle);
                 }
             }
         }
+    }
+
+    /// A worker booted (its message, `READY=1`, or the boot grace): it is
+    /// capacity from now on. A worker boots once.
+    fn mark_booted(&mut self, pid: Pid, now: Instant) {
+        let Some(w) = self.workers.get_mut(pid) else {
+            return;
+        };
+        if w.booted_at.is_some() {
+            return;
+        }
+        w.booted_at = Some(now);
+        if let Some(n) = w.notify.as_mut() {
+            // An extension of the boot deadline is over with the boot.
+            n.extended_to = None;
+        }
+        let generation = w.generation;
+        self.boot_failures = 0;
+        self.next_spawn_at = None;
+        self.log(Level::Debug, format!("Worker (pid:{pid}) booted"));
+        self.emit(EventKind::WorkerBooted {
+            pid: pid.as_raw(),
+            generation,
+        });
+    }
+
+    /// An sd_notify message from `pid`, as the kernel identified the
+    /// sender: only a command worker's own messages count (ARCHITECTURE.md,
+    /// "Command workers", has what each one means for a worker).
+    pub fn worker_notice(&mut self, pid: Pid, notice: Notice, now: Instant) {
+        let graceful = self.limits.graceful_timeout;
+        let Some(w) = self.workers.get_mut(pid).filter(|w| w.notify.is_some()) else {
+            self.ignore_notice(pid, now);
+            return;
+        };
+        let running = w.running();
+        let booted = w.booted();
+        let Some(n) = w.notify.as_mut() else { return };
+        n.spoke = true;
+        if let Some(status) = notice.status {
+            // An empty STATUS= clears it, as in systemd.
+            n.status = Some(status).filter(|s| !s.is_empty());
+        }
+        if notice.watchdog {
+            n.watchdog_at = Some(now);
+        }
+        if notice.stopping && running {
+            n.stopping_at = Some(now);
+            // An extension sent before is not one of this stop.
+            n.extended_to = None;
+            self.log(
+                Level::Info,
+                format!(
+                    "Worker (pid:{pid}) is stopping on its own (STOPPING=1); it has {} s to exit \
+                     and its replacement starts now",
+                    graceful.as_secs()
+                ),
+            );
+        }
+        if notice.ready && !booted {
+            self.mark_booted(pid, now);
+        }
+        // After the changes of phase above: an extension sent with them is
+        // one of the phase they begin.
+        if let Some(extension) = notice.extend_timeout {
+            if let Some(n) = self.workers.get_mut(pid).and_then(|w| w.notify.as_mut()) {
+                let to = now + extension;
+                n.extended_to = Some(n.extended_to.map_or(to, |t| t.max(to)));
+            }
+        }
+        if notice.watchdog_trigger && running {
+            self.time_out(pid, false, now, ": it asked for it (WATCHDOG=trigger)");
+        }
+    }
+
+    /// A message on the `NOTIFY_SOCKET` from a process that is no command
+    /// worker of this master (a worker's child, anyone else): ignored, and
+    /// logged at most once per [`IGNORED_NOTICE_LOG_INTERVAL`].
+    fn ignore_notice(&mut self, pid: Pid, now: Instant) {
+        let (last, suppressed) = self.ignored_notices;
+        if last.is_some_and(|t| now < t + IGNORED_NOTICE_LOG_INTERVAL) {
+            self.ignored_notices.1 += 1;
+            return;
+        }
+        let more = if suppressed > 0 {
+            format!(" ({suppressed} more such messages were ignored since the last one logged)")
+        } else {
+            String::new()
+        };
+        self.ignored_notices = (Some(now), 0);
+        self.log(
+            Level::Warn,
+            format!(
+                "Ignoring a NOTIFY_SOCKET message from pid {pid}, which is not one of this \
+                 master's command workers{more}"
+            ),
+        );
     }
 
     /// A reaped worker: what its end means (a clean stop, a crash, a boot
@@ -712,7 +839,9 @@ impl Pool {
                     Level::Error,
                     format!("Worker (pid:{pid}) exited with code {code}."),
                 );
-                if code == WORKER_BOOT_ERROR || code == APP_LOAD_ERROR {
+                if (code == WORKER_BOOT_ERROR || code == APP_LOAD_ERROR)
+                    && self.limits.halt_on_boot_error
+                {
                     self.fatal_exit(&w, code, now);
                     return;
                 }
@@ -720,7 +849,12 @@ impl Pool {
             }
             _ => false,
         };
-        if !clean && !w.booted() && w.stop.is_none() && self.is_running() {
+        // No READY=1 in time is a failure to boot, like exit 3.
+        if w.notify.as_ref().is_some_and(|n| n.missed_ready) && self.limits.halt_on_boot_error {
+            self.fatal_exit(&w, WORKER_BOOT_ERROR, now);
+            return;
+        }
+        if !clean && !w.booted() && w.stop.is_none() && !w.stopping() && self.is_running() {
             self.boot_failures += 1;
             self.delay_next_spawn(now);
         }
@@ -729,7 +863,9 @@ impl Pool {
     /// Exit 3/4: the server cannot run this configuration. During a reload
     /// the previous generation takes over again; otherwise the master halts.
     fn fatal_exit(&mut self, w: &Worker, code: i32, now: Instant) {
-        let reason = if code == WORKER_BOOT_ERROR {
+        let reason = if w.notify.as_ref().is_some_and(|n| n.missed_ready) {
+            "Worker failed to boot: no READY=1 in time."
+        } else if code == WORKER_BOOT_ERROR {
             "Worker failed to boot."
         } else {
             "App failed to load."
@@ -810,6 +946,10 @@ impl Pool {
             at: now,
             kill_at: now + grace,
         });
+        if let Some(n) = w.notify.as_mut() {
+            // An extension sent before is not one of this stop.
+            n.extended_to = None;
+        }
         if handed_over && signal == Signal::SIGTERM {
             self.out.push(Action::QueueServedElsewhere { pid });
         }
@@ -837,13 +977,20 @@ impl Pool {
 
     // --- time ----------------------------------------------------------------
 
-    /// Heartbeat timeouts, overdue stops, a stop that ran out of time.
+    /// Heartbeat timeouts, overdue stops, a stop that ran out of time;
+    /// sd_notify workers that booted by their boot grace, or that missed
+    /// `READY=1` or their `WATCHDOG=1`.
     pub fn check_deadlines(&mut self, now: Instant, liveness: impl Fn(&Worker) -> Liveness) {
-        let timeout = self.limits.timeout;
+        let (timeout, graceful, grace) = (
+            self.limits.timeout,
+            self.limits.graceful_timeout,
+            self.limits.boot_grace,
+        );
         let mut abort = Vec::new();
         let mut kill_now = Vec::new();
+        let mut grace_booted = Vec::new();
         for w in self.workers.iter().filter(|w| !w.killed) {
-            if let Some(at) = kill_due(w) {
+            if let Some(at) = kill_due(w, graceful) {
                 if now >= at {
                     let why = if w.aborted_at.is_some() {
                         "still there after SIGABRT"
@@ -852,11 +999,26 @@ impl Pool {
                     };
                     kill_now.push((w.pid, why));
                 }
-            } else if !timeout.is_zero() {
-                let seen = liveness(w);
-                if seen.silence > timeout {
-                    abort.push((w.pid, seen.stopped));
+                continue;
+            }
+            let Some(n) = &w.notify else {
+                if !timeout.is_zero() {
+                    let seen = liveness(w);
+                    if seen.silence > timeout {
+                        abort.push((w.pid, seen.stopped, ""));
+                    }
                 }
+                continue;
+            };
+            if boot_grace_due(w, n, grace).is_some_and(|at| now >= at) {
+                grace_booted.push(w.pid);
+            } else if notify_due(w, n, timeout).is_some_and(|at| now > at) {
+                let detail = if w.booted() {
+                    ": no WATCHDOG=1 in time"
+                } else {
+                    ": no READY=1 in time"
+                };
+                abort.push((w.pid, liveness(w).stopped, detail));
             }
         }
         if let Phase::Stopping { deadline, .. } = self.phase {
@@ -866,8 +1028,19 @@ impl Pool {
                 }
             }
         }
-        for (pid, stopped) in abort {
-            self.time_out(pid, stopped, now);
+        for pid in grace_booted {
+            self.log(
+                Level::Debug,
+                format!(
+                    "Worker (pid:{pid}) said nothing on its NOTIFY_SOCKET within {} s \
+                     (--boot-grace): counting it as booted",
+                    grace.as_secs()
+                ),
+            );
+            self.mark_booted(pid, now);
+        }
+        for (pid, stopped, detail) in abort {
+            self.time_out(pid, stopped, now, detail);
         }
         if let Some(child) = self.child_master.as_mut() {
             if !child.ready && !child.killed && now >= child.deadline {
@@ -891,19 +1064,25 @@ impl Pool {
         }
     }
 
-    /// A worker missed its heartbeat: SIGABRT (gunicorn's: the worker logs
-    /// where it was and exits 1), SIGKILL after [`ABORT_GRACE`]. A stopped
-    /// process cannot run its handler, so it gets SIGKILL at once.
-    fn time_out(&mut self, pid: Pid, stopped: bool, now: Instant) {
+    /// A worker missed its heartbeat (or, an sd_notify worker, its
+    /// `READY=1`): SIGABRT (gunicorn's: the worker logs where it was and
+    /// exits 1; systemd's watchdog sends the same), SIGKILL after
+    /// [`ABORT_GRACE`]. A stopped process cannot run its handler, so it
+    /// gets SIGKILL at once. `detail` ends the log line.
+    fn time_out(&mut self, pid: Pid, stopped: bool, now: Instant, detail: &str) {
         let Some(w) = self.workers.get_mut(pid) else {
             return;
         };
-        let during = if w.booted() { "" } else { " while booting" };
+        let booted = w.booted();
+        let during = if booted { "" } else { " while booting" };
         w.aborted_at = Some(now);
+        if let Some(n) = w.notify.as_mut() {
+            n.missed_ready = !booted;
+        }
         let generation = w.generation;
         self.log(
             Level::Critical,
-            format!("WORKER TIMEOUT (pid:{pid}){during}"),
+            format!("WORKER TIMEOUT (pid:{pid}){during}{detail}"),
         );
         self.emit(EventKind::WorkerRetired {
             pid: pid.as_raw(),
@@ -921,12 +1100,17 @@ impl Pool {
     }
 
     /// The earliest moment something must happen without outside input.
+    /// `liveness` gives the silence of the forked kinds' workers only.
     pub fn next_deadline(
         &self,
         now: Instant,
         liveness: impl Fn(&Worker) -> Liveness,
     ) -> Option<Instant> {
-        let timeout = self.limits.timeout;
+        let (timeout, graceful, grace) = (
+            self.limits.timeout,
+            self.limits.graceful_timeout,
+            self.limits.boot_grace,
+        );
         let mut next: Option<Instant> = None;
         let mut consider = |t: Instant| next = Some(next.map_or(t, |n| n.min(t)));
         let unkilled = self.workers.iter().any(|w| !w.killed);
@@ -944,8 +1128,16 @@ impl Pool {
             consider(child.deadline);
         }
         for w in self.workers.iter().filter(|w| !w.killed) {
-            if let Some(at) = kill_due(w) {
+            if let Some(at) = kill_due(w, graceful) {
                 consider(at);
+            } else if let Some(n) = &w.notify {
+                // Overdue is past the deadline, as a silence longer than
+                // the timeout.
+                let overdue = notify_due(w, n, timeout).map(|at| at + Duration::from_millis(1));
+                [boot_grace_due(w, n, grace), overdue]
+                    .into_iter()
+                    .flatten()
+                    .for_each(&mut consider);
             } else if !timeout.is_zero() {
                 let silence = liveness(w).silence;
                 consider(now + timeout.saturating_sub(silence) + Duration::from_millis(1));
@@ -1082,15 +1274,49 @@ impl Pool {
     }
 }
 
-/// When a worker that was asked to stop (or aborted after a timeout) gets
-/// SIGKILL if it is still there; `None` while it is not on its way out. A hung
-/// worker that also got TERM keeps its short SIGABRT grace.
-fn kill_due(w: &Worker) -> Option<Instant> {
+/// When a worker that was asked to stop (or aborted after a timeout, or
+/// said `STOPPING=1`) gets SIGKILL if it is still there; `None` while it is
+/// not on its way out. A hung worker that also got TERM keeps its short
+/// SIGABRT grace. An sd_notify worker's `EXTEND_TIMEOUT_USEC=` pushes a
+/// stop's SIGKILL back (never the one after SIGABRT; and the server's own
+/// shutdown deadline, `Phase::Stopping`, still holds).
+fn kill_due(w: &Worker, graceful: Duration) -> Option<Instant> {
+    let extended = w.notify.as_ref().and_then(|n| n.extended_to);
+    let stopping = w.notify.as_ref().and_then(|n| n.stopping_at);
+    let stop = w
+        .stop
+        .map(|s| s.kill_at)
+        .or(stopping.map(|at| at + graceful))
+        .map(|at| extended.map_or(at, |e| at.max(e)));
     let after_abort = w.aborted_at.map(|at| at + ABORT_GRACE);
-    match (w.stop.map(|s| s.kill_at), after_abort) {
+    match (stop, after_abort) {
         (Some(a), Some(b)) => Some(a.min(b)),
         (a, b) => a.or(b),
     }
+}
+
+/// When an sd_notify worker that has said nothing counts as booted by its
+/// boot grace; `None` once it spoke or booted, or without a grace.
+fn boot_grace_due(w: &Worker, n: &Notified, grace: Duration) -> Option<Instant> {
+    (!grace.is_zero() && !n.spoke && !w.booted() && w.running()).then(|| w.spawned_at + grace)
+}
+
+/// Until when a running sd_notify worker is on time (past it, it is
+/// overdue): `READY=1` within `timeout`
+/// of its start, then (once it sent a first `WATCHDOG=1`) a `WATCHDOG=1`
+/// within `timeout` of the last; either pushed back by
+/// `EXTEND_TIMEOUT_USEC=`. `None` when nothing is awaited (no timeout, no
+/// watchdog yet, not running).
+fn notify_due(w: &Worker, n: &Notified, timeout: Duration) -> Option<Instant> {
+    if timeout.is_zero() || !w.running() {
+        return None;
+    }
+    let due = if w.booted() {
+        n.watchdog_at? + timeout
+    } else {
+        w.spawned_at + timeout
+    };
+    Some(n.extended_to.map_or(due, |e| due.max(e)))
 }
 
 /// `GUNICORND_WORKER_EXIT` for the `child_exit` hook.

@@ -15,6 +15,7 @@
 use super::{control_access, limits, Arbiter, Outcome};
 use crate::config::Settings;
 use crate::listeners::{self, Listener, ListenerSpec};
+use crate::worker::kind::WorkerKind;
 
 impl Arbiter {
     /// Re-read the configuration and roll a new generation of workers in;
@@ -27,11 +28,13 @@ impl Arbiter {
         // RELOADING=1 goes out before the work it announces.
         self.execute();
         match self.load_and_apply() {
-            Ok(new) => {
+            Ok((new, kind)) => {
                 let configured = (self.settings.workers, new.workers);
                 let old = std::mem::replace(&mut self.settings, new);
+                let old_kind = std::mem::replace(&mut self.kind, kind);
                 if self.previous_settings.is_none() {
                     self.previous_settings = Some(old);
+                    self.previous_kind = Some(old_kind);
                 }
                 self.pool.begin_reload(configured, limits(&self.settings))
             }
@@ -41,12 +44,19 @@ impl Arbiter {
 
     /// Load the configuration and apply what belongs to the master alone
     /// (sockets, log settings, hooks); nothing has changed when it fails.
-    fn load_and_apply(&mut self) -> Result<Settings, String> {
+    /// Returns the settings and the worker kind they ask for.
+    fn load_and_apply(&mut self) -> Result<(Settings, WorkerKind), String> {
         let new = match self.loader.load() {
             Ok(crate::config::Startup::Run(s)) => s,
             Ok(_) => return Err("the configuration asks to print or check it, not to run".into()),
             Err(e) => return Err(e.to_string()),
         };
+        let kind = WorkerKind::from_settings(&new)?;
+        if matches!(kind, WorkerKind::Command(_)) {
+            // Kept once made: a rollback may bring command workers back.
+            self.ensure_notify_socket(&new)?;
+        }
+        super::log_worker_kind(&kind, &new);
         if new.binds != self.settings.binds && self.listener_source.rebindable() {
             self.rebind(&new)?;
         }
@@ -62,7 +72,7 @@ impl Arbiter {
         if let Some(ctl) = self.control.as_mut() {
             ctl.set_access(control_access(&new));
         }
-        Ok(new)
+        Ok((new, kind))
     }
 
     /// Make the listeners match `settings.binds`: keep the sockets of
@@ -132,6 +142,9 @@ impl Arbiter {
         let Some(prev) = self.previous_settings.take() else {
             return;
         };
+        if let Some(kind) = self.previous_kind.take() {
+            self.kind = kind;
+        }
         if prev.binds != self.settings.binds && self.listener_source.rebindable() {
             if let Err(e) = self.rebind(&prev) {
                 tracing::error!("Cannot restore the previous listeners: {e}");

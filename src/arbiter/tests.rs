@@ -9,6 +9,7 @@ use nix::sys::wait::WaitStatus;
 use nix::unistd::Pid;
 
 use super::plan::{Phase, BACKOFF_BASE, BACKOFF_MAX, QUICK_STOP_GRACE, STARTUP_FAILURES};
+use super::workers::Protocol;
 use super::*;
 use crate::control::protocol::{EventKind, RetireReason, ScaleTarget};
 use crate::worker::notify::WorkerMsg;
@@ -24,10 +25,13 @@ fn limits() -> Limits {
         daemon: false,
         upgrade_timeout: UPGRADE_TIMEOUT,
         max_workers: 64,
+        boot_grace: BOOT_GRACE,
+        halt_on_boot_error: true,
     }
 }
 
 const UPGRADE_TIMEOUT: Duration = Duration::from_secs(60);
+const BOOT_GRACE: Duration = Duration::from_secs(1);
 
 /// A pool driven the way the executor drives it, with forks that succeed
 /// (pids from 100 up) unless told to fail, and heartbeats the test controls.
@@ -41,6 +45,8 @@ struct Sim {
     stopped: BTreeSet<i32>,
     /// Every action performed so far, in order.
     done: Vec<Action>,
+    /// How the workers spawned from now on report.
+    protocol: Protocol,
 }
 
 impl Sim {
@@ -57,6 +63,7 @@ impl Sim {
             beats: BTreeMap::new(),
             stopped: BTreeSet::new(),
             done: Vec::new(),
+            protocol: Protocol::WorkerChannel,
         }
     }
 
@@ -81,7 +88,8 @@ impl Sim {
                     let pid = Pid::from_raw(self.next_pid);
                     self.next_pid += 1;
                     self.beats.insert(pid.as_raw(), self.now);
-                    self.pool.spawned(pid, age, generation, 0, self.now);
+                    self.pool
+                        .spawned(pid, age, generation, 0, self.protocol, self.now);
                 }
                 self.done.push(a.clone());
                 performed.push(a);
@@ -1190,4 +1198,380 @@ fn winch_acts_in_the_foreground_during_an_upgrade() {
         .filter(|a| matches!(a, Action::QueueServedElsewhere { .. }))
         .collect();
     assert_eq!(told.len(), 2);
+}
+
+// --- command workers (sd_notify) --------------------------------------------
+
+const MS: Duration = Duration::from_millis(1);
+
+/// A pool whose workers speak sd_notify, with `limits`, its first
+/// workers spawned.
+fn notifying(target: usize, limits: Limits) -> Sim {
+    let mut sim = Sim::with_limits(target, limits);
+    sim.protocol = Protocol::SdNotify;
+    sim.tick();
+    sim
+}
+
+impl Sim {
+    /// `pid` sends the sd_notify message `text`, then a pass of the loop.
+    fn notify(&mut self, pid: Pid, text: &str) -> Vec<Action> {
+        let notice = super::notify_socket::Notice::parse(text.as_bytes(), false);
+        self.pool.worker_notice(pid, notice, self.now);
+        let mut out = self.run();
+        out.extend(self.tick());
+        out
+    }
+
+    fn deadline(&self) -> Option<Instant> {
+        let (now, beats) = (self.now, &self.beats);
+        self.pool.next_deadline(now, |w| Liveness {
+            silence: now.saturating_duration_since(beats[&w.pid.as_raw()]),
+            stopped: false,
+        })
+    }
+
+    fn booted(&self, pid: Pid) -> bool {
+        self.pool.workers.get(pid).is_some_and(Worker::booted)
+    }
+}
+
+#[test]
+fn an_sd_notify_worker_is_capacity_from_ready_1_only() {
+    let mut sim = notifying(2, limits());
+    let pids = sim.pids(|_| true);
+    // It speaks (STATUS=), so the boot grace is not for it: however long
+    // it takes, only READY=1 boots it.
+    sim.notify(pids[0], "STATUS=loading the model");
+    sim.notify(pids[1], "STATUS=loading the model");
+    sim.advance(BOOT_GRACE * 10);
+    sim.tick();
+    assert_eq!(sim.pool.serving_capacity(), 0);
+    let out = sim.notify(pids[0], "READY=1\nSTATUS=serving");
+    assert!(out.contains(&Action::Emit(EventKind::WorkerBooted {
+        pid: pids[0].as_raw(),
+        generation: 1
+    })));
+    assert_eq!(sim.pool.serving_capacity(), 1);
+    assert!(!sim.done.contains(&Action::Report(Report::Ready)));
+    sim.notify(pids[1], "READY=1");
+    assert!(sim.done.contains(&Action::Report(Report::Ready)));
+    let w = sim.pool.workers.get(pids[0]).unwrap();
+    assert_eq!(
+        w.notify.as_ref().unwrap().status.as_deref(),
+        Some("serving")
+    );
+    // A second READY=1 changes nothing.
+    assert!(!sim
+        .notify(pids[0], "READY=1")
+        .iter()
+        .any(|a| matches!(a, Action::Emit(EventKind::WorkerBooted { .. }))));
+}
+
+#[test]
+fn a_worker_that_says_nothing_counts_as_booted_after_the_boot_grace() {
+    let mut sim = notifying(1, limits());
+    let pid = sim.pids(|_| true)[0];
+    let spawned = sim.now;
+    assert_eq!(sim.deadline(), Some(spawned + BOOT_GRACE));
+    sim.advance(BOOT_GRACE - Duration::from_millis(1));
+    sim.tick();
+    assert!(!sim.booted(pid));
+    sim.advance(Duration::from_millis(1));
+    let out = sim.tick();
+    assert!(sim.booted(pid));
+    assert!(has_log(&out, Level::Debug, "--boot-grace"));
+    assert!(sim.done.contains(&Action::Report(Report::Ready)));
+    // Booted that way it has no heartbeat check (it never pinged).
+    sim.advance(TIMEOUT * 10);
+    assert!(signals(&sim.tick()).is_empty());
+    assert_eq!(sim.deadline(), None);
+}
+
+#[test]
+fn with_no_boot_grace_only_ready_1_boots_and_the_timeout_is_a_failure_to_boot() {
+    let mut sim = notifying(
+        1,
+        Limits {
+            boot_grace: Duration::ZERO,
+            ..limits()
+        },
+    );
+    let pid = sim.pids(|_| true)[0];
+    assert_eq!(sim.deadline(), Some(sim.now + TIMEOUT + MS));
+    sim.advance(TIMEOUT);
+    assert!(signals(&sim.tick()).is_empty());
+    assert!(!sim.booted(pid));
+    sim.advance(Duration::from_millis(1));
+    let out = sim.tick();
+    assert_eq!(signals(&out), vec![(pid, Signal::SIGABRT)]);
+    assert!(has_log(
+        &out,
+        Level::Critical,
+        &format!("WORKER TIMEOUT (pid:{pid}) while booting: no READY=1 in time")
+    ));
+    // Like exit 3: with no generation to fall back to, the server halts.
+    sim.exit(pid, WaitStatus::Signaled(pid, Signal::SIGABRT, false));
+    sim.stopped_workers_exit();
+    assert_eq!(
+        sim.pool.finished(),
+        Some(Halt {
+            reason: Some("Worker failed to boot: no READY=1 in time.".into()),
+            status: WORKER_BOOT_ERROR
+        })
+    );
+}
+
+#[test]
+fn a_new_generation_that_never_says_ready_1_rolls_back() {
+    let mut sim = notifying(2, limits());
+    for pid in sim.pids(|_| true) {
+        sim.notify(pid, "READY=1");
+    }
+    let old = sim.generation_pids(1);
+    sim.reload();
+    let new = sim.generation_pids(2);
+    for &pid in &new {
+        sim.notify(pid, "STATUS=starting");
+    }
+    sim.advance(TIMEOUT + Duration::from_millis(1));
+    sim.tick();
+    // The old generation was never touched.
+    assert!(signals(&sim.done).iter().all(|(pid, _)| new.contains(pid)));
+    let out = sim.exit(new[0], WaitStatus::Signaled(new[0], Signal::SIGABRT, false));
+    assert!(out.contains(&Action::RestorePrevious));
+    assert!(has_log(
+        &out,
+        Level::Error,
+        "Reload failed: Worker failed to boot: no READY=1 in time. Keeping generation 1 serving"
+    ));
+    assert_eq!(sim.pool.generation, 1);
+    assert!(old
+        .iter()
+        .all(|&p| sim.pool.workers.get(p).is_some_and(Worker::live)));
+}
+
+#[test]
+fn without_halt_on_boot_error_exit_3_4_and_a_missed_ready_back_off() {
+    let lenient = Limits {
+        halt_on_boot_error: false,
+        boot_grace: Duration::ZERO,
+        ..limits()
+    };
+    let mut sim = notifying(1, lenient);
+    for code in [WORKER_BOOT_ERROR, APP_LOAD_ERROR] {
+        let pid = sim.pids(|_| true)[0];
+        let out = sim.exit(pid, WaitStatus::Exited(pid, code));
+        assert!(has_log(&out, Level::Warn, "died before booting"), "{code}");
+        assert!(sim.pool.is_running());
+        sim.advance(BACKOFF_MAX);
+        sim.tick();
+    }
+    let pid = sim.pids(|_| true)[0];
+    sim.advance(TIMEOUT + Duration::from_millis(1));
+    sim.tick();
+    let out = sim.exit(pid, WaitStatus::Signaled(pid, Signal::SIGABRT, false));
+    assert!(has_log(
+        &out,
+        Level::Warn,
+        "3 worker(s) in a row died before booting"
+    ));
+    assert!(sim.pool.is_running());
+}
+
+#[test]
+fn the_heartbeat_is_watched_from_the_first_watchdog_1_on() {
+    let mut sim = notifying(1, limits());
+    let pid = sim.pids(|_| true)[0];
+    sim.notify(pid, "READY=1");
+    // READY=1 but no WATCHDOG=1 yet: nothing to watch.
+    sim.advance(TIMEOUT * 3);
+    assert!(signals(&sim.tick()).is_empty());
+    assert_eq!(sim.deadline(), None);
+    sim.notify(pid, "WATCHDOG=1");
+    assert_eq!(sim.deadline(), Some(sim.now + TIMEOUT + MS));
+    sim.advance(TIMEOUT - Duration::from_secs(1));
+    sim.notify(pid, "WATCHDOG=1");
+    sim.advance(TIMEOUT);
+    assert!(signals(&sim.tick()).is_empty());
+    sim.advance(Duration::from_millis(1));
+    let out = sim.tick();
+    assert_eq!(signals(&out), vec![(pid, Signal::SIGABRT)]);
+    assert!(has_log(
+        &out,
+        Level::Critical,
+        &format!("WORKER TIMEOUT (pid:{pid}): no WATCHDOG=1 in time")
+    ));
+    // Its replacement is spawned; its exit afterwards is no boot failure.
+    assert_eq!(spawns(&out), 1);
+    let out = sim.exit(pid, WaitStatus::Signaled(pid, Signal::SIGABRT, false));
+    assert!(!has_log(&out, Level::Warn, "died before booting"));
+    assert!(sim.pool.is_running());
+}
+
+#[test]
+fn extend_timeout_usec_pushes_back_the_deadline_that_runs() {
+    let mut sim = notifying(1, limits());
+    let pid = sim.pids(|_| true)[0];
+    // Booting: READY=1 is awaited until the extension ends.
+    sim.notify(pid, "EXTEND_TIMEOUT_USEC=90000000");
+    sim.advance(TIMEOUT * 2);
+    assert!(signals(&sim.tick()).is_empty());
+    assert_eq!(sim.deadline(), Some(sim.now + TIMEOUT + MS));
+    sim.notify(pid, "READY=1\nWATCHDOG=1");
+    // Serving: the boot's extension is over; a new one covers a pause.
+    assert_eq!(sim.deadline(), Some(sim.now + TIMEOUT + MS));
+    sim.notify(pid, "EXTEND_TIMEOUT_USEC=60000000");
+    sim.advance(TIMEOUT + Duration::from_secs(1));
+    assert!(signals(&sim.tick()).is_empty());
+    sim.advance(TIMEOUT);
+    assert_eq!(signals(&sim.tick()), vec![(pid, Signal::SIGABRT)]);
+}
+
+#[test]
+fn extend_timeout_usec_while_stopping_pushes_sigkill_back_but_not_past_a_shutdown() {
+    let mut sim = notifying(2, limits());
+    let pids = sim.pids(|_| true);
+    for &pid in &pids {
+        sim.notify(pid, "READY=1");
+    }
+    assert_eq!(
+        sim.pool.kill_worker(pids[0], sim.now),
+        Outcome::Retired { pid: pids[0] }
+    );
+    sim.run();
+    sim.notify(pids[0], "EXTEND_TIMEOUT_USEC=50000000");
+    sim.advance(GRACEFUL + Duration::from_secs(1));
+    assert!(signals(&sim.tick()).is_empty(), "extended past the grace");
+    sim.advance(Duration::from_secs(20));
+    let out = sim.tick();
+    assert_eq!(signals(&out), vec![(pids[0], Signal::SIGKILL)]);
+    assert!(has_log(&out, Level::Warn, "did not stop in time"));
+    // A shutdown's own deadline holds whatever a worker asks.
+    sim.pool.begin_stop(true, sim.now);
+    sim.run();
+    sim.notify(pids[1], "EXTEND_TIMEOUT_USEC=500000000");
+    sim.advance(GRACEFUL);
+    let out = sim.tick();
+    assert!(signals(&out).contains(&(pids[1], Signal::SIGKILL)));
+}
+
+#[test]
+fn stopping_1_is_no_capacity_gets_its_replacement_at_once_and_a_deadline() {
+    let mut sim = notifying(1, limits());
+    let pid = sim.pids(|_| true)[0];
+    sim.notify(pid, "READY=1");
+    let out = sim.notify(pid, "STOPPING=1");
+    assert!(has_log(
+        &out,
+        Level::Info,
+        "is stopping on its own (STOPPING=1)"
+    ));
+    assert_eq!(spawns(&out), 1, "the replacement starts now");
+    assert!(
+        signals(&out).is_empty(),
+        "it is not signalled: it is leaving"
+    );
+    assert_eq!(sim.pool.serving_capacity(), 0);
+    assert_eq!(
+        sim.pool.kill_worker(pid, sim.now),
+        Outcome::Refused(format!("no running worker with pid {pid}"))
+    );
+    // Past --graceful-timeout it is killed.
+    sim.advance(GRACEFUL + Duration::from_millis(1));
+    let out = sim.tick();
+    assert_eq!(signals(&out), vec![(pid, Signal::SIGKILL)]);
+    // Its exit, whatever the status, is no crash to back off from.
+    let out = sim.exit(pid, WaitStatus::Signaled(pid, Signal::SIGKILL, false));
+    assert!(!has_log(&out, Level::Warn, "died before booting"));
+}
+
+#[test]
+fn watchdog_trigger_times_the_worker_out_at_once() {
+    let mut sim = notifying(1, limits());
+    let pid = sim.pids(|_| true)[0];
+    sim.notify(pid, "READY=1");
+    let out = sim.notify(pid, "WATCHDOG=trigger");
+    assert_eq!(signals(&out), vec![(pid, Signal::SIGABRT)]);
+    assert!(has_log(&out, Level::Critical, "WATCHDOG=trigger"));
+}
+
+#[test]
+fn notices_from_anyone_but_a_command_worker_count_for_nothing() {
+    let mut sim = notifying(1, limits());
+    let pid = sim.pids(|_| true)[0];
+    sim.notify(pid, "STATUS=starting");
+    let stranger = Pid::from_raw(4242);
+    let out = sim.notify(stranger, "READY=1");
+    assert!(has_log(
+        &out,
+        Level::Warn,
+        "Ignoring a NOTIFY_SOCKET message from pid 4242, which is not one of this master's \
+         command workers"
+    ));
+    assert!(!sim.booted(pid));
+    // A flood is logged sparingly.
+    for _ in 0..5 {
+        assert!(!has_log(
+            &sim.notify(stranger, "READY=1"),
+            Level::Warn,
+            "Ignoring"
+        ));
+    }
+    sim.advance(super::plan::IGNORED_NOTICE_LOG_INTERVAL);
+    assert!(has_log(
+        &sim.notify(stranger, "READY=1"),
+        Level::Warn,
+        "(5 more such messages were ignored since the last one logged)"
+    ));
+    // A forked worker has no say on the NOTIFY_SOCKET either.
+    let mut forked = Sim::new(1);
+    forked.tick();
+    let sync_pid = forked.pids(|_| true)[0];
+    let out = forked.notify(sync_pid, "READY=1");
+    assert!(has_log(
+        &out,
+        Level::Warn,
+        "Ignoring a NOTIFY_SOCKET message"
+    ));
+    assert!(!forked.booted(sync_pid));
+}
+
+#[test]
+fn a_program_that_cannot_be_executed_backs_off_like_a_boot_failure() {
+    let mut sim = notifying(1, limits());
+    let pid = sim.pids(|_| true)[0];
+    sim.exit(pid, WaitStatus::Exited(pid, 1));
+    sim.advance(BACKOFF_MAX);
+    sim.tick();
+    let age = sim.pool.workers.iter().map(|w| w.age).max().unwrap() + 1;
+    sim.pool.exec_failed(
+        "Cannot start a worker: cannot execute /x: No such file or directory".into(),
+        age,
+        sim.now,
+    );
+    let out = sim.run();
+    assert!(has_log(&out, Level::Error, "cannot execute /x"));
+    assert!(has_log(
+        &out,
+        Level::Warn,
+        "2 worker(s) in a row died before booting"
+    ));
+}
+
+#[test]
+fn an_extension_sent_with_ready_1_or_stopping_1_is_one_of_the_phase_they_begin() {
+    let mut sim = notifying(1, limits());
+    let pid = sim.pids(|_| true)[0];
+    sim.notify(pid, "READY=1\nWATCHDOG=1\nEXTEND_TIMEOUT_USEC=90000000");
+    sim.advance(TIMEOUT * 2);
+    assert!(
+        signals(&sim.tick()).is_empty(),
+        "the heartbeat was extended"
+    );
+    sim.notify(pid, "STOPPING=1\nEXTEND_TIMEOUT_USEC=60000000");
+    sim.advance(GRACEFUL + Duration::from_secs(1));
+    assert!(signals(&sim.tick()).is_empty(), "the stop was extended");
+    sim.advance(GRACEFUL);
+    assert_eq!(signals(&sim.tick()), vec![(pid, Signal::SIGKILL)]);
 }

@@ -326,6 +326,7 @@ impl Arbiter {
             fds,
             pid_var,
             pre_exec: self.hooks.command_for("pre_exec", &[]),
+            ..Default::default()
         };
         let pid = crate::exec::spawn(&spec).map_err(|e| e.to_string())?;
         drop(theirs);

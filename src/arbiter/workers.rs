@@ -19,6 +19,39 @@ pub enum Replace {
     Recycle,
 }
 
+/// How a worker tells the master that it booted and that it is alive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    /// The forked kinds: "booted" on the worker channel, the heartbeat in
+    /// the scoreboard.
+    WorkerChannel,
+    /// An exec'd program (`-k command`): sd_notify datagrams on its
+    /// `NOTIFY_SOCKET` (ARCHITECTURE.md, "Command workers").
+    SdNotify,
+}
+
+/// What the master heard from an sd_notify worker, and what it decided
+/// from it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Notified {
+    /// It sent something: it speaks the protocol, so only `READY=1` boots
+    /// it (the boot grace is for programs that never speak).
+    pub spoke: bool,
+    /// Its last `WATCHDOG=1`. Heartbeat checks start with the first one,
+    /// as systemd's `WatchdogSec=` needs the service to ping.
+    pub watchdog_at: Option<Instant>,
+    /// `EXTEND_TIMEOUT_USEC=`: the deadline running now (booting, the
+    /// heartbeat, or SIGKILL while it stops) is no earlier than this.
+    pub extended_to: Option<Instant>,
+    /// Its last `STATUS=` text.
+    pub status: Option<String>,
+    /// When it said `STOPPING=1`: it leaves on its own, is no longer
+    /// capacity, and its replacement starts at once.
+    pub stopping_at: Option<Instant>,
+    /// It was timed out before it sent `READY=1`: a failure to boot.
+    pub missed_ready: bool,
+}
+
 /// A stop signal that was sent, so that it is never sent twice.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct StopSent {
@@ -44,6 +77,8 @@ pub struct Worker {
     pub aborted_at: Option<Instant>,
     /// SIGKILL was sent by us (so its exit is not blamed on the OOM killer).
     pub killed: bool,
+    /// `Some` for an sd_notify worker ([`Protocol::SdNotify`]).
+    pub notify: Option<Notified>,
 }
 
 impl Worker {
@@ -59,16 +94,25 @@ impl Worker {
             stop: None,
             aborted_at: None,
             killed: false,
+            notify: None,
         }
+    }
+
+    /// It said `STOPPING=1`.
+    pub fn stopping(&self) -> bool {
+        self.notify
+            .as_ref()
+            .is_some_and(|n| n.stopping_at.is_some())
     }
 
     pub fn booted(&self) -> bool {
         self.booted_at.is_some()
     }
 
-    /// Still serving and not asked to stop.
+    /// Still serving: not asked to stop, not timed out, not leaving on
+    /// its own.
     pub fn running(&self) -> bool {
-        self.stop.is_none() && self.aborted_at.is_none()
+        self.stop.is_none() && self.aborted_at.is_none() && !self.stopping()
     }
 
     /// Counts towards the target: running and not waiting to be replaced.

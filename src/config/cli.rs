@@ -10,7 +10,7 @@ use std::path::PathBuf;
 
 use clap::{ArgAction, CommandFactory, Parser, ValueHint};
 
-use super::values;
+use super::{values, WorkerClass};
 use crate::http::HeaderMap;
 
 const AFTER_LONG_HELP: &str = "\
@@ -21,7 +21,8 @@ number of workers), the config file, GUNICORN_CMD_ARGS, and the command line.
 The config file is the one given with -c/--config (on the command line or in \
 GUNICORN_CMD_ARGS), else ./gunicornd.toml if it exists. It is TOML, and its \
 keys are gunicorn's setting names: bind, backlog, workers, timeout, \
-graceful_timeout, upgrade_timeout, header_timeout, body_timeout, body_buffer, \
+graceful_timeout, upgrade_timeout, worker_class, command, boot_grace, \
+halt_on_boot_error, header_timeout, body_timeout, body_buffer, \
 worker_connections, max_requests, max_requests_jitter, \
 limit_request_line, limit_request_fields, limit_request_field_size, \
 permit_unconventional_http_method, casefold_http_method, \
@@ -55,8 +56,8 @@ const VERSION_TEXT: &str = concat!(env!("CARGO_PKG_VERSION"), " (built without P
     about = "gunicorn's pre-fork server and process supervisor, in Rust",
     long_about = "gunicorn's pre-fork server and process supervisor, in Rust.\n\n\
         A single-threaded master binds the listening sockets and keeps a pool of \
-        pre-forked workers serving APP, driven by signals and by gunicornctl over \
-        a control socket.",
+        pre-forked workers serving APP (or, with -k command, running PROGRAM), \
+        driven by signals and by gunicornctl over a control socket.",
     after_long_help = AFTER_LONG_HELP,
     args_override_self = true
 )]
@@ -90,6 +91,39 @@ pub struct Cli {
     /// Number of worker processes [default: 1, or $WEB_CONCURRENCY if set]
     #[arg(short = 'w', long = "workers", value_name = "INT", value_parser = values::positive_int)]
     pub workers: Option<usize>,
+
+    /// What a worker is: sync (gunicornd's own worker serving APP) or
+    /// command (each worker runs PROGRAM, given after --, on the listeners
+    /// inherited from fd 3, with sd_notify for readiness and heartbeat)
+    /// [default: sync]
+    #[arg(
+        short = 'k',
+        long = "worker-class",
+        value_name = "CLASS",
+        value_parser = values::worker_class
+    )]
+    pub worker_class: Option<WorkerClass>,
+
+    /// Seconds after which a command worker that has sent nothing on its
+    /// NOTIFY_SOCKET counts as booted (a program that ignores the
+    /// protocol); one that sent anything is booted only by READY=1. 0: only
+    /// READY=1 boots a worker [default: 1]
+    #[arg(long = "boot-grace", value_name = "INT", value_parser = values::seconds)]
+    pub boot_grace: Option<u64>,
+
+    /// Halt the server when a worker exits with code 3 (failed to boot) or
+    /// 4 (app failed to load), or roll a reload back, as gunicorn does;
+    /// --halt-on-boot-error=false restarts such workers like any crash,
+    /// with crash-loop backoff [default: true]
+    #[arg(
+        long = "halt-on-boot-error",
+        value_name = "BOOL",
+        num_args = 0..=1,
+        require_equals = true,
+        default_missing_value = "true",
+        value_parser = values::boolean
+    )]
+    pub halt_on_boot_error: Option<bool>,
 
     /// Seconds a worker may go silent before it is killed and replaced; 0
     /// disables the check [default: 30]
@@ -342,6 +376,16 @@ pub struct Cli {
     /// Print the effective settings as a config file and exit
     #[arg(long = "print-config", action = ArgAction::SetTrue)]
     pub print_config: bool,
+
+    /// With -k command: the program each worker runs, and its arguments,
+    /// after --; a PROGRAM without a slash is looked up on PATH
+    #[arg(
+        last = true,
+        value_name = "PROGRAM",
+        num_args = 1..,
+        value_parser = values::command_word
+    )]
+    pub command: Option<Vec<String>>,
 }
 
 /// The clap definition of `gunicornd`'s command line, for the man page and
@@ -384,6 +428,12 @@ mod tests {
         expect("timeout", defaults::TIMEOUT.to_string());
         expect("graceful_timeout", defaults::GRACEFUL_TIMEOUT.to_string());
         expect("upgrade_timeout", defaults::UPGRADE_TIMEOUT.to_string());
+        expect("worker_class", defaults::WORKER_CLASS.name().to_owned());
+        expect("boot_grace", defaults::BOOT_GRACE.to_string());
+        expect(
+            "halt_on_boot_error",
+            defaults::HALT_ON_BOOT_ERROR.to_string(),
+        );
         expect("header_timeout", defaults::HEADER_TIMEOUT.to_string());
         expect("body_timeout", defaults::BODY_TIMEOUT.to_string());
         expect("body_buffer", defaults::BODY_BUFFER.to_string());

@@ -12,6 +12,16 @@ pub const GRACEFUL_TIMEOUT: u64 = 30;
 /// Seconds a binary upgrade's new master has to boot its workers (not a
 /// gunicorn setting: gunicorn's old master does not watch the new one).
 pub const UPGRADE_TIMEOUT: u64 = 60;
+/// `-k`: gunicorn's default worker class.
+pub const WORKER_CLASS: super::WorkerClass = super::WorkerClass::Sync;
+/// Seconds a command worker that says nothing on its `NOTIFY_SOCKET` takes
+/// to count as booted (not a gunicorn setting). Short: such a program holds
+/// the listeners from its first instant, so connections wait in their
+/// queue rather than fail; a program that speaks the protocol says so
+/// early and is waited for.
+pub const BOOT_GRACE: u64 = 1;
+/// Exit codes 3 and 4 halt the server, as in gunicorn.
+pub const HALT_ON_BOOT_ERROR: bool = true;
 /// Seconds a client has to send a whole request head (answered with 408
 /// after it); not a gunicorn setting (its sync worker waits for ever).
 pub const HEADER_TIMEOUT: u64 = 10;

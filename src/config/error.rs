@@ -48,6 +48,18 @@ impl ConfigError {
         }
     }
 
+    /// `-k command` without a program to run.
+    pub(crate) fn no_command() -> Self {
+        ConfigError {
+            message: "No program specified: -k command runs the program given after --, \
+                      as in gunicornd -k command [OPTIONS] -- PROGRAM [ARGS...] \
+                      (or command = [\"PROGRAM\", ...] in the config file)."
+                .to_owned(),
+            exit_code: EXIT_USAGE,
+            usage: Some(super::command().render_usage().to_string()),
+        }
+    }
+
     /// Turn one of clap's errors into ours: a single line naming the option,
     /// the value and the reason, plus where the arguments came from.
     pub(crate) fn from_clap(err: &clap::Error, origin: &Origin) -> Self {
@@ -56,9 +68,10 @@ impl ConfigError {
             Some(ContextValue::StyledStr(s)) => Some(s.to_string()),
             _ => None,
         };
-        // clap names an option with its value placeholder ("--workers <INT>").
+        // clap names an option with its value placeholder ("--workers <INT>",
+        // "--halt-on-boot-error[=<BOOL>]").
         let arg = context(ContextKind::InvalidArg)
-            .map(|a| a.split(' ').next().unwrap_or_default().to_owned());
+            .map(|a| a.split([' ', '[']).next().unwrap_or_default().to_owned());
         let value = context(ContextKind::InvalidValue);
         let reason = std::error::Error::source(err)
             .map(|e| e.to_string())

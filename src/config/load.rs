@@ -11,17 +11,19 @@ use super::bind::{parse_address, BindAddr};
 use super::cli::Cli;
 use super::error::{ConfigError, Origin};
 use super::file::{self, FileLayer};
-use super::{defaults, values, Settings};
+use super::{defaults, values, Settings, WorkerClass};
 use crate::app::AppSpec;
 
 /// Environment variables the configuration depends on; [`Loader`] keeps a
 /// snapshot of them so a reload sees the environment the server started in.
-pub const ENV_VARS: [&str; 5] = [
+pub const ENV_VARS: [&str; 6] = [
     "PORT",
     "WEB_CONCURRENCY",
     "GUNICORN_CMD_ARGS",
     "XDG_RUNTIME_DIR",
     "HOME",
+    // Where a command worker's PROGRAM is looked up.
+    "PATH",
 ];
 
 /// What the program should do once the configuration is loaded.
@@ -110,22 +112,47 @@ impl Loader {
             env_args: &env_args,
             file: file.as_ref(),
         };
-        let settings = self.merge(&layers)?;
+        let mut settings = self.merge(&layers)?;
         let check = layers.flag(|l| l.check_config);
         let print = layers.flag(|l| l.print_config);
+        self.check_worker_class(&settings, &layers)?;
         if check || !print {
-            // The grammar the workers load with: a spec that passes here
-            // cannot fail to parse in a worker (only `static:DIR` can still
-            // be missing there).
-            let app = settings
-                .app
-                .as_deref()
-                .ok_or_else(ConfigError::no_application)?;
-            AppSpec::parse(app).map_err(|reason| {
-                let origin = layers.pick("app", |l| &l.app).map(|(_, o)| o);
-                let origin = origin.unwrap_or(Origin::CommandLine);
-                ConfigError::invalid(app, &origin.name_of("APP", "app"), &origin, &reason)
-            })?;
+            match settings.worker_class {
+                WorkerClass::Sync => {
+                    // The grammar the workers load with: a spec that passes
+                    // here cannot fail to parse in a worker (only
+                    // `static:DIR` can still be missing there).
+                    let app = settings
+                        .app
+                        .as_deref()
+                        .ok_or_else(ConfigError::no_application)?;
+                    AppSpec::parse(app).map_err(|reason| {
+                        let origin = layers.pick("app", |l| &l.app).map(|(_, o)| o);
+                        let origin = origin.unwrap_or(Origin::CommandLine);
+                        ConfigError::invalid(app, &origin.name_of("APP", "app"), &origin, &reason)
+                    })?;
+                }
+                WorkerClass::Command => {
+                    let name = settings
+                        .command
+                        .first()
+                        .ok_or_else(ConfigError::no_command)?;
+                    let base = settings.chdir.as_deref().unwrap_or(&self.cwd);
+                    let program =
+                        find_program(name, self.env.get("PATH").map(String::as_str), base)
+                            .map_err(|reason| {
+                                let origin = layers.pick("command", |l| &l.command).map(|(_, o)| o);
+                                let origin = origin.unwrap_or(Origin::CommandLine);
+                                ConfigError::invalid(
+                                    name,
+                                    &origin.name_of("PROGRAM", "command"),
+                                    &origin,
+                                    &reason,
+                                )
+                            })?;
+                    settings.program = Some(program);
+                }
+            }
         }
         Ok(if print {
             Startup::PrintConfig(settings)
@@ -134,6 +161,39 @@ impl Loader {
         } else {
             Startup::Run(settings)
         })
+    }
+
+    /// The worker class and what it runs must agree: `-k command` runs a
+    /// command and no APP, `sync` an APP and no command.
+    fn check_worker_class(
+        &self,
+        settings: &Settings,
+        layers: &Layers<'_>,
+    ) -> Result<(), ConfigError> {
+        let origin_of = |key: &str, flag: &str, found: Option<Origin>| {
+            let origin = found.unwrap_or(Origin::CommandLine);
+            format!("{}{origin}", origin.name_of(flag, key))
+        };
+        match settings.worker_class {
+            WorkerClass::Sync if !settings.command.is_empty() => {
+                let given = origin_of(
+                    "command",
+                    "a command after --",
+                    layers.pick("command", |l| &l.command).map(|(_, o)| o),
+                );
+                Err(ConfigError::new(format!(
+                    "{given} runs only with -k command (worker_class = \"command\"); the worker class is sync"
+                )))
+            }
+            WorkerClass::Command if settings.app.is_some() => {
+                let given = origin_of("app", "APP", layers.pick("app", |l| &l.app).map(|(_, o)| o));
+                Err(ConfigError::new(format!(
+                    "{given} is not used with -k command, whose workers run the command given after --; \
+                     give one or the other"
+                )))
+            }
+            _ => Ok(()),
+        }
     }
 
     /// `GUNICORN_CMD_ARGS`, split like a shell would and parsed like argv.
@@ -224,6 +284,13 @@ impl Loader {
             binds,
             backlog: layers.value_or("backlog", |l| &l.backlog, defaults::BACKLOG),
             workers,
+            worker_class: layers.value_or(
+                "worker_class",
+                |l| &l.worker_class,
+                defaults::WORKER_CLASS,
+            ),
+            command: layers.value_or("command", |l| &l.command, Vec::new()),
+            program: None,
             timeout: layers.value_or("timeout", |l| &l.timeout, defaults::TIMEOUT),
             graceful_timeout: layers.value_or(
                 "graceful_timeout",
@@ -234,6 +301,12 @@ impl Loader {
                 "upgrade_timeout",
                 |l| &l.upgrade_timeout,
                 defaults::UPGRADE_TIMEOUT,
+            ),
+            boot_grace: layers.value_or("boot_grace", |l| &l.boot_grace, defaults::BOOT_GRACE),
+            halt_on_boot_error: layers.value_or(
+                "halt_on_boot_error",
+                |l| &l.halt_on_boot_error,
+                defaults::HALT_ON_BOOT_ERROR,
             ),
             header_timeout: layers.value_or(
                 "header_timeout",
@@ -383,6 +456,40 @@ fn existing_dir(
         ))
     }
 }
+
+/// Where `name` (a command worker's PROGRAM) is: with a slash, the file it
+/// names (relative to `base`); without one, the first executable file of
+/// that name in the directories of `path` (`execvp`'s rule, applied once
+/// here so that every worker runs the same file and a missing program is a
+/// configuration error, not a crash loop).
+fn find_program(name: &str, path: Option<&str>, base: &Path) -> Result<PathBuf, String> {
+    let executable = |candidate: &Path| {
+        candidate.is_file()
+            && nix::unistd::access(candidate, nix::unistd::AccessFlags::X_OK).is_ok()
+    };
+    if name.is_empty() {
+        return Err("expected a program to run".to_owned());
+    }
+    if name.contains('/') {
+        let program = base.join(name);
+        return if executable(&program) {
+            Ok(program)
+        } else if program.exists() {
+            Err(format!("{} is not an executable file", program.display()))
+        } else {
+            Err(format!("{} does not exist", program.display()))
+        };
+    }
+    let path = path.unwrap_or(DEFAULT_PATH);
+    std::env::split_paths(path)
+        .filter(|dir| !dir.as_os_str().is_empty())
+        .map(|dir| base.join(dir).join(name))
+        .find(|candidate| executable(candidate))
+        .ok_or_else(|| format!("no executable file of that name on PATH ({path})"))
+}
+
+/// The search path when `PATH` is unset (what `execvp` uses).
+const DEFAULT_PATH: &str = "/usr/local/bin:/usr/bin:/bin";
 
 /// The result of parsing one argv.
 enum Parsed {
@@ -752,6 +859,9 @@ mod tests {
             "0",
             "--upgrade-timeout",
             "90",
+            "--boot-grace",
+            "7",
+            "--halt-on-boot-error=false",
             "--pythonpath",
             " lib ,/opt/py lib,,",
             "--preload",
@@ -849,6 +959,169 @@ mod tests {
             err.message.contains("'A B' is not a header field name"),
             "{}",
             err.message
+        );
+    }
+
+    #[test]
+    fn command_workers_run_the_program_after_the_double_dash() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = run_settings(&loader(
+            dir.path(),
+            &["-k", "command", "-w", "2", "--", "sh", "-c", "exec x", ""],
+            &[("PATH", "/nonexistent:/usr/bin:/bin")],
+        ));
+        assert_eq!(s.worker_class, WorkerClass::Command);
+        assert_eq!(s.command, ["sh", "-c", "exec x", ""]);
+        let program = s.program.unwrap();
+        assert!(
+            program.is_absolute() && program.ends_with("sh"),
+            "{program:?}"
+        );
+        assert_eq!(s.app, None);
+        // A relative program is taken from --chdir; the file must be
+        // executable.
+        std::fs::create_dir(dir.path().join("app")).unwrap();
+        let script = dir.path().join("app/run.sh");
+        std::fs::write(&script, "#!/bin/sh\n").unwrap();
+        std::fs::write(
+            dir.path().join("gunicornd.toml"),
+            "worker_class = \"command\"\ncommand = [\"./run.sh\", \"--port=fd\"]\nchdir = \"app\"\n",
+        )
+        .unwrap();
+        let err = loader(dir.path(), &[], &[]).load().unwrap_err();
+        assert_eq!(
+            err.message,
+            format!(
+                "invalid value './run.sh' for command (in {}, line 2): {} is not an executable file",
+                dir.path().join("gunicornd.toml").display(),
+                dir.path().join("app/./run.sh").display()
+            )
+        );
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let s = run_settings(&loader(dir.path(), &[], &[]));
+        assert_eq!(s.program, Some(dir.path().join("app/./run.sh")));
+        assert_eq!(s.command, ["./run.sh", "--port=fd"]);
+        // The command line replaces the file's command.
+        let s = run_settings(&loader(dir.path(), &["--", "true"], &[]));
+        assert_eq!(s.command, ["true"]);
+        // --check-config finds the program too; --print-config needs none.
+        let err = loader(
+            dir.path(),
+            &["--check-config", "--", "no-such-program-x"],
+            &[],
+        )
+        .load()
+        .unwrap_err();
+        assert_eq!(
+            err.message,
+            "invalid value 'no-such-program-x' for PROGRAM: no executable file of that name on \
+             PATH (/usr/local/bin:/usr/bin:/bin)"
+        );
+        assert!(matches!(
+            loader(
+                dir.path(),
+                &["--print-config", "--", "no-such-program-x"],
+                &[]
+            )
+            .load(),
+            Ok(Startup::PrintConfig(_))
+        ));
+    }
+
+    #[test]
+    fn the_worker_class_and_what_it_runs_must_agree() {
+        let dir = tempfile::tempdir().unwrap();
+        let err = loader(dir.path(), &["-k", "command"], &[])
+            .load()
+            .unwrap_err();
+        assert_eq!(err.exit_code, 2);
+        assert!(
+            err.message.starts_with("No program specified"),
+            "{}",
+            err.message
+        );
+        let err = loader(
+            dir.path(),
+            &["-k", "command", "builtin:hello", "--", "true"],
+            &[],
+        )
+        .load()
+        .unwrap_err();
+        assert_eq!(
+            err.message,
+            "APP is not used with -k command, whose workers run the command given after --; \
+             give one or the other"
+        );
+        let err = loader(dir.path(), &["builtin:hello", "--", "true"], &[])
+            .load()
+            .unwrap_err();
+        assert_eq!(
+            err.message,
+            "a command after -- runs only with -k command (worker_class = \"command\"); the \
+             worker class is sync"
+        );
+        let err = loader(dir.path(), &["-k", "gevent", "builtin:hello"], &[])
+            .load()
+            .unwrap_err();
+        assert_eq!(
+            err.message,
+            "invalid value 'gevent' for --worker-class: expected one of sync, command"
+        );
+        std::fs::write(
+            dir.path().join("gunicornd.toml"),
+            "worker_class = \"eventlet\"\n",
+        )
+        .unwrap();
+        let err = loader(dir.path(), &["builtin:hello"], &[])
+            .load()
+            .unwrap_err();
+        assert_eq!(
+            err.message,
+            format!(
+                "invalid value 'eventlet' for worker_class (in {}, line 1): expected one of sync, \
+                 command",
+                dir.path().join("gunicornd.toml").display()
+            )
+        );
+        std::fs::remove_file(dir.path().join("gunicornd.toml")).unwrap();
+        let s = run_settings(&loader(
+            dir.path(),
+            &["--worker-class", "sync", "builtin:hello"],
+            &[],
+        ));
+        assert_eq!((s.worker_class, s.program), (WorkerClass::Sync, None));
+    }
+
+    #[test]
+    fn boot_grace_and_halt_on_boot_error_from_each_source_or_the_default() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = run_settings(&loader(dir.path(), &["builtin:hello"], &[]));
+        assert_eq!(s.boot_grace, defaults::BOOT_GRACE);
+        assert!(s.halt_on_boot_error);
+        std::fs::write(
+            dir.path().join("gunicornd.toml"),
+            "boot_grace = 5\nhalt_on_boot_error = false\n",
+        )
+        .unwrap();
+        let s = run_settings(&loader(dir.path(), &["builtin:hello"], &[]));
+        assert_eq!((s.boot_grace, s.halt_on_boot_error), (5, false));
+        let env = [("GUNICORN_CMD_ARGS", "--boot-grace 0 --halt-on-boot-error")];
+        let s = run_settings(&loader(dir.path(), &["builtin:hello"], &env));
+        assert_eq!((s.boot_grace, s.halt_on_boot_error), (0, true));
+        let args = ["--halt-on-boot-error=false", "builtin:hello"];
+        let s = run_settings(&loader(dir.path(), &args, &env));
+        assert!(!s.halt_on_boot_error);
+        let err = loader(
+            dir.path(),
+            &["--halt-on-boot-error=maybe", "builtin:hello"],
+            &[],
+        )
+        .load()
+        .unwrap_err();
+        assert_eq!(
+            err.message,
+            "invalid value 'maybe' for --halt-on-boot-error: expected true or false"
         );
     }
 

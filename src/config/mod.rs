@@ -35,6 +35,38 @@ pub use cli::command;
 pub use error::{ConfigError, EXIT_INVALID, EXIT_USAGE};
 pub use load::{Loader, Startup, ENV_VARS};
 
+/// What runs in a worker process (`-k`, `worker_class`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum WorkerClass {
+    /// gunicornd's own worker, forked from the master, serving `app`.
+    #[default]
+    Sync,
+    /// Any program (`command`), exec'd by the master's fork, serving on the
+    /// inherited listeners and speaking sd_notify.
+    Command,
+}
+
+impl WorkerClass {
+    /// The accepted names, as `-k` takes them.
+    pub const NAMES: [&'static str; 2] = ["sync", "command"];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            WorkerClass::Sync => "sync",
+            WorkerClass::Command => "command",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<WorkerClass> {
+        match name {
+            "sync" => Some(WorkerClass::Sync),
+            "command" => Some(WorkerClass::Command),
+            _ => None,
+        }
+    }
+}
+
 /// The effective, validated configuration. Field names are gunicorn's setting
 /// names (they are also the config-file keys).
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -51,6 +83,15 @@ pub struct Settings {
     pub binds: Vec<BindAddr>,
     pub backlog: i32,
     pub workers: usize,
+    /// What a worker is (gunicorn's `worker_class`, `-k`).
+    pub worker_class: WorkerClass,
+    /// With `-k command`: the program each worker runs and its arguments,
+    /// as given (empty otherwise).
+    pub command: Vec<String>,
+    /// `command[0]` resolved when the configuration was loaded: made
+    /// absolute against `chdir`, or found on `PATH` when it has no slash.
+    #[serde(skip)]
+    pub program: Option<PathBuf>,
     /// Heartbeat timeout in seconds; 0 disables it.
     pub timeout: u64,
     pub graceful_timeout: u64,
@@ -58,6 +99,13 @@ pub struct Settings {
     /// (USR2, `gunicornctl upgrade`) to boot all its workers before it kills
     /// it and goes on serving.
     pub upgrade_timeout: u64,
+    /// Seconds after which a command worker that has said nothing on its
+    /// `NOTIFY_SOCKET` counts as booted; 0: only `READY=1` boots one.
+    pub boot_grace: u64,
+    /// A worker exiting 3 (failed to boot) or 4 (app failed to load) halts
+    /// the server (or rolls a reload back), as in gunicorn; off, those are
+    /// crashes like any other.
+    pub halt_on_boot_error: bool,
     /// Seconds a client has to send a whole request head (then 408).
     pub header_timeout: u64,
     /// Seconds without progress on a request body or a response before the

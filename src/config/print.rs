@@ -29,9 +29,16 @@ impl Settings {
         out.value("bind", strings(self.bind.iter().cloned()));
         out.int("backlog", i64::from(self.backlog));
         out.int("workers", self.workers as i64);
+        out.str("worker_class", self.worker_class.name());
+        out.value("command", strings(self.command.iter().cloned()));
         out.int("timeout", self.timeout as i64);
         out.int("graceful_timeout", self.graceful_timeout as i64);
         out.int("upgrade_timeout", self.upgrade_timeout as i64);
+        out.int("boot_grace", self.boot_grace as i64);
+        out.value(
+            "halt_on_boot_error",
+            Value::Boolean(self.halt_on_boot_error),
+        );
         out.int("header_timeout", self.header_timeout as i64);
         out.int("body_timeout", self.body_timeout as i64);
         out.int("body_buffer", self.body_buffer as i64);

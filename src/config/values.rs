@@ -330,6 +330,21 @@ pub fn non_empty(s: &str) -> Result<String, String> {
 
 /// Booleans in the config file may also be the strings `true`/`false`, as
 /// gunicorn's `validate_bool` allows.
+/// `-k`/`worker_class`: `sync` or `command`.
+pub fn worker_class(s: &str) -> Result<super::WorkerClass, String> {
+    super::WorkerClass::from_name(s.trim())
+        .ok_or_else(|| format!("expected one of {}", super::WorkerClass::NAMES.join(", ")))
+}
+
+/// One word of a worker's command line: any text without a NUL byte (an
+/// empty argument is an argument).
+pub fn command_word(s: &str) -> Result<String, String> {
+    if s.contains('\0') {
+        return Err("expected no NUL byte".to_owned());
+    }
+    Ok(s.to_owned())
+}
+
 pub fn boolean(s: &str) -> Result<bool, String> {
     match s.trim().to_ascii_lowercase().as_str() {
         "true" => Ok(true),

@@ -16,6 +16,11 @@ use super::state::Shared;
 /// `critical!` macro).
 pub(crate) const CRITICAL_FIELD: &str = "critical";
 
+/// The integer field that names the process a line speaks for, in place of
+/// the one writing it (set by [`super::worker_output`]: a command worker's
+/// output is written by the master, with the worker's pid).
+pub(crate) const WORKER_PID_FIELD: &str = "worker_pid";
+
 /// Formats every event that passes the level filter and writes it to the
 /// error log target in [`Shared`].
 pub(crate) struct ErrorLogLayer {
@@ -34,10 +39,12 @@ impl ErrorLogLayer {
             message: &mut bufs.message,
             fields: &mut bufs.fields,
             critical: false,
+            pid: None,
         };
         event.record(&mut visitor);
         let level = *event.metadata().level();
         let critical = visitor.critical && level == Level::ERROR;
+        let pid = visitor.pid.unwrap_or_else(std::process::id);
         if self.shared.critical_only() && !critical {
             return;
         }
@@ -46,7 +53,7 @@ impl ErrorLogLayer {
         format_line(
             &mut bufs.line,
             &LocalTime::now(),
-            std::process::id(),
+            pid,
             name,
             &bufs.message,
             &bufs.fields,
@@ -116,9 +123,18 @@ struct FieldVisitor<'a> {
     message: &'a mut String,
     fields: &'a mut String,
     critical: bool,
+    /// [`WORKER_PID_FIELD`], if the event has it.
+    pid: Option<u32>,
 }
 
 impl Visit for FieldVisitor<'_> {
+    fn record_u64(&mut self, field: &Field, value: u64) {
+        match u32::try_from(value) {
+            Ok(pid) if field.name() == WORKER_PID_FIELD => self.pid = Some(pid),
+            _ => self.record_debug(field, &value),
+        }
+    }
+
     fn record_bool(&mut self, field: &Field, value: bool) {
         if field.name() == CRITICAL_FIELD {
             self.critical = value;

@@ -82,6 +82,13 @@ pub mod __private {
     pub use tracing;
 }
 
+/// Write one line of a command worker's output (its stdout or stderr, read
+/// by the master) to the error log at INFO, as if worker `pid` had logged
+/// it: the line carries that pid, not the master's.
+pub fn worker_output(pid: u32, line: &str) {
+    tracing::info!(worker_pid = pid, "{line}");
+}
+
 /// The logging settings, as gunicorn names them.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LogConfig {

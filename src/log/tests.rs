@@ -366,3 +366,32 @@ fn global_logging() {
     access(&rec);
     assert_eq!(read(&files.access).lines().count(), 1);
 }
+
+#[test]
+fn a_command_workers_output_carries_its_pid_and_follows_the_level() {
+    let files = files();
+    with_local_log(&config(&files, "info", false), |_, _| {
+        worker_output(4242, "listening on fd 3 {not a format}");
+        info!(worker_pid = 7_u64, "a line of worker 7");
+    });
+    let text = read(&files.errors);
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 2, "{text}");
+    assert!(
+        has_shape(
+            lines[0],
+            &format!("{STAMP_SHAPE}4242] [INFO] listening on fd 3 {{not a format}}")
+        ),
+        "{text}"
+    );
+    assert!(
+        lines[1].ends_with("[7] [INFO] a line of worker 7"),
+        "{text}"
+    );
+    // Output is INFO: not written at a higher level.
+    let files = self::files();
+    with_local_log(&config(&files, "warning", false), |_, _| {
+        worker_output(4242, "quiet");
+    });
+    assert_eq!(read(&files.errors), "");
+}

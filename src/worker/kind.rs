@@ -1,46 +1,62 @@
-//! Worker kinds: what runs in a worker after `fork()`, and how the master
-//! judges that it is alive. The master asks the kind and never assumes one;
-//! a new kind (threads, an exec'd program) is a new variant here.
+//! Worker kinds: what a worker process is. The master asks the kind and
+//! never assumes one; a new kind (threads, ...) is a new variant here.
+//!
+//! How a worker's readiness and liveness are read goes with how it reports
+//! (`arbiter::workers::Protocol`): the forked kinds send "booted" on the
+//! worker channel and stamp their scoreboard slot; an exec'd program speaks
+//! sd_notify, which the master's plan judges.
 
-use std::time::Duration;
+use std::sync::Arc;
 
-use crate::config::Settings;
-use crate::scoreboard::Slot;
+use crate::config::{Settings, WorkerClass};
 
+use super::command::Program;
 use super::WorkerSetup;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum WorkerKind {
     /// One request at a time per process, in the forked copy of the master
     /// (no exec): `sync.rs`.
     Sync,
+    /// A program of the user's, exec'd by the master's fork
+    /// (`command.rs`): the executor starts it with `exec::spawn`, never
+    /// with [`WorkerKind::run`].
+    Command(Arc<Program>),
 }
 
 impl WorkerKind {
-    /// The kind the settings ask for.
-    pub fn from_settings(_settings: &Settings) -> WorkerKind {
-        WorkerKind::Sync
+    /// The kind the settings ask for; `Err` says why it cannot run.
+    pub fn from_settings(settings: &Settings) -> Result<WorkerKind, String> {
+        Ok(match settings.worker_class {
+            WorkerClass::Sync => WorkerKind::Sync,
+            WorkerClass::Command => {
+                WorkerKind::Command(Arc::new(Program::from_settings(settings)?))
+            }
+        })
     }
 
     /// The name gunicorn's `-k` would use, as logged at startup.
-    pub fn name(self) -> &'static str {
+    pub fn name(&self) -> &'static str {
         match self {
             WorkerKind::Sync => "sync",
+            WorkerKind::Command(_) => "command",
         }
     }
 
-    /// Run the worker in the freshly forked child. Never returns.
-    pub fn run(self, setup: WorkerSetup<'_>) -> ! {
+    /// Run a forked kind's worker in the freshly forked child. Never
+    /// returns.
+    pub fn run(&self, setup: WorkerSetup<'_>) -> ! {
         match self {
             WorkerKind::Sync => super::run(setup, super::sync::serve),
-        }
-    }
-
-    /// How long the worker has given no sign of life. The forked kinds
-    /// stamp their scoreboard slot while they make progress.
-    pub fn silence(self, slot: &Slot) -> Duration {
-        match self {
-            WorkerKind::Sync => slot.silence(),
+            WorkerKind::Command(program) => {
+                // The executor execs these (module documentation); a fork
+                // that got here has nothing to run.
+                tracing::error!(
+                    "Exception in worker process: {} is exec'd, not run in a fork",
+                    program.describe()
+                );
+                super::exit(super::WORKER_BOOT_ERROR)
+            }
         }
     }
 }

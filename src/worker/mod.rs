@@ -5,6 +5,7 @@
 //! timeout), 3 the worker failed to boot, 4 the app failed to load.
 
 pub mod clients;
+pub mod command;
 pub mod connection;
 pub mod kind;
 pub mod notify;

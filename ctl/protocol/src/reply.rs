@@ -50,6 +50,10 @@ pub struct WorkerInfo {
     /// capacity and exits once its in-flight requests are done.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retiring: Option<bool>,
+    /// gunicornd: what a command worker last said about itself
+    /// (sd_notify's `STATUS=`), if it said anything.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<String>,
 }
 
 /// `show workers`, sorted oldest first.
@@ -450,6 +454,7 @@ mod tests {
             rss_kb: Some(2048),
             uptime: Some(3.0),
             retiring: Some(false),
+            status: None,
         }
     }
 
