@@ -164,6 +164,7 @@ static void sleep_ms(long ms) {
 static void serve(int fd) {
     char buf[MAX_REQUEST_HEAD + 1], method[16], target[1024];
     size_t used = 0;
+    int head_only;
     struct timeval timeout = {CLIENT_TIMEOUT_S, 0};
     setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof timeout);
     setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &timeout, sizeof timeout);
@@ -186,16 +187,19 @@ static void serve(int fd) {
         answer(fd, 400, "Bad Request", "Bad Request\n", 0);
         goto done;
     }
-    int head_only = strcmp(method, "HEAD") == 0;
+    head_only = strcmp(method, "HEAD") == 0;
     if (!head_only && strcmp(method, "GET") != 0) {
         answer(fd, 405, "Method Not Allowed", "Method Not Allowed\n", 0);
     } else if (strcmp(target, "/") == 0) {
         answer(fd, 200, "OK", BODY, head_only);
     } else if (strncmp(target, "/sleep", 6) == 0 && (target[6] == '\0' || target[6] == '?')) {
         const char *ms_arg = strstr(target, "ms=");
-        long ms = ms_arg ? atol(ms_arg + 3) : 1000;
-        if (ms < 0)
-            ms = 0;
+        char *end = NULL;
+        long ms = ms_arg ? strtol(ms_arg + 3, &end, 10) : 1000;
+        if (ms_arg && (end == ms_arg + 3 || (*end != '\0' && *end != '&') || ms < 0)) {
+            answer(fd, 400, "Bad Request", "ms must be a number of milliseconds\n", head_only);
+            goto done;
+        }
         if (ms > MAX_SLEEP_MS)
             ms = MAX_SLEEP_MS;
         LOG("sleeping %ld ms", ms);

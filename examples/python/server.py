@@ -104,6 +104,8 @@ class Handler(BaseHTTPRequestHandler):
             try:
                 ms = min(int(parse_qs(url.query).get("ms", ["1000"])[0]), MAX_SLEEP_MS)
             except ValueError:
+                ms = -1
+            if ms < 0:
                 self.answer(400, b"ms must be a number of milliseconds\n")
                 return
             log(f"sleeping {ms} ms")
