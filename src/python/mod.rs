@@ -16,7 +16,7 @@ use std::path::PathBuf;
 
 use nix::sys::signal::Signal;
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyModule};
+use pyo3::types::{PyBytes, PyList, PyModule};
 
 use crate::app::{App, AppLoadError, Request, ResponseSink};
 
@@ -223,28 +223,24 @@ impl WsgiApp {
             {
                 return Ok(());
             }
-            for item in result.try_iter()? {
-                let item = item?;
-                let chunk = item.cast::<PyBytes>().map_err(|_| {
-                    pyo3::exceptions::PyTypeError::new_err(format!(
-                        "the response iterable must yield bytes, not {}",
-                        item.get_type()
-                            .name()
-                            .map(|n| n.to_string())
-                            .unwrap_or_default()
-                    ))
-                })?;
-                let bytes = chunk.as_bytes();
-                if bytes.is_empty() {
-                    continue;
+            // The most common result, a plain list, is walked in place.
+            if let Ok(list) = result.cast_exact::<PyList>() {
+                for item in list.iter() {
+                    send_chunk(py, &item, responder)?;
                 }
-                responder.borrow_mut(py).write(bytes)?;
+            } else {
+                for item in result.try_iter()? {
+                    send_chunk(py, &item?, responder)?;
+                }
             }
             // An empty body: the headers still go out.
             responder.borrow_mut(py).send_headers()
         })();
-        // PEP 3333: close() is called whatever happened.
-        if result.hasattr("close")? {
+        // PEP 3333: close() is called whatever happened. A plain list or
+        // tuple has none (and asking would build an AttributeError).
+        let plain = result.is_exact_instance_of::<PyList>()
+            || result.is_exact_instance_of::<pyo3::types::PyTuple>();
+        if !plain && result.hasattr("close")? {
             if let Err(e) = result.call_method0("close") {
                 if outcome.is_ok() {
                     return Err(e);
@@ -253,6 +249,28 @@ impl WsgiApp {
         }
         outcome
     }
+}
+
+/// One item of the response iterable, which must be bytes.
+fn send_chunk(
+    py: Python<'_>,
+    item: &Bound<'_, PyAny>,
+    responder: &Py<objects::Responder>,
+) -> PyResult<()> {
+    let chunk = item.cast::<PyBytes>().map_err(|_| {
+        pyo3::exceptions::PyTypeError::new_err(format!(
+            "the response iterable must yield bytes, not {}",
+            item.get_type()
+                .name()
+                .map(|n| n.to_string())
+                .unwrap_or_default()
+        ))
+    })?;
+    let bytes = chunk.as_bytes();
+    if bytes.is_empty() {
+        return Ok(());
+    }
+    responder.borrow_mut(py).write(bytes)
 }
 
 impl WsgiApp {
