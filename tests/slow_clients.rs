@@ -344,3 +344,53 @@ fn a_panic_ends_only_that_worker_and_leaves_the_masters_files() {
     assert!(!log.contains("fatal runtime error"), "{log}");
     assert!(!log.contains("stack backtrace"), "{log}");
 }
+
+#[test]
+fn a_head_longer_than_the_loop_buffers_still_meets_the_head_deadline() {
+    let srv = Launch::new(&[
+        "-b",
+        "127.0.0.1:0",
+        "-w",
+        "1",
+        "--header-timeout",
+        "2",
+        "--no-control-socket",
+        "builtin:hello",
+    ])
+    .booted(1)
+    .start();
+    // 70 KB of header fields at once (past what the loop buffers before
+    // handing the head to the parser), then a byte now and then.
+    let mut slow = connect(&srv);
+    let mut head = String::from("GET / HTTP/1.1\r\nHost: x\r\n");
+    for i in 0..9 {
+        head.push_str(&format!("X-Big-{i}: {}\r\n", "b".repeat(7900)));
+    }
+    slow.write_all(head.as_bytes()).unwrap();
+    let started = Instant::now();
+    let trickler = {
+        let mut s = slow.try_clone().unwrap();
+        std::thread::spawn(move || {
+            for _ in 0..20 {
+                if s.write_all(b"X").is_err() {
+                    return;
+                }
+                let _ = wait_for(Duration::from_millis(500), || None::<()>);
+            }
+        })
+    };
+    let answer = read_all(&mut slow);
+    assert!(
+        answer.starts_with(b"HTTP/1.1 408 "),
+        "{:?}",
+        String::from_utf8_lossy(&answer[..answer.len().min(200)])
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(6),
+        "{:?}",
+        started.elapsed()
+    );
+    // The worker serves others again.
+    assert_eq!(srv.get("/").status, 200);
+    trickler.join().unwrap();
+}

@@ -50,6 +50,8 @@ pub struct Client<'s> {
     pub eof: bool,
     pub phase: Phase,
     pub deadline: Instant,
+    /// The last moment for a buffered body, however it progresses.
+    pub body_deadline: Instant,
     pub started: SystemTime,
     pub accepted: Instant,
 }
@@ -100,7 +102,7 @@ impl<'s> Client<'s> {
                 }
                 Phase::Body { missing, .. } => {
                     *missing = missing.saturating_sub(n as u64);
-                    self.deadline = Instant::now() + body_patience;
+                    self.deadline = (Instant::now() + body_patience).min(self.body_deadline);
                     if *missing == 0 {
                         return Progress::Arrived;
                     }
@@ -196,8 +198,8 @@ impl<'s> Clients<'s> {
         self.slots.get_mut(slot).and_then(Option::as_mut)
     }
 
-    /// Let go of a client (dropping it closes the socket, which also takes
-    /// it out of the epoll set).
+    /// Take a client out of the set (the caller serves it again, or lets
+    /// it go after removing it from the epoll set: `Server::release`).
     pub fn remove(&mut self, slot: usize) -> Option<Client<'s>> {
         let client = self.slots.get_mut(slot)?.take()?;
         self.held -= 1;

@@ -64,11 +64,22 @@ pub fn serve(arrived: Arrived<'_, '_>, app: &mut dyn App, opts: &Options<'_>) ->
         clock,
     } = arrived;
     let mut conn = http::Connection::with_received(stream, received);
-    let mut head = match conn.read_head_from(opts.limits, peer) {
+    let head = conn.read_head_from(opts.limits, peer);
+    // The head deadline bounded the head only.
+    stream.set_deadline(None);
+    let mut head = match head {
         Ok(Some(head)) => head,
         Ok(None) => {
             tracing::debug!("Closing connection.");
             return Served::Done { linger: false };
+        }
+        Err(HeadError::Io(e)) if e.kind() == io::ErrorKind::TimedOut => {
+            // The rest of a long head did not come by the head deadline.
+            let err = HttpError::new(408, "The request did not arrive in time.");
+            tracing::debug!("Request timed out from ip={}: {}", peer.host(), err.message);
+            let _ = http::write_error(&mut &*stream, &err);
+            log_access(peer, None, err.status, 0, &[], started, clock.elapsed());
+            return Served::Done { linger: true };
         }
         Err(HeadError::Io(e)) => {
             tracing::debug!("Ignored premature client disconnection. {e}");

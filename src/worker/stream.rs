@@ -20,12 +20,26 @@ pub struct Stream<'s> {
     patience: Duration,
     /// Beaten whenever data moves.
     slot: &'s Slot,
+    /// An absolute limit on any wait, whatever the progress (the head
+    /// deadline while a long head is parsed).
+    deadline: std::cell::Cell<Option<std::time::Instant>>,
 }
 
 impl<'s> Stream<'s> {
     /// `fd` must be non-blocking.
     pub fn new(fd: OwnedFd, patience: Duration, slot: &'s Slot) -> Self {
-        Stream { fd, patience, slot }
+        Stream {
+            fd,
+            patience,
+            slot,
+            deadline: std::cell::Cell::new(None),
+        }
+    }
+
+    /// From now on no wait goes past `deadline` (`None`: only the
+    /// patience applies).
+    pub fn set_deadline(&self, deadline: Option<std::time::Instant>) {
+        self.deadline.set(deadline);
     }
 
     pub fn raw_fd(&self) -> RawFd {
@@ -98,7 +112,11 @@ impl<'s> Stream<'s> {
             events,
             revents: 0,
         };
-        let ms = self.patience.as_millis().min(i32::MAX as u128) as i32;
+        let mut wait = self.patience;
+        if let Some(deadline) = self.deadline.get() {
+            wait = wait.min(deadline.saturating_duration_since(std::time::Instant::now()));
+        }
+        let ms = wait.as_millis().min(i32::MAX as u128) as i32;
         loop {
             // SAFETY: one valid pollfd.
             match unsafe { libc::poll(&mut pfd, 1, ms) } {

@@ -75,10 +75,16 @@ pub fn serve(setup: &WorkerSetup<'_>, app: &mut dyn App, sigpipe: &SignalPipe) -
     loop {
         setup.slot.beat();
         if !server.handle_signals(sigpipe) {
-            server.finish(&mut events);
+            server.finish(&mut events, sigpipe);
             return super::EXIT_OK;
         }
         if server.accept_ready() {
+            // While the listeners keep it busy, the held clients still get
+            // their turn (their reads and deadlines) at every pass.
+            if let Err(e) = server.service_held(&mut events) {
+                tracing::error!("epoll_wait failed: {e}");
+                return super::EXIT_ABORTED;
+            }
             continue;
         }
         if nix::unistd::getppid() != setup.master_pid {
@@ -215,6 +221,7 @@ impl<'a, 'b> Server<'a, 'b> {
             eof: false,
             phase: Phase::Head,
             deadline: now + self.header_timeout,
+            body_deadline: now + self.header_timeout + self.patience,
             started: SystemTime::now(),
             accepted: now,
         };
@@ -231,8 +238,8 @@ impl<'a, 'b> Server<'a, 'b> {
         let fd = client.stream.raw_fd();
         let new_slot = self.clients.insert(client);
         let event = EpollEvent::new(EpollFlags::EPOLLIN, CLIENT_TOKEN + new_slot as u64);
-        // SAFETY: the client's socket stays open while it is held; closing
-        // it removes it from the epoll set.
+        // SAFETY: the client's socket stays open while it is held; it is
+        // taken out of the epoll set before it closes (`release`).
         let fd = unsafe { BorrowedFd::borrow_raw(fd) };
         let result = match slot {
             Some(old) if old == new_slot => Ok(()),
@@ -241,7 +248,9 @@ impl<'a, 'b> Server<'a, 'b> {
         };
         if let Err(e) = result {
             tracing::debug!("cannot wait on a client: {e}");
-            self.clients.remove(new_slot);
+            if let Some(client) = self.clients.remove(new_slot) {
+                self.release(client);
+            }
         }
         self.update_accepting();
     }
@@ -256,6 +265,11 @@ impl<'a, 'b> Server<'a, 'b> {
                 ..
             }
         );
+        // A head longer than the loop buffers is read to its end by the
+        // parser, but not past the head deadline.
+        if client.phase == Phase::Head {
+            client.stream.set_deadline(Some(client.deadline));
+        }
         let served = connection::serve(
             Arrived {
                 stream: &client.stream,
@@ -280,7 +294,8 @@ impl<'a, 'b> Server<'a, 'b> {
                     missing,
                     continue_sent,
                 };
-                client.deadline = now + self.patience;
+                // However it trickles, a buffered body has a last moment.
+                client.deadline = (now + self.patience).min(client.body_deadline);
                 self.hold(client, slot);
             }
             Served::Done { linger } => {
@@ -289,7 +304,9 @@ impl<'a, 'b> Server<'a, 'b> {
                     client.linger(now);
                     self.hold(client, slot);
                 } else {
-                    drop(client);
+                    if slot.is_some() {
+                        self.release(client);
+                    }
                     self.update_accepting();
                 }
                 self.count_request();
@@ -324,6 +341,19 @@ impl<'a, 'b> Server<'a, 'b> {
             // Rounded up: waking a millisecond early would only loop.
             sleep = sleep.min(deadline.saturating_duration_since(now) + Duration::from_micros(999));
         }
+        self.wait_for(events, sleep)
+    }
+
+    /// The held clients' turn without sleeping (nothing to do, no system
+    /// call, when none is held).
+    fn service_held(&mut self, events: &mut [EpollEvent]) -> nix::Result<()> {
+        if self.clients.is_empty() {
+            return Ok(());
+        }
+        self.wait_for(events, Duration::ZERO)
+    }
+
+    fn wait_for(&mut self, events: &mut [EpollEvent], sleep: Duration) -> nix::Result<()> {
         let ms = sleep.as_millis().min(i32::MAX as u128) as i32;
         let timeout = EpollTimeout::try_from(ms).unwrap_or(EpollTimeout::NONE);
         let n = match self.epoll.wait(events, timeout) {
@@ -356,10 +386,22 @@ impl<'a, 'b> Server<'a, 'b> {
                 }
             }
             Progress::Finished => {
-                self.clients.remove(slot);
+                if let Some(client) = self.clients.remove(slot) {
+                    self.release(client);
+                }
                 self.update_accepting();
             }
         }
+    }
+
+    /// Let go of a client that was in the epoll set. Explicitly out of the
+    /// set first: a process the app forked may hold a copy of the socket,
+    /// and epoll watches the socket, not the descriptor.
+    fn release(&self, client: Client<'a>) {
+        // SAFETY: the client's socket is open until `client` drops below.
+        let fd = unsafe { BorrowedFd::borrow_raw(client.stream.raw_fd()) };
+        let _ = self.epoll.delete(fd);
+        drop(client);
     }
 
     /// Clients past their deadline: a 408 for a request that did not
@@ -370,6 +412,7 @@ impl<'a, 'b> Server<'a, 'b> {
                 continue;
             };
             if matches!(client.phase, Phase::Linger { .. }) {
+                self.release(client);
                 continue;
             }
             if !client.received.is_empty() {
@@ -408,7 +451,7 @@ impl<'a, 'b> Server<'a, 'b> {
     /// held, then exit. The listeners may be shared with a new generation
     /// that keeps them busy, so the backlog drain is bounded in time as
     /// well: a retiring worker must not go on accepting until its SIGKILL.
-    fn finish(&mut self, events: &mut [EpollEvent]) {
+    fn finish(&mut self, events: &mut [EpollEvent], sigpipe: &SignalPipe) {
         let graceful = Duration::from_secs(self.setup.settings.graceful_timeout);
         let started = Instant::now();
         // During a binary upgrade the new master's workers accept from the
@@ -428,6 +471,9 @@ impl<'a, 'b> Server<'a, 'b> {
         let deadline = started + graceful / 2;
         while !self.clients.is_empty() && Instant::now() < deadline {
             self.setup.slot.beat();
+            // A log reopen or a hooked quick stop still counts (and the
+            // pipe must be read, or it would wake every wait at once).
+            self.handle_signals(sigpipe);
             if self.wait(events).is_err() {
                 break;
             }
