@@ -262,7 +262,7 @@ impl Pipe {
         let most = f64::from(LINES_PER_SECOND);
         self.allowance = (self.allowance + elapsed * most).min(most);
         self.refilled_at = now;
-        if self.allowance < 1.0 || budget.spent() {
+        if self.allowance < 1.0 || budget.spent() || !crate::log::error_log_ready() {
             self.dropped += 1;
             return;
         }

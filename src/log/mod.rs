@@ -89,6 +89,13 @@ pub fn worker_output(pid: u32, line: &str) {
     tracing::info!(worker_pid = pid, "{line}");
 }
 
+/// Whether the error log takes a line now without blocking the writer (a
+/// pipe whose reader lags may be full): the master writes a worker's
+/// output only then, and counts the line as dropped otherwise.
+pub fn error_log_ready() -> bool {
+    GLOBAL.get().is_none_or(|global| global.shared.error_ready())
+}
+
 /// The logging settings, as gunicorn names them.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LogConfig {

@@ -75,6 +75,13 @@ impl Shared {
         let _ = self.lock().error.write_line(line);
     }
 
+    /// Whether a line of up to `PIPE_BUF` bytes can be written to the error
+    /// log now without waiting (always, for a file; a pipe or terminal may
+    /// be full when its reader lags).
+    pub fn error_ready(&self) -> bool {
+        self.lock().error.ready()
+    }
+
     pub fn write_access(&self, rec: &AccessRecord<'_>) {
         if !self.access_on() {
             return;

@@ -47,6 +47,23 @@ impl LogTarget {
 
     /// Write `line` (which should end in `\n`) with a single `write(2)`,
     /// continuing only if the kernel took part of it (pipes, signals).
+    /// Whether a write of up to `PIPE_BUF` bytes would not block now.
+    pub fn ready(&self) -> bool {
+        let fd = match self {
+            LogTarget::Stdout => libc::STDOUT_FILENO,
+            LogTarget::Stderr => libc::STDERR_FILENO,
+            LogTarget::File { fd, .. } => std::os::fd::AsRawFd::as_raw_fd(fd),
+        };
+        let mut pfd = libc::pollfd {
+            fd,
+            events: libc::POLLOUT,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd, no wait.
+        let n = unsafe { libc::poll(&mut pfd, 1, 0) };
+        n == 1 && pfd.revents & libc::POLLOUT != 0
+    }
+
     pub fn write_line(&self, line: &[u8]) -> io::Result<()> {
         match self {
             LogTarget::Stdout => write_all(io::stdout().as_fd(), line),
