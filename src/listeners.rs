@@ -414,7 +414,7 @@ fn clear_stale_socket(path: &Path) -> Result<(), BindError> {
 
 /// What connecting to an existing socket file says about it.
 #[derive(Debug, PartialEq, Eq)]
-enum Probe {
+pub(crate) enum Probe {
     /// Something listens there (or a full backlog makes us wait).
     Answers,
     /// Nobody listens: what a server that crashed leaves behind.
@@ -425,7 +425,7 @@ enum Probe {
     Unknown(nix::errno::Errno),
 }
 
-fn probe_socket(path: &Path) -> Probe {
+pub(crate) fn probe_socket(path: &Path) -> Probe {
     use nix::errno::Errno;
     let Ok(addr) = UnixAddr::new(path) else {
         return Probe::Unknown(Errno::ENAMETOOLONG);

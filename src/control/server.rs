@@ -752,7 +752,9 @@ fn peer_of(stream: &UnixStream) -> Peer {
 pub fn remove_stale_socket(path: &Path) {
     use std::os::unix::fs::FileTypeExt;
     let is_socket = std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_socket());
-    if is_socket && std::os::unix::net::UnixStream::connect(path).is_err() {
+    // Non-blocking probe: a wedged server with a full backlog must not stall
+    // the master's loop.
+    if is_socket && crate::listeners::probe_socket(path) == crate::listeners::Probe::Stale {
         if let Err(e) = std::fs::remove_file(path) {
             tracing::debug!("cannot remove {}: {e}", path.display());
         }
@@ -764,14 +766,20 @@ fn replace_stale_socket(path: &Path) -> Result<(), String> {
     match std::fs::symlink_metadata(path) {
         Ok(meta) if meta.file_type().is_socket() => {
             // A live server answers a connect: then the path is taken.
-            if std::os::unix::net::UnixStream::connect(path).is_ok() {
-                return Err(format!(
+            use crate::listeners::Probe;
+            match crate::listeners::probe_socket(path) {
+                Probe::Answers => Err(format!(
                     "{} is in use by another running server",
                     path.display()
-                ));
+                )),
+                Probe::Gone => Ok(()),
+                Probe::Stale => std::fs::remove_file(path)
+                    .map_err(|e| format!("cannot replace {}: {e}", path.display())),
+                Probe::Unknown(e) => Err(format!(
+                    "cannot tell whether {} is in use ({e}); remove it if no server runs there",
+                    path.display()
+                )),
             }
-            std::fs::remove_file(path)
-                .map_err(|e| format!("cannot replace {}: {e}", path.display()))
         }
         Ok(_) => Err(format!("{} exists and is not a socket", path.display())),
         Err(_) => Ok(()),
