@@ -93,7 +93,9 @@ pub fn worker_output(pid: u32, line: &str) {
 /// pipe whose reader lags may be full): the master writes a worker's
 /// output only then, and counts the line as dropped otherwise.
 pub fn error_log_ready() -> bool {
-    GLOBAL.get().is_none_or(|global| global.shared.error_ready())
+    GLOBAL
+        .get()
+        .is_none_or(|global| global.shared.error_ready())
 }
 
 /// The logging settings, as gunicorn names them.
