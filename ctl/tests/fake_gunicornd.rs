@@ -290,7 +290,7 @@ impl State {
                     pid: OLD_PID,
                 },
             ),
-            ControlCommand::Upgrade => self.handle_upgrade(id),
+            ControlCommand::Upgrade(_) => self.handle_upgrade(id),
             ControlCommand::StopWorkers => {
                 let n = self.workers.len();
                 self.workers.clear();

@@ -175,7 +175,7 @@ impl Arbiter {
                 }
                 other => refusal(id, other),
             },
-            ControlCommand::Upgrade => match self.command(Command::Upgrade) {
+            ControlCommand::Upgrade(mode) => match self.command(Command::Upgrade(mode)) {
                 Outcome::Upgrading { pid } => Response::ok(
                     id,
                     &UpgradeReply {

@@ -26,6 +26,7 @@ mod command;
 mod control;
 mod event;
 mod execute;
+mod in_place;
 mod notify_socket;
 mod output;
 mod plan;
@@ -50,6 +51,7 @@ use action::{Action, Level, Outcome, Report};
 use command::Command;
 pub use command::MASTER_SIGNALS;
 use event::Event;
+pub use in_place::{probe_answer, PROBE_FLAG, STATE_VERSION};
 use plan::{Exit, Halt, Limits, Liveness, Pool};
 use workers::Worker;
 
@@ -538,7 +540,7 @@ impl Arbiter {
             Command::ReopenLogs => self.pool.reopen_logs(),
             Command::StopWorkers => self.pool.stop_workers(now),
             Command::KillWorker(pid) => self.pool.kill_worker(pid, now),
-            Command::Upgrade => self.upgrade(),
+            Command::Upgrade(mode) => self.upgrade(mode),
         };
         self.execute();
         outcome

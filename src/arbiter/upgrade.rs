@@ -33,7 +33,7 @@ use nix::unistd::Pid;
 
 use super::{Arbiter, ListenerSource, Outcome};
 use crate::config::{BindAddr, Settings};
-use crate::control::protocol::EventKind;
+use crate::control::protocol::{EventKind, UpgradeMode};
 use crate::fd::FileId;
 use crate::listeners::{self, ListenAddr, Listener, ListenerSpec};
 
@@ -77,10 +77,10 @@ pub(super) struct StartContext {
     /// The binary, by the path it was started with, made absolute: after a
     /// package upgrade that path names the new binary (`/proc/self/exe`
     /// would still name the replaced one). `Err` says why it is unknown.
-    program: Result<PathBuf, String>,
-    args: Vec<OsString>,
-    cwd: PathBuf,
-    env: Vec<(OsString, OsString)>,
+    pub(super) program: Result<PathBuf, String>,
+    pub(super) args: Vec<OsString>,
+    pub(super) cwd: PathBuf,
+    pub(super) env: Vec<(OsString, OsString)>,
 }
 
 impl StartContext {
@@ -265,8 +265,16 @@ pub(super) fn second(path: &Path) -> PathBuf {
 }
 
 impl Arbiter {
-    /// USR2 / `upgrade`: start a new master on the same sockets.
-    pub(super) fn upgrade(&mut self) -> Outcome {
+    /// USR2 / `upgrade`: in the mode asked for, else the configured one.
+    pub(super) fn upgrade(&mut self, mode: Option<UpgradeMode>) -> Outcome {
+        match mode.unwrap_or(self.settings.upgrade_mode) {
+            UpgradeMode::Fork => self.fork_upgrade(),
+            UpgradeMode::InPlace => self.in_place_upgrade(),
+        }
+    }
+
+    /// A fork-style upgrade: start a new master on the same sockets.
+    fn fork_upgrade(&mut self) -> Outcome {
         tracing::info!("Upgrade requested: {}", self.name);
         if let Err(why) = self.pool.start_upgrade() {
             return Outcome::Refused(why);

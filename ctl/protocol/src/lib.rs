@@ -69,7 +69,7 @@ pub mod paths;
 mod reply;
 mod words;
 
-pub use command::{ControlCommand, ScaleTarget, ShowTarget, ShutdownMode};
+pub use command::{ControlCommand, ScaleTarget, ShowTarget, ShutdownMode, UpgradeMode};
 pub use event::{Event, EventKind, RetireReason};
 pub use frame::{
     encode_frame, read_frame, write_frame, FrameDecoder, ProtocolError, LENGTH_PREFIX, MAX_FRAME,

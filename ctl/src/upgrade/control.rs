@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use gunicornd_protocol::{
     ControlCommand, EventKind, PingReply, ReloadReply, ShowTarget, ShutdownMode, ShutdownReply,
-    StatsReply, StopWorkersReply, UpgradeInfo, UpgradeReply,
+    StatsReply, StopWorkersReply, UpgradeInfo, UpgradeMode, UpgradeReply,
 };
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
@@ -39,7 +39,13 @@ pub(super) fn upgrade(client: &mut Client, run: &mut Run) -> Result<(), CtlError
     run.old_pid = Some(ping.pid);
     // Subscribed before the request, so that no event about it is missed.
     let old_events = EventStream::subscribe(&path)?;
-    let reply: UpgradeReply = client.call_as(&ControlCommand::Upgrade)?;
+    // No mode: the server's upgrade_mode decides (an older master knows no
+    // modes at all).
+    let reply: UpgradeReply = client.call_as(&ControlCommand::Upgrade(None))?;
+    if reply.pid == reply.old_pid {
+        in_place_started(&reply, run);
+        return Ok(());
+    }
     run.old_pid = Some(reply.old_pid);
     run.new_pid = Some(reply.pid);
     run.say(format_args!(
@@ -62,6 +68,22 @@ pub(super) fn upgrade(client: &mut Client, run: &mut Run) -> Result<(), CtlError
         Err(Abort::Stop(e)) => Err(e),
         Err(Abort::RollBack(reason)) => Err(takeover.roll_back(&reason)),
     }
+}
+
+/// `upgrade --in-place`: the master probes the new binary and execs it in
+/// its own process; a refusal (a failed probe) carries the reason.
+pub(super) fn upgrade_in_place(client: &mut Client, run: &mut Run) -> Result<(), CtlError> {
+    let reply: UpgradeReply =
+        client.call_as(&ControlCommand::Upgrade(Some(UpgradeMode::InPlace)))?;
+    in_place_started(&reply, run);
+    Ok(())
+}
+
+/// The master took an in-place upgrade on: it keeps its pid.
+fn in_place_started(reply: &UpgradeReply, run: &mut Run) {
+    run.old_pid = Some(reply.old_pid);
+    run.new_pid = Some(reply.pid);
+    run.say(format_args!("master {} upgrading in place", reply.pid));
 }
 
 struct Takeover<'c, 'r, 'o> {
