@@ -1,20 +1,22 @@
 //! In-place binary upgrade (`upgrade_mode = "in-place"`, `gunicornctl
-//! upgrade --in-place`): the probe of the new binary, and a failed probe
-//! changing nothing.
+//! upgrade --in-place`): the same master pid runs the new binary, serving
+//! throughout; the probe of the new binary, and a failed probe changing
+//! nothing.
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::time::Duration;
 
+use gunicornd_test_support::control::booted_workers;
 use gunicornd_test_support::*;
 
 const LONG: Duration = Duration::from_secs(20);
 
 /// A hello server run from a copy of gunicornd in its own directory, so
 /// that a test can replace the binary; returns the server and the copy.
-fn from_copy(extra: &[&str]) -> (Server, std::path::PathBuf) {
-    let launch = Launch::hello(1);
+fn from_copy(workers: usize, extra: &[&str]) -> (Server, std::path::PathBuf) {
+    let launch = Launch::hello(workers);
     let program = launch.path("gunicornd");
     fs::copy(gunicornd_bin(), &program).unwrap();
     let mut launch = launch.binary(&program);
@@ -31,9 +33,153 @@ fn install_script(program: &Path, script: &str) {
     fs::set_permissions(program, fs::Permissions::from_mode(0o755)).unwrap();
 }
 
+/// Installs a fresh copy of gunicornd at `program` (a new inode).
+fn install_copy(program: &Path) {
+    fs::remove_file(program).unwrap();
+    fs::copy(gunicornd_bin(), program).unwrap();
+}
+
+fn port_of(addr: &str) -> u16 {
+    addr.rsplit(':').next().unwrap().parse().unwrap()
+}
+
+#[test]
+fn three_in_place_upgrades_under_load_keep_the_pid_and_replace_every_worker() {
+    let (srv, program) = from_copy(2, &[]);
+    let port = port_of(srv.addr());
+    let inodes = listening_inodes(port);
+    let load = Load::start(srv.addr(), 4, "/", 1_000_000);
+    let mut workers = srv.wait_booted(2);
+    for round in 0..3 {
+        install_copy(&program);
+        let out = ctl(&["-s", srv.sock(), "upgrade", "--in-place"]);
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "round {round}: {}{}",
+            stdout(&out),
+            stderr(&out)
+        );
+        let mut now = Default::default();
+        expect_within(
+            LONG,
+            &format!("round {round}: a new generation alone"),
+            || {
+                now = srv.worker_pids();
+                now.len() == 2
+                    && now.is_disjoint(&workers)
+                    && workers.iter().all(|&w| !process_alive(w))
+                    && booted_workers(srv.socket.as_ref().unwrap()).is_some_and(|b| b == now)
+            },
+        );
+        workers = now;
+        assert!(process_alive(srv.pid), "round {round}");
+        let exe = fs::read_link(format!("/proc/{}/exe", srv.pid)).unwrap();
+        assert_eq!(exe, program, "round {round}: the master runs the new file");
+        assert_eq!(
+            listening_inodes(port),
+            inodes,
+            "round {round}: nothing rebound"
+        );
+    }
+    let ping: serde_json::Value = Conn::open(srv.socket.as_ref().unwrap()).ok("ping");
+    assert_eq!(ping["pid"].as_i64(), Some(srv.pid as i64));
+    let (ok, failures) = load.finish();
+    assert!(ok > 0);
+    assert!(
+        failures.is_empty(),
+        "{} of {} requests failed across 3 in-place upgrades: {:?}\n{}",
+        failures.len(),
+        ok + failures.len() as u64,
+        &failures[..failures.len().min(5)],
+        srv.log()
+    );
+}
+
+#[test]
+fn a_state_of_another_version_still_ends_with_the_new_generation_alone() {
+    let launch = Launch::hello(2).env("GUNICORND_STATE_VERSION_OVERRIDE", "999");
+    let srv = launch.start();
+    let old = srv.wait_booted(2);
+    let out = ctl(&["-s", srv.sock(), "upgrade", "--in-place"]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}{}",
+        stdout(&out),
+        stderr(&out)
+    );
+    srv.expect_log("Upgrade state unreadable: the state is version 1", LONG);
+    expect_within(LONG, "the new generation alone", || {
+        let now = srv.worker_pids();
+        now.len() == 2 && now.is_disjoint(&old) && old.iter().all(|&w| !process_alive(w))
+    });
+    assert_eq!(srv.get("/").status, 200);
+}
+
+/// The master's open descriptors, by what they are (`socket:[INODE]`
+/// numbers differ between images, so only the kind is kept).
+fn fd_kinds(pid: i32) -> Vec<String> {
+    let mut kinds: Vec<String> = fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .filter_map(|e| fs::read_link(e.ok()?.path()).ok())
+        .map(|target| {
+            let t = target.to_string_lossy().into_owned();
+            match t.split_once(':') {
+                Some((kind, _)) if !t.starts_with('/') => kind.to_owned(),
+                _ => t,
+            }
+        })
+        .collect();
+    kinds.sort();
+    kinds
+}
+
+#[test]
+fn nothing_but_what_is_handed_over_crosses_the_exec() {
+    let (srv, program) = from_copy(1, &[]);
+    let old = srv.wait_booted(1);
+    let before = fd_kinds(srv.pid);
+    install_copy(&program);
+    let out = ctl(&["-s", srv.sock(), "upgrade", "--in-place"]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}{}",
+        stdout(&out),
+        stderr(&out)
+    );
+    srv.expect_log("Upgraded in place", LONG);
+    expect_within(LONG, "the new generation alone", || {
+        let now = srv.worker_pids();
+        now.len() == 1 && now.is_disjoint(&old) && old.iter().all(|&w| !process_alive(w))
+    });
+    // No more descriptors than the first image held: the listener crossed
+    // the exec (and the state, read and closed); nothing else leaked in,
+    // and what the first image had inherited without need (from whoever
+    // started it) did not cross either.
+    let mut after = Vec::new();
+    let subset = wait_until(LONG, || {
+        after = fd_kinds(srv.pid);
+        let mut left = before.clone();
+        after
+            .iter()
+            .all(|k| match left.iter().position(|b| b == k) {
+                Some(i) => {
+                    left.remove(i);
+                    true
+                }
+                None => false,
+            })
+    });
+    assert!(subset, "before the exec: {before:?}\nafter it: {after:?}");
+    let environ = fs::read(format!("/proc/{}/environ", srv.pid)).unwrap();
+    assert!(String::from_utf8_lossy(&environ).contains("GUNICORND_STATE_FD="));
+}
+
 #[test]
 fn a_broken_new_binary_fails_the_probe_and_the_master_serves_on() {
-    let (srv, program) = from_copy(&[]);
+    let (srv, program) = from_copy(1, &[]);
     let workers = srv.wait_booted(1);
     install_script(&program, "#!/bin/sh\necho 'broken build' >&2\nexit 1\n");
     let out = ctl(&["-s", srv.sock(), "upgrade", "--in-place"]);
@@ -53,7 +199,7 @@ fn a_broken_new_binary_fails_the_probe_and_the_master_serves_on() {
 fn the_probe_checks_the_configuration_of_the_new_binary() {
     // `upgrade_mode = "in-place"` makes a plain USR2 (and `upgrade` without
     // a mode) upgrade in place; the probe gets the original arguments.
-    let (srv, program) = from_copy(&["--upgrade-mode", "in-place"]);
+    let (srv, program) = from_copy(1, &["--upgrade-mode", "in-place"]);
     let args = srv.path("probe-args");
     install_script(
         &program,

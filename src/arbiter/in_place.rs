@@ -7,13 +7,29 @@
 //! the configuration and says whether it reads the state format this
 //! master writes ([`STATE_VERSION`]). A failed probe aborts the upgrade
 //! with its reason and changes nothing.
+//!
+//! Then the exec: the master writes its state to a memfd
+//! (src/arbiter/handover.rs), keeps exactly the listeners and that memfd
+//! open across `execve`, and execs the binary with its original arguments
+//! and environment. If `execve` fails, the old image carries on. The new
+//! image takes the listeners over, starts a fresh generation of workers,
+//! and retires the workers it inherited (still its children) once that
+//! generation has booted: SIGTERM, then SIGKILL after `graceful_timeout`.
 
-use std::ffi::OsString;
+use std::ffi::{CString, OsString};
 use std::io::Read;
+use std::os::fd::{AsRawFd, RawFd};
+use std::os::unix::ffi::OsStrExt;
 use std::process::{Command as Process, Stdio};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
-use super::{Arbiter, Outcome};
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+
+use super::handover::{self, HandedState, HandedWorker, Unreadable};
+use super::upgrade::{HANDED_OVER_VARS, OWNED_VAR};
+use super::{Arbiter, ListenerSource, Outcome};
+use crate::worker::kind::WorkerKind;
 
 /// The version of the state an old image hands the new one across
 /// `execve`; a new binary that reads another one says so in the probe.
@@ -50,15 +66,239 @@ impl Arbiter {
         if let Err(why) = self.pool.start_upgrade() {
             return Outcome::Refused(why);
         }
+        if let Some(why) = self.why_not_in_place() {
+            return self.pool.upgrade_not_started(&why);
+        }
         if let Err(reason) = self.probe() {
             return self
                 .pool
                 .upgrade_not_started(&format!("the new binary failed the probe: {reason}"));
         }
-        tracing::info!("Upgrade: the new binary passed the probe");
-        self.pool.upgrade_not_started(
-            "the new binary passed the probe, but this build cannot hand its state over yet",
-        )
+        tracing::info!("Upgrade: the new binary passed the probe; it runs in place next");
+        // At the end of this pass, once the reply to whoever asked is out.
+        self.exec_pending = true;
+        Outcome::Upgrading { pid: self.pid }
+    }
+
+    /// What this first version of the in-place upgrade cannot hand over.
+    fn why_not_in_place(&self) -> Option<String> {
+        if matches!(self.kind, WorkerKind::Command(_)) || self.notices.is_some() {
+            return Some(
+                "an in-place upgrade cannot hand command workers over yet (their output pipes \
+                 and NOTIFY_SOCKET would close); use upgrade_mode = \"fork\""
+                    .into(),
+            );
+        }
+        if matches!(self.listener_source, ListenerSource::Systemd { .. }) {
+            return Some(
+                "an in-place upgrade cannot hand sockets from systemd over yet; use \
+                 upgrade_mode = \"fork\""
+                    .into(),
+            );
+        }
+        if self.pool.previous.is_some() {
+            return Some("a reload is in progress; upgrade once it completes".into());
+        }
+        None
+    }
+
+    /// The exec an in-place upgrade asked for; returns only if it failed
+    /// (then nothing changed).
+    pub(super) fn exec_in_place(&mut self) {
+        self.exec_pending = false;
+        let reason = self.exec_new_image();
+        self.pool.upgrade_not_started(&reason);
+        self.execute();
+    }
+
+    fn exec_new_image(&mut self) -> String {
+        let program = match self.start.program.clone() {
+            Ok(p) => p,
+            Err(e) => return e,
+        };
+        let listener_fds: Vec<RawFd> = self.listeners.iter().map(|l| l.raw_fd()).collect();
+        let state = HandedState {
+            version: super::in_place::STATE_VERSION,
+            master_pid: self.pid.as_raw(),
+            workers: self
+                .pool
+                .workers
+                .iter()
+                .map(|w| HandedWorker {
+                    pid: w.pid.as_raw(),
+                    age: w.age,
+                    generation: w.generation,
+                    booted: w.booted(),
+                })
+                .collect(),
+            listener_fds: listener_fds.clone(),
+            execed_at: SystemTime::now()
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs()),
+        };
+        let state_fd = match handover::write_state(&state) {
+            Ok(fd) => fd,
+            Err(e) => return e,
+        };
+        let list = |fds: &[RawFd]| {
+            fds.iter()
+                .map(|fd| fd.to_string())
+                .collect::<Vec<_>>()
+                .join(",")
+        };
+        let mut env: Vec<(OsString, OsString)> = self
+            .start
+            .env
+            .iter()
+            .filter(|(k, _)| !HANDED_OVER_VARS.iter().any(|v| k == v))
+            .cloned()
+            .collect();
+        let var = |k: &str, v: String| (OsString::from(k), OsString::from(v));
+        env.push(var("GUNICORN_FD", list(&listener_fds)));
+        env.push(var(handover::STATE_VAR, state_fd.as_raw_fd().to_string()));
+        let owned: Vec<String> = self
+            .listeners
+            .iter()
+            .filter(|_| self.listener_source == ListenerSource::Bound)
+            .filter_map(|l| Some(format!("{}:{}", l.raw_fd(), l.socket_file()?)))
+            .collect();
+        if !owned.is_empty() {
+            env.push(var(OWNED_VAR, owned.join(",")));
+        }
+        let cstring = |s: &std::ffi::OsStr| CString::new(s.as_bytes()).ok();
+        let Some(path) = cstring(program.as_os_str()) else {
+            return format!("{} has a NUL byte", program.display());
+        };
+        let args: Option<Vec<CString>> = self.start.args.iter().map(|a| cstring(a)).collect();
+        let env: Option<Vec<CString>> = env
+            .iter()
+            .map(|(k, v)| {
+                let mut kv = k.clone();
+                kv.push("=");
+                kv.push(v);
+                cstring(&kv)
+            })
+            .collect();
+        let (Some(args), Some(env)) = (args, env) else {
+            return "an argument or variable has a NUL byte".into();
+        };
+        let mut keep = listener_fds;
+        keep.push(state_fd.as_raw_fd());
+        let mut kept = match handover::keep_across_exec(&keep) {
+            Ok(kept) => kept,
+            Err(e) => return e,
+        };
+        // The new image resolves relative paths (a config file, a pidfile)
+        // against the directory we were started in, as we did.
+        let here = std::env::current_dir().ok();
+        if let Err(e) = std::env::set_current_dir(&self.start.cwd) {
+            kept.restore();
+            return format!("cannot change to {}: {e}", self.start.cwd.display());
+        }
+        tracing::info!(
+            "Upgrade: exec'ing {} in place (pid:{}), handing {} workers over",
+            program.display(),
+            self.pid,
+            state.workers.len()
+        );
+        let err = nix::unistd::execve(&path, &args, &env).unwrap_err();
+        kept.restore();
+        if let Some(dir) = here {
+            let _ = std::env::set_current_dir(dir);
+        }
+        format!("cannot execute {}: {err}", program.display())
+    }
+
+    /// New image: what the old image handed over. The listeners were
+    /// claimed already; here the inherited workers are noted for retiring
+    /// and the sockets' files are taken as ours.
+    pub(super) fn adopt(&mut self, handed: Result<HandedState, Unreadable>) {
+        let pids: Vec<i32> = match handed {
+            Ok(state) => {
+                if state.master_pid != self.pid.as_raw() {
+                    tracing::warn!(
+                        "Upgrade state of another process (pid:{}); retiring its workers anyway",
+                        state.master_pid
+                    );
+                }
+                state.workers.iter().map(|w| w.pid).collect()
+            }
+            Err(Unreadable::Version { found, pids }) => {
+                tracing::warn!(
+                    "Upgrade state unreadable: {}; retiring its workers once ours have booted",
+                    Unreadable::Version {
+                        found,
+                        pids: pids.clone()
+                    }
+                );
+                pids
+            }
+            Err(e) => {
+                tracing::error!("Upgrade state unreadable: {e}");
+                Vec::new()
+            }
+        };
+        // Still our children: none was reaped between the state and the
+        // exec, so no pid here can have been reused.
+        self.adopted = pids
+            .into_iter()
+            .filter(|&p| p > 0)
+            .map(Pid::from_raw)
+            .collect();
+        tracing::info!(
+            "Upgraded in place (pid:{}): {} workers of the previous image serve until ours have booted",
+            self.pid,
+            self.adopted.len()
+        );
+        if self.listener_source == ListenerSource::Upgrade {
+            let owned = super::upgrade::owned_from_env();
+            for l in &mut self.listeners {
+                if let Some(o) = owned.iter().find(|o| o.fd == l.raw_fd()) {
+                    l.claim_path(o.file);
+                }
+            }
+            self.listener_source = ListenerSource::Bound;
+        }
+    }
+
+    /// New image: stop the inherited workers once the new generation serves
+    /// (or the server stops), and kill those still there after
+    /// `graceful_timeout`.
+    pub(super) fn retire_adopted(&mut self, now: Instant) {
+        if self.adopted.is_empty() {
+            self.adopted_kill_at = None;
+            return;
+        }
+        match self.adopted_kill_at {
+            None => {
+                let serving = self.pool.serving_capacity() >= self.pool.target;
+                if serving || !self.pool.is_running() {
+                    tracing::info!(
+                        "Retiring the {} workers of the previous image",
+                        self.adopted.len()
+                    );
+                    for &pid in &self.adopted {
+                        let _ = kill(pid, Signal::SIGTERM);
+                    }
+                    self.adopted_kill_at = Some(now + self.pool.limits.graceful_timeout);
+                }
+            }
+            Some(at) if now >= at => {
+                for &pid in &self.adopted {
+                    tracing::warn!("Killing worker {pid} of the previous image (graceful timeout)");
+                    let _ = kill(pid, Signal::SIGKILL);
+                }
+                self.adopted_kill_at = Some(now + PROBE_TIMEOUT);
+            }
+            Some(_) => {}
+        }
+    }
+
+    /// New image: a reaped child that was an inherited worker.
+    pub(super) fn adopted_exited(&mut self, pid: Pid) -> bool {
+        let before = self.adopted.len();
+        self.adopted.retain(|&p| p != pid);
+        self.adopted.len() != before
     }
 
     /// Runs the binary this master was started from (the path, which may

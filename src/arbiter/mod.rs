@@ -26,6 +26,7 @@ mod command;
 mod control;
 mod event;
 mod execute;
+mod handover;
 mod in_place;
 mod notify_socket;
 mod output;
@@ -130,6 +131,12 @@ pub struct Arbiter {
     /// New master: the handed-over fds whose socket files it owns once it
     /// takes over.
     owned_fds: Vec<upgrade::OwnedSocketFile>,
+    /// An in-place upgrade passed its probe: exec at the end of the pass.
+    exec_pending: bool,
+    /// New image of an in-place upgrade: the previous image's workers, to
+    /// retire once ours have booted, and when the remaining ones get SIGKILL.
+    adopted: Vec<Pid>,
+    adopted_kill_at: Option<Instant>,
     /// New master: a pidfd of the old master, readable once it exited.
     old_master_pidfd: Option<OwnedFd>,
     /// New master: when to decide whether the old master, which closed the
@@ -190,7 +197,9 @@ pub fn run(loader: Loader, settings: Settings) -> i32 {
     // daemonize() warns on stderr about NOTIFY_SOCKET and applies --chdir
     // itself, before it forks; the log file gets the warning below. A new
     // master of an upgrade is already detached: it never daemonizes.
-    let daemonize = settings.daemon && parent.is_none();
+    // The new image of an in-place upgrade is the same, detached, process.
+    let handed = handover::state_from_env().map(|fd| fd.and_then(handover::read_state));
+    let daemonize = settings.daemon && parent.is_none() && handed.is_none();
     let mut daemon = if daemonize {
         let opts = crate::daemon::DaemonOptions {
             chdir: settings.chdir.clone(),
@@ -216,7 +225,7 @@ pub fn run(loader: Loader, settings: Settings) -> i32 {
             crate::daemon::NOTIFY_SOCKET_WARNING.trim_start_matches("gunicornd: warning: ")
         );
     }
-    let mut arbiter = match Arbiter::start(loader, settings, &mut daemon, start, parent) {
+    let mut arbiter = match Arbiter::start(loader, settings, &mut daemon, start, parent, handed) {
         Ok(a) => a,
         Err(e) => {
             tracing::error!("{e}");
@@ -244,6 +253,7 @@ impl Arbiter {
         daemon: &mut Option<DaemonHandle>,
         start: upgrade::StartContext,
         parent: Option<upgrade::Parent>,
+        handed: Option<Result<handover::HandedState, handover::Unreadable>>,
     ) -> Result<Arbiter, String> {
         let pid = nix::unistd::getpid();
         let name = if parent.is_some() {
@@ -280,7 +290,7 @@ impl Arbiter {
         }
         // Inherited sockets (fd://N, GUNICORN_FD, LISTEN_FDS) are claimed
         // before anything could take their numbers or inherit them.
-        let claimed = claim_inherited_listeners(&settings, parent.is_some())?;
+        let claimed = claim_inherited_listeners(&settings, parent.is_some() || handed.is_some())?;
         let mut hooks = Hooks::new(&settings.hooks);
         hooks.fire("on_starting", &[]);
         let (listeners, listener_source) = match claimed {
@@ -391,12 +401,18 @@ impl Arbiter {
             channel,
             channel_buf: Vec::new(),
             owned_fds,
+            exec_pending: false,
+            adopted: Vec::new(),
+            adopted_kill_at: None,
             old_master_pidfd: None,
             given_up_check: None,
             preloaded,
         };
         if let Some(old) = arbiter.pool.parent_master {
             arbiter.watch_old_master(old);
+        }
+        if let Some(handed) = handed {
+            arbiter.adopt(handed);
         }
         Ok(arbiter)
     }
@@ -472,7 +488,14 @@ impl Arbiter {
                 self.handle(Event::WatchdogDue);
             }
             self.handle(Event::EndOfPass);
+            if self.exec_pending {
+                self.exec_in_place();
+            }
             if let Some(halt) = self.pool.finished() {
+                if !self.adopted.is_empty() {
+                    // The previous image's workers are still stopping.
+                    continue;
+                }
                 return halt;
             }
         }
@@ -495,6 +518,7 @@ impl Arbiter {
             }
             Event::EndOfPass => {
                 self.check_given_up(now);
+                self.retire_adopted(now);
                 self.pool.progress();
                 self.pool.manage(now);
             }
@@ -557,6 +581,12 @@ impl Arbiter {
             return;
         }
         let Some(slot) = self.pool.workers.get(pid).map(|w| w.slot) else {
+            if self.adopted_exited(pid) {
+                tracing::info!(
+                    "Worker of the previous image exited (pid:{pid}, status:{status:?})"
+                );
+                return;
+            }
             tracing::debug!("Reaped unknown child process (pid:{pid}, status:{status:?})");
             return;
         };
@@ -596,6 +626,9 @@ impl Arbiter {
             }
         }
         if let Some(t) = self.report.next_watchdog() {
+            consider(t);
+        }
+        if let Some(t) = self.adopted_kill_at {
             consider(t);
         }
         if let Some(t) = self.given_up_check {

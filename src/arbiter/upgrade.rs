@@ -51,13 +51,13 @@ const CHANNEL_VAR: &str = "GUNICORND_UPGRADE_FD";
 /// bound them), each as `FD:DEV:INO` (the file's identity, see
 /// [`FileId`]): the new master owns them once it takes over. An old master
 /// of an earlier release writes the fd alone.
-const OWNED_VAR: &str = "GUNICORND_OWNED_FDS";
+pub(super) const OWNED_VAR: &str = "GUNICORND_OWNED_FDS";
 /// The old master's pid, as gunicorn names it.
 const PARENT_VAR: &str = "GUNICORN_PID";
 
 /// Variables describing inherited descriptors or the previous master: the
 /// new master gets fresh ones, never the ones this master was started with.
-const HANDED_OVER_VARS: &[&str] = &[
+pub(super) const HANDED_OVER_VARS: &[&str] = &[
     "GUNICORN_FD",
     PARENT_VAR,
     CHANNEL_VAR,
@@ -68,6 +68,7 @@ const HANDED_OVER_VARS: &[&str] = &[
     // systemd watches the main pid only; the new master becomes it on
     // takeover and must not skip the watchdog because of the old pid.
     "WATCHDOG_PID",
+    super::handover::STATE_VAR,
 ];
 
 /// How this master was started, captured before anything changes it: what
@@ -154,6 +155,17 @@ impl OwnedSocketFile {
     }
 }
 
+/// The handed-over fds whose socket files become ours ([`OWNED_VAR`]),
+/// taken out of the environment.
+pub(super) fn owned_from_env() -> Vec<OwnedSocketFile> {
+    let owned = std::env::var(OWNED_VAR)
+        .ok()
+        .map(|v| v.split(',').filter_map(OwnedSocketFile::parse).collect())
+        .unwrap_or_default();
+    std::env::remove_var(OWNED_VAR);
+    owned
+}
+
 /// The old master, as a new master started by an upgrade sees it.
 pub(super) struct Parent {
     pub(super) pid: Pid,
@@ -170,13 +182,9 @@ impl Parent {
         else {
             return Ok(None);
         };
-        let owned_fds: Vec<OwnedSocketFile> = std::env::var(OWNED_VAR)
-            .ok()
-            .map(|v| v.split(',').filter_map(OwnedSocketFile::parse).collect())
-            .unwrap_or_default();
+        let owned_fds = owned_from_env();
         std::env::remove_var(PARENT_VAR);
         std::env::remove_var(CHANNEL_VAR);
-        std::env::remove_var(OWNED_VAR);
         let pid: i32 = pid
             .to_str()
             .and_then(|s| s.parse().ok())
