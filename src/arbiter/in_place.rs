@@ -66,13 +66,19 @@ impl Arbiter {
         if let Err(why) = self.pool.start_upgrade() {
             return Outcome::Refused(why);
         }
-        if let Some(why) = self.why_not_in_place() {
+        // systemd (Type=notify-reload) waits for RELOADING=1 after the
+        // signal, then READY=1: from the new image once its generation
+        // serves, or from this one at once when the upgrade does not happen.
+        self.report.reloading();
+        let refused = match self.why_not_in_place() {
+            Some(why) => Err(why),
+            None => self
+                .probe()
+                .map_err(|reason| format!("the new binary failed the probe: {reason}")),
+        };
+        if let Err(why) = refused {
+            self.report.reloaded();
             return self.pool.upgrade_not_started(&why);
-        }
-        if let Err(reason) = self.probe() {
-            return self
-                .pool
-                .upgrade_not_started(&format!("the new binary failed the probe: {reason}"));
         }
         tracing::info!("Upgrade: the new binary passed the probe; it runs in place next");
         // At the end of this pass, once the reply to whoever asked is out.
@@ -107,6 +113,8 @@ impl Arbiter {
     pub(super) fn exec_in_place(&mut self) {
         self.exec_pending = false;
         let reason = self.exec_new_image();
+        // Serving as before (RELOADING=1 went out with the request).
+        self.report.reloaded();
         self.pool.upgrade_not_started(&reason);
         self.execute();
     }
