@@ -243,3 +243,53 @@ fn the_probe_flag_answers_for_the_state_version() {
         stderr(&other)
     );
 }
+
+const UNSHARE: &[&str] = &["unshare", "--pid", "--fork", "--kill-child"];
+
+#[test]
+fn as_pid_1_the_master_upgrades_in_place_and_never_exits() {
+    let allowed = std::process::Command::new(UNSHARE[0])
+        .args(&UNSHARE[1..])
+        .arg("true")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !allowed {
+        eprintln!("skipped: this host does not let us create a PID namespace");
+        return;
+    }
+    let srv = Launch::hello(2).booted(0).wrapper(UNSHARE).start();
+    let socket = srv.socket.clone().unwrap();
+    let mut inner = 0;
+    expect_within(LONG, "gunicornd forked by unshare", || {
+        let kids = children_of(srv.pid);
+        inner = kids.iter().next().copied().unwrap_or(0);
+        kids.len() == 1 && proc_info(inner).is_some_and(|p| p.comm == "gunicornd")
+    });
+    let ping: serde_json::Value = Conn::open(&socket).ok("ping");
+    assert_eq!(ping["pid"].as_i64(), Some(1), "the master is PID 1");
+    let mut old = None;
+    expect_within(LONG, "two booted workers", || {
+        old = booted_workers(&socket).filter(|b| b.len() == 2);
+        old.is_some()
+    });
+    let old = old.unwrap();
+    let out = ctl(&["-s", srv.sock(), "upgrade", "--in-place"]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}{}",
+        stdout(&out),
+        stderr(&out)
+    );
+    expect_within(LONG, "a new generation alone", || {
+        booted_workers(&socket).is_some_and(|b| b.len() == 2 && b.is_disjoint(&old))
+            && all_children_of(inner)
+                .iter()
+                .filter(|p| p.state != 'Z')
+                .count()
+                == 2
+    });
+    assert!(process_alive(srv.pid), "unshare still runs");
+    assert_eq!(children_of(srv.pid), [inner].into(), "the same PID 1");
+    assert_eq!(srv.get("/").status, 200);
+}
