@@ -4,7 +4,7 @@
 //! nothing.
 
 use std::fs;
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
 use std::time::Duration;
 
@@ -140,6 +140,8 @@ fn nothing_but_what_is_handed_over_crosses_the_exec() {
     let (srv, program) = from_copy(1, &[]);
     let old = srv.wait_booted(1);
     let before = fd_kinds(srv.pid);
+    let socket = srv.socket.clone().unwrap();
+    let socket_file = fs::metadata(&socket).unwrap().ino();
     install_copy(&program);
     let out = ctl(&["-s", srv.sock(), "upgrade", "--in-place"]);
     assert_eq!(
@@ -175,6 +177,12 @@ fn nothing_but_what_is_handed_over_crosses_the_exec() {
     assert!(subset, "before the exec: {before:?}\nafter it: {after:?}");
     let environ = fs::read(format!("/proc/{}/environ", srv.pid)).unwrap();
     assert!(String::from_utf8_lossy(&environ).contains("GUNICORND_STATE_FD="));
+    // The control socket was not bound anew: the same file, the same
+    // listener (so a client connecting during the exec waits, not refused).
+    srv.expect_log("kept across the upgrade", LONG);
+    assert_eq!(fs::metadata(&socket).unwrap().ino(), socket_file);
+    let ping: serde_json::Value = Conn::open(&socket).ok("ping");
+    assert_eq!(ping["pid"].as_i64(), Some(srv.pid as i64));
 }
 
 #[test]

@@ -10,9 +10,15 @@ use nix::sys::memfd::{memfd_create, MFdFlags};
 use serde::{Deserialize, Serialize};
 
 use super::in_place::STATE_VERSION;
+use crate::fd::FileId;
 
 /// Names the fd of the state in the new image's environment.
 pub const STATE_VAR: &str = "GUNICORND_STATE_FD";
+/// Names the control socket's listener in the new image's environment, as
+/// `FD` or `FD:DEV:INO` (the socket file's identity, see `FileId`): apart
+/// from the state, so that a new image that cannot read the state still
+/// serves on it.
+pub const CONTROL_VAR: &str = "GUNICORND_CONTROL_FD";
 /// Tests only: the state version the new image reads, instead of
 /// [`STATE_VERSION`] (a new binary that does not understand the state).
 pub const VERSION_OVERRIDE_VAR: &str = "GUNICORND_STATE_VERSION_OVERRIDE";
@@ -141,6 +147,21 @@ pub fn state_from_env() -> Option<Result<OwnedFd, Unreadable>> {
     let fd = unsafe { OwnedFd::from_raw_fd(fd) };
     let _ = crate::fd::set_cloexec(&fd);
     Some(Ok(fd))
+}
+
+/// The control socket listener the environment names, taken over.
+pub fn control_from_env() -> Option<(std::os::unix::net::UnixListener, Option<FileId>)> {
+    let value = std::env::var(CONTROL_VAR).ok()?;
+    std::env::remove_var(CONTROL_VAR);
+    let (fd, file) = match value.split_once(':') {
+        Some((fd, id)) => (fd, FileId::parse(id)),
+        None => (value.as_str(), None),
+    };
+    let fd: RawFd = fd.parse().ok().filter(|&fd| fd > 2 && fcntl_ok(fd))?;
+    // SAFETY: the old image left this fd open for us alone, and the
+    // variable is read once.
+    let listener = unsafe { std::os::unix::net::UnixListener::from_raw_fd(fd) };
+    Some((listener, file))
 }
 
 fn fcntl_ok(fd: RawFd) -> bool {

@@ -187,11 +187,22 @@ impl Arbiter {
                 cstring(&kv)
             })
             .collect();
-        let (Some(args), Some(env)) = (args, env) else {
+        let (Some(args), Some(mut env)) = (args, env) else {
             return "an argument or variable has a NUL byte".into();
         };
         let mut keep = listener_fds;
         keep.push(state_fd.as_raw_fd());
+        if let Some(ctl) = &self.control {
+            // The same listener, so that clients connecting during the exec
+            // wait in its queue instead of being refused.
+            let (fd, file) = ctl.listener();
+            let value = match file {
+                Some(file) => format!("{fd}:{file}"),
+                None => fd.to_string(),
+            };
+            env.push(CString::new(format!("{}={value}", handover::CONTROL_VAR)).expect("digits"));
+            keep.push(fd);
+        }
         let mut kept = match handover::keep_across_exec(&keep) {
             Ok(kept) => kept,
             Err(e) => return e,

@@ -336,9 +336,17 @@ impl Arbiter {
             )
             .map_err(|e| format!("event loop: {e}"))?;
         let control_path = control_socket_path(&settings);
+        // The new image of an in-place upgrade serves on the listener the
+        // previous one bound.
+        let handed_control = handed.as_ref().and_then(|_| handover::control_from_env());
         let mut control = control_path
             .as_deref()
-            .and_then(|path| open_control_socket(&own_path(path), &settings, pid));
+            .and_then(|path| match handed_control {
+                Some((listener, file)) => {
+                    adopt_control_socket(listener, path, file, &settings, pid)
+                }
+                None => open_control_socket(&own_path(path), &settings, pid),
+            });
         if let Some(server) = control.as_mut() {
             if let Err(e) = server.register(poll.registry(), CONTROL) {
                 tracing::warn!("Control socket disabled: {e}");
@@ -1014,6 +1022,28 @@ fn control_access(settings: &Settings) -> crate::control::server::Access {
 
 /// Bind the control socket at `path`. Failing is a warning, never fatal
 /// (gunicorn's default-on socket broke read-only containers).
+fn adopt_control_socket(
+    listener: std::os::unix::net::UnixListener,
+    path: &Path,
+    file: Option<crate::fd::FileId>,
+    settings: &Settings,
+    pid: Pid,
+) -> Option<ControlServer> {
+    match ControlServer::adopt(listener, path, file, CONTROL.0, control_access(settings)) {
+        Ok(server) => {
+            tracing::info!(
+                "Control socket listening at {} ({pid}), kept across the upgrade",
+                path.display()
+            );
+            Some(server)
+        }
+        Err(e) => {
+            tracing::warn!("Failed to keep the control socket: {e}; binding it anew");
+            open_control_socket(path, settings, pid)
+        }
+    }
+}
+
 fn open_control_socket(path: &Path, settings: &Settings, pid: Pid) -> Option<ControlServer> {
     let access = control_access(settings);
     match ControlServer::bind(path, settings.control_socket_mode, CONTROL.0, access) {

@@ -69,6 +69,7 @@ pub(super) const HANDED_OVER_VARS: &[&str] = &[
     // takeover and must not skip the watchdog because of the old pid.
     "WATCHDOG_PID",
     super::handover::STATE_VAR,
+    super::handover::CONTROL_VAR,
 ];
 
 /// How this master was started, captured before anything changes it: what
