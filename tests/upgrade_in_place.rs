@@ -76,6 +76,14 @@ fn three_in_place_upgrades_under_load_keep_the_pid_and_replace_every_worker() {
         assert!(process_alive(srv.pid), "round {round}");
         let exe = fs::read_link(format!("/proc/{}/exe", srv.pid)).unwrap();
         assert_eq!(exe, program, "round {round}: the master runs the new file");
+        // gunicornctl status names the file it runs, so the upgrade shows.
+        let ino = fs::metadata(&program).unwrap().ino();
+        let status = ctl_ok(&["-s", srv.sock(), "status"]);
+        assert!(
+            status.contains(&format!("{} (inode {ino}, modified ", program.display())),
+            "round {round}: {status}"
+        );
+        assert!(status.contains("exec'd"), "{status}");
         assert_eq!(
             listening_inodes(port),
             inodes,

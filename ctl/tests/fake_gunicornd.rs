@@ -281,6 +281,7 @@ impl State {
                     workers_booted: Some(self.workers.iter().filter(|w| w.booted).count()),
                     generation: Some(self.generation),
                     upgrade: self.upgrade_info(),
+                    binary: None,
                 },
             ),
             ControlCommand::Ping => Response::ok(

@@ -76,9 +76,9 @@ pub use frame::{
 };
 pub use message::{Arg, Request, Response};
 pub use reply::{
-    ArbiterInfo, ConfigReply, DirtyReply, EventsReply, HelpReply, ListenerInfo, ListenersReply,
-    PingReply, ReloadReply, ScaleReply, ShowAllReply, ShutdownReply, StatsReply, StatusReply,
-    StopWorkersReply, UpgradeInfo, UpgradeReply, VersionReply, WorkerAddReply, WorkerInfo,
-    WorkerKillReply, WorkerRemoveReply, WorkersReply, PROTOCOL_VERSION,
+    ArbiterInfo, BinaryInfo, ConfigReply, DirtyReply, EventsReply, HelpReply, ListenerInfo,
+    ListenersReply, PingReply, ReloadReply, ScaleReply, ShowAllReply, ShutdownReply, StatsReply,
+    StatusReply, StopWorkersReply, UpgradeInfo, UpgradeReply, VersionReply, WorkerAddReply,
+    WorkerInfo, WorkerKillReply, WorkerRemoveReply, WorkersReply, PROTOCOL_VERSION,
 };
 pub use words::split_words;
