@@ -159,7 +159,13 @@ fn nothing_but_what_is_handed_over_crosses_the_exec() {
         stdout(&out),
         stderr(&out)
     );
-    srv.expect_log("Upgraded in place", LONG);
+    // gunicornctl returns once the new image's workers have booted.
+    assert!(
+        stdout(&out).contains("runs the new binary, its workers booted"),
+        "{}",
+        stdout(&out)
+    );
+    assert!(srv.log_contains("Upgraded in place"), "{}", srv.log());
     expect_within(LONG, "the new generation alone", || {
         let now = srv.worker_pids();
         now.len() == 1 && now.is_disjoint(&old) && old.iter().all(|&w| !process_alive(w))

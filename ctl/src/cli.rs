@@ -124,7 +124,8 @@ pub enum Cmd {
         #[arg(long, value_name = "DURATION", default_value = "120", value_parser = parse_duration)]
         timeout: Duration,
         /// Exec the new binary in the master's own process (same pid), not
-        /// in a new master, whatever the server's upgrade_mode says
+        /// in a new master, whatever the server's upgrade_mode says; waits
+        /// until the new image's workers have booted
         #[arg(long)]
         in_place: bool,
     },

@@ -44,7 +44,7 @@ pub(super) fn upgrade(client: &mut Client, run: &mut Run) -> Result<(), CtlError
     let reply: UpgradeReply = client.call_as(&ControlCommand::Upgrade(None))?;
     if reply.pid == reply.old_pid {
         in_place_started(&reply, run);
-        return Ok(());
+        return wait_in_place(client.path().to_path_buf(), run);
     }
     run.old_pid = Some(reply.old_pid);
     run.new_pid = Some(reply.pid);
@@ -76,7 +76,41 @@ pub(super) fn upgrade_in_place(client: &mut Client, run: &mut Run) -> Result<(),
     let reply: UpgradeReply =
         client.call_as(&ControlCommand::Upgrade(Some(UpgradeMode::InPlace)))?;
     in_place_started(&reply, run);
-    Ok(())
+    wait_in_place(client.path().to_path_buf(), run)
+}
+
+/// After an in-place upgrade was accepted: wait until the master, the same
+/// pid, runs a new image whose workers have all booted. The connection
+/// closes at the exec, so each look is a new one.
+fn wait_in_place(path: PathBuf, run: &mut Run) -> Result<(), CtlError> {
+    let asked = Instant::now();
+    let pid = run.old_pid;
+    let until = run.started + run.timeout;
+    let serving = poll_until(until, || {
+        let mut client = Client::connect(&path).ok()?;
+        let stats: StatsReply = client
+            .call_as(&ControlCommand::Show(ShowTarget::Stats))
+            .ok()?;
+        let new_image = stats
+            .binary
+            .as_ref()
+            .is_some_and(|b| b.execed < asked.elapsed().as_secs_f64());
+        let booted = stats.workers_booted.unwrap_or(0) >= stats.workers_target;
+        (Some(stats.pid) == pid && new_image && booted).then_some(())
+    });
+    match serving {
+        Some(()) => {
+            run.say(format_args!(
+                "master {} runs the new binary, its workers booted",
+                crate::render::dash(pid)
+            ));
+            Ok(())
+        }
+        None => Err(CtlError::Failed(format!(
+            "the master did not come back serving from the new binary within {}",
+            crate::render::duration(run.timeout.as_secs_f64())
+        ))),
+    }
 }
 
 /// The master took an in-place upgrade on: it keeps its pid.
