@@ -218,6 +218,26 @@ fn a_broken_new_binary_fails_the_probe_and_the_master_serves_on() {
 }
 
 #[test]
+fn a_failed_exec_leaves_the_old_image_serving() {
+    let (srv, program) = from_copy(1, &[]);
+    let workers = srv.wait_booted(1);
+    // Passes the probe, then is gone when the master execs it.
+    install_script(&program, "#!/bin/sh\nrm -f \"$0\"\nexit 0\n");
+    let out = ctl(&["-s", srv.sock(), "upgrade", "--in-place"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains("upgrade failed: cannot execute") && err.contains("ENOENT"),
+        "{err}"
+    );
+    assert!(process_alive(srv.pid));
+    assert_eq!(srv.worker_pids(), workers, "nothing changed");
+    assert_eq!(srv.get("/").status, 200);
+    let ping: serde_json::Value = Conn::open(srv.socket.as_ref().unwrap()).ok("ping");
+    assert_eq!(ping["pid"].as_i64(), Some(srv.pid as i64));
+}
+
+#[test]
 fn the_probe_checks_the_configuration_of_the_new_binary() {
     // `upgrade_mode = "in-place"` makes a plain USR2 (and `upgrade` without
     // a mode) upgrade in place; the probe gets the original arguments.
