@@ -218,6 +218,32 @@ fn a_broken_new_binary_fails_the_probe_and_the_master_serves_on() {
 }
 
 #[test]
+fn the_pidfile_stays_and_is_removed_at_the_end() {
+    let launch = Launch::hello(1);
+    let pidfile = launch.path("g.pid");
+    let srv = launch.arg("-p").arg(&pidfile).start();
+    let out = ctl(&["-s", srv.sock(), "upgrade", "--in-place"]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}{}",
+        stdout(&out),
+        stderr(&out)
+    );
+    assert_eq!(
+        fs::read_to_string(&pidfile).unwrap().trim(),
+        srv.pid.to_string()
+    );
+    srv.signal(libc::SIGTERM);
+    assert_eq!(srv.wait_exit(LONG), 0, "{}", srv.log());
+    assert!(!pidfile.exists(), "the new image removed the pidfile");
+    assert!(
+        !srv.socket.as_ref().unwrap().exists(),
+        "and the control socket"
+    );
+}
+
+#[test]
 fn a_failed_exec_leaves_the_old_image_serving() {
     let (srv, program) = from_copy(1, &[]);
     let workers = srv.wait_booted(1);
