@@ -244,6 +244,29 @@ fn the_pidfile_stays_and_is_removed_at_the_end() {
 }
 
 #[test]
+fn a_unix_socket_the_master_bound_stays_its_own_to_remove() {
+    let launch = Launch::hello(1);
+    let sock = launch.path("app.sock");
+    let srv = launch
+        .arg("-b")
+        .arg(format!("unix:{}", sock.display()))
+        .start();
+    let inode = fs::metadata(&sock).unwrap().ino();
+    let out = ctl(&["-s", srv.sock(), "upgrade", "--in-place"]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}{}",
+        stdout(&out),
+        stderr(&out)
+    );
+    assert_eq!(fs::metadata(&sock).unwrap().ino(), inode, "not bound again");
+    srv.signal(libc::SIGTERM);
+    assert_eq!(srv.wait_exit(LONG), 0, "{}", srv.log());
+    assert!(!sock.exists(), "the new image removed the socket file");
+}
+
+#[test]
 fn a_failed_exec_leaves_the_old_image_serving() {
     let (srv, program) = from_copy(1, &[]);
     let workers = srv.wait_booted(1);
