@@ -27,6 +27,13 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Startup::CheckConfig(_) => ExitCode::SUCCESS,
+        Startup::Probe(version) => match gunicornd::arbiter::probe_answer(version) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(why) => {
+                eprintln!("Error: {why}");
+                ExitCode::FAILURE
+            }
+        },
         Startup::Run(settings) => exit_code(gunicornd::arbiter::run(loader, settings)),
     }
 }

@@ -123,6 +123,11 @@ pub enum Cmd {
         /// rollback may take up to 30 s more
         #[arg(long, value_name = "DURATION", default_value = "120", value_parser = parse_duration)]
         timeout: Duration,
+        /// Exec the new binary in the master's own process (same pid), not
+        /// in a new master, whatever the server's upgrade_mode says; waits
+        /// until the new image's workers have booted
+        #[arg(long)]
+        in_place: bool,
     },
     /// Print events (workers booting and exiting, reloads, scaling) as they happen
     Events,
@@ -261,14 +266,18 @@ mod tests {
     #[test]
     fn upgrade_timeout_defaults_to_two_minutes() {
         match parse(&["upgrade"]).unwrap().command {
-            Cmd::Upgrade { timeout } => assert_eq!(timeout, Duration::from_secs(120)),
+            Cmd::Upgrade { timeout, .. } => assert_eq!(timeout, Duration::from_secs(120)),
             other => panic!("{other:?}"),
         }
         match parse(&["upgrade", "--timeout", "1.5", "--json"])
             .unwrap()
             .command
         {
-            Cmd::Upgrade { timeout } => assert_eq!(timeout, Duration::from_millis(1500)),
+            Cmd::Upgrade { timeout, .. } => assert_eq!(timeout, Duration::from_millis(1500)),
+            other => panic!("{other:?}"),
+        }
+        match parse(&["upgrade", "--in-place"]).unwrap().command {
+            Cmd::Upgrade { in_place, .. } => assert!(in_place),
             other => panic!("{other:?}"),
         }
         assert_eq!(

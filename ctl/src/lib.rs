@@ -78,7 +78,7 @@ pub fn run(cli: &Cli, out: &mut dyn Write) -> Result<(), CtlError> {
         Cmd::Kill { pid } => commands::kill(&path, *pid, o),
         Cmd::Stop { quick } => commands::stop(&path, *quick, o),
         Cmd::StopWorkers => commands::stop_workers(&path, o),
-        Cmd::Upgrade { timeout } => upgrade::upgrade(&path, *timeout, o),
+        Cmd::Upgrade { timeout, in_place } => upgrade::upgrade(&path, *timeout, *in_place, o),
         Cmd::Events => events::follow(&path, o),
         Cmd::Raw { command } => commands::raw(&path, command, o),
         Cmd::Completions { shell } => {

@@ -2,8 +2,8 @@
 //! normalised so that the rest of the client need not care which one it is.
 
 use gunicornd_protocol::{
-    ControlCommand, ListenerInfo, ListenersReply, ShowTarget, StatsReply, UpgradeInfo, WorkerInfo,
-    WorkersReply,
+    BinaryInfo, ControlCommand, ListenerInfo, ListenersReply, ShowTarget, StatsReply, UpgradeInfo,
+    WorkerInfo, WorkersReply,
 };
 use serde::Serialize;
 
@@ -98,6 +98,9 @@ pub struct StatusView {
     /// A binary upgrade in progress, as this master sees it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub upgrade: Option<UpgradeInfo>,
+    /// The binary the master runs (gunicornd only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub binary: Option<BinaryInfo>,
 }
 
 impl StatusView {
@@ -115,6 +118,7 @@ impl StatusView {
             generation: pool.newest_generation(),
             listeners: listeners.listeners,
             upgrade: pool.stats.upgrade.clone(),
+            binary: pool.stats.binary.clone(),
         })
     }
 }

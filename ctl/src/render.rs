@@ -175,6 +175,20 @@ pub fn status(out: &mut dyn Write, s: &StatusView) -> io::Result<()> {
         ("generation", dash(s.generation)),
         ("listeners", listeners),
     ];
+    if let Some(b) = &s.binary {
+        let modified = u64::try_from(b.mtime)
+            .ok()
+            .map(|secs| std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs))
+            .map_or_else(
+                || b.mtime.to_string(),
+                |t| humantime::format_rfc3339_seconds(t).to_string(),
+            );
+        pairs.push((
+            "binary",
+            format!("{} (inode {}, modified {modified})", b.path, b.inode),
+        ));
+        pairs.push(("exec'd", format!("{} ago", duration(b.execed))));
+    }
     if let Some(u) = &s.upgrade {
         pairs.push(("upgrade", upgrade_phase(s.master_pid, u)));
     }

@@ -281,6 +281,7 @@ impl State {
                     workers_booted: Some(self.workers.iter().filter(|w| w.booted).count()),
                     generation: Some(self.generation),
                     upgrade: self.upgrade_info(),
+                    binary: None,
                 },
             ),
             ControlCommand::Ping => Response::ok(
@@ -290,7 +291,7 @@ impl State {
                     pid: OLD_PID,
                 },
             ),
-            ControlCommand::Upgrade => self.handle_upgrade(id),
+            ControlCommand::Upgrade(_) => self.handle_upgrade(id),
             ControlCommand::StopWorkers => {
                 let n = self.workers.len();
                 self.workers.clear();

@@ -8,6 +8,7 @@ complete -c gunicornd -l halt-on-boot-error -d 'Halt the server when a worker ex
 complete -c gunicornd -s t -l timeout -d 'Seconds a worker may go silent before it is killed and replaced; 0 disables the check [default: 30]' -r
 complete -c gunicornd -l graceful-timeout -d 'Seconds workers get to finish their requests after a graceful stop or restart before they are killed [default: 30]' -r
 complete -c gunicornd -l upgrade-timeout -d 'Seconds a new master started by USR2 or gunicornctl upgrade has to boot all its workers; past it the old master kills it and keeps serving [default: 60]' -r
+complete -c gunicornd -l upgrade-mode -d 'What USR2 and gunicornctl upgrade do: fork (start a new master that takes over, as gunicorn does) or in-place (exec the new binary in the master\'s own process, keeping its pid) [default: fork]' -r
 complete -c gunicornd -l header-timeout -d 'Seconds a client has to send a whole request head; past it the worker answers 408 and closes (applies with --timeout 0 too) [default: 10]' -r
 complete -c gunicornd -l body-timeout -d 'Seconds a worker waits for a client to send more of a request body or to read more of a response before it gives up on it (at most half of --timeout, so that a waiting worker is never taken for a hung one) [default: 30]' -r
 complete -c gunicornd -l body-buffer -d 'Request bodies with a Content-Length of up to this many bytes are read by the worker before the app is called, while it serves other clients; larger ones are read by the app as they come [default: 65536]' -r
@@ -37,6 +38,7 @@ complete -c gunicornd -l control-socket -d 'Path of the control socket used by g
 complete -c gunicornd -l control-socket-mode -d 'Permissions of the control socket, in octal [default: 0600]' -r
 complete -c gunicornd -l control-socket-allow -d 'Also let this user (a name or a uid) use the control socket; root and the server\'s own user always may, anyone else is refused as soon as it connects. Repeatable [default: none]' -r
 complete -c gunicornd -l control-socket-max-clients -d 'Most control socket connections open at once (never more than a quarter of the open-files limit); when all are taken, the one idle the longest is closed to make room [default: 256]' -r
+complete -c gunicornd -l upgrade-probe -d 'The probe of an in-place upgrade (src/arbiter/in_place.rs): check the configuration as --check-config does and whether this binary reads the state version given, then exit 0 or 1 with the reason. Only the old master passes it, on the command line' -r
 complete -c gunicornd -l permit-unconventional-http-method -d 'Accept any RFC 9110 token as the request method, not only 3 to 20 characters without lower case or \'#\' [default: off]'
 complete -c gunicornd -l casefold-http-method -d 'Upper-case the request method once it passed the checks (a lower-case method still needs --permit-unconventional-http-method) [default: off]'
 complete -c gunicornd -l permit-unconventional-http-version -d 'Accept any HTTP/d.d version, not only HTTP/1.0 to HTTP/1.9 [default: off]'

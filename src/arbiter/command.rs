@@ -5,7 +5,7 @@
 use nix::sys::signal::Signal;
 use nix::unistd::Pid;
 
-use crate::control::protocol::ScaleTarget;
+use crate::control::protocol::{ScaleTarget, UpgradeMode};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Command {
@@ -21,8 +21,9 @@ pub enum Command {
     StopWorkers,
     /// `worker kill PID`: retire one worker.
     KillWorker(Pid),
-    /// USR2: binary upgrade.
-    Upgrade,
+    /// USR2 / `upgrade [MODE]`: binary upgrade; no mode: the
+    /// `upgrade_mode` setting's.
+    Upgrade(Option<UpgradeMode>),
 }
 
 impl Command {
@@ -36,7 +37,7 @@ impl Command {
             Signal::SIGTTIN => Command::Scale(ScaleTarget::Up(1)),
             Signal::SIGTTOU => Command::Scale(ScaleTarget::Down(1)),
             Signal::SIGUSR1 => Command::ReopenLogs,
-            Signal::SIGUSR2 => Command::Upgrade,
+            Signal::SIGUSR2 => Command::Upgrade(None),
             Signal::SIGWINCH => Command::StopWorkers,
             _ => return None,
         })

@@ -10,11 +10,11 @@ use nix::unistd::Pid;
 
 use super::{Arbiter, Command, Outcome};
 use crate::control::protocol::{
-    ConfigReply, ControlCommand, DirtyReply, EventsReply, HelpReply, ListenerInfo, ListenersReply,
-    PingReply, ReloadReply, Response, ScaleReply, ScaleTarget, ShowAllReply, ShowTarget,
-    ShutdownMode, ShutdownReply, StatsReply, StatusReply, StopWorkersReply, UpgradeInfo,
-    UpgradeReply, VersionReply, WorkerAddReply, WorkerInfo, WorkerKillReply, WorkerRemoveReply,
-    WorkersReply,
+    BinaryInfo, ConfigReply, ControlCommand, DirtyReply, EventsReply, HelpReply, ListenerInfo,
+    ListenersReply, PingReply, ReloadReply, Response, ScaleReply, ScaleTarget, ShowAllReply,
+    ShowTarget, ShutdownMode, ShutdownReply, StatsReply, StatusReply, StopWorkersReply,
+    UpgradeInfo, UpgradeReply, VersionReply, WorkerAddReply, WorkerInfo, WorkerKillReply,
+    WorkerRemoveReply, WorkersReply,
 };
 use crate::control::server::Incoming;
 use crate::listeners::ListenAddr;
@@ -175,7 +175,7 @@ impl Arbiter {
                 }
                 other => refusal(id, other),
             },
-            ControlCommand::Upgrade => match self.command(Command::Upgrade) {
+            ControlCommand::Upgrade(mode) => match self.command(Command::Upgrade(mode)) {
                 Outcome::Upgrading { pid } => Response::ok(
                     id,
                     &UpgradeReply {
@@ -287,7 +287,22 @@ impl Arbiter {
             workers_booted: Some(self.pool.serving_capacity()),
             generation: Some(self.pool.generation),
             upgrade: self.upgrade_info(),
+            binary: self.binary_info(),
         }
+    }
+
+    /// The executable this image runs; exec'd when this image started.
+    fn binary_info(&self) -> Option<BinaryInfo> {
+        use std::os::unix::fs::MetadataExt;
+        let path = std::fs::read_link("/proc/self/exe").ok()?;
+        // Follows to the running file even once its path names another.
+        let meta = std::fs::metadata("/proc/self/exe").ok()?;
+        Some(BinaryInfo {
+            path: path.display().to_string(),
+            inode: meta.ino(),
+            mtime: meta.mtime(),
+            execed: self.started_at.elapsed().as_secs_f64(),
+        })
     }
 
     fn listener_infos(&self) -> Vec<ListenerInfo> {

@@ -26,6 +26,8 @@ mod command;
 mod control;
 mod event;
 mod execute;
+mod handover;
+mod in_place;
 mod notify_socket;
 mod output;
 mod plan;
@@ -50,6 +52,7 @@ use action::{Action, Level, Outcome, Report};
 use command::Command;
 pub use command::MASTER_SIGNALS;
 use event::Event;
+pub use in_place::{probe_answer, PROBE_FLAG, STATE_VERSION};
 use plan::{Exit, Halt, Limits, Liveness, Pool};
 use workers::Worker;
 
@@ -128,6 +131,12 @@ pub struct Arbiter {
     /// New master: the handed-over fds whose socket files it owns once it
     /// takes over.
     owned_fds: Vec<upgrade::OwnedSocketFile>,
+    /// An in-place upgrade passed its probe: exec at the end of the pass.
+    exec_pending: bool,
+    /// New image of an in-place upgrade: the previous image's workers, to
+    /// retire once ours have booted, and when the remaining ones get SIGKILL.
+    adopted: Vec<Pid>,
+    adopted_kill_at: Option<Instant>,
     /// New master: a pidfd of the old master, readable once it exited.
     old_master_pidfd: Option<OwnedFd>,
     /// New master: when to decide whether the old master, which closed the
@@ -188,7 +197,9 @@ pub fn run(loader: Loader, settings: Settings) -> i32 {
     // daemonize() warns on stderr about NOTIFY_SOCKET and applies --chdir
     // itself, before it forks; the log file gets the warning below. A new
     // master of an upgrade is already detached: it never daemonizes.
-    let daemonize = settings.daemon && parent.is_none();
+    // The new image of an in-place upgrade is the same, detached, process.
+    let handed = handover::state_from_env().map(|fd| fd.and_then(handover::read_state));
+    let daemonize = settings.daemon && parent.is_none() && handed.is_none();
     let mut daemon = if daemonize {
         let opts = crate::daemon::DaemonOptions {
             chdir: settings.chdir.clone(),
@@ -214,7 +225,7 @@ pub fn run(loader: Loader, settings: Settings) -> i32 {
             crate::daemon::NOTIFY_SOCKET_WARNING.trim_start_matches("gunicornd: warning: ")
         );
     }
-    let mut arbiter = match Arbiter::start(loader, settings, &mut daemon, start, parent) {
+    let mut arbiter = match Arbiter::start(loader, settings, &mut daemon, start, parent, handed) {
         Ok(a) => a,
         Err(e) => {
             tracing::error!("{e}");
@@ -242,6 +253,7 @@ impl Arbiter {
         daemon: &mut Option<DaemonHandle>,
         start: upgrade::StartContext,
         parent: Option<upgrade::Parent>,
+        handed: Option<Result<handover::HandedState, handover::Unreadable>>,
     ) -> Result<Arbiter, String> {
         let pid = nix::unistd::getpid();
         let name = if parent.is_some() {
@@ -278,7 +290,7 @@ impl Arbiter {
         }
         // Inherited sockets (fd://N, GUNICORN_FD, LISTEN_FDS) are claimed
         // before anything could take their numbers or inherit them.
-        let claimed = claim_inherited_listeners(&settings, parent.is_some())?;
+        let claimed = claim_inherited_listeners(&settings, parent.is_some() || handed.is_some())?;
         let mut hooks = Hooks::new(&settings.hooks);
         hooks.fire("on_starting", &[]);
         let (listeners, listener_source) = match claimed {
@@ -324,9 +336,17 @@ impl Arbiter {
             )
             .map_err(|e| format!("event loop: {e}"))?;
         let control_path = control_socket_path(&settings);
+        // The new image of an in-place upgrade serves on the listener the
+        // previous one bound.
+        let handed_control = handed.as_ref().and_then(|_| handover::control_from_env());
         let mut control = control_path
             .as_deref()
-            .and_then(|path| open_control_socket(&own_path(path), &settings, pid));
+            .and_then(|path| match handed_control {
+                Some((listener, file)) => {
+                    adopt_control_socket(listener, path, file, &settings, pid)
+                }
+                None => open_control_socket(&own_path(path), &settings, pid),
+            });
         if let Some(server) = control.as_mut() {
             if let Err(e) = server.register(poll.registry(), CONTROL) {
                 tracing::warn!("Control socket disabled: {e}");
@@ -389,12 +409,18 @@ impl Arbiter {
             channel,
             channel_buf: Vec::new(),
             owned_fds,
+            exec_pending: false,
+            adopted: Vec::new(),
+            adopted_kill_at: None,
             old_master_pidfd: None,
             given_up_check: None,
             preloaded,
         };
         if let Some(old) = arbiter.pool.parent_master {
             arbiter.watch_old_master(old);
+        }
+        if let Some(handed) = handed {
+            arbiter.adopt(handed);
         }
         Ok(arbiter)
     }
@@ -470,7 +496,14 @@ impl Arbiter {
                 self.handle(Event::WatchdogDue);
             }
             self.handle(Event::EndOfPass);
+            if self.exec_pending {
+                self.exec_in_place();
+            }
             if let Some(halt) = self.pool.finished() {
+                if !self.adopted.is_empty() {
+                    // The previous image's workers are still stopping.
+                    continue;
+                }
                 return halt;
             }
         }
@@ -493,6 +526,7 @@ impl Arbiter {
             }
             Event::EndOfPass => {
                 self.check_given_up(now);
+                self.retire_adopted(now);
                 self.pool.progress();
                 self.pool.manage(now);
             }
@@ -538,7 +572,7 @@ impl Arbiter {
             Command::ReopenLogs => self.pool.reopen_logs(),
             Command::StopWorkers => self.pool.stop_workers(now),
             Command::KillWorker(pid) => self.pool.kill_worker(pid, now),
-            Command::Upgrade => self.upgrade(),
+            Command::Upgrade(mode) => self.upgrade(mode),
         };
         self.execute();
         outcome
@@ -555,6 +589,12 @@ impl Arbiter {
             return;
         }
         let Some(slot) = self.pool.workers.get(pid).map(|w| w.slot) else {
+            if self.adopted_exited(pid) {
+                tracing::info!(
+                    "Worker of the previous image exited (pid:{pid}, status:{status:?})"
+                );
+                return;
+            }
             tracing::debug!("Reaped unknown child process (pid:{pid}, status:{status:?})");
             return;
         };
@@ -594,6 +634,9 @@ impl Arbiter {
             }
         }
         if let Some(t) = self.report.next_watchdog() {
+            consider(t);
+        }
+        if let Some(t) = self.adopted_kill_at {
             consider(t);
         }
         if let Some(t) = self.given_up_check {
@@ -979,6 +1022,28 @@ fn control_access(settings: &Settings) -> crate::control::server::Access {
 
 /// Bind the control socket at `path`. Failing is a warning, never fatal
 /// (gunicorn's default-on socket broke read-only containers).
+fn adopt_control_socket(
+    listener: std::os::unix::net::UnixListener,
+    path: &Path,
+    file: Option<crate::fd::FileId>,
+    settings: &Settings,
+    pid: Pid,
+) -> Option<ControlServer> {
+    match ControlServer::adopt(listener, path, file, CONTROL.0, control_access(settings)) {
+        Ok(server) => {
+            tracing::info!(
+                "Control socket listening at {} ({pid}), kept across the upgrade",
+                path.display()
+            );
+            Some(server)
+        }
+        Err(e) => {
+            tracing::warn!("Failed to keep the control socket: {e}; binding it anew");
+            open_control_socket(path, settings, pid)
+        }
+    }
+}
+
 fn open_control_socket(path: &Path, settings: &Settings, pid: Pid) -> Option<ControlServer> {
     let access = control_access(settings);
     match ControlServer::bind(path, settings.control_socket_mode, CONTROL.0, access) {

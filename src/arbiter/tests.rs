@@ -904,7 +904,7 @@ fn signals_map_to_the_commands_control_requests_use() {
         (Signal::SIGTTIN, Some(Command::Scale(ScaleTarget::Up(1)))),
         (Signal::SIGTTOU, Some(Command::Scale(ScaleTarget::Down(1)))),
         (Signal::SIGUSR1, Some(Command::ReopenLogs)),
-        (Signal::SIGUSR2, Some(Command::Upgrade)),
+        (Signal::SIGUSR2, Some(Command::Upgrade(None))),
         (Signal::SIGWINCH, Some(Command::StopWorkers)),
         (Signal::SIGCHLD, None),
     ];

@@ -33,7 +33,7 @@ use nix::unistd::Pid;
 
 use super::{Arbiter, ListenerSource, Outcome};
 use crate::config::{BindAddr, Settings};
-use crate::control::protocol::EventKind;
+use crate::control::protocol::{EventKind, UpgradeMode};
 use crate::fd::FileId;
 use crate::listeners::{self, ListenAddr, Listener, ListenerSpec};
 
@@ -51,13 +51,13 @@ const CHANNEL_VAR: &str = "GUNICORND_UPGRADE_FD";
 /// bound them), each as `FD:DEV:INO` (the file's identity, see
 /// [`FileId`]): the new master owns them once it takes over. An old master
 /// of an earlier release writes the fd alone.
-const OWNED_VAR: &str = "GUNICORND_OWNED_FDS";
+pub(super) const OWNED_VAR: &str = "GUNICORND_OWNED_FDS";
 /// The old master's pid, as gunicorn names it.
 const PARENT_VAR: &str = "GUNICORN_PID";
 
 /// Variables describing inherited descriptors or the previous master: the
 /// new master gets fresh ones, never the ones this master was started with.
-const HANDED_OVER_VARS: &[&str] = &[
+pub(super) const HANDED_OVER_VARS: &[&str] = &[
     "GUNICORN_FD",
     PARENT_VAR,
     CHANNEL_VAR,
@@ -68,6 +68,8 @@ const HANDED_OVER_VARS: &[&str] = &[
     // systemd watches the main pid only; the new master becomes it on
     // takeover and must not skip the watchdog because of the old pid.
     "WATCHDOG_PID",
+    super::handover::STATE_VAR,
+    super::handover::CONTROL_VAR,
 ];
 
 /// How this master was started, captured before anything changes it: what
@@ -77,10 +79,10 @@ pub(super) struct StartContext {
     /// The binary, by the path it was started with, made absolute: after a
     /// package upgrade that path names the new binary (`/proc/self/exe`
     /// would still name the replaced one). `Err` says why it is unknown.
-    program: Result<PathBuf, String>,
-    args: Vec<OsString>,
-    cwd: PathBuf,
-    env: Vec<(OsString, OsString)>,
+    pub(super) program: Result<PathBuf, String>,
+    pub(super) args: Vec<OsString>,
+    pub(super) cwd: PathBuf,
+    pub(super) env: Vec<(OsString, OsString)>,
 }
 
 impl StartContext {
@@ -154,6 +156,17 @@ impl OwnedSocketFile {
     }
 }
 
+/// The handed-over fds whose socket files become ours ([`OWNED_VAR`]),
+/// taken out of the environment.
+pub(super) fn owned_from_env() -> Vec<OwnedSocketFile> {
+    let owned = std::env::var(OWNED_VAR)
+        .ok()
+        .map(|v| v.split(',').filter_map(OwnedSocketFile::parse).collect())
+        .unwrap_or_default();
+    std::env::remove_var(OWNED_VAR);
+    owned
+}
+
 /// The old master, as a new master started by an upgrade sees it.
 pub(super) struct Parent {
     pub(super) pid: Pid,
@@ -170,13 +183,9 @@ impl Parent {
         else {
             return Ok(None);
         };
-        let owned_fds: Vec<OwnedSocketFile> = std::env::var(OWNED_VAR)
-            .ok()
-            .map(|v| v.split(',').filter_map(OwnedSocketFile::parse).collect())
-            .unwrap_or_default();
+        let owned_fds = owned_from_env();
         std::env::remove_var(PARENT_VAR);
         std::env::remove_var(CHANNEL_VAR);
-        std::env::remove_var(OWNED_VAR);
         let pid: i32 = pid
             .to_str()
             .and_then(|s| s.parse().ok())
@@ -265,8 +274,16 @@ pub(super) fn second(path: &Path) -> PathBuf {
 }
 
 impl Arbiter {
-    /// USR2 / `upgrade`: start a new master on the same sockets.
-    pub(super) fn upgrade(&mut self) -> Outcome {
+    /// USR2 / `upgrade`: in the mode asked for, else the configured one.
+    pub(super) fn upgrade(&mut self, mode: Option<UpgradeMode>) -> Outcome {
+        match mode.unwrap_or(self.settings.upgrade_mode) {
+            UpgradeMode::Fork => self.fork_upgrade(),
+            UpgradeMode::InPlace => self.in_place_upgrade(),
+        }
+    }
+
+    /// A fork-style upgrade: start a new master on the same sockets.
+    fn fork_upgrade(&mut self) -> Outcome {
         tracing::info!("Upgrade requested: {}", self.name);
         if let Err(why) = self.pool.start_upgrade() {
             return Outcome::Refused(why);

@@ -10,7 +10,7 @@ use std::path::PathBuf;
 
 use clap::{ArgAction, CommandFactory, Parser, ValueHint};
 
-use super::{values, WorkerClass};
+use super::{values, UpgradeMode, WorkerClass};
 use crate::http::HeaderMap;
 
 const AFTER_LONG_HELP: &str = "\
@@ -21,7 +21,7 @@ number of workers), the config file, GUNICORN_CMD_ARGS, and the command line.
 The config file is the one given with -c/--config (on the command line or in \
 GUNICORN_CMD_ARGS), else ./gunicornd.toml if it exists. It is TOML, and its \
 keys are gunicorn's setting names: bind, backlog, workers, timeout, \
-graceful_timeout, upgrade_timeout, worker_class, command, boot_grace, \
+graceful_timeout, upgrade_timeout, upgrade_mode, worker_class, command, boot_grace, \
 halt_on_boot_error, header_timeout, body_timeout, body_buffer, \
 worker_connections, max_requests, max_requests_jitter, \
 limit_request_line, limit_request_fields, limit_request_field_size, \
@@ -140,6 +140,12 @@ pub struct Cli {
     /// serving [default: 60]
     #[arg(long = "upgrade-timeout", value_name = "INT", value_parser = values::seconds)]
     pub upgrade_timeout: Option<u64>,
+
+    /// What USR2 and gunicornctl upgrade do: fork (start a new master that
+    /// takes over, as gunicorn does) or in-place (exec the new binary in
+    /// the master's own process, keeping its pid) [default: fork]
+    #[arg(long = "upgrade-mode", value_name = "MODE", value_parser = values::upgrade_mode)]
+    pub upgrade_mode: Option<UpgradeMode>,
 
     /// Seconds a client has to send a whole request head; past it the
     /// worker answers 408 and closes (applies with --timeout 0 too)
@@ -373,6 +379,13 @@ pub struct Cli {
     #[arg(long = "check-config", action = ArgAction::SetTrue)]
     pub check_config: bool,
 
+    /// The probe of an in-place upgrade (src/arbiter/in_place.rs): check
+    /// the configuration as --check-config does and whether this binary
+    /// reads the state version given, then exit 0 or 1 with the reason.
+    /// Only the old master passes it, on the command line.
+    #[arg(long = "upgrade-probe", value_name = "VERSION", hide = true)]
+    pub upgrade_probe: Option<u32>,
+
     /// Print the effective settings as a config file and exit
     #[arg(long = "print-config", action = ArgAction::SetTrue)]
     pub print_config: bool,
@@ -428,6 +441,7 @@ mod tests {
         expect("timeout", defaults::TIMEOUT.to_string());
         expect("graceful_timeout", defaults::GRACEFUL_TIMEOUT.to_string());
         expect("upgrade_timeout", defaults::UPGRADE_TIMEOUT.to_string());
+        expect("upgrade_mode", defaults::UPGRADE_MODE.as_str().to_owned());
         expect("worker_class", defaults::WORKER_CLASS.name().to_owned());
         expect("boot_grace", defaults::BOOT_GRACE.to_string());
         expect(

@@ -12,6 +12,7 @@ pub const GRACEFUL_TIMEOUT: u64 = 30;
 /// Seconds a binary upgrade's new master has to boot its workers (not a
 /// gunicorn setting: gunicorn's old master does not watch the new one).
 pub const UPGRADE_TIMEOUT: u64 = 60;
+pub const UPGRADE_MODE: super::UpgradeMode = super::UpgradeMode::Fork;
 /// `-k`: gunicorn's default worker class.
 pub const WORKER_CLASS: super::WorkerClass = super::WorkerClass::Sync;
 /// Seconds a command worker that says nothing on its `NOTIFY_SOCKET` takes

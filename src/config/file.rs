@@ -340,6 +340,7 @@ fn apply(layer: &mut Cli, e: &Entry<'_>) -> Result<(), ConfigError> {
         "timeout" => layer.timeout = Some(e.number(values::seconds)?),
         "graceful_timeout" => layer.graceful_timeout = Some(e.number(values::seconds)?),
         "upgrade_timeout" => layer.upgrade_timeout = Some(e.number(values::seconds)?),
+        "upgrade_mode" => layer.upgrade_mode = Some(e.string(values::upgrade_mode)?),
         "worker_class" => layer.worker_class = Some(e.string(values::worker_class)?),
         "command" => layer.command = Some(e.list(values::command_word)?),
         "boot_grace" => layer.boot_grace = Some(e.number(values::seconds)?),

@@ -38,6 +38,9 @@ pub enum Startup {
     CheckConfig(Settings),
     /// `--help` or `--version`: print the text to stdout, exit with the code.
     Exit(i32, String),
+    /// `--upgrade-probe VERSION` (an in-place upgrade's probe): everything
+    /// is valid; answer whether this binary reads that state version.
+    Probe(u32),
 }
 
 /// Everything needed to (re)load the configuration: the original argv, a
@@ -113,7 +116,8 @@ impl Loader {
             file: file.as_ref(),
         };
         let mut settings = self.merge(&layers)?;
-        let check = layers.flag(|l| l.check_config);
+        let probe = cli.upgrade_probe;
+        let check = layers.flag(|l| l.check_config) || probe.is_some();
         let print = layers.flag(|l| l.print_config);
         self.check_worker_class(&settings, &layers)?;
         if check || !print {
@@ -154,7 +158,9 @@ impl Loader {
                 }
             }
         }
-        Ok(if print {
+        Ok(if let Some(version) = probe {
+            Startup::Probe(version)
+        } else if print {
             Startup::PrintConfig(settings)
         } else if check {
             Startup::CheckConfig(settings)
@@ -301,6 +307,11 @@ impl Loader {
                 "upgrade_timeout",
                 |l| &l.upgrade_timeout,
                 defaults::UPGRADE_TIMEOUT,
+            ),
+            upgrade_mode: layers.value_or(
+                "upgrade_mode",
+                |l| &l.upgrade_mode,
+                defaults::UPGRADE_MODE,
             ),
             boot_grace: layers.value_or("boot_grace", |l| &l.boot_grace, defaults::BOOT_GRACE),
             halt_on_boot_error: layers.value_or(
@@ -566,6 +577,7 @@ impl Layers<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::UpgradeMode;
     use crate::http::HeaderMap;
 
     fn loader(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Loader {
@@ -600,6 +612,28 @@ mod tests {
         assert_eq!((s.workers, s.timeout, s.backlog), (4, 6, 10));
         assert_eq!(s.loglevel, "debug");
         assert_eq!(s.config, Some(dir.path().join("gunicornd.toml")));
+    }
+
+    #[test]
+    fn upgrade_mode_from_each_source_or_the_default() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = run_settings(&loader(dir.path(), &["builtin:hello"], &[]));
+        assert_eq!(s.upgrade_mode, UpgradeMode::Fork);
+        std::fs::write(
+            dir.path().join("gunicornd.toml"),
+            "upgrade_mode = \"in-place\"\n",
+        )
+        .unwrap();
+        let s = run_settings(&loader(dir.path(), &["builtin:hello"], &[]));
+        assert_eq!(s.upgrade_mode, UpgradeMode::InPlace);
+        let env = [("GUNICORN_CMD_ARGS", "--upgrade-mode fork")];
+        let s = run_settings(&loader(dir.path(), &["builtin:hello"], &env));
+        assert_eq!(s.upgrade_mode, UpgradeMode::Fork);
+        let args = ["--upgrade-mode", "in-place", "builtin:hello"];
+        let s = run_settings(&loader(dir.path(), &args, &env));
+        assert_eq!(s.upgrade_mode, UpgradeMode::InPlace);
+        let args = ["--upgrade-mode", "exec", "builtin:hello"];
+        assert!(loader(dir.path(), &args, &[]).load().is_err());
     }
 
     #[test]

@@ -35,6 +35,8 @@ pub use cli::command;
 pub use error::{ConfigError, EXIT_INVALID, EXIT_USAGE};
 pub use load::{Loader, Startup, ENV_VARS};
 
+pub use crate::control::protocol::UpgradeMode;
+
 /// What runs in a worker process (`-k`, `worker_class`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -99,6 +101,9 @@ pub struct Settings {
     /// (USR2, `gunicornctl upgrade`) to boot all its workers before it kills
     /// it and goes on serving.
     pub upgrade_timeout: u64,
+    /// What USR2 (and `upgrade` without a mode) does: `fork` a new master
+    /// that takes over, or exec the new binary `in-place`, keeping the pid.
+    pub upgrade_mode: UpgradeMode,
     /// Seconds after which a command worker that has said nothing on its
     /// `NOTIFY_SOCKET` counts as booted; 0: only `READY=1` boots one.
     pub boot_grace: u64,

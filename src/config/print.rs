@@ -34,6 +34,7 @@ impl Settings {
         out.int("timeout", self.timeout as i64);
         out.int("graceful_timeout", self.graceful_timeout as i64);
         out.int("upgrade_timeout", self.upgrade_timeout as i64);
+        out.str("upgrade_mode", self.upgrade_mode.as_str());
         out.int("boot_grace", self.boot_grace as i64);
         out.value(
             "halt_on_boot_error",

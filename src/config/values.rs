@@ -336,6 +336,12 @@ pub fn worker_class(s: &str) -> Result<super::WorkerClass, String> {
         .ok_or_else(|| format!("expected one of {}", super::WorkerClass::NAMES.join(", ")))
 }
 
+/// `upgrade_mode`: `fork` or `in-place`.
+pub fn upgrade_mode(s: &str) -> Result<super::UpgradeMode, String> {
+    super::UpgradeMode::from_name(s.trim())
+        .ok_or_else(|| format!("expected one of {}", super::UpgradeMode::NAMES.join(", ")))
+}
+
 /// One word of a worker's command line: any text without a NUL byte (an
 /// empty argument is an argument).
 pub fn command_word(s: &str) -> Result<String, String> {

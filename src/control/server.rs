@@ -184,7 +184,49 @@ impl ControlServer {
         nix::sys::stat::umask(old);
         let listener = bound.map_err(|e| format!("cannot bind {}: {e}", path.display()))?;
         let file = crate::fd::FileId::of_path(path);
-        Ok(ControlServer {
+        Ok(ControlServer::serving(
+            listener,
+            path,
+            file,
+            first_token,
+            access,
+        ))
+    }
+
+    /// Serve on a listener bound at `path` before (by the image an in-place
+    /// upgrade replaced): not bound again, so connections made meanwhile
+    /// wait in its queue. `file` is the socket file it created.
+    pub fn adopt(
+        listener: std::os::unix::net::UnixListener,
+        path: &Path,
+        file: Option<crate::fd::FileId>,
+        first_token: usize,
+        access: Access,
+    ) -> Result<ControlServer, String> {
+        listener
+            .set_nonblocking(true)
+            .map_err(|e| format!("control socket {}: {e}", path.display()))?;
+        crate::fd::set_cloexec(&listener)
+            .map_err(|e| format!("control socket {}: {e}", path.display()))?;
+        let listener = UnixListener::from_std(listener);
+        Ok(ControlServer::serving(
+            listener,
+            path,
+            file,
+            first_token,
+            access,
+        ))
+    }
+
+    fn serving(
+        listener: UnixListener,
+        path: &Path,
+        file: Option<crate::fd::FileId>,
+        first_token: usize,
+        access: Access,
+    ) -> ControlServer {
+        let owner_uid = nix::unistd::geteuid().as_raw();
+        ControlServer {
             listener,
             path: path.to_path_buf(),
             file,
@@ -198,7 +240,13 @@ impl ControlServer {
             refused_warning: Throttle::default(),
             full_warning: Throttle::default(),
             slow_frame_warning: Throttle::default(),
-        })
+        }
+    }
+
+    /// The listening socket and the file it is bound at (what an in-place
+    /// upgrade hands over).
+    pub fn listener(&self) -> (std::os::fd::RawFd, Option<crate::fd::FileId>) {
+        (self.listener.as_raw_fd(), self.file)
     }
 
     /// Apply new access settings (a reload): they hold for connections

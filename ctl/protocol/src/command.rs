@@ -31,8 +31,9 @@ pub enum ControlCommand {
     Scale(ScaleTarget),
     /// `stop-workers`: stop all workers, keep the master (SIGWINCH).
     StopWorkers,
-    /// `upgrade`: binary upgrade, the same as SIGUSR2.
-    Upgrade,
+    /// `upgrade [fork|in-place]`: binary upgrade, the same as SIGUSR2. No
+    /// mode: the server's `upgrade_mode` setting decides.
+    Upgrade(Option<UpgradeMode>),
     /// `ping`: liveness check.
     Ping,
     /// `version`: server name, version and protocol version.
@@ -93,6 +94,43 @@ impl fmt::Display for ShutdownMode {
             ShutdownMode::Graceful => "graceful",
             ShutdownMode::Quick => "quick",
         })
+    }
+}
+
+/// How a binary upgrade replaces the master: `fork` starts a new master
+/// that takes over (gunicorn's USR2), `in-place` execs the new binary in the
+/// same process, so the pid stays.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum UpgradeMode {
+    #[default]
+    Fork,
+    InPlace,
+}
+
+impl UpgradeMode {
+    /// The accepted names, as `upgrade_mode` and the `upgrade` command take them.
+    pub const NAMES: [&'static str; 2] = ["fork", "in-place"];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            UpgradeMode::Fork => "fork",
+            UpgradeMode::InPlace => "in-place",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<UpgradeMode> {
+        match name {
+            "fork" => Some(UpgradeMode::Fork),
+            "in-place" => Some(UpgradeMode::InPlace),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for UpgradeMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 
@@ -248,7 +286,19 @@ impl ControlCommand {
             "reopen" => words("reopen").done(ControlCommand::Reopen),
             "help" => words("help").done(ControlCommand::Help),
             "stop-workers" => words("stop-workers").done(ControlCommand::StopWorkers),
-            "upgrade" => words("upgrade").done(ControlCommand::Upgrade),
+            "upgrade" => {
+                let mut w = words("upgrade");
+                let mode = match w.next().map(str::to_ascii_lowercase) {
+                    None => None,
+                    Some(name) => Some(UpgradeMode::from_name(&name).ok_or_else(|| {
+                        format!(
+                            "upgrade: unknown mode '{name}'; expected {}",
+                            UpgradeMode::NAMES.join(" or ")
+                        )
+                    })?),
+                };
+                w.done(ControlCommand::Upgrade(mode))
+            }
             "ping" => words("ping").done(ControlCommand::Ping),
             "version" => words("version").done(ControlCommand::Version),
             "events" => words("events").done(ControlCommand::Events),
@@ -275,7 +325,7 @@ impl ControlCommand {
             ControlCommand::Help => "help",
             ControlCommand::Scale(_) => "scale",
             ControlCommand::StopWorkers => "stop-workers",
-            ControlCommand::Upgrade => "upgrade",
+            ControlCommand::Upgrade(_) => "upgrade",
             ControlCommand::Ping => "ping",
             ControlCommand::Version => "version",
             ControlCommand::Events => "events",
@@ -366,6 +416,7 @@ impl fmt::Display for ControlCommand {
             ControlCommand::WorkerKill(pid) => write!(f, "{name} {pid}"),
             ControlCommand::Shutdown(mode) => write!(f, "{name} {mode}"),
             ControlCommand::Scale(target) => write!(f, "{name} {target}"),
+            ControlCommand::Upgrade(Some(mode)) => write!(f, "{name} {mode}"),
             _ => f.write_str(name),
         }
     }
@@ -415,7 +466,9 @@ mod tests {
             ("scale +2", C::Scale(ScaleTarget::Up(2))),
             ("scale -2", C::Scale(ScaleTarget::Down(2))),
             ("stop-workers", C::StopWorkers),
-            ("upgrade", C::Upgrade),
+            ("upgrade", C::Upgrade(None)),
+            ("upgrade fork", C::Upgrade(Some(UpgradeMode::Fork))),
+            ("upgrade In-Place", C::Upgrade(Some(UpgradeMode::InPlace))),
             ("ping", C::Ping),
             ("version", C::Version),
             ("events", C::Events),
@@ -513,7 +566,8 @@ mod tests {
             ("reopen x", "reopen: unexpected argument 'x'"),
             ("help me", "help: unexpected argument 'me'"),
             ("stop-workers 2", "stop-workers: unexpected argument '2'"),
-            ("upgrade x", "upgrade: unexpected argument 'x'"),
+            ("upgrade x", "upgrade: unknown mode 'x'; expected fork or in-place"),
+            ("upgrade fork x", "upgrade: unexpected argument 'x'"),
             ("ping x", "ping: unexpected argument 'x'"),
             ("version x", "version: unexpected argument 'x'"),
             ("events x", "events: unexpected argument 'x'"),
@@ -538,7 +592,8 @@ mod tests {
             ControlCommand::Scale(ScaleTarget::Up(1)),
             ControlCommand::Scale(ScaleTarget::Down(4)),
             ControlCommand::StopWorkers,
-            ControlCommand::Upgrade,
+            ControlCommand::Upgrade(None),
+            ControlCommand::Upgrade(Some(UpgradeMode::InPlace)),
             ControlCommand::Ping,
             ControlCommand::Version,
             ControlCommand::Events,

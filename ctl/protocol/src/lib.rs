@@ -69,16 +69,16 @@ pub mod paths;
 mod reply;
 mod words;
 
-pub use command::{ControlCommand, ScaleTarget, ShowTarget, ShutdownMode};
+pub use command::{ControlCommand, ScaleTarget, ShowTarget, ShutdownMode, UpgradeMode};
 pub use event::{Event, EventKind, RetireReason};
 pub use frame::{
     encode_frame, read_frame, write_frame, FrameDecoder, ProtocolError, LENGTH_PREFIX, MAX_FRAME,
 };
 pub use message::{Arg, Request, Response};
 pub use reply::{
-    ArbiterInfo, ConfigReply, DirtyReply, EventsReply, HelpReply, ListenerInfo, ListenersReply,
-    PingReply, ReloadReply, ScaleReply, ShowAllReply, ShutdownReply, StatsReply, StatusReply,
-    StopWorkersReply, UpgradeInfo, UpgradeReply, VersionReply, WorkerAddReply, WorkerInfo,
-    WorkerKillReply, WorkerRemoveReply, WorkersReply, PROTOCOL_VERSION,
+    ArbiterInfo, BinaryInfo, ConfigReply, DirtyReply, EventsReply, HelpReply, ListenerInfo,
+    ListenersReply, PingReply, ReloadReply, ScaleReply, ShowAllReply, ShutdownReply, StatsReply,
+    StatusReply, StopWorkersReply, UpgradeInfo, UpgradeReply, VersionReply, WorkerAddReply,
+    WorkerInfo, WorkerKillReply, WorkerRemoveReply, WorkersReply, PROTOCOL_VERSION,
 };
 pub use words::split_words;

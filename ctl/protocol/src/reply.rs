@@ -97,6 +97,23 @@ pub struct StatsReply {
     /// gunicornd: a binary upgrade in progress, seen from this master.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub upgrade: Option<UpgradeInfo>,
+    /// gunicornd: the binary the master runs, so that an operator can see
+    /// that an upgrade took.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub binary: Option<BinaryInfo>,
+}
+
+/// The executable the master runs, in `show stats`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BinaryInfo {
+    /// What `/proc/PID/exe` names (with ` (deleted)` once the file was
+    /// replaced on disk: a new binary is there, not yet running).
+    pub path: String,
+    pub inode: u64,
+    /// The file's modification time, seconds since the epoch.
+    pub mtime: i64,
+    /// Seconds since the master exec'd it (it started, or upgraded in place).
+    pub execed: f64,
 }
 
 /// `show config`: setting name → effective value. A map, because the set of
@@ -546,6 +563,12 @@ mod tests {
             upgrade: Some(UpgradeInfo {
                 phase: "ready".into(),
                 pid: 99,
+            }),
+            binary: Some(BinaryInfo {
+                path: "/usr/bin/gunicornd".into(),
+                inode: 12,
+                mtime: 1_700_000_000,
+                execed: 3.5,
             }),
         });
         rt(UpgradeReply {

@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use gunicornd_protocol::{
     ControlCommand, EventKind, PingReply, ReloadReply, ShowTarget, ShutdownMode, ShutdownReply,
-    StatsReply, StopWorkersReply, UpgradeInfo, UpgradeReply,
+    StatsReply, StopWorkersReply, UpgradeInfo, UpgradeMode, UpgradeReply,
 };
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
@@ -39,7 +39,13 @@ pub(super) fn upgrade(client: &mut Client, run: &mut Run) -> Result<(), CtlError
     run.old_pid = Some(ping.pid);
     // Subscribed before the request, so that no event about it is missed.
     let old_events = EventStream::subscribe(&path)?;
-    let reply: UpgradeReply = client.call_as(&ControlCommand::Upgrade)?;
+    // No mode: the server's upgrade_mode decides (an older master knows no
+    // modes at all).
+    let reply: UpgradeReply = client.call_as(&ControlCommand::Upgrade(None))?;
+    if reply.pid == reply.old_pid {
+        in_place_started(&reply, run);
+        return wait_in_place(client.path().to_path_buf(), Some(old_events), run);
+    }
     run.old_pid = Some(reply.old_pid);
     run.new_pid = Some(reply.pid);
     run.say(format_args!(
@@ -62,6 +68,80 @@ pub(super) fn upgrade(client: &mut Client, run: &mut Run) -> Result<(), CtlError
         Err(Abort::Stop(e)) => Err(e),
         Err(Abort::RollBack(reason)) => Err(takeover.roll_back(&reason)),
     }
+}
+
+/// `upgrade --in-place`: the master probes the new binary and execs it in
+/// its own process; a refusal (a failed probe) carries the reason.
+pub(super) fn upgrade_in_place(client: &mut Client, run: &mut Run) -> Result<(), CtlError> {
+    // Subscribed before the request: a failed exec is an `upgrade_failed`.
+    let events = EventStream::subscribe(client.path()).ok();
+    let reply: UpgradeReply =
+        client.call_as(&ControlCommand::Upgrade(Some(UpgradeMode::InPlace)))?;
+    in_place_started(&reply, run);
+    wait_in_place(client.path().to_path_buf(), events, run)
+}
+
+/// After an in-place upgrade was accepted: wait until the master, the same
+/// pid, runs a new image whose workers have all booted. The connection
+/// closes at the exec, so each look is a new one.
+fn wait_in_place(
+    path: PathBuf,
+    mut events: Option<EventStream>,
+    run: &mut Run,
+) -> Result<(), CtlError> {
+    let asked = Instant::now();
+    let pid = run.old_pid;
+    let until = run.started + run.timeout;
+    let mut failed = None;
+    let serving = poll_until(until, || {
+        // The exec closes the stream; until then it may say the exec failed.
+        while let Some(stream) = events.as_mut() {
+            match stream.next_within(Some(Duration::from_millis(1))) {
+                Ok(Some(StreamItem::Event(e))) => {
+                    if let EventKind::UpgradeFailed { reason, .. } = e.kind {
+                        failed = Some(reason);
+                        return Some(());
+                    }
+                }
+                Ok(Some(StreamItem::Unknown(_))) => {}
+                Ok(None) => break,
+                Err(_) => events = None,
+            }
+        }
+        let mut client = Client::connect(&path).ok()?;
+        let stats: StatsReply = client
+            .call_as(&ControlCommand::Show(ShowTarget::Stats))
+            .ok()?;
+        let new_image = stats
+            .binary
+            .as_ref()
+            .is_some_and(|b| b.execed < asked.elapsed().as_secs_f64());
+        let booted = stats.workers_booted.unwrap_or(0) >= stats.workers_target;
+        (Some(stats.pid) == pid && new_image && booted).then_some(())
+    });
+    if let Some(reason) = failed {
+        return Err(CtlError::Failed(format!("upgrade failed: {reason}")));
+    }
+    match serving {
+        Some(()) => {
+            run.say(format_args!(
+                "master {} runs the new binary, its workers booted",
+                crate::render::dash(pid)
+            ));
+            Ok(())
+        }
+        None => Err(CtlError::Failed(format!(
+            "the master did not come back serving from the new binary within {}",
+            crate::render::duration(run.timeout.as_secs_f64())
+        ))),
+    }
+}
+
+/// The master took an in-place upgrade on: it keeps its pid.
+fn in_place_started(reply: &UpgradeReply, run: &mut Run) {
+    run.old_pid = Some(reply.old_pid);
+    run.new_pid = Some(reply.pid);
+    run.say(format_args!("master {} upgrading in place", reply.pid));
 }
 
 struct Takeover<'c, 'r, 'o> {

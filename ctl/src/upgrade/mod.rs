@@ -149,7 +149,12 @@ struct Outcome<'a> {
     warning: Option<&'a str>,
 }
 
-pub fn upgrade(path: &Path, timeout: Duration, o: &mut Output) -> Result<(), CtlError> {
+pub fn upgrade(
+    path: &Path,
+    timeout: Duration,
+    in_place: bool,
+    o: &mut Output,
+) -> Result<(), CtlError> {
     let mut run = Run {
         out: &mut *o.out,
         json: o.json,
@@ -160,7 +165,11 @@ pub fn upgrade(path: &Path, timeout: Duration, o: &mut Output) -> Result<(), Ctl
         warning: None,
     };
     let result = Client::connect(path).and_then(|mut client| match client.flavor()? {
+        Flavor::Gunicornd(_) if in_place => control::upgrade_in_place(&mut client, &mut run),
         Flavor::Gunicornd(_) => control::upgrade(&mut client, &mut run),
+        Flavor::Gunicorn if in_place => Err(CtlError::Failed(
+            "Python gunicorn cannot upgrade in place; drop --in-place".into(),
+        )),
         Flavor::Gunicorn => signals::upgrade(&mut client, &mut run),
     });
     let seconds = run.started.elapsed().as_secs_f64();

@@ -1,0 +1,400 @@
+//! In-place binary upgrade (`upgrade_mode = "in-place"`, `gunicornctl
+//! upgrade --in-place`): the new binary replaces this master's image in the
+//! same process, so the pid that supervisors and containers watch stays.
+//!
+//! First the probe: the new binary, run as a child with the master's
+//! original arguments and environment plus [`PROBE_FLAG`], loads and checks
+//! the configuration and says whether it reads the state format this
+//! master writes ([`STATE_VERSION`]). A failed probe aborts the upgrade
+//! with its reason and changes nothing.
+//!
+//! Then the exec: the master writes its state to a memfd
+//! (src/arbiter/handover.rs), keeps exactly the listeners and that memfd
+//! open across `execve`, and execs the binary with its original arguments
+//! and environment. If `execve` fails, the old image carries on. The new
+//! image takes the listeners over, starts a fresh generation of workers,
+//! and retires the workers it inherited (still its children) once that
+//! generation has booted: SIGTERM, then SIGKILL after `graceful_timeout`.
+
+use std::ffi::{CString, OsString};
+use std::io::Read;
+use std::os::fd::{AsRawFd, RawFd};
+use std::os::unix::ffi::OsStrExt;
+use std::process::{Command as Process, Stdio};
+use std::time::{Duration, Instant, SystemTime};
+
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+
+use super::handover::{self, HandedState, HandedWorker, Unreadable};
+use super::upgrade::{HANDED_OVER_VARS, OWNED_VAR};
+use super::{Arbiter, ListenerSource, Outcome};
+use crate::worker::kind::WorkerKind;
+
+/// The version of the state an old image hands the new one across
+/// `execve`; a new binary that reads another one says so in the probe.
+pub const STATE_VERSION: u32 = 1;
+
+/// The hidden command-line flag that makes `gunicornd` a probe: check the
+/// configuration and the state version given with it, then exit.
+pub const PROBE_FLAG: &str = "--upgrade-probe";
+
+/// How long a probe may take. It only loads the configuration, and the
+/// master waits for it without serving its event loop, so this is short.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How often the master looks whether the probe has exited.
+const PROBE_POLL: Duration = Duration::from_millis(5);
+
+/// What the probe says about `version`: `Ok` if this binary reads it, else
+/// why not (the probe's exit message).
+pub fn probe_answer(version: u32) -> Result<(), String> {
+    if version == STATE_VERSION {
+        Ok(())
+    } else {
+        Err(format!(
+            "the new binary reads upgrade state version {STATE_VERSION}, not {version}"
+        ))
+    }
+}
+
+impl Arbiter {
+    /// USR2 / `upgrade in-place`: probe the new binary; on success hand the
+    /// state over and exec it.
+    pub(super) fn in_place_upgrade(&mut self) -> Outcome {
+        tracing::info!("In-place upgrade requested: {}", self.name);
+        if let Err(why) = self.pool.start_upgrade() {
+            return Outcome::Refused(why);
+        }
+        // systemd (Type=notify-reload) waits for RELOADING=1 after the
+        // signal, then READY=1: from the new image once its generation
+        // serves, or from this one at once when the upgrade does not happen.
+        self.report.reloading();
+        let refused = match self.why_not_in_place() {
+            Some(why) => Err(why),
+            None => self
+                .probe()
+                .map_err(|reason| format!("the new binary failed the probe: {reason}")),
+        };
+        if let Err(why) = refused {
+            self.report.reloaded();
+            return self.pool.upgrade_not_started(&why);
+        }
+        tracing::info!("Upgrade: the new binary passed the probe; it runs in place next");
+        // At the end of this pass, once the reply to whoever asked is out.
+        self.exec_pending = true;
+        Outcome::Upgrading { pid: self.pid }
+    }
+
+    /// What this first version of the in-place upgrade cannot hand over.
+    fn why_not_in_place(&self) -> Option<String> {
+        if matches!(self.kind, WorkerKind::Command(_)) || self.notices.is_some() {
+            return Some(
+                "an in-place upgrade cannot hand command workers over yet (their output pipes \
+                 and NOTIFY_SOCKET would close); use upgrade_mode = \"fork\""
+                    .into(),
+            );
+        }
+        if matches!(self.listener_source, ListenerSource::Systemd { .. }) {
+            return Some(
+                "an in-place upgrade cannot hand sockets from systemd over yet; use \
+                 upgrade_mode = \"fork\""
+                    .into(),
+            );
+        }
+        if self.pool.previous.is_some() {
+            return Some("a reload is in progress; upgrade once it completes".into());
+        }
+        None
+    }
+
+    /// The exec an in-place upgrade asked for; returns only if it failed
+    /// (then nothing changed).
+    pub(super) fn exec_in_place(&mut self) {
+        self.exec_pending = false;
+        let reason = self.exec_new_image();
+        // Serving as before (RELOADING=1 went out with the request).
+        self.report.reloaded();
+        self.pool.upgrade_not_started(&reason);
+        self.execute();
+    }
+
+    fn exec_new_image(&mut self) -> String {
+        let program = match self.start.program.clone() {
+            Ok(p) => p,
+            Err(e) => return e,
+        };
+        let listener_fds: Vec<RawFd> = self.listeners.iter().map(|l| l.raw_fd()).collect();
+        let state = HandedState {
+            version: super::in_place::STATE_VERSION,
+            master_pid: self.pid.as_raw(),
+            workers: self
+                .pool
+                .workers
+                .iter()
+                .map(|w| HandedWorker {
+                    pid: w.pid.as_raw(),
+                    age: w.age,
+                    generation: w.generation,
+                    booted: w.booted(),
+                })
+                .collect(),
+            listener_fds: listener_fds.clone(),
+            execed_at: SystemTime::now()
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs()),
+        };
+        let state_fd = match handover::write_state(&state) {
+            Ok(fd) => fd,
+            Err(e) => return e,
+        };
+        let list = |fds: &[RawFd]| {
+            fds.iter()
+                .map(|fd| fd.to_string())
+                .collect::<Vec<_>>()
+                .join(",")
+        };
+        let mut env: Vec<(OsString, OsString)> = self
+            .start
+            .env
+            .iter()
+            .filter(|(k, _)| !HANDED_OVER_VARS.iter().any(|v| k == v))
+            .cloned()
+            .collect();
+        let var = |k: &str, v: String| (OsString::from(k), OsString::from(v));
+        env.push(var("GUNICORN_FD", list(&listener_fds)));
+        env.push(var(handover::STATE_VAR, state_fd.as_raw_fd().to_string()));
+        let owned: Vec<String> = self
+            .listeners
+            .iter()
+            .filter(|_| self.listener_source == ListenerSource::Bound)
+            .filter_map(|l| Some(format!("{}:{}", l.raw_fd(), l.socket_file()?)))
+            .collect();
+        if !owned.is_empty() {
+            env.push(var(OWNED_VAR, owned.join(",")));
+        }
+        let cstring = |s: &std::ffi::OsStr| CString::new(s.as_bytes()).ok();
+        let Some(path) = cstring(program.as_os_str()) else {
+            return format!("{} has a NUL byte", program.display());
+        };
+        let args: Option<Vec<CString>> = self.start.args.iter().map(|a| cstring(a)).collect();
+        let env: Option<Vec<CString>> = env
+            .iter()
+            .map(|(k, v)| {
+                let mut kv = k.clone();
+                kv.push("=");
+                kv.push(v);
+                cstring(&kv)
+            })
+            .collect();
+        let (Some(args), Some(mut env)) = (args, env) else {
+            return "an argument or variable has a NUL byte".into();
+        };
+        let mut keep = listener_fds;
+        keep.push(state_fd.as_raw_fd());
+        if let Some(ctl) = &self.control {
+            // The same listener, so that clients connecting during the exec
+            // wait in its queue instead of being refused.
+            let (fd, file) = ctl.listener();
+            let value = match file {
+                Some(file) => format!("{fd}:{file}"),
+                None => fd.to_string(),
+            };
+            env.push(CString::new(format!("{}={value}", handover::CONTROL_VAR)).expect("digits"));
+            keep.push(fd);
+        }
+        let mut kept = match handover::keep_across_exec(&keep) {
+            Ok(kept) => kept,
+            Err(e) => return e,
+        };
+        // The new image resolves relative paths (a config file, a pidfile)
+        // against the directory we were started in, as we did.
+        let here = std::env::current_dir().ok();
+        if let Err(e) = std::env::set_current_dir(&self.start.cwd) {
+            kept.restore();
+            return format!("cannot change to {}: {e}", self.start.cwd.display());
+        }
+        tracing::info!(
+            "Upgrade: exec'ing {} in place (pid:{}), handing {} workers over",
+            program.display(),
+            self.pid,
+            state.workers.len()
+        );
+        let err = nix::unistd::execve(&path, &args, &env).unwrap_err();
+        kept.restore();
+        if let Some(dir) = here {
+            let _ = std::env::set_current_dir(dir);
+        }
+        format!("cannot execute {}: {err}", program.display())
+    }
+
+    /// New image: what the old image handed over. The listeners were
+    /// claimed already; here the inherited workers are noted for retiring
+    /// and the sockets' files are taken as ours.
+    pub(super) fn adopt(&mut self, handed: Result<HandedState, Unreadable>) {
+        let pids: Vec<i32> = match handed {
+            Ok(state) => {
+                if state.master_pid != self.pid.as_raw() {
+                    tracing::warn!(
+                        "Upgrade state of another process (pid:{}); retiring its workers anyway",
+                        state.master_pid
+                    );
+                }
+                state.workers.iter().map(|w| w.pid).collect()
+            }
+            Err(Unreadable::Version { found, pids }) => {
+                tracing::warn!(
+                    "Upgrade state unreadable: {}; retiring its workers once ours have booted",
+                    Unreadable::Version {
+                        found,
+                        pids: pids.clone()
+                    }
+                );
+                pids
+            }
+            Err(e) => {
+                tracing::error!("Upgrade state unreadable: {e}");
+                Vec::new()
+            }
+        };
+        // Still our children: none was reaped between the state and the
+        // exec, so no pid here can have been reused.
+        self.adopted = pids
+            .into_iter()
+            .filter(|&p| p > 0)
+            .map(Pid::from_raw)
+            .collect();
+        tracing::info!(
+            "Upgraded in place (pid:{}): {} workers of the previous image serve until ours have booted",
+            self.pid,
+            self.adopted.len()
+        );
+        if self.listener_source == ListenerSource::Upgrade {
+            let owned = super::upgrade::owned_from_env();
+            for l in &mut self.listeners {
+                if let Some(o) = owned.iter().find(|o| o.fd == l.raw_fd()) {
+                    l.claim_path(o.file);
+                }
+            }
+            self.listener_source = ListenerSource::Bound;
+        }
+    }
+
+    /// New image: stop the inherited workers once the new generation serves
+    /// (or the server stops), and kill those still there after
+    /// `graceful_timeout`.
+    pub(super) fn retire_adopted(&mut self, now: Instant) {
+        if self.adopted.is_empty() {
+            self.adopted_kill_at = None;
+            return;
+        }
+        match self.adopted_kill_at {
+            None => {
+                let serving = self.pool.serving_capacity() >= self.pool.target;
+                if serving || !self.pool.is_running() {
+                    tracing::info!(
+                        "Retiring the {} workers of the previous image",
+                        self.adopted.len()
+                    );
+                    for &pid in &self.adopted {
+                        let _ = kill(pid, Signal::SIGTERM);
+                    }
+                    self.adopted_kill_at = Some(now + self.pool.limits.graceful_timeout);
+                }
+            }
+            Some(at) if now >= at => {
+                for &pid in &self.adopted {
+                    tracing::warn!("Killing worker {pid} of the previous image (graceful timeout)");
+                    let _ = kill(pid, Signal::SIGKILL);
+                }
+                self.adopted_kill_at = Some(now + PROBE_TIMEOUT);
+            }
+            Some(_) => {}
+        }
+    }
+
+    /// New image: a reaped child that was an inherited worker.
+    pub(super) fn adopted_exited(&mut self, pid: Pid) -> bool {
+        let before = self.adopted.len();
+        self.adopted.retain(|&p| p != pid);
+        self.adopted.len() != before
+    }
+
+    /// Runs the binary this master was started from (the path, which may
+    /// name a new file by now) as a probe and waits for its answer.
+    fn probe(&self) -> Result<(), String> {
+        let program = self.start.program.clone()?;
+        let mut args: Vec<OsString> = self.start.args.iter().skip(1).cloned().collect();
+        // Before the original arguments: after a `--` they would be the
+        // command workers' words.
+        args.splice(
+            0..0,
+            [OsString::from(PROBE_FLAG), STATE_VERSION.to_string().into()],
+        );
+        let mut child = Process::new(&program)
+            .args(&args)
+            .env_clear()
+            .envs(self.start.env.iter().map(|(k, v)| (k, v)))
+            .current_dir(&self.start.cwd)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| format!("cannot run {}: {e}", program.display()))?;
+        let mut stderr = child.stderr.take().expect("stderr is piped");
+        // Read on the side so that a chatty probe cannot fill the pipe and
+        // block before it exits.
+        let reader = std::thread::spawn(move || {
+            let mut text = Vec::new();
+            let _ = (&mut stderr).take(64 * 1024).read_to_end(&mut text);
+            String::from_utf8_lossy(&text).into_owned()
+        });
+        let deadline = Instant::now() + PROBE_TIMEOUT;
+        let status = loop {
+            match child.try_wait() {
+                Ok(Some(status)) => break Ok(status),
+                Ok(None) if Instant::now() >= deadline => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    break Err(format!(
+                        "it did not answer within {} s",
+                        PROBE_TIMEOUT.as_secs()
+                    ));
+                }
+                Ok(None) => std::thread::sleep(PROBE_POLL),
+                Err(e) => break Err(format!("cannot wait for it: {e}")),
+            }
+        };
+        let text = reader.join().unwrap_or_default();
+        let status = status?;
+        if status.success() {
+            return Ok(());
+        }
+        let said = text
+            .lines()
+            .map(str::trim)
+            .rfind(|l| !l.is_empty())
+            .map(|l| l.strip_prefix("Error: ").unwrap_or(l).to_string());
+        Err(match said {
+            Some(line) => format!("{line} ({status})"),
+            None => format!("it {status} and said nothing"),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_probe_accepts_only_its_own_state_version() {
+        assert_eq!(probe_answer(STATE_VERSION), Ok(()));
+        assert_eq!(
+            probe_answer(STATE_VERSION + 1),
+            Err(format!(
+                "the new binary reads upgrade state version {STATE_VERSION}, not {}",
+                STATE_VERSION + 1
+            ))
+        );
+    }
+}

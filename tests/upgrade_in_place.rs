@@ -1,0 +1,386 @@
+//! In-place binary upgrade (`upgrade_mode = "in-place"`, `gunicornctl
+//! upgrade --in-place`): the same master pid runs the new binary, serving
+//! throughout; the probe of the new binary, and a failed probe changing
+//! nothing.
+
+use std::fs;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::Path;
+use std::time::Duration;
+
+use gunicornd_test_support::control::booted_workers;
+use gunicornd_test_support::*;
+
+const LONG: Duration = Duration::from_secs(20);
+
+/// A hello server run from a copy of gunicornd in its own directory, so
+/// that a test can replace the binary; returns the server and the copy.
+fn from_copy(workers: usize, extra: &[&str]) -> (Server, std::path::PathBuf) {
+    let launch = Launch::hello(workers);
+    let program = launch.path("gunicornd");
+    fs::copy(gunicornd_bin(), &program).unwrap();
+    let mut launch = launch.binary(&program);
+    for a in extra {
+        launch = launch.arg(a);
+    }
+    (launch.start(), program)
+}
+
+/// Replaces `program` by a script (a new file, as a package manager does).
+fn install_script(program: &Path, script: &str) {
+    fs::remove_file(program).unwrap();
+    fs::write(program, script).unwrap();
+    fs::set_permissions(program, fs::Permissions::from_mode(0o755)).unwrap();
+}
+
+/// Installs a fresh copy of gunicornd at `program` (a new inode).
+fn install_copy(program: &Path) {
+    fs::remove_file(program).unwrap();
+    fs::copy(gunicornd_bin(), program).unwrap();
+}
+
+fn port_of(addr: &str) -> u16 {
+    addr.rsplit(':').next().unwrap().parse().unwrap()
+}
+
+#[test]
+fn three_in_place_upgrades_under_load_keep_the_pid_and_replace_every_worker() {
+    let (srv, program) = from_copy(2, &[]);
+    let port = port_of(srv.addr());
+    let inodes = listening_inodes(port);
+    let load = Load::start(srv.addr(), 4, "/", 1_000_000);
+    let mut workers = srv.wait_booted(2);
+    for round in 0..3 {
+        install_copy(&program);
+        let out = ctl(&["-s", srv.sock(), "upgrade", "--in-place"]);
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "round {round}: {}{}",
+            stdout(&out),
+            stderr(&out)
+        );
+        let mut now = Default::default();
+        expect_within(
+            LONG,
+            &format!("round {round}: a new generation alone"),
+            || {
+                now = srv.worker_pids();
+                now.len() == 2
+                    && now.is_disjoint(&workers)
+                    && workers.iter().all(|&w| !process_alive(w))
+                    && booted_workers(srv.socket.as_ref().unwrap()).is_some_and(|b| b == now)
+            },
+        );
+        workers = now;
+        assert!(process_alive(srv.pid), "round {round}");
+        let exe = fs::read_link(format!("/proc/{}/exe", srv.pid)).unwrap();
+        assert_eq!(exe, program, "round {round}: the master runs the new file");
+        // gunicornctl status names the file it runs, so the upgrade shows.
+        let ino = fs::metadata(&program).unwrap().ino();
+        let status = ctl_ok(&["-s", srv.sock(), "status"]);
+        assert!(
+            status.contains(&format!("{} (inode {ino}, modified ", program.display())),
+            "round {round}: {status}"
+        );
+        assert!(status.contains("exec'd"), "{status}");
+        assert_eq!(
+            listening_inodes(port),
+            inodes,
+            "round {round}: nothing rebound"
+        );
+    }
+    let ping: serde_json::Value = Conn::open(srv.socket.as_ref().unwrap()).ok("ping");
+    assert_eq!(ping["pid"].as_i64(), Some(srv.pid as i64));
+    let (ok, failures) = load.finish();
+    assert!(ok > 0);
+    assert!(
+        failures.is_empty(),
+        "{} of {} requests failed across 3 in-place upgrades: {:?}\n{}",
+        failures.len(),
+        ok + failures.len() as u64,
+        &failures[..failures.len().min(5)],
+        srv.log()
+    );
+}
+
+#[test]
+fn a_state_of_another_version_still_ends_with_the_new_generation_alone() {
+    let launch = Launch::hello(2).env("GUNICORND_STATE_VERSION_OVERRIDE", "999");
+    let srv = launch.start();
+    let old = srv.wait_booted(2);
+    let out = ctl(&["-s", srv.sock(), "upgrade", "--in-place"]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}{}",
+        stdout(&out),
+        stderr(&out)
+    );
+    srv.expect_log("Upgrade state unreadable: the state is version 1", LONG);
+    expect_within(LONG, "the new generation alone", || {
+        let now = srv.worker_pids();
+        now.len() == 2 && now.is_disjoint(&old) && old.iter().all(|&w| !process_alive(w))
+    });
+    assert_eq!(srv.get("/").status, 200);
+}
+
+/// The master's open descriptors, by what they are (`socket:[INODE]`
+/// numbers differ between images, so only the kind is kept).
+fn fd_kinds(pid: i32) -> Vec<String> {
+    let mut kinds: Vec<String> = fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .filter_map(|e| fs::read_link(e.ok()?.path()).ok())
+        .map(|target| {
+            let t = target.to_string_lossy().into_owned();
+            match t.split_once(':') {
+                Some((kind, _)) if !t.starts_with('/') => kind.to_owned(),
+                _ => t,
+            }
+        })
+        .collect();
+    kinds.sort();
+    kinds
+}
+
+#[test]
+fn nothing_but_what_is_handed_over_crosses_the_exec() {
+    let (srv, program) = from_copy(1, &[]);
+    let old = srv.wait_booted(1);
+    let before = fd_kinds(srv.pid);
+    let socket = srv.socket.clone().unwrap();
+    let socket_file = fs::metadata(&socket).unwrap().ino();
+    install_copy(&program);
+    let out = ctl(&["-s", srv.sock(), "upgrade", "--in-place"]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}{}",
+        stdout(&out),
+        stderr(&out)
+    );
+    // gunicornctl returns once the new image's workers have booted.
+    assert!(
+        stdout(&out).contains("runs the new binary, its workers booted"),
+        "{}",
+        stdout(&out)
+    );
+    assert!(srv.log_contains("Upgraded in place"), "{}", srv.log());
+    expect_within(LONG, "the new generation alone", || {
+        let now = srv.worker_pids();
+        now.len() == 1 && now.is_disjoint(&old) && old.iter().all(|&w| !process_alive(w))
+    });
+    // No more descriptors than the first image held: the listener crossed
+    // the exec (and the state, read and closed); nothing else leaked in,
+    // and what the first image had inherited without need (from whoever
+    // started it) did not cross either.
+    let mut after = Vec::new();
+    let subset = wait_until(LONG, || {
+        after = fd_kinds(srv.pid);
+        let mut left = before.clone();
+        after
+            .iter()
+            .all(|k| match left.iter().position(|b| b == k) {
+                Some(i) => {
+                    left.remove(i);
+                    true
+                }
+                None => false,
+            })
+    });
+    assert!(subset, "before the exec: {before:?}\nafter it: {after:?}");
+    let environ = fs::read(format!("/proc/{}/environ", srv.pid)).unwrap();
+    assert!(String::from_utf8_lossy(&environ).contains("GUNICORND_STATE_FD="));
+    // The control socket was not bound anew: the same file, the same
+    // listener (so a client connecting during the exec waits, not refused).
+    srv.expect_log("kept across the upgrade", LONG);
+    assert_eq!(fs::metadata(&socket).unwrap().ino(), socket_file);
+    let ping: serde_json::Value = Conn::open(&socket).ok("ping");
+    assert_eq!(ping["pid"].as_i64(), Some(srv.pid as i64));
+}
+
+#[test]
+fn a_broken_new_binary_fails_the_probe_and_the_master_serves_on() {
+    let (srv, program) = from_copy(1, &[]);
+    let workers = srv.wait_booted(1);
+    install_script(&program, "#!/bin/sh\necho 'broken build' >&2\nexit 1\n");
+    let out = ctl(&["-s", srv.sock(), "upgrade", "--in-place"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains("the new binary failed the probe: broken build (exit status: 1)"),
+        "{err}"
+    );
+    srv.expect_log("the new binary failed the probe: broken build", LONG);
+    assert!(process_alive(srv.pid));
+    assert_eq!(srv.worker_pids(), workers, "nothing changed");
+    assert_eq!(srv.get("/").status, 200);
+}
+
+#[test]
+fn the_pidfile_stays_and_is_removed_at_the_end() {
+    let launch = Launch::hello(1);
+    let pidfile = launch.path("g.pid");
+    let srv = launch.arg("-p").arg(&pidfile).start();
+    let out = ctl(&["-s", srv.sock(), "upgrade", "--in-place"]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}{}",
+        stdout(&out),
+        stderr(&out)
+    );
+    assert_eq!(
+        fs::read_to_string(&pidfile).unwrap().trim(),
+        srv.pid.to_string()
+    );
+    srv.signal(libc::SIGTERM);
+    assert_eq!(srv.wait_exit(LONG), 0, "{}", srv.log());
+    assert!(!pidfile.exists(), "the new image removed the pidfile");
+    assert!(
+        !srv.socket.as_ref().unwrap().exists(),
+        "and the control socket"
+    );
+}
+
+#[test]
+fn a_unix_socket_the_master_bound_stays_its_own_to_remove() {
+    let launch = Launch::hello(1);
+    let sock = launch.path("app.sock");
+    let srv = launch
+        .arg("-b")
+        .arg(format!("unix:{}", sock.display()))
+        .start();
+    let inode = fs::metadata(&sock).unwrap().ino();
+    let out = ctl(&["-s", srv.sock(), "upgrade", "--in-place"]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}{}",
+        stdout(&out),
+        stderr(&out)
+    );
+    assert_eq!(fs::metadata(&sock).unwrap().ino(), inode, "not bound again");
+    srv.signal(libc::SIGTERM);
+    assert_eq!(srv.wait_exit(LONG), 0, "{}", srv.log());
+    assert!(!sock.exists(), "the new image removed the socket file");
+}
+
+#[test]
+fn a_failed_exec_leaves_the_old_image_serving() {
+    let (srv, program) = from_copy(1, &[]);
+    let workers = srv.wait_booted(1);
+    // Passes the probe, then is gone when the master execs it.
+    install_script(&program, "#!/bin/sh\nrm -f \"$0\"\nexit 0\n");
+    let out = ctl(&["-s", srv.sock(), "upgrade", "--in-place"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains("upgrade failed: cannot execute") && err.contains("ENOENT"),
+        "{err}"
+    );
+    assert!(process_alive(srv.pid));
+    assert_eq!(srv.worker_pids(), workers, "nothing changed");
+    assert_eq!(srv.get("/").status, 200);
+    let ping: serde_json::Value = Conn::open(srv.socket.as_ref().unwrap()).ok("ping");
+    assert_eq!(ping["pid"].as_i64(), Some(srv.pid as i64));
+}
+
+#[test]
+fn the_probe_checks_the_configuration_of_the_new_binary() {
+    // `upgrade_mode = "in-place"` makes a plain USR2 (and `upgrade` without
+    // a mode) upgrade in place; the probe gets the original arguments.
+    let (srv, program) = from_copy(1, &["--upgrade-mode", "in-place"]);
+    let args = srv.path("probe-args");
+    install_script(
+        &program,
+        &format!(
+            "#!/bin/sh\necho \"$@\" > {}\necho 'Error: no such setting' >&2\nexit 2\n",
+            args.display()
+        ),
+    );
+    srv.signal_delivered(libc::SIGUSR2);
+    srv.expect_log(
+        "the new binary failed the probe: no such setting (exit status: 2)",
+        LONG,
+    );
+    let given = fs::read_to_string(&args).unwrap();
+    assert!(
+        given.starts_with("--upgrade-probe 1 ") && given.contains("--upgrade-mode in-place"),
+        "{given}"
+    );
+    assert!(process_alive(srv.pid));
+    assert_eq!(srv.get("/").status, 200);
+}
+
+#[test]
+fn the_probe_flag_answers_for_the_state_version() {
+    let dir = tempfile::tempdir().unwrap();
+    let probe = |version: &str| {
+        let mut cmd = std::process::Command::new(gunicornd_bin());
+        without_inherited_settings(&mut cmd)
+            .current_dir(dir.path())
+            .args(["--upgrade-probe", version, "builtin:hello"])
+            .output()
+            .unwrap()
+    };
+    let ok = probe("1");
+    assert_eq!(ok.status.code(), Some(0), "{}", stderr(&ok));
+    let other = probe("999");
+    assert_eq!(other.status.code(), Some(1));
+    assert!(
+        stderr(&other).contains("reads upgrade state version 1, not 999"),
+        "{}",
+        stderr(&other)
+    );
+}
+
+const UNSHARE: &[&str] = &["unshare", "--pid", "--fork", "--kill-child"];
+
+#[test]
+fn as_pid_1_the_master_upgrades_in_place_and_never_exits() {
+    let allowed = std::process::Command::new(UNSHARE[0])
+        .args(&UNSHARE[1..])
+        .arg("true")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !allowed {
+        eprintln!("skipped: this host does not let us create a PID namespace");
+        return;
+    }
+    let srv = Launch::hello(2).booted(0).wrapper(UNSHARE).start();
+    let socket = srv.socket.clone().unwrap();
+    let mut inner = 0;
+    expect_within(LONG, "gunicornd forked by unshare", || {
+        let kids = children_of(srv.pid);
+        inner = kids.iter().next().copied().unwrap_or(0);
+        kids.len() == 1 && proc_info(inner).is_some_and(|p| p.comm == "gunicornd")
+    });
+    let ping: serde_json::Value = Conn::open(&socket).ok("ping");
+    assert_eq!(ping["pid"].as_i64(), Some(1), "the master is PID 1");
+    let mut old = None;
+    expect_within(LONG, "two booted workers", || {
+        old = booted_workers(&socket).filter(|b| b.len() == 2);
+        old.is_some()
+    });
+    let old = old.unwrap();
+    let out = ctl(&["-s", srv.sock(), "upgrade", "--in-place"]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}{}",
+        stdout(&out),
+        stderr(&out)
+    );
+    expect_within(LONG, "a new generation alone", || {
+        booted_workers(&socket).is_some_and(|b| b.len() == 2 && b.is_disjoint(&old))
+            && all_children_of(inner)
+                .iter()
+                .filter(|p| p.state != 'Z')
+                .count()
+                == 2
+    });
+    assert!(process_alive(srv.pid), "unshare still runs");
+    assert_eq!(children_of(srv.pid), [inner].into(), "the same PID 1");
+    assert_eq!(srv.get("/").status, 200);
+}
