@@ -152,24 +152,6 @@ run_rounds() {
     done
 }
 
-# Prints the median Requests/sec of SERVER under LOAD, or nothing if it was
-# not measured.
-median_rps() {
-    local load="$1" name="$2" values=()
-    read -ra values <<<"${rounds_rps["$load $name"]:-}"
-    ((${#values[@]} == 0)) || median "${values[@]}"
-}
-
-# Prints A / B as "N.NNx", or "-" when either is missing.
-ratio() {
-    local a="$1" b="$2"
-    if [[ -z $a || -z $b ]]; then
-        echo -
-    else
-        awk -v a="$a" -v b="$b" 'BEGIN {printf "%.2fx\n", a / b}'
-    fi
-}
-
 report_load() {
     local load="$1" name med c_med
     c_med=$(median_rps "$load" cluster)

@@ -493,6 +493,25 @@ median() {
         END {print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2}'
 }
 
+# Prints the median Requests/sec of SERVER under LOAD, or nothing if it was
+# not measured; reads the caller's `rounds_rps` ("LOAD SERVER" -> the
+# rounds' figures, space-separated).
+median_rps() {
+    local load="$1" name="$2" values=()
+    read -ra values <<<"${rounds_rps["$load $name"]:-}"
+    ((${#values[@]} == 0)) || median "${values[@]}"
+}
+
+# Prints A / B as "N.NNx", or "-" when either is missing.
+ratio() {
+    local a="$1" b="$2"
+    if [[ -z $a || -z $b ]]; then
+        echo -
+    else
+        awk -v a="$a" -v b="$b" 'BEGIN {printf "%.2fx\n", a / b}'
+    fi
+}
+
 # --- memory ------------------------------------------------------------------
 
 # Prints PID and every process descended from it, one a line.
