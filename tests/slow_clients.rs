@@ -9,6 +9,14 @@ use std::time::{Duration, Instant};
 
 use gunicornd_test_support::*;
 
+/// One worker of `app` on a loopback port, with extra `options`.
+fn one_worker(options: &[&str], app: &str) -> Server {
+    let mut args = vec!["-b", "127.0.0.1:0", "-w", "1", "--no-control-socket"];
+    args.extend_from_slice(options);
+    args.push(app);
+    Launch::new(&args).booted(1).start()
+}
+
 fn connect(srv: &Server) -> TcpStream {
     let s = TcpStream::connect(srv.addr()).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
@@ -81,20 +89,7 @@ fn trickling_clients_hold_no_worker_and_get_408_at_the_head_deadline() {
 
 #[test]
 fn a_silent_client_is_closed_at_the_head_deadline_even_without_a_timeout() {
-    let srv = Launch::new(&[
-        "-b",
-        "127.0.0.1:0",
-        "-w",
-        "1",
-        "-t",
-        "0",
-        "--header-timeout",
-        "1",
-        "--no-control-socket",
-        "builtin:hello",
-    ])
-    .booted(1)
-    .start();
+    let srv = one_worker(&["-t", "0", "--header-timeout", "1"], "builtin:hello");
     let mut silent = connect(&srv);
     let started = Instant::now();
     // The only worker still serves others.
@@ -112,16 +107,7 @@ fn a_silent_client_is_closed_at_the_head_deadline_even_without_a_timeout() {
 
 #[test]
 fn a_small_body_is_read_by_the_loop_before_the_app_runs() {
-    let srv = Launch::new(&[
-        "-b",
-        "127.0.0.1:0",
-        "-w",
-        "1",
-        "--no-control-socket",
-        "builtin:echo",
-    ])
-    .booted(1)
-    .start();
+    let srv = one_worker(&[], "builtin:echo");
     let mut slow = connect(&srv);
     slow.write_all(b"POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nhello")
         .unwrap();
@@ -244,18 +230,7 @@ fn a_slow_download_that_progresses_is_not_a_hung_worker() {
 
 #[test]
 fn a_slow_upload_that_progresses_is_not_a_hung_worker() {
-    let srv = Launch::new(&[
-        "-b",
-        "127.0.0.1:0",
-        "-w",
-        "1",
-        "-t",
-        "2",
-        "--no-control-socket",
-        "builtin:echo",
-    ])
-    .booted(1)
-    .start();
+    let srv = one_worker(&["-t", "2"], "builtin:echo");
     let mut s = connect(&srv);
     let len = 640 * 1024;
     write!(
@@ -280,16 +255,7 @@ fn a_slow_upload_that_progresses_is_not_a_hung_worker() {
 
 #[test]
 fn an_oversized_echo_body_is_refused_with_413() {
-    let srv = Launch::new(&[
-        "-b",
-        "127.0.0.1:0",
-        "-w",
-        "1",
-        "--no-control-socket",
-        "builtin:echo",
-    ])
-    .booted(1)
-    .start();
+    let srv = one_worker(&[], "builtin:echo");
     let mut s = connect(&srv);
     let len = 2 * 1024 * 1024;
     write!(
@@ -347,18 +313,7 @@ fn a_panic_ends_only_that_worker_and_leaves_the_masters_files() {
 
 #[test]
 fn a_head_longer_than_the_loop_buffers_still_meets_the_head_deadline() {
-    let srv = Launch::new(&[
-        "-b",
-        "127.0.0.1:0",
-        "-w",
-        "1",
-        "--header-timeout",
-        "2",
-        "--no-control-socket",
-        "builtin:hello",
-    ])
-    .booted(1)
-    .start();
+    let srv = one_worker(&["--header-timeout", "2"], "builtin:hello");
     // 70 KB of header fields at once (past what the loop buffers before
     // handing the head to the parser), then a byte now and then.
     let mut slow = connect(&srv);
