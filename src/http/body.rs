@@ -10,7 +10,7 @@ use super::{BodyFraming, HttpError};
 
 /// The interim response sent before the first body byte is read from the
 /// socket when the client asked for it.
-const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
+pub const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
 
 /// How much [`BodyReader::drain`] discards at most. Past it the worker just
 /// closes (it always does after one request); this bounds the time a slow

@@ -54,7 +54,7 @@ mod status;
 mod tests;
 mod text;
 
-pub use body::http_error;
+pub use body::{http_error, CONTINUE};
 pub use conn::Connection;
 pub use error_page::write_error;
 #[cfg(feature = "python")]

@@ -10,10 +10,6 @@ use crate::app::{App, Request};
 use crate::http::{self, HeadError, HttpError, Limits, PeerAddr, RequestHead, ResponseWriter};
 use crate::listeners::ListenAddr;
 
-/// The interim response for `Expect: 100-continue`, sent by the event loop
-/// when it reads a buffered body itself.
-pub const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
-
 /// What the worker serves with.
 pub struct Options<'a> {
     pub limits: &'a Limits,
@@ -165,7 +161,7 @@ pub fn serve(arrived: Arrived<'_, '_>, app: &mut dyn App, opts: &Options<'_>) ->
 /// true if it went out.
 fn send_continue(stream: &Stream<'_>, head: &RequestHead) -> bool {
     use std::io::Write;
-    head.expects_continue() && (&mut &*stream).write_all(CONTINUE).is_ok()
+    head.expects_continue() && (&mut &*stream).write_all(http::CONTINUE).is_ok()
 }
 
 /// Whether the client may send another request on this connection (it did
