@@ -11,21 +11,31 @@
 //! times out like any other hang. `CLOCK_MONOTONIC` is system-wide, so the
 //! master and the workers compare the same clock.
 //!
-//! With `--worker-tmp-dir DIR` the table is backed by an unlinked file in DIR
-//! instead of anonymous memory (for hosts that want it on a given tmpfs).
+//! The table lives in a memfd (with `--worker-tmp-dir DIR`, an unlinked file
+//! in DIR, for hosts that want it on a given tmpfs) whose descriptor the
+//! master keeps: an in-place upgrade hands it to the new image across
+//! `execve` (src/arbiter/in_place.rs), which maps the same table again and
+//! so goes on watching the heartbeats of the workers it adopts.
 //!
 //! Each slot has a memory page of its own, and a forked worker unmaps every
-//! page but its own slot's before it runs ([`Scoreboard::confine`]): nothing
-//! else names that memory (it is anonymous, or its file is unlinked and
-//! closed), so a worker cannot map it again, and cannot write another
-//! worker's heartbeat or booted flag, only its own.
+//! page but its own slot's before it runs ([`Scoreboard::confine`]) and
+//! closes the master's descriptor of the table (it is one of
+//! `Arbiter::master_fds`), so a worker cannot map it again and cannot write
+//! another worker's heartbeat or booted flag, only its own. (A worker that
+//! runs as the master's own user could still open the descriptor through
+//! `/proc/<master>/fd`, but such a worker can signal the master anyway;
+//! with `--user` it cannot.)
 
+use std::fs::File;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::path::Path;
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
 
-use nix::sys::mman::{mmap, mmap_anonymous, munmap, MapFlags, ProtFlags};
+use nix::fcntl::{fcntl, FcntlArg, FdFlag, SealFlag};
+use nix::sys::memfd::{memfd_create, MFdFlags};
+use nix::sys::mman::{mmap, munmap, MapFlags, ProtFlags};
 
 /// Most workers one master can run at once.
 pub const CAPACITY: usize = 16384;
@@ -51,6 +61,9 @@ pub struct Scoreboard {
     /// Bytes from one slot to the next: a whole number of pages.
     stride: usize,
     free: Vec<usize>,
+    /// The memory the table is in (close-on-exec but for the exec of an
+    /// in-place upgrade).
+    backing: OwnedFd,
 }
 
 /// Nanoseconds on `CLOCK_MONOTONIC`.
@@ -61,43 +74,110 @@ pub fn monotonic_ns() -> u64 {
 }
 
 impl Scoreboard {
-    /// Map the table, anonymous or (with `dir`) backed by an unlinked file.
+    /// Create and map the table: in a memfd, or (with `dir`) in an unlinked
+    /// file there.
     pub fn new(dir: Option<&Path>) -> Result<Self, String> {
         let stride = slot_stride();
-        let len = std::num::NonZeroUsize::new(CAPACITY * stride).expect("non-zero size");
-        let prot = ProtFlags::PROT_READ | ProtFlags::PROT_WRITE;
-        let ptr = match dir {
+        let len = (CAPACITY * stride) as u64;
+        let file = match dir {
             None => {
-                // SAFETY: a fresh anonymous mapping; no existing memory is aliased.
-                unsafe {
-                    mmap_anonymous(
-                        None,
-                        len,
-                        prot,
-                        MapFlags::MAP_SHARED | MapFlags::MAP_NORESERVE,
-                    )
-                }
-                .map_err(|e| format!("cannot map the worker scoreboard: {e}"))?
+                let fd = memfd_create(
+                    "gunicornd-scoreboard",
+                    MFdFlags::MFD_CLOEXEC | MFdFlags::MFD_ALLOW_SEALING,
+                )
+                .map_err(|e| format!("cannot create the worker scoreboard: {e}"))?;
+                let file = File::from(fd);
+                file.set_len(len)
+                    .map_err(|e| format!("cannot size the worker scoreboard: {e}"))?;
+                // Its size is fixed from here on: a mapped file that shrank
+                // would kill the master with SIGBUS.
+                let seals = SealFlag::F_SEAL_SHRINK | SealFlag::F_SEAL_GROW | SealFlag::F_SEAL_SEAL;
+                fcntl(&file, FcntlArg::F_ADD_SEALS(seals))
+                    .map_err(|e| format!("cannot seal the worker scoreboard: {e}"))?;
+                file
             }
             Some(dir) => {
                 let file = tempfile::tempfile_in(dir).map_err(|e| {
                     format!("cannot create the heartbeat file in {}: {e}", dir.display())
                 })?;
-                file.set_len(len.get() as u64).map_err(|e| {
+                file.set_len(len).map_err(|e| {
                     format!("cannot size the heartbeat file in {}: {e}", dir.display())
                 })?;
-                // SAFETY: maps a file we just created and nobody else can open
-                // (it is unlinked); the mapping outlives the fd by design.
-                unsafe { mmap(None, len, prot, MapFlags::MAP_SHARED, &file, 0) }
-                    .map_err(|e| format!("cannot map the heartbeat file: {e}"))?
+                file
             }
         };
-        let free = (0..CAPACITY).rev().collect();
+        Self::map(file.into(), stride, (0..CAPACITY).rev().collect())
+    }
+
+    /// The new image of an in-place upgrade: map the table the previous
+    /// image left at `fd`, whose slots were `stride` bytes apart. Every slot
+    /// is free until [`Scoreboard::claim`]ed for an adopted worker.
+    pub fn inherit(fd: OwnedFd, stride: usize) -> Result<Self, String> {
+        if stride != slot_stride() {
+            return Err(format!(
+                "its slots are {stride} bytes apart, this binary's {}",
+                slot_stride()
+            ));
+        }
+        let size = nix::sys::stat::fstat(fd.as_fd())
+            .map_err(|e| format!("cannot stat it: {e}"))?
+            .st_size;
+        if size != (CAPACITY * stride) as i64 {
+            return Err(format!("it holds {size} bytes, not {} slots", CAPACITY));
+        }
+        fcntl(&fd, FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC))
+            .map_err(|e| format!("cannot make it close-on-exec: {e}"))?;
+        Self::map(fd, stride, (0..CAPACITY).rev().collect())
+    }
+
+    fn map(backing: OwnedFd, stride: usize, free: Vec<usize>) -> Result<Self, String> {
+        let len = std::num::NonZeroUsize::new(CAPACITY * stride).expect("non-zero size");
+        let prot = ProtFlags::PROT_READ | ProtFlags::PROT_WRITE;
+        // SAFETY: maps a table only this master names (a memfd or an
+        // unlinked file), of the size it was given; the mapping lives as
+        // long as the process.
+        let ptr = unsafe {
+            mmap(
+                None,
+                len,
+                prot,
+                MapFlags::MAP_SHARED | MapFlags::MAP_NORESERVE,
+                &backing,
+                0,
+            )
+        }
+        .map_err(|e| format!("cannot map the worker scoreboard: {e}"))?;
         Ok(Scoreboard {
             base: ptr.cast(),
             stride,
             free,
+            backing,
         })
+    }
+
+    /// The table's descriptor: kept open across an in-place upgrade's exec,
+    /// closed in every forked worker.
+    pub fn backing_fd(&self) -> RawFd {
+        self.backing.as_raw_fd()
+    }
+
+    /// Bytes from one slot to the next (the new image of an in-place
+    /// upgrade checks it reads the same layout).
+    pub fn stride(&self) -> usize {
+        self.stride
+    }
+
+    /// The new image of an in-place upgrade: slot `idx` belongs to an
+    /// adopted worker (as it is, heartbeat and all). False if `idx` is out
+    /// of range or taken already.
+    pub fn claim(&mut self, idx: usize) -> bool {
+        match self.free.iter().position(|&i| i == idx) {
+            Some(at) => {
+                self.free.remove(at);
+                true
+            }
+            None => false,
+        }
     }
 
     /// Take a free slot for a worker about to be forked, stamped with "now"
@@ -237,6 +317,37 @@ mod tests {
         board.release(idx);
         let again = board.allocate().unwrap();
         assert!(!board.slot(again).booted(), "a reused slot starts clean");
+    }
+
+    /// What the new image of an in-place upgrade maps from the descriptor
+    /// is the same table: the heartbeats and counters written into it so
+    /// far, and writes through either mapping seen by the other.
+    #[test]
+    fn an_inherited_table_is_the_same_memory() {
+        let mut board = Scoreboard::new(None).unwrap();
+        let idx = board.allocate().unwrap();
+        board.set_pid(idx, 4242);
+        board.slot(idx).mark_booted();
+        board.slot(idx).count_request();
+        let fd = board.backing.try_clone().unwrap();
+        let mut again = Scoreboard::inherit(fd, board.stride()).unwrap();
+        assert!(again.claim(idx));
+        assert!(!again.claim(idx), "a slot is claimed once");
+        assert!(!again.claim(CAPACITY), "out of range");
+        assert!(again.slot(idx).booted());
+        assert_eq!(again.slot(idx).requests(), 1);
+        board.slot(idx).count_request();
+        assert_eq!(again.slot(idx).requests(), 2);
+        assert_ne!(
+            again.allocate(),
+            Some(idx),
+            "a claimed slot is not handed out"
+        );
+        let wrong = Scoreboard::inherit(board.backing.try_clone().unwrap(), board.stride() * 2);
+        assert!(wrong.is_err());
+        // Sealed: nothing can shrink the table under the master.
+        let file = File::from(board.backing.try_clone().unwrap());
+        assert!(file.set_len(4096).is_err());
     }
 
     /// A confined worker reaches its own slot and faults on any other.

@@ -209,8 +209,8 @@ fn the_new_master_gets_the_listeners_and_the_channel_and_nothing_else() {
     // Everything else is what any master opens for itself (whatever else
     // the old master inherited from whoever started it does not cross):
     // 0-2, its pidfile (held open: it holds the file's lock), the signal
-    // pipe, the worker channel (a socket pair), the event loop, the control
-    // socket.
+    // pipe, the worker scoreboard (a memfd), the worker channel (a socket
+    // pair), the event loop, the control socket.
     let mut fds: Vec<(i32, String)> = fs::read_dir(format!("/proc/{new}/fd"))
         .unwrap()
         .filter_map(|e| {
@@ -231,6 +231,7 @@ fn the_new_master_gets_the_listeners_and_the_channel_and_nothing_else() {
             &pidfile,
             "pipe",
             "pipe",
+            "/memfd",
             "socket",
             "socket",
             "anon_inode",
@@ -241,8 +242,8 @@ fn the_new_master_gets_the_listeners_and_the_channel_and_nothing_else() {
     );
     assert_eq!(
         fds.last().unwrap().0,
-        12,
-        "numbered 0 to 12 without gaps: {fds:?}"
+        13,
+        "numbered 0 to 13 without gaps: {fds:?}"
     );
     let environ = fs::read(format!("/proc/{new}/environ")).unwrap();
     let environ = String::from_utf8_lossy(&environ);

@@ -117,7 +117,7 @@ fn a_state_of_another_version_still_ends_with_the_new_generation_alone() {
         stdout(&out),
         stderr(&out)
     );
-    srv.expect_log("Upgrade state unreadable: the state is version 1", LONG);
+    srv.expect_log("Upgrade state unreadable: the state is version 2", LONG);
     expect_within(LONG, "the new generation alone", || {
         let now = srv.worker_pids();
         now.len() == 2 && now.is_disjoint(&old) && old.iter().all(|&w| !process_alive(w))
@@ -306,7 +306,7 @@ fn the_probe_checks_the_configuration_of_the_new_binary() {
     );
     let given = fs::read_to_string(&args).unwrap();
     assert!(
-        given.starts_with("--upgrade-probe 1 ") && given.contains("--upgrade-mode in-place"),
+        given.starts_with("--upgrade-probe 2 ") && given.contains("--upgrade-mode in-place"),
         "{given}"
     );
     assert!(process_alive(srv.pid));
@@ -324,12 +324,12 @@ fn the_probe_flag_answers_for_the_state_version() {
             .output()
             .unwrap()
     };
-    let ok = probe("1");
+    let ok = probe("2");
     assert_eq!(ok.status.code(), Some(0), "{}", stderr(&ok));
     let other = probe("999");
     assert_eq!(other.status.code(), Some(1));
     assert!(
-        stderr(&other).contains("reads upgrade state version 1, not 999"),
+        stderr(&other).contains("reads upgrade state version 2, not 999"),
         "{}",
         stderr(&other)
     );
@@ -383,4 +383,98 @@ fn as_pid_1_the_master_upgrades_in_place_and_never_exits() {
     assert!(process_alive(srv.pid), "unshare still runs");
     assert_eq!(children_of(srv.pid), [inner].into(), "the same PID 1");
     assert_eq!(srv.get("/").status, 200);
+}
+
+/// Each worker's pid and seconds since its last heartbeat, as `show
+/// workers` has them.
+fn heartbeats(socket: &Path) -> Vec<(i32, f64)> {
+    let reply: serde_json::Value = Conn::open(socket).ok("show workers");
+    reply["workers"]
+        .as_array()
+        .map(|ws| {
+            ws.iter()
+                .filter_map(|w| Some((w["pid"].as_i64()? as i32, w["last_heartbeat"].as_f64()?)))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[test]
+fn an_adopted_worker_that_hangs_is_killed_by_its_heartbeat_after_the_exec() {
+    // The first image tolerates a long silence; the configuration the new
+    // one reads does not, and its workers take 2 s to boot, so that the
+    // adopted worker's silence is judged by the new image before any new
+    // worker replaces it.
+    let config = |timeout: u64, app: &str| {
+        format!(
+            "bind = \"127.0.0.1:0\"\nworkers = 2\ntimeout = {timeout}\n\
+             graceful_timeout = 60\napp = \"{app}\"\n"
+        )
+    };
+    let srv = Launch::from_config(&config(120, "builtin:debug"))
+        .control_socket()
+        .booted(2)
+        .start();
+    let socket = srv.socket.clone().unwrap();
+    // One worker hangs in a request (builtin:debug's sleep beats nothing).
+    let addr = srv.addr().to_string();
+    let request = std::thread::spawn(move || {
+        let mut s = std::net::TcpStream::connect(addr).unwrap();
+        use std::io::{Read, Write};
+        let _ = s.write_all(b"GET /?sleep=60 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+        let mut answer = Vec::new();
+        let _ = s.read_to_end(&mut answer);
+    });
+    let mut hung = 0;
+    expect_within(LONG, "a worker silent for 4 s", || {
+        hung = heartbeats(&socket)
+            .into_iter()
+            .find(|&(_, silence)| silence >= 4.0)
+            .map_or(0, |(pid, _)| pid);
+        hung != 0
+    });
+    fs::write(
+        srv.path("gunicornd.toml"),
+        config(3, "builtin:debug?boot_sleep=2"),
+    )
+    .unwrap();
+    let out = ctl(&["-s", srv.sock(), "upgrade", "--in-place"]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}{}",
+        stdout(&out),
+        stderr(&out)
+    );
+    // The new image watches the heartbeat the worker stopped giving before
+    // the exec: the timeout, not the 60 s graceful stop, ends it.
+    srv.expect_log(&format!("WORKER TIMEOUT (pid:{hung})"), LONG);
+    expect_within(LONG, "the hung worker gone", || !process_alive(hung));
+    assert!(process_alive(srv.pid));
+    request.join().unwrap();
+    expect_within(LONG, "two new workers serving", || {
+        booted_workers(&socket).is_some_and(|b| b.len() == 2 && !b.contains(&hung))
+    });
+}
+
+#[test]
+fn the_scoreboard_is_the_masters_alone_to_hand_over() {
+    // The master holds the table (a memfd) so an in-place upgrade can hand
+    // it on; a worker must not, or it could map every other worker's slot
+    // again (it keeps its own slot's page mapped, and nothing else).
+    let srv = Launch::hello(1).start();
+    let worker = *srv.wait_booted(1).iter().next().unwrap();
+    let is_board = |p: &std::path::PathBuf| p.to_string_lossy().contains("gunicornd-scoreboard");
+    assert!(open_files(srv.pid).iter().any(is_board));
+    assert!(
+        !open_files(worker).iter().any(is_board),
+        "{:?}",
+        open_files(worker)
+    );
+    let maps = fs::read_to_string(format!("/proc/{worker}/maps")).unwrap();
+    let mapped: Vec<&str> = maps
+        .lines()
+        .filter(|l| l.contains("gunicornd-scoreboard"))
+        .collect();
+    assert_eq!(mapped.len(), 1, "one page of the table: {mapped:?}");
 }

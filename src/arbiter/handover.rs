@@ -10,6 +10,7 @@ use nix::sys::memfd::{memfd_create, MFdFlags};
 use serde::{Deserialize, Serialize};
 
 use super::in_place::STATE_VERSION;
+use super::plan::Counters;
 use crate::fd::FileId;
 
 /// Names the fd of the state in the new image's environment.
@@ -19,6 +20,10 @@ pub const STATE_VAR: &str = "GUNICORND_STATE_FD";
 /// from the state, so that a new image that cannot read the state still
 /// serves on it.
 pub const CONTROL_VAR: &str = "GUNICORND_CONTROL_FD";
+/// Names the worker scoreboard in the new image's environment, as
+/// `FD:STRIDE` (see `Scoreboard::inherit`): apart from the state too, so
+/// that a new image that cannot read the state still closes it.
+pub const SCOREBOARD_VAR: &str = "GUNICORND_SCOREBOARD_FD";
 /// Tests only: the state version the new image reads, instead of
 /// [`STATE_VERSION`] (a new binary that does not understand the state).
 pub const VERSION_OVERRIDE_VAR: &str = "GUNICORND_STATE_VERSION_OVERRIDE";
@@ -32,6 +37,13 @@ pub struct HandedState {
     pub master_pid: i32,
     /// The running workers: still the new image's children.
     pub workers: Vec<HandedWorker>,
+    /// The worker target (what TTIN/TTOU/scale made of it) and the
+    /// configuration's `workers`, as a reload compares them.
+    pub target: usize,
+    pub configured: usize,
+    /// The generation serving; the new image's is the next.
+    pub generation: u64,
+    pub counters: Counters,
     /// The listening sockets' fds, kept open across the exec, in order.
     pub listener_fds: Vec<RawFd>,
     /// When the exec happened (seconds since the epoch).
@@ -44,6 +56,8 @@ pub struct HandedWorker {
     pub age: u64,
     pub generation: u64,
     pub booted: bool,
+    /// Its scoreboard slot, where its heartbeat goes on.
+    pub slot: usize,
 }
 
 /// The part of the state every version has.
@@ -57,6 +71,9 @@ struct Versioned {
 pub enum Unreadable {
     /// Another format: only the pids it names can still be recovered.
     Version { found: u32, pids: Vec<i32> },
+    /// The scoreboard could not be mapped again: the workers are known,
+    /// but their heartbeats cannot be watched.
+    Scoreboard { why: String, pids: Vec<i32> },
     /// Not a state at all (or unreadable).
     Broken(String),
 }
@@ -69,7 +86,20 @@ impl std::fmt::Display for Unreadable {
                 "the state is version {found}, this binary reads {}",
                 understood_version()
             ),
+            Unreadable::Scoreboard { why, .. } => {
+                write!(f, "the worker scoreboard cannot be taken over: {why}")
+            }
             Unreadable::Broken(why) => f.write_str(why),
+        }
+    }
+}
+
+impl Unreadable {
+    /// The inherited workers it still names, to be retired.
+    pub fn pids(&self) -> &[i32] {
+        match self {
+            Unreadable::Version { pids, .. } | Unreadable::Scoreboard { pids, .. } => pids,
+            Unreadable::Broken(_) => &[],
         }
     }
 }
@@ -164,6 +194,20 @@ pub fn control_from_env() -> Option<(std::os::unix::net::UnixListener, Option<Fi
     Some((listener, file))
 }
 
+/// The worker scoreboard's descriptor and slot stride the environment
+/// names, taken over (close-on-exec again).
+pub fn scoreboard_from_env() -> Option<(OwnedFd, usize)> {
+    let value = std::env::var(SCOREBOARD_VAR).ok()?;
+    std::env::remove_var(SCOREBOARD_VAR);
+    let (fd, stride) = value.split_once(':')?;
+    let fd: RawFd = fd.parse().ok().filter(|&fd| fd > 2 && fcntl_ok(fd))?;
+    // SAFETY: the old image left this fd open for us alone, and the
+    // variable is read once.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    let _ = crate::fd::set_cloexec(&fd);
+    Some((fd, stride.parse().ok()?))
+}
+
 fn fcntl_ok(fd: RawFd) -> bool {
     // SAFETY: only borrowed for the flag check; an invalid fd fails it.
     fcntl(unsafe { BorrowedFd::borrow_raw(fd) }, FcntlArg::F_GETFD).is_ok()
@@ -235,7 +279,16 @@ mod tests {
                 age: 3,
                 generation: 2,
                 booted: true,
+                slot: 0,
             }],
+            target: 1,
+            configured: 1,
+            generation: 2,
+            counters: Counters {
+                spawned: 3,
+                killed: 1,
+                reloads: 1,
+            },
             listener_fds: vec![5, 6],
             execed_at: 1_700_000_000,
         }

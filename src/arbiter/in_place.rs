@@ -9,12 +9,16 @@
 //! with its reason and changes nothing.
 //!
 //! Then the exec: the master writes its state to a memfd
-//! (src/arbiter/handover.rs), keeps exactly the listeners and that memfd
-//! open across `execve`, and execs the binary with its original arguments
-//! and environment. If `execve` fails, the old image carries on. The new
-//! image takes the listeners over, starts a fresh generation of workers,
-//! and retires the workers it inherited (still its children) once that
-//! generation has booted: SIGTERM, then SIGKILL after `graceful_timeout`.
+//! (src/arbiter/handover.rs), keeps exactly the listeners, the control
+//! socket's listener, the worker scoreboard and that memfd open across
+//! `execve`, and execs the binary with its original arguments and
+//! environment. If `execve` fails, the old image carries on. The new image
+//! takes the listeners and the control socket over, maps the same
+//! scoreboard, and puts the workers it inherited (still its children) in
+//! its worker table, heartbeats watched as before; then it rolls them over
+//! as a reload does (`Pool::adopt`). A state it cannot read still names the
+//! inherited pids: those are retired once the new generation has booted
+//! (SIGTERM, then SIGKILL after `graceful_timeout`), unwatched.
 
 use std::ffi::{CString, OsString};
 use std::io::Read;
@@ -28,12 +32,14 @@ use nix::unistd::Pid;
 
 use super::handover::{self, HandedState, HandedWorker, Unreadable};
 use super::upgrade::{HANDED_OVER_VARS, OWNED_VAR};
+use super::workers::Worker;
 use super::{Arbiter, ListenerSource, Outcome};
+use crate::scoreboard::Scoreboard;
 use crate::worker::kind::WorkerKind;
 
 /// The version of the state an old image hands the new one across
 /// `execve`; a new binary that reads another one says so in the probe.
-pub const STATE_VERSION: u32 = 1;
+pub const STATE_VERSION: u32 = 2;
 
 /// The hidden command-line flag that makes `gunicornd` a probe: check the
 /// configuration and the state version given with it, then exit.
@@ -55,6 +61,42 @@ pub fn probe_answer(version: u32) -> Result<(), String> {
         Err(format!(
             "the new binary reads upgrade state version {STATE_VERSION}, not {version}"
         ))
+    }
+}
+
+/// The worker scoreboard: in the new image of an in-place upgrade, the
+/// table the previous image handed over (so the adopted workers' heartbeats
+/// go on being watched), else a new one. A table that cannot be taken over
+/// makes the state's workers pids to retire, unwatched.
+pub(super) fn scoreboard_for(
+    worker_tmp_dir: Option<&std::path::Path>,
+    handed: Option<Result<HandedState, Unreadable>>,
+) -> Result<(Scoreboard, Option<Result<HandedState, Unreadable>>), String> {
+    let inherited = handed
+        .as_ref()
+        .and_then(|_| handover::scoreboard_from_env());
+    let (fd, stride, state) = match (inherited, handed) {
+        (Some((fd, stride)), Some(Ok(state))) => (fd, stride, state),
+        (None, Some(Ok(state))) => {
+            let why = "the previous image did not hand it over".to_string();
+            let pids = state.workers.iter().map(|w| w.pid).collect();
+            return Ok((
+                Scoreboard::new(worker_tmp_dir)?,
+                Some(Err(Unreadable::Scoreboard { why, pids })),
+            ));
+        }
+        // Nothing to adopt into it (a handed table is closed here).
+        (_, handed) => return Ok((Scoreboard::new(worker_tmp_dir)?, handed)),
+    };
+    match Scoreboard::inherit(fd, stride) {
+        Ok(board) => Ok((board, Some(Ok(state)))),
+        Err(why) => {
+            let pids = state.workers.iter().map(|w| w.pid).collect();
+            Ok((
+                Scoreboard::new(worker_tmp_dir)?,
+                Some(Err(Unreadable::Scoreboard { why, pids })),
+            ))
+        }
     }
 }
 
@@ -137,8 +179,13 @@ impl Arbiter {
                     age: w.age,
                     generation: w.generation,
                     booted: w.booted(),
+                    slot: w.slot,
                 })
                 .collect(),
+            target: self.pool.target,
+            configured: self.settings.workers,
+            generation: self.pool.generation,
+            counters: self.pool.counters,
             listener_fds: listener_fds.clone(),
             execed_at: SystemTime::now()
                 .duration_since(SystemTime::UNIX_EPOCH)
@@ -192,6 +239,16 @@ impl Arbiter {
         };
         let mut keep = listener_fds;
         keep.push(state_fd.as_raw_fd());
+        let board = self.scoreboard.backing_fd();
+        env.push(
+            CString::new(format!(
+                "{}={board}:{}",
+                handover::SCOREBOARD_VAR,
+                self.scoreboard.stride()
+            ))
+            .expect("digits"),
+        );
+        keep.push(board);
         if let Some(ctl) = &self.control {
             // The same listener, so that clients connecting during the exec
             // wait in its queue instead of being refused.
@@ -229,46 +286,37 @@ impl Arbiter {
     }
 
     /// New image: what the old image handed over. The listeners were
-    /// claimed already; here the inherited workers are noted for retiring
-    /// and the sockets' files are taken as ours.
+    /// claimed already, the scoreboard mapped ([`scoreboard_for`]); here the
+    /// inherited workers join the worker table (or, from a state we cannot
+    /// read, are noted for retiring) and the sockets' files are taken as
+    /// ours.
     pub(super) fn adopt(&mut self, handed: Result<HandedState, Unreadable>) {
-        let pids: Vec<i32> = match handed {
-            Ok(state) => {
-                if state.master_pid != self.pid.as_raw() {
-                    tracing::warn!(
-                        "Upgrade state of another process (pid:{}); retiring its workers anyway",
-                        state.master_pid
-                    );
-                }
-                state.workers.iter().map(|w| w.pid).collect()
-            }
-            Err(Unreadable::Version { found, pids }) => {
-                tracing::warn!(
-                    "Upgrade state unreadable: {}; retiring its workers once ours have booted",
-                    Unreadable::Version {
-                        found,
-                        pids: pids.clone()
-                    }
-                );
-                pids
-            }
-            Err(e) => {
-                tracing::error!("Upgrade state unreadable: {e}");
-                Vec::new()
-            }
-        };
         // Still our children: none was reaped between the state and the
         // exec, so no pid here can have been reused.
+        let pids: Vec<i32> = match handed {
+            Ok(state) => self.adopt_workers(state),
+            Err(e) => {
+                match e {
+                    Unreadable::Broken(_) => tracing::error!("Upgrade state unreadable: {e}"),
+                    _ => tracing::warn!(
+                        "Upgrade state unreadable: {e}; retiring its workers once ours have booted"
+                    ),
+                }
+                e.pids().to_vec()
+            }
+        };
         self.adopted = pids
             .into_iter()
             .filter(|&p| p > 0)
             .map(Pid::from_raw)
             .collect();
-        tracing::info!(
-            "Upgraded in place (pid:{}): {} workers of the previous image serve until ours have booted",
-            self.pid,
-            self.adopted.len()
-        );
+        if !self.adopted.is_empty() {
+            tracing::info!(
+                "Upgraded in place (pid:{}): {} workers of the previous image serve until ours have booted",
+                self.pid,
+                self.adopted.len()
+            );
+        }
         if self.listener_source == ListenerSource::Upgrade {
             let owned = super::upgrade::owned_from_env();
             for l in &mut self.listeners {
@@ -278,6 +326,48 @@ impl Arbiter {
             }
             self.listener_source = ListenerSource::Bound;
         }
+    }
+
+    /// The workers of a state we read join the pool, each in its own
+    /// scoreboard slot; returns those that cannot (a slot out of range or
+    /// named twice), to be retired unwatched.
+    fn adopt_workers(&mut self, state: HandedState) -> Vec<i32> {
+        if state.master_pid != self.pid.as_raw() {
+            tracing::warn!(
+                "Upgrade state of another process (pid:{}); its workers are ours anyway",
+                state.master_pid
+            );
+        }
+        let now = Instant::now();
+        let mut workers = Vec::new();
+        let mut unwatched = Vec::new();
+        for w in state.workers {
+            if !self.scoreboard.claim(w.slot) {
+                tracing::warn!(
+                    "Worker {} of the previous image names scoreboard slot {}, which is not free; retiring it",
+                    w.pid,
+                    w.slot
+                );
+                unwatched.push(w.pid);
+                continue;
+            }
+            let mut worker = Worker::new(Pid::from_raw(w.pid), w.age, w.generation, w.slot, now);
+            // It may have booted between the state and the exec (its
+            // message went to the previous image's channel).
+            if w.booted || self.scoreboard.slot(w.slot).booted() {
+                worker.booted_at = Some(now);
+            }
+            workers.push(worker);
+        }
+        self.pool.adopt(
+            workers,
+            state.generation,
+            state.target,
+            (state.configured, self.settings.workers),
+            state.counters,
+        );
+        self.report.serving_already();
+        unwatched
     }
 
     /// New image: stop the inherited workers once the new generation serves

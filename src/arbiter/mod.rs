@@ -317,7 +317,8 @@ impl Arbiter {
             "when_ready",
             &[("GUNICORND_WORKERS", settings.workers.to_string())],
         );
-        let scoreboard = Scoreboard::new(settings.worker_tmp_dir.as_deref())?;
+        let (scoreboard, handed) =
+            in_place::scoreboard_for(settings.worker_tmp_dir.as_deref(), handed)?;
         let (worker_messages, worker_sender) =
             notify::channel().map_err(|e| format!("cannot create the worker channel: {e}"))?;
         let poll = Poll::new().map_err(|e| format!("cannot create the event loop: {e}"))?;
@@ -790,7 +791,12 @@ impl Arbiter {
 
     /// Descriptors a forked worker must close (they are the master's).
     fn master_fds(&self) -> Vec<RawFd> {
-        let mut fds = vec![self.poll.as_raw_fd(), self.worker_messages.as_raw_fd()];
+        let mut fds = vec![
+            self.poll.as_raw_fd(),
+            self.worker_messages.as_raw_fd(),
+            // A worker keeps its own slot's page mapped, and nothing else.
+            self.scoreboard.backing_fd(),
+        ];
         fds.extend(self.sigpipe.fds());
         // Sockets parked by a reload belong to the old generation only.
         fds.extend(self.parked_listeners.iter().map(Listener::raw_fd));

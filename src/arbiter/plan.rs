@@ -99,8 +99,9 @@ pub struct ChildMaster {
     pub killed: bool,
 }
 
-/// Counters reported by `show stats`.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+/// Counters reported by `show stats` (and handed to the new image of an
+/// in-place upgrade).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Counters {
     pub spawned: u64,
     pub killed: u64,
@@ -628,6 +629,59 @@ impl Pool {
         self.next_spawn_at = None;
         self.report(Report::Reloaded);
         self.target_changed(old_target);
+    }
+
+    // --- in-place upgrade ----------------------------------------------------
+
+    /// The new image of an in-place upgrade took over `workers` (the
+    /// previous image's, still our children, their heartbeats still in the
+    /// scoreboard) serving `generation` at `target`: they are rolled over
+    /// as a reload rolls a generation over, each retired only as the new
+    /// generation's booted workers take its place. Should the new binary's
+    /// workers fail to boot, the rollback of a reload keeps the adopted ones
+    /// serving. `configured` is the worker count of the old configuration
+    /// and of ours, compared as a reload compares them.
+    pub fn adopt(
+        &mut self,
+        workers: Vec<Worker>,
+        generation: u64,
+        target: usize,
+        configured: (usize, usize),
+        counters: Counters,
+    ) {
+        self.counters = counters;
+        self.worker_age = workers.iter().map(|w| w.age).max().unwrap_or(0);
+        let newest = workers.iter().map(|w| w.generation).max().unwrap_or(0);
+        let adopted = workers.len();
+        for mut w in workers {
+            w.replace = Some(Replace::Generation);
+            self.workers.insert(w);
+        }
+        let old_target = target.min(self.limits.max_workers);
+        self.target = if configured.0 != configured.1 || old_target == 0 {
+            configured.1.min(self.limits.max_workers)
+        } else {
+            old_target
+        };
+        let generation = generation.max(newest);
+        self.previous = Some(Fallback {
+            generation,
+            target: old_target,
+            limits: self.limits,
+        });
+        self.generation = generation + 1;
+        self.next_generation = generation + 2;
+        // The service was ready before the exec; it stays so (READY=1
+        // follows when the roll-over completes, as after a reload).
+        self.ready = true;
+        let (new, target) = (self.generation, self.target);
+        self.log(
+            Level::Info,
+            format!(
+                "Upgraded in place: generation {new} with {target} workers replaces the {adopted} workers of generation {generation}"
+            ),
+        );
+        self.emit(EventKind::ReloadStarted { generation: new });
     }
 
     // --- workers -------------------------------------------------------------

@@ -78,6 +78,12 @@ impl Reporter {
         }
     }
 
+    /// The new image of an in-place upgrade: the service was serving all
+    /// along, so the end of the roll-over says READY=1 as after a reload.
+    pub(super) fn serving_already(&mut self) {
+        self.ready = true;
+    }
+
     /// Startup failed before the server was ready: the launcher says why.
     pub(super) fn startup_failed(&mut self, reason: &str) {
         if let Some(handle) = self.daemon.take() {

@@ -1575,3 +1575,123 @@ fn an_extension_sent_with_ready_1_or_stopping_1_is_one_of_the_phase_they_begin()
     sim.advance(GRACEFUL);
     assert_eq!(signals(&sim.tick()), vec![(pid, Signal::SIGKILL)]);
 }
+
+// --- in-place upgrade: the new image ------------------------------------
+
+/// The new image of an in-place upgrade with `booted` and `booting`
+/// workers of generation 3 (pids 50 up) adopted at a target of their
+/// number, before its first pass.
+fn adopting(booted: usize, booting: usize) -> (Sim, Vec<Pid>) {
+    let n = booted + booting;
+    let mut sim = Sim::new(n);
+    let workers: Vec<Worker> = (0..n)
+        .map(|i| {
+            let pid = Pid::from_raw(50 + i as i32);
+            sim.beats.insert(pid.as_raw(), sim.now);
+            let mut w = Worker::new(pid, i as u64 + 1, 3, i, sim.now);
+            if i < booted {
+                w.booted_at = Some(sim.now);
+            }
+            w
+        })
+        .collect();
+    let pids = workers.iter().map(|w| w.pid).collect();
+    let counters = super::plan::Counters {
+        spawned: 7,
+        killed: 1,
+        reloads: 2,
+    };
+    sim.pool.adopt(workers, 3, n, (n, n), counters);
+    (sim, pids)
+}
+
+#[test]
+fn adopted_workers_are_rolled_over_like_a_reload() {
+    let (mut sim, adopted) = adopting(2, 0);
+    let first = sim.tick();
+    assert!(has_log(
+        &sim.done,
+        Level::Info,
+        "Upgraded in place: generation 4 with 2 workers replaces the 2 workers of generation 3"
+    ));
+    assert_eq!(spawns(&first), 2, "a whole new generation at once");
+    assert!(signals(&first).is_empty(), "nothing retired before a boot");
+    let new = sim.generation_pids(4);
+    // Ages and counters go on from the previous image's.
+    let ages: Vec<u64> = new
+        .iter()
+        .map(|p| sim.pool.workers.get(*p).unwrap().age)
+        .collect();
+    assert_eq!(ages, vec![3, 4]);
+    assert_eq!(sim.pool.counters.spawned, 9);
+    assert_eq!(sim.pool.counters.reloads, 2);
+    for (i, pid) in new.iter().enumerate() {
+        let before = sim.done.len();
+        sim.boot(*pid);
+        assert_eq!(
+            signals(&sim.done[before..]),
+            vec![(adopted[i], Signal::SIGTERM)],
+            "one adopted worker retired per new one booted"
+        );
+    }
+    assert!(sim
+        .done
+        .contains(&Action::Emit(EventKind::ReloadFinished { generation: 4 })));
+    // Serving before, serving after: READY=1 again, never a first Ready.
+    assert!(sim.done.contains(&Action::Report(Report::Reloaded)));
+    assert!(!sim.done.contains(&Action::Report(Report::Ready)));
+    sim.stopped_workers_exit();
+    assert_eq!(sim.pids(|_| true), new);
+}
+
+#[test]
+fn an_adopted_worker_that_hangs_is_timed_out_by_its_heartbeat() {
+    let (mut sim, adopted) = adopting(2, 0);
+    sim.tick();
+    sim.advance(TIMEOUT + Duration::from_millis(1));
+    // The new generation and one adopted worker beat; the other is silent.
+    sim.beat_all();
+    sim.beats.insert(adopted[1].as_raw(), sim.now - TIMEOUT * 2);
+    let out = sim.tick();
+    assert_eq!(signals(&out), vec![(adopted[1], Signal::SIGABRT)]);
+    assert!(has_log(
+        &out,
+        Level::Critical,
+        &format!("WORKER TIMEOUT (pid:{})", adopted[1])
+    ));
+}
+
+#[test]
+fn an_adopted_worker_still_booting_is_no_capacity_and_goes_at_once() {
+    let (mut sim, adopted) = adopting(1, 1);
+    let out = sim.tick();
+    assert_eq!(signals(&out), vec![(adopted[1], Signal::SIGTERM)]);
+    assert_eq!(spawns(&out), 2);
+}
+
+#[test]
+fn a_new_binary_whose_workers_cannot_boot_leaves_the_adopted_ones_serving() {
+    let (mut sim, adopted) = adopting(2, 0);
+    sim.tick();
+    let new = sim.generation_pids(4);
+    let out = sim.exit(new[0], WaitStatus::Exited(new[0], APP_LOAD_ERROR));
+    assert!(has_log(&out, Level::Error, "Keeping generation 3 serving"));
+    assert_eq!(signals(&out), vec![(new[1], Signal::SIGTERM)]);
+    for pid in &adopted {
+        assert!(
+            sim.pool.workers.get(*pid).unwrap().live(),
+            "{pid} serves on"
+        );
+    }
+    assert!(sim.pool.finished().is_none());
+}
+
+#[test]
+fn an_adopted_target_is_kept_unless_the_configuration_changed_it() {
+    let mut sim = Sim::new(4);
+    sim.pool.adopt(Vec::new(), 1, 3, (4, 4), Default::default());
+    assert_eq!(sim.pool.target, 3, "what TTOU made of it stays");
+    let mut sim = Sim::new(5);
+    sim.pool.adopt(Vec::new(), 1, 3, (4, 5), Default::default());
+    assert_eq!(sim.pool.target, 5, "a changed workers setting wins");
+}
