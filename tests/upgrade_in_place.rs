@@ -218,6 +218,51 @@ fn a_broken_new_binary_fails_the_probe_and_the_master_serves_on() {
 }
 
 #[test]
+fn a_probe_that_hangs_does_not_stop_the_master_and_times_out() {
+    let (srv, program) = from_copy(1, &[]);
+    let workers = srv.wait_booted(1);
+    // exec: the probe's pid is the sleep's, so the kill at the deadline
+    // ends it (no orphan keeps the pipe open).
+    install_script(
+        &program,
+        "#!/bin/sh
+exec sleep 60
+",
+    );
+    let socket = srv.socket.clone().unwrap();
+    let sock = srv.sock().to_string();
+    let upgrade = std::thread::spawn(move || ctl(&["-s", &sock, "upgrade", "--in-place"]));
+    srv.expect_log("Upgrade: probing the new binary", LONG);
+    // The master serves on while the probe runs: the control socket
+    // answers at once, and so do the workers; a second upgrade is refused.
+    let asked = std::time::Instant::now();
+    let ping: serde_json::Value = Conn::open(&socket).ok("ping");
+    assert_eq!(ping["pid"].as_i64(), Some(srv.pid as i64));
+    assert!(
+        asked.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        asked.elapsed()
+    );
+    assert_eq!(srv.get("/").status, 200);
+    let again = ctl(&["-s", srv.sock(), "upgrade", "--in-place"]);
+    assert_eq!(again.status.code(), Some(1));
+    assert!(
+        stderr(&again).contains("its probe, pid"),
+        "{}",
+        stderr(&again)
+    );
+    let out = upgrade.join().unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
+    assert!(
+        stderr(&out).contains("the new binary failed the probe: it did not answer within 10 s"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(srv.worker_pids(), workers, "nothing changed");
+    assert_eq!(srv.get("/").status, 200);
+}
+
+#[test]
 fn the_pidfile_stays_and_is_removed_at_the_end() {
     let launch = Launch::hello(1);
     let pidfile = launch.path("g.pid");

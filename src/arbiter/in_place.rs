@@ -2,11 +2,12 @@
 //! upgrade --in-place`): the new binary replaces this master's image in the
 //! same process, so the pid that supervisors and containers watch stays.
 //!
-//! First the probe: the new binary, run as a child with the master's
-//! original arguments and environment plus [`PROBE_FLAG`], loads and checks
-//! the configuration and says whether it reads the state format this
-//! master writes ([`STATE_VERSION`]). A failed probe aborts the upgrade
-//! with its reason and changes nothing.
+//! First the probe (src/arbiter/probe.rs): the new binary, run as a child
+//! with the master's original arguments and environment plus
+//! `--upgrade-probe`, loads and checks the configuration and says whether
+//! it reads the state format this master writes ([`STATE_VERSION`]). The
+//! master serves on while it runs. A failed probe aborts the upgrade with
+//! its reason (an `upgrade_failed` event) and changes nothing.
 //!
 //! Then the exec: the master writes its state to a memfd
 //! (src/arbiter/handover.rs), keeps exactly the listeners, the control
@@ -21,16 +22,16 @@
 //! (SIGTERM, then SIGKILL after `graceful_timeout`), unwatched.
 
 use std::ffi::{CString, OsString};
-use std::io::Read;
 use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
-use std::process::{Command as Process, Stdio};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Instant, SystemTime};
 
 use nix::sys::signal::{kill, Signal};
+use nix::sys::wait::WaitStatus;
 use nix::unistd::Pid;
 
 use super::handover::{self, HandedState, HandedWorker, Unreadable};
+use super::probe::{Probe, PROBE_TIMEOUT};
 use super::upgrade::{HANDED_OVER_VARS, OWNED_VAR};
 use super::workers::Worker;
 use super::{Arbiter, ListenerSource, Outcome};
@@ -40,17 +41,6 @@ use crate::worker::kind::WorkerKind;
 /// The version of the state an old image hands the new one across
 /// `execve`; a new binary that reads another one says so in the probe.
 pub const STATE_VERSION: u32 = 2;
-
-/// The hidden command-line flag that makes `gunicornd` a probe: check the
-/// configuration and the state version given with it, then exit.
-pub const PROBE_FLAG: &str = "--upgrade-probe";
-
-/// How long a probe may take. It only loads the configuration, and the
-/// master waits for it without serving its event loop, so this is short.
-const PROBE_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// How often the master looks whether the probe has exited.
-const PROBE_POLL: Duration = Duration::from_millis(5);
 
 /// What the probe says about `version`: `Ok` if this binary reads it, else
 /// why not (the probe's exit message).
@@ -101,31 +91,72 @@ pub(super) fn scoreboard_for(
 }
 
 impl Arbiter {
-    /// USR2 / `upgrade in-place`: probe the new binary; on success hand the
-    /// state over and exec it.
+    /// USR2 / `upgrade in-place`: start the probe of the new binary; once
+    /// it passes, the state is handed over and the binary exec'd
+    /// ([`Arbiter::probe_exited`]). The reply says the upgrade is under way;
+    /// how it ends is an event (`upgrade_failed`) or the new image itself.
     pub(super) fn in_place_upgrade(&mut self) -> Outcome {
         tracing::info!("In-place upgrade requested: {}", self.name);
         if let Err(why) = self.pool.start_upgrade() {
             return Outcome::Refused(why);
         }
+        if let Some(probe) = &self.probe {
+            return Outcome::Refused(format!(
+                "an in-place upgrade is under way (its probe, pid {}, is running)",
+                probe.pid()
+            ));
+        }
         // systemd (Type=notify-reload) waits for RELOADING=1 after the
         // signal, then READY=1: from the new image once its generation
         // serves, or from this one at once when the upgrade does not happen.
         self.report.reloading();
-        let refused = match self.why_not_in_place() {
+        let started = match self.why_not_in_place() {
             Some(why) => Err(why),
-            None => self
-                .probe()
+            None => Probe::start(&self.start, self.poll.registry())
                 .map_err(|reason| format!("the new binary failed the probe: {reason}")),
         };
-        if let Err(why) = refused {
-            self.report.reloaded();
-            return self.pool.upgrade_not_started(&why);
+        match started {
+            Ok(probe) => {
+                tracing::info!("Upgrade: probing the new binary (pid:{})", probe.pid());
+                self.probe = Some(probe);
+                Outcome::Upgrading { pid: self.pid }
+            }
+            Err(why) => {
+                self.report.reloaded();
+                self.pool.upgrade_not_started(&why)
+            }
         }
-        tracing::info!("Upgrade: the new binary passed the probe; it runs in place next");
-        // At the end of this pass, once the reply to whoever asked is out.
-        self.exec_pending = true;
-        Outcome::Upgrading { pid: self.pid }
+    }
+
+    /// The probe exited: exec the new binary at the end of this pass if it
+    /// passed and nothing changed meanwhile that an exec cannot carry (a
+    /// reload started, the server is stopping); else the upgrade ends here.
+    pub(super) fn probe_exited(&mut self, probe: Probe, status: &WaitStatus) {
+        let passed = probe
+            .finish(status, self.poll.registry())
+            .map_err(|reason| format!("the new binary failed the probe: {reason}"))
+            .and_then(|()| match self.pool.start_upgrade() {
+                Err(why) => Err(why),
+                Ok(()) => self.why_not_in_place().map_or(Ok(()), Err),
+            });
+        match passed {
+            Ok(()) => {
+                tracing::info!("Upgrade: the new binary passed the probe; it runs in place next");
+                // At the end of this pass, once every reply due is out.
+                self.exec_pending = true;
+            }
+            Err(why) => {
+                self.report.reloaded();
+                self.pool.upgrade_not_started(&why);
+            }
+        }
+    }
+
+    /// The probe ran out of time: it is killed (its exit ends the upgrade).
+    pub(super) fn check_probe(&mut self, now: Instant) {
+        if let Some(probe) = self.probe.as_mut() {
+            probe.check_deadline(now);
+        }
     }
 
     /// What this first version of the in-place upgrade cannot hand over.
@@ -408,67 +439,6 @@ impl Arbiter {
         let before = self.adopted.len();
         self.adopted.retain(|&p| p != pid);
         self.adopted.len() != before
-    }
-
-    /// Runs the binary this master was started from (the path, which may
-    /// name a new file by now) as a probe and waits for its answer.
-    fn probe(&self) -> Result<(), String> {
-        let program = self.start.program.clone()?;
-        let mut args: Vec<OsString> = self.start.args.iter().skip(1).cloned().collect();
-        // Before the original arguments: after a `--` they would be the
-        // command workers' words.
-        args.splice(
-            0..0,
-            [OsString::from(PROBE_FLAG), STATE_VERSION.to_string().into()],
-        );
-        let mut child = Process::new(&program)
-            .args(&args)
-            .env_clear()
-            .envs(self.start.env.iter().map(|(k, v)| (k, v)))
-            .current_dir(&self.start.cwd)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .map_err(|e| format!("cannot run {}: {e}", program.display()))?;
-        let mut stderr = child.stderr.take().expect("stderr is piped");
-        // Read on the side so that a chatty probe cannot fill the pipe and
-        // block before it exits.
-        let reader = std::thread::spawn(move || {
-            let mut text = Vec::new();
-            let _ = (&mut stderr).take(64 * 1024).read_to_end(&mut text);
-            String::from_utf8_lossy(&text).into_owned()
-        });
-        let deadline = Instant::now() + PROBE_TIMEOUT;
-        let status = loop {
-            match child.try_wait() {
-                Ok(Some(status)) => break Ok(status),
-                Ok(None) if Instant::now() >= deadline => {
-                    let _ = child.kill();
-                    let _ = child.wait();
-                    break Err(format!(
-                        "it did not answer within {} s",
-                        PROBE_TIMEOUT.as_secs()
-                    ));
-                }
-                Ok(None) => std::thread::sleep(PROBE_POLL),
-                Err(e) => break Err(format!("cannot wait for it: {e}")),
-            }
-        };
-        let text = reader.join().unwrap_or_default();
-        let status = status?;
-        if status.success() {
-            return Ok(());
-        }
-        let said = text
-            .lines()
-            .map(str::trim)
-            .rfind(|l| !l.is_empty())
-            .map(|l| l.strip_prefix("Error: ").unwrap_or(l).to_string());
-        Err(match said {
-            Some(line) => format!("{line} ({status})"),
-            None => format!("it {status} and said nothing"),
-        })
     }
 }
 

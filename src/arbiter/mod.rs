@@ -31,6 +31,7 @@ mod in_place;
 mod notify_socket;
 mod output;
 mod plan;
+mod probe;
 mod reload;
 mod report;
 #[cfg(test)]
@@ -52,8 +53,9 @@ use action::{Action, Level, Outcome, Report};
 use command::Command;
 pub use command::MASTER_SIGNALS;
 use event::Event;
-pub use in_place::{probe_answer, PROBE_FLAG, STATE_VERSION};
+pub use in_place::{probe_answer, STATE_VERSION};
 use plan::{Exit, Halt, Limits, Liveness, Pool};
+pub use probe::PROBE_FLAG;
 use workers::Worker;
 
 use crate::config::{Loader, Settings};
@@ -133,6 +135,8 @@ pub struct Arbiter {
     owned_fds: Vec<upgrade::OwnedSocketFile>,
     /// An in-place upgrade passed its probe: exec at the end of the pass.
     exec_pending: bool,
+    /// The probe of an in-place upgrade, while it runs.
+    probe: Option<probe::Probe>,
     /// New image of an in-place upgrade: the previous image's workers, to
     /// retire once ours have booted, and when the remaining ones get SIGKILL.
     adopted: Vec<Pid>,
@@ -411,6 +415,7 @@ impl Arbiter {
             channel_buf: Vec::new(),
             owned_fds,
             exec_pending: false,
+            probe: None,
             adopted: Vec::new(),
             adopted_kill_at: None,
             old_master_pidfd: None,
@@ -458,6 +463,11 @@ impl Arbiter {
                     NOTICES => self.notices_pending = true,
                     upgrade::CHANNEL => self.channel_ready(),
                     upgrade::OLD_MASTER => self.old_master_exited(),
+                    probe::PROBE => {
+                        if let Some(p) = self.probe.as_mut() {
+                            p.readable();
+                        }
+                    }
                     token if self.output.owns(token) => self.output.readable(token),
                     token => client_events.push((token, event.is_readable(), event.is_writable())),
                 }
@@ -524,6 +534,7 @@ impl Arbiter {
                 let scoreboard = &self.scoreboard;
                 self.pool
                     .check_deadlines(now, |w| observe(scoreboard, w, timeout));
+                self.check_probe(now);
             }
             Event::EndOfPass => {
                 self.check_given_up(now);
@@ -585,6 +596,11 @@ impl Arbiter {
             return;
         }
         let Some(pid) = status.pid() else { return };
+        if self.probe.as_ref().is_some_and(|p| p.pid() == pid) {
+            let probe = self.probe.take().expect("just checked");
+            self.probe_exited(probe, &status);
+            return;
+        }
         if self.pool.child_master.is_some_and(|c| c.pid == pid) {
             self.pool.child_master_exited(&status);
             return;
@@ -638,6 +654,9 @@ impl Arbiter {
             consider(t);
         }
         if let Some(t) = self.adopted_kill_at {
+            consider(t);
+        }
+        if let Some(t) = self.probe.as_ref().and_then(probe::Probe::deadline) {
             consider(t);
         }
         if let Some(t) = self.given_up_check {
@@ -715,6 +734,9 @@ impl Arbiter {
 
     /// Leave: stop what is left, log why, report the exit status.
     fn finish(mut self, halt: Halt) -> i32 {
+        if let Some(probe) = self.probe.take() {
+            probe.abandon(self.poll.registry());
+        }
         self.close_listeners();
         if let Some(control) = self.control.take() {
             control.shutdown(self.poll.registry());
@@ -808,6 +830,7 @@ impl Arbiter {
         fds.extend(self.notices.as_ref().map(|n| n.as_raw_fd()));
         fds.extend(self.output.fds());
         fds.extend(self.old_master_pidfd.as_ref().map(|p| p.as_raw_fd()));
+        fds.extend(self.probe.as_ref().map(probe::Probe::raw_fd));
         // The pidfile's lock must go with the master, not live on in
         // workers that outlive it.
         fds.extend(self.pidfile.as_ref().map(Pidfile::raw_fd));
