@@ -523,3 +523,40 @@ fn the_scoreboard_is_the_masters_alone_to_hand_over() {
         .collect();
     assert_eq!(mapped.len(), 1, "one page of the table: {mapped:?}");
 }
+
+#[test]
+fn an_upgrade_during_a_reload_ends_with_the_new_generation_alone() {
+    let config = |app: &str| format!("bind = \"127.0.0.1:0\"\nworkers = 2\napp = \"{app}\"\n");
+    let srv = Launch::from_config(&config("builtin:hello"))
+        .control_socket()
+        .booted(2)
+        .start();
+    let first = srv.wait_booted(2);
+    // The reload's workers take 2 s to boot: the upgrade comes meanwhile.
+    fs::write(
+        srv.path("gunicornd.toml"),
+        config("builtin:debug?boot_sleep=2"),
+    )
+    .unwrap();
+    srv.signal_delivered(libc::SIGHUP);
+    srv.expect_log("Reloading: starting generation 2", LONG);
+    let load = Load::start(srv.addr(), 2, "/", 1_000_000);
+    let out = ctl(&["-s", srv.sock(), "upgrade", "--in-place"]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}{}",
+        stdout(&out),
+        stderr(&out)
+    );
+    srv.expect_log("(a reload was in progress)", LONG);
+    let socket = srv.socket.clone().unwrap();
+    expect_within(LONG, "the new image's generation alone", || {
+        booted_workers(&socket).is_some_and(|b| b.len() == 2 && b.is_disjoint(&first))
+            && srv.worker_pids().len() == 2
+    });
+    srv.expect_log("Reload complete: generation 3", LONG);
+    let (ok, failures) = load.finish();
+    assert!(ok > 0);
+    assert!(failures.is_empty(), "{failures:?}\n{}", srv.log());
+}

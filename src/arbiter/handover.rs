@@ -41,8 +41,11 @@ pub struct HandedState {
     /// configuration's `workers`, as a reload compares them.
     pub target: usize,
     pub configured: usize,
-    /// The generation serving; the new image's is the next.
+    /// The newest generation; the new image's is the next.
     pub generation: u64,
+    /// A reload in progress: the generation that serves until the newest
+    /// one has booted, and its target.
+    pub fallback: Option<HandedFallback>,
     pub counters: Counters,
     /// The listening sockets' fds, kept open across the exec, in order.
     pub listener_fds: Vec<RawFd>,
@@ -58,6 +61,12 @@ pub struct HandedWorker {
     pub booted: bool,
     /// Its scoreboard slot, where its heartbeat goes on.
     pub slot: usize,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HandedFallback {
+    pub generation: u64,
+    pub target: usize,
 }
 
 /// The part of the state every version has.
@@ -284,6 +293,10 @@ mod tests {
             target: 1,
             configured: 1,
             generation: 2,
+            fallback: Some(HandedFallback {
+                generation: 1,
+                target: 2,
+            }),
             counters: Counters {
                 spawned: 3,
                 killed: 1,

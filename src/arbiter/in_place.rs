@@ -175,8 +175,12 @@ impl Arbiter {
                     .into(),
             );
         }
-        if self.pool.previous.is_some() {
-            return Some("a reload is in progress; upgrade once it completes".into());
+        if !self.parked_listeners.is_empty() {
+            return Some(
+                "a reload that changed the listeners is in progress (the previous generation's \
+                 sockets would close); upgrade once it completes"
+                    .into(),
+            );
         }
         None
     }
@@ -216,6 +220,10 @@ impl Arbiter {
             target: self.pool.target,
             configured: self.settings.workers,
             generation: self.pool.generation,
+            fallback: self.pool.previous.map(|p| handover::HandedFallback {
+                generation: p.generation,
+                target: p.target,
+            }),
             counters: self.pool.counters,
             listener_fds: listener_fds.clone(),
             execed_at: SystemTime::now()
@@ -393,6 +401,7 @@ impl Arbiter {
         self.pool.adopt(
             workers,
             state.generation,
+            state.fallback.map(|f| (f.generation, f.target)),
             state.target,
             (state.configured, self.settings.workers),
             state.counters,

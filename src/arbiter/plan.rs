@@ -639,12 +639,15 @@ impl Pool {
     /// as a reload rolls a generation over, each retired only as the new
     /// generation's booted workers take its place. Should the new binary's
     /// workers fail to boot, the rollback of a reload keeps the adopted ones
-    /// serving. `configured` is the worker count of the old configuration
-    /// and of ours, compared as a reload compares them.
+    /// serving: those of `fallback` (generation, target) when the previous
+    /// image was in the middle of a reload, else those of `generation`.
+    /// `configured` is the worker count of the old configuration and of
+    /// ours, compared as a reload compares them.
     pub fn adopt(
         &mut self,
         workers: Vec<Worker>,
         generation: u64,
+        fallback: Option<(u64, usize)>,
         target: usize,
         configured: (usize, usize),
         counters: Counters,
@@ -664,9 +667,10 @@ impl Pool {
             old_target
         };
         let generation = generation.max(newest);
+        let (serving, serving_target) = fallback.unwrap_or((generation, old_target));
         self.previous = Some(Fallback {
-            generation,
-            target: old_target,
+            generation: serving,
+            target: serving_target.min(self.limits.max_workers),
             limits: self.limits,
         });
         self.generation = generation + 1;
@@ -675,10 +679,15 @@ impl Pool {
         // follows when the roll-over completes, as after a reload).
         self.ready = true;
         let (new, target) = (self.generation, self.target);
+        let replaced = if serving == generation {
+            format!("generation {generation}")
+        } else {
+            format!("generations {serving} to {generation} (a reload was in progress)")
+        };
         self.log(
             Level::Info,
             format!(
-                "Upgraded in place: generation {new} with {target} workers replaces the {adopted} workers of generation {generation}"
+                "Upgraded in place: generation {new} with {target} workers replaces the {adopted} workers of {replaced}"
             ),
         );
         self.emit(EventKind::ReloadStarted { generation: new });

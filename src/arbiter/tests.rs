@@ -1601,7 +1601,7 @@ fn adopting(booted: usize, booting: usize) -> (Sim, Vec<Pid>) {
         killed: 1,
         reloads: 2,
     };
-    sim.pool.adopt(workers, 3, n, (n, n), counters);
+    sim.pool.adopt(workers, 3, None, n, (n, n), counters);
     (sim, pids)
 }
 
@@ -1689,9 +1689,52 @@ fn a_new_binary_whose_workers_cannot_boot_leaves_the_adopted_ones_serving() {
 #[test]
 fn an_adopted_target_is_kept_unless_the_configuration_changed_it() {
     let mut sim = Sim::new(4);
-    sim.pool.adopt(Vec::new(), 1, 3, (4, 4), Default::default());
+    sim.pool
+        .adopt(Vec::new(), 1, None, 3, (4, 4), Default::default());
     assert_eq!(sim.pool.target, 3, "what TTOU made of it stays");
     let mut sim = Sim::new(5);
-    sim.pool.adopt(Vec::new(), 1, 3, (4, 5), Default::default());
+    sim.pool
+        .adopt(Vec::new(), 1, None, 3, (4, 5), Default::default());
     assert_eq!(sim.pool.target, 5, "a changed workers setting wins");
+}
+
+#[test]
+fn an_upgrade_during_a_reload_falls_back_to_the_generation_that_served() {
+    // Generation 1 serves (2 booted), generation 2 of the reload is
+    // booting (pids 52, 53); the new image starts generation 3.
+    let mut sim = Sim::new(2);
+    let workers: Vec<Worker> = (0..4)
+        .map(|i| {
+            let pid = Pid::from_raw(50 + i);
+            sim.beats.insert(pid.as_raw(), sim.now);
+            let mut w = Worker::new(pid, i as u64 + 1, 1 + i as u64 / 2, i as usize, sim.now);
+            if i < 2 {
+                w.booted_at = Some(sim.now);
+            }
+            w
+        })
+        .collect();
+    sim.pool
+        .adopt(workers, 2, Some((1, 2)), 2, (2, 2), Default::default());
+    let out = sim.tick();
+    assert!(has_log(
+        &sim.done,
+        Level::Info,
+        "replaces the 4 workers of generations 1 to 2 (a reload was in progress)"
+    ));
+    assert_eq!(spawns(&out), 2);
+    // The reload's workers still booting are no capacity: they go at once.
+    assert_eq!(
+        signals(&out),
+        vec![
+            (Pid::from_raw(52), Signal::SIGTERM),
+            (Pid::from_raw(53), Signal::SIGTERM)
+        ]
+    );
+    let new = sim.generation_pids(3);
+    let out = sim.exit(new[0], WaitStatus::Exited(new[0], APP_LOAD_ERROR));
+    assert!(has_log(&out, Level::Error, "Keeping generation 1 serving"));
+    for pid in [50, 51] {
+        assert!(sim.pool.workers.get(Pid::from_raw(pid)).unwrap().live());
+    }
 }
