@@ -39,6 +39,20 @@ fn install_copy(program: &Path) {
     fs::copy(gunicornd_bin(), program).unwrap();
 }
 
+/// `gunicornctl upgrade --in-place`, which must succeed.
+#[track_caller]
+fn upgrade_in_place(srv: &Server) -> std::process::Output {
+    let out = ctl(&["-s", srv.sock(), "upgrade", "--in-place"]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}{}",
+        stdout(&out),
+        stderr(&out)
+    );
+    out
+}
+
 fn port_of(addr: &str) -> u16 {
     addr.rsplit(':').next().unwrap().parse().unwrap()
 }
@@ -109,14 +123,7 @@ fn a_state_of_another_version_still_ends_with_the_new_generation_alone() {
     let launch = Launch::hello(2).env("GUNICORND_STATE_VERSION_OVERRIDE", "999");
     let srv = launch.start();
     let old = srv.wait_booted(2);
-    let out = ctl(&["-s", srv.sock(), "upgrade", "--in-place"]);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}{}",
-        stdout(&out),
-        stderr(&out)
-    );
+    upgrade_in_place(&srv);
     srv.expect_log("Upgrade state unreadable: the state is version 2", LONG);
     expect_within(LONG, "the new generation alone", || {
         let now = srv.worker_pids();
@@ -151,14 +158,7 @@ fn nothing_but_what_is_handed_over_crosses_the_exec() {
     let socket = srv.socket.clone().unwrap();
     let socket_file = fs::metadata(&socket).unwrap().ino();
     install_copy(&program);
-    let out = ctl(&["-s", srv.sock(), "upgrade", "--in-place"]);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}{}",
-        stdout(&out),
-        stderr(&out)
-    );
+    let out = upgrade_in_place(&srv);
     // gunicornctl returns once the new image's workers have booted.
     assert!(
         stdout(&out).contains("runs the new binary, its workers booted"),
@@ -267,14 +267,7 @@ fn the_pidfile_stays_and_is_removed_at_the_end() {
     let launch = Launch::hello(1);
     let pidfile = launch.path("g.pid");
     let srv = launch.arg("-p").arg(&pidfile).start();
-    let out = ctl(&["-s", srv.sock(), "upgrade", "--in-place"]);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}{}",
-        stdout(&out),
-        stderr(&out)
-    );
+    upgrade_in_place(&srv);
     assert_eq!(
         fs::read_to_string(&pidfile).unwrap().trim(),
         srv.pid.to_string()
@@ -297,14 +290,7 @@ fn a_unix_socket_the_master_bound_stays_its_own_to_remove() {
         .arg(format!("unix:{}", sock.display()))
         .start();
     let inode = fs::metadata(&sock).unwrap().ino();
-    let out = ctl(&["-s", srv.sock(), "upgrade", "--in-place"]);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}{}",
-        stdout(&out),
-        stderr(&out)
-    );
+    upgrade_in_place(&srv);
     assert_eq!(fs::metadata(&sock).unwrap().ino(), inode, "not bound again");
     srv.signal(libc::SIGTERM);
     assert_eq!(srv.wait_exit(LONG), 0, "{}", srv.log());
@@ -409,14 +395,7 @@ fn as_pid_1_the_master_upgrades_in_place_and_never_exits() {
         old.is_some()
     });
     let old = old.unwrap();
-    let out = ctl(&["-s", srv.sock(), "upgrade", "--in-place"]);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}{}",
-        stdout(&out),
-        stderr(&out)
-    );
+    upgrade_in_place(&srv);
     expect_within(LONG, "a new generation alone", || {
         booted_workers(&socket).is_some_and(|b| b.len() == 2 && b.is_disjoint(&old))
             && all_children_of(inner)
@@ -483,14 +462,7 @@ fn an_adopted_worker_that_hangs_is_killed_by_its_heartbeat_after_the_exec() {
         config(3, "builtin:debug?boot_sleep=2"),
     )
     .unwrap();
-    let out = ctl(&["-s", srv.sock(), "upgrade", "--in-place"]);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}{}",
-        stdout(&out),
-        stderr(&out)
-    );
+    upgrade_in_place(&srv);
     // The new image watches the heartbeat the worker stopped giving before
     // the exec: the timeout, not the 60 s graceful stop, ends it.
     srv.expect_log(&format!("WORKER TIMEOUT (pid:{hung})"), LONG);
@@ -541,14 +513,7 @@ fn an_upgrade_during_a_reload_ends_with_the_new_generation_alone() {
     srv.signal_delivered(libc::SIGHUP);
     srv.expect_log("Reloading: starting generation 2", LONG);
     let load = Load::start(srv.addr(), 2, "/", 1_000_000);
-    let out = ctl(&["-s", srv.sock(), "upgrade", "--in-place"]);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}{}",
-        stdout(&out),
-        stderr(&out)
-    );
+    upgrade_in_place(&srv);
     srv.expect_log("(a reload was in progress)", LONG);
     let socket = srv.socket.clone().unwrap();
     expect_within(LONG, "the new image's generation alone", || {
