@@ -743,6 +743,78 @@ fn pidfile_in_a_missing_directory_is_an_error() {
 // systemd notifications
 // ---------------------------------------------------------------------------
 
+/// An in-place upgrade is one continuous service to systemd (what
+/// `Type=notify-reload` expects): the same process throughout, RELOADING=1
+/// with MONOTONIC_USEC when it starts, READY=1 from the new image only once
+/// its own generation serves, and never a MAINPID= change.
+#[test]
+fn notify_in_place_upgrade_reloading_then_ready_from_the_same_pid() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut notify = NotifySocket::bind(dir.path());
+    let srv = Launch::new(&[
+        "-b",
+        "127.0.0.1:0",
+        "-w",
+        "2",
+        "--upgrade-mode",
+        "in-place",
+        "builtin:hello",
+    ])
+    .env("NOTIFY_SOCKET", notify.path())
+    .in_dir(dir)
+    .start();
+    let addr = srv.addr().to_string();
+    notify.expect(&srv, Duration::from_secs(20), "READY=1", |n| {
+        n.has("READY=1")
+    });
+    let first_generation = srv.worker_pids();
+    let before = monotonic_now_usec();
+    srv.signal(libc::SIGUSR2);
+    let reloading = notify.expect(&srv, Duration::from_secs(10), "RELOADING=1", |n| {
+        n.has("RELOADING=1")
+    });
+    let stamp: u64 = reloading
+        .value("MONOTONIC_USEC")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("RELOADING=1 with MONOTONIC_USEC=: {:?}", reloading.lines));
+    assert!((before..=reloading.received_usec).contains(&stamp));
+    notify.expect(
+        &srv,
+        Duration::from_secs(20),
+        "READY=1 after the in-place upgrade",
+        |n| n.has("READY=1"),
+    );
+    request_now(&addr, &srv, "right after READY=1 following the upgrade");
+    assert!(
+        booted_since(&srv, &first_generation) >= 2 && srv.worker_pids().is_disjoint(&first_generation),
+        "READY=1 once the new image's generation alone serves: first {first_generation:?}, now {:?}; log:\n{}",
+        srv.worker_pids(),
+        srv.log()
+    );
+    assert!(srv.log_contains("Upgraded in place"), "{}", srv.log());
+    srv.signal(libc::SIGTERM);
+    assert_eq!(srv.wait_exit(Duration::from_secs(30)), 0, "{}", srv.log());
+    notify.drain();
+    assert!(
+        !notify.lines().iter().any(|l| l.starts_with("MAINPID=")),
+        "the same main pid throughout: {:?}",
+        notify.lines()
+    );
+    let milestones: Vec<&str> = notify
+        .seen
+        .iter()
+        .flat_map(|n| n.lines.iter())
+        .map(String::as_str)
+        .filter(|l| matches!(*l, "READY=1" | "RELOADING=1" | "STOPPING=1"))
+        .collect();
+    assert_eq!(
+        milestones,
+        ["READY=1", "RELOADING=1", "READY=1", "STOPPING=1"],
+        "datagrams: {:?}",
+        notify.lines()
+    );
+}
+
 #[test]
 fn notify_ready_reloading_ready_stopping() {
     let dir = tempfile::tempdir().unwrap();
