@@ -310,7 +310,7 @@ impl Arbiter {
             .forward_to_pipe(MASTER_SIGNALS, true)
             .map_err(|e| format!("cannot install signal handlers: {e}"))?;
         listeners::set_all_nonblocking(&listeners)?;
-        listeners::log_listening(&listeners, pid);
+        listeners::log_listening(&listeners, pid, &settings.tls);
         let kind = WorkerKind::from_settings(&settings)?;
         log_worker_kind(&kind, &settings);
         hooks.fire(
