@@ -369,3 +369,46 @@ fn tls_bind_makes_one_listener_https_and_leaves_the_unix_socket_plain() {
     assert_eq!(plain.json()["scheme"], "http");
     assert!(plain.json().get("tls").is_none());
 }
+
+#[test]
+fn a_proxy_header_comes_before_the_handshake_on_a_tls_listener() {
+    let ca = Ca::new();
+    let launch = Launch::new(&[]);
+    write_files(
+        &launch.path(""),
+        &ca,
+        &ca.issue("localhost", 1, &rcgen::PKCS_ECDSA_P256_SHA256),
+    );
+    let srv = tls_server(launch, &["--proxy-protocol", "v1"]);
+    let mut sock = TcpStream::connect(srv.addr()).unwrap();
+    sock.write_all(b"PROXY TCP4 192.0.2.1 198.51.100.2 56324 443\r\n")
+        .unwrap();
+    let answer = https_on(sock, client_config(&ca, None)).unwrap();
+    let doc = answer.response.json();
+    assert_eq!(doc["peer"], "192.0.2.1:56324");
+    assert_eq!(doc["scheme"], "https");
+    // Without a header, the handshake starts at the first byte.
+    let answer = https_get(srv.addr(), client_config(&ca, None)).unwrap();
+    assert!(answer.response.json()["peer"]
+        .as_str()
+        .unwrap()
+        .starts_with("127.0.0.1:"));
+    // A refused one closes the connection without a word in plain text.
+    let srv = {
+        let launch = Launch::new(&[]);
+        write_files(
+            &launch.path(""),
+            &ca,
+            &ca.issue("localhost", 1, &rcgen::PKCS_ECDSA_P256_SHA256),
+        );
+        tls_server(
+            launch,
+            &["--proxy-protocol", "v1", "--proxy-allow-from", "10.0.0.1"],
+        )
+    };
+    let mut sock = TcpStream::connect(srv.addr()).unwrap();
+    sock.write_all(b"PROXY TCP4 192.0.2.1 198.51.100.2 56324 443\r\n")
+        .unwrap();
+    assert!(https_on(sock, client_config(&ca, None)).is_err());
+    srv.expect_log("Refused PROXY header", Duration::from_secs(10));
+}
