@@ -204,6 +204,12 @@ pub(super) fn server_config(
             )
         })?;
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    // No session resumption, yet: each worker would resume only the
+    // sessions it made itself (rustls' cache lives in the process), and
+    // tickets good in every worker need keys the master makes and rotates.
+    // Every connection is a full handshake (what bench/http.sh measures).
+    config.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
+    config.send_tls13_tickets = 0;
     Ok((config, chain))
 }
 
