@@ -412,3 +412,108 @@ fn a_proxy_header_comes_before_the_handshake_on_a_tls_listener() {
     assert!(https_on(sock, client_config(&ca, None)).is_err());
     srv.expect_log("Refused PROXY header", Duration::from_secs(10));
 }
+
+/// A client that offers TLS 1.2 only.
+fn tls12_client(ca: &Ca) -> Arc<rustls::ClientConfig> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(CertificateDer::from_pem_slice(ca.pem.as_bytes()).unwrap())
+        .unwrap();
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS12])
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Arc::new(config)
+}
+
+#[test]
+fn ciphers_and_the_minimum_version_are_what_is_negotiated() {
+    let ca = Ca::new();
+    let launch = Launch::new(&[]);
+    write_files(
+        &launch.path(""),
+        &ca,
+        &ca.issue("localhost", 1, &rcgen::PKCS_ECDSA_P256_SHA256),
+    );
+    let srv = tls_server(launch, &["--ciphers", "ECDHE-ECDSA-AES256-GCM-SHA384"]);
+    let doc = https_get(srv.addr(), tls12_client(&ca))
+        .unwrap()
+        .response
+        .json();
+    assert_eq!(doc["tls"]["version"], "TLSv1.2");
+    assert_eq!(
+        doc["tls"]["cipher"],
+        "TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384"
+    );
+    // TLS 1.3 suites stay when the list names none.
+    let doc = https_get(srv.addr(), client_config(&ca, None))
+        .unwrap()
+        .response
+        .json();
+    assert_eq!(doc["tls"]["version"], "TLSv1.3");
+
+    let launch = Launch::new(&[]);
+    write_files(
+        &launch.path(""),
+        &ca,
+        &ca.issue("localhost", 1, &rcgen::PKCS_ECDSA_P256_SHA256),
+    );
+    let srv = tls_server(launch, &["--tls-min-version", "1.3"]);
+    assert!(https_get(srv.addr(), tls12_client(&ca)).is_err());
+    assert!(https_get(srv.addr(), client_config(&ca, None)).is_ok());
+}
+
+#[test]
+fn the_config_file_takes_the_tls_and_front_end_keys() {
+    let ca = Ca::new();
+    let launch = Launch::from_config(
+        "bind = \"127.0.0.1:0\"\n\
+         workers = 1\n\
+         app = \"builtin:echo\"\n\
+         certfile = \"cert.pem\"\n\
+         keyfile = \"key.pem\"\n\
+         tls_bind = [\"127.0.0.1:0\"]\n\
+         tls_min_version = \"1.3\"\n\
+         do_handshake_on_connect = true\n\
+         ssl_version = \"TLSv1_2\"\n\
+         proxy_protocol = true\n\
+         proxy_allow_ips = [\"127.0.0.0/8\", \"::1\"]\n\
+         forwarded_allow_ips = \"*\"\n\
+         [secure_scheme_headers]\n\
+         X-Scheme = \"secure\"\n",
+    );
+    let dir = launch.path("");
+    write_files(
+        &dir,
+        &ca,
+        &ca.issue("localhost", 1, &rcgen::PKCS_ECDSA_P256_SHA256),
+    );
+    let printed = std::process::Command::new(gunicornd_bin())
+        .current_dir(&dir)
+        .arg("--print-config")
+        .output()
+        .unwrap();
+    let printed = String::from_utf8(printed.stdout).unwrap();
+    for line in [
+        "tls_bind = [\"127.0.0.1:0\"]",
+        "proxy_protocol = \"auto\"",
+        "proxy_allow_ips = [\"127.0.0.0/8\", \"::1\"]",
+        "forwarded_allow_ips = [\"*\"]",
+        "secure_scheme_headers = \"X-SCHEME=secure\"",
+        "tls_min_version = \"1.3\"",
+    ] {
+        assert!(printed.contains(line), "{line} not in:\n{printed}");
+    }
+    let srv = launch.arg("--no-control-socket").booted(1).start();
+    let mut sock = TcpStream::connect(srv.addr()).unwrap();
+    sock.write_all(b"PROXY TCP4 192.0.2.1 198.51.100.2 56324 443\r\n")
+        .unwrap();
+    let doc = https_on(sock, client_config(&ca, None))
+        .unwrap()
+        .response
+        .json();
+    assert_eq!(doc["peer"], "192.0.2.1:56324");
+    assert_eq!(doc["tls"]["version"], "TLSv1.3");
+}
