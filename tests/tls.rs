@@ -91,6 +91,11 @@ struct Answer {
 fn https_on(sock: TcpStream, config: Arc<rustls::ClientConfig>) -> io::Result<Answer> {
     sock.set_read_timeout(Some(Duration::from_secs(10)))?;
     sock.set_write_timeout(Some(Duration::from_secs(10)))?;
+    https_over(sock, config)
+}
+
+/// `GET /tls` over TLS on any stream (timeouts set by the caller).
+fn https_over(sock: impl Read + Write, config: Arc<rustls::ClientConfig>) -> io::Result<Answer> {
     let name = ServerName::try_from("localhost").unwrap();
     let conn = rustls::ClientConnection::new(config, name).map_err(io::Error::other)?;
     let mut tls = rustls::StreamOwned::new(conn, sock);
@@ -516,4 +521,73 @@ fn the_config_file_takes_the_tls_and_front_end_keys() {
         .json();
     assert_eq!(doc["peer"], "192.0.2.1:56324");
     assert_eq!(doc["tls"]["version"], "TLSv1.3");
+}
+
+#[test]
+fn a_bind_of_the_tls_binds_table_serves_its_own_certificate() {
+    let ca = Ca::new();
+    let launch = Launch::from_config(
+        "bind = [\"127.0.0.1:0\", \"unix:tls.sock\", \"unix:plain.sock\"]\n\
+         workers = 1\n\
+         app = \"builtin:echo\"\n\
+         certfile = \"cert.pem\"\n\
+         keyfile = \"key.pem\"\n\
+         tls_bind = [\"127.0.0.1:0\"]\n\
+         [tls_binds.\"unix:tls.sock\"]\n\
+         certfile = \"other.pem\"\n",
+    );
+    let dir = launch.path("");
+    write_files(
+        &dir,
+        &ca,
+        &ca.issue("localhost", 1, &rcgen::PKCS_ECDSA_P256_SHA256),
+    );
+    // The key may be in the certificate file.
+    let (cert, key) = ca.issue("localhost", 2, &rcgen::PKCS_ECDSA_P256_SHA256);
+    fs::write(dir.join("other.pem"), cert + &key).unwrap();
+    let srv = launch
+        .arg("--no-control-socket")
+        .expect_tcp(true)
+        .booted(1)
+        .start();
+    let log = srv.log();
+    assert!(
+        log.contains("https://127.0.0.1:") && log.contains("unix:"),
+        "{log}"
+    );
+    assert_eq!(
+        https_get(srv.addr(), client_config(&ca, None))
+            .unwrap()
+            .serial,
+        [1]
+    );
+    let unix = std::os::unix::net::UnixStream::connect(dir.join("tls.sock")).unwrap();
+    unix.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let answer = https_over(unix, client_config(&ca, None)).unwrap();
+    assert_eq!(answer.serial, [2]);
+    assert_eq!(answer.response.json()["scheme"], "https");
+    let plain = unix_request(
+        &dir.join("plain.sock"),
+        "GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    );
+    assert_eq!(plain.json()["scheme"], "http");
+    let printed = std::process::Command::new(gunicornd_bin())
+        .current_dir(&dir)
+        .arg("--print-config")
+        .output()
+        .unwrap();
+    let printed = String::from_utf8(printed.stdout).unwrap();
+    assert!(
+        printed.contains("[tls_binds.\"unix:tls.sock\"]"),
+        "{printed}"
+    );
+    // A table for an address that is not bound is an error.
+    let out = std::process::Command::new(gunicornd_bin())
+        .current_dir(&dir)
+        .args(["-b", "127.0.0.1:0", "--check-config"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("is not one of the binds"));
 }

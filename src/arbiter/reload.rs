@@ -60,7 +60,7 @@ impl Arbiter {
         if new.binds != self.settings.binds && self.listener_source.rebindable() {
             self.rebind(&new)?;
         }
-        if new.tls != self.settings.tls && new.tls.acceptor.is_some() {
+        if new.tls != self.settings.tls && new.tls.any() {
             // The files were read and checked by the load: new workers serve
             // them; a broken renewal failed the load and changed nothing.
             tracing::info!("Reload: new TLS certificate; new workers serve it.");

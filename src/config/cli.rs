@@ -33,7 +33,7 @@ pidfile, control_socket, control_socket_mode, control_socket_disable, \
 control_socket_allow, control_socket_max_clients, certfile, keyfile, ca_certs, \
 cert_reqs, ciphers, ssl_version, tls_min_version, do_handshake_on_connect, tls_bind, \
 proxy_protocol, proxy_allow_ips, forwarded_allow_ips, secure_scheme_headers and app, \
-plus a [hooks] table. --print-config prints one with every setting.
+plus a [hooks] table and [tls_binds.\"ADDRESS\"] tables (certfile, keyfile). --print-config prints one with every setting.
 
 GUNICORN_CMD_ARGS holds more options in the command line's syntax, split like \
 a shell would (e.g. GUNICORN_CMD_ARGS=\"--workers 4 --bind 0.0.0.0:80\").";
@@ -461,6 +461,10 @@ pub struct Cli {
         value_parser = values::scheme_headers
     )]
     pub secure_scheme_headers: Option<std::vec::Vec<(String, String)>>,
+
+    /// The config file's `[tls_binds."ADDRESS"]` tables (no option).
+    #[arg(skip)]
+    pub tls_binds: Option<Vec<crate::tls::TlsBind>>,
 
     /// Check the configuration and the app name, then exit: status 0 if
     /// valid, 1 (with the error) if not

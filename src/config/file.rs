@@ -325,6 +325,53 @@ impl Entry<'_> {
         }
     }
 
+    /// `[tls_binds."ADDRESS"]` tables: `certfile` (required) and `keyfile`.
+    fn tls_binds(&self) -> Result<Vec<crate::tls::TlsBind>, ConfigError> {
+        let Value::Table(table) = self.value else {
+            return Err(self.wrong_type("tables of certfile and keyfile, one per bind"));
+        };
+        table
+            .iter()
+            .map(|(bind, entry)| {
+                let key = format!("tls_binds.\"{bind}\"");
+                let bind = values::bind(bind)
+                    .map_err(|reason| ConfigError::invalid(bind, &key, &self.origin, &reason))?;
+                let Value::Table(entry) = entry else {
+                    return Err(ConfigError::new(format!(
+                        "wrong type for {key}{}: expected a table of certfile and keyfile, found {}",
+                        self.origin,
+                        describe(entry)
+                    )));
+                };
+                let path = |name: &str| -> Result<Option<PathBuf>, ConfigError> {
+                    match entry.get(name) {
+                        None => Ok(None),
+                        Some(Value::String(s)) if !s.is_empty() => Ok(Some(PathBuf::from(s))),
+                        Some(other) => Err(ConfigError::new(format!(
+                            "wrong type for {key}.{name}{}: expected a path, found {}",
+                            self.origin,
+                            describe(other)
+                        ))),
+                    }
+                };
+                if let Some(unknown) = entry.keys().find(|k| *k != "certfile" && *k != "keyfile") {
+                    return Err(ConfigError::new(format!(
+                        "unknown key '{unknown}' in [{key}]{}: expected certfile, keyfile",
+                        self.origin
+                    )));
+                }
+                let certfile = path("certfile")?.ok_or_else(|| {
+                    ConfigError::new(format!("[{key}]{} needs a certfile", self.origin))
+                })?;
+                Ok(crate::tls::TlsBind {
+                    bind,
+                    certfile,
+                    keyfile: path("keyfile")?,
+                })
+            })
+            .collect()
+    }
+
     /// The control socket's mode: an integer is the mode itself (write it as
     /// `0o600`); a string is read as octal, like `chmod`.
     fn mode(&self) -> Result<u32, ConfigError> {
@@ -451,6 +498,7 @@ fn apply(layer: &mut Cli, e: &Entry<'_>) -> Result<(), ConfigError> {
         "proxy_allow_ips" => layer.proxy_allow_ips = Some(e.allow_list()?),
         "forwarded_allow_ips" => layer.forwarded_allow_ips = Some(e.allow_list()?),
         "secure_scheme_headers" => layer.secure_scheme_headers = Some(e.scheme_headers()?),
+        "tls_binds" => layer.tls_binds = Some(e.tls_binds()?),
         _ => {
             return Err(ConfigError::new(format!(
                 "unknown setting '{}'{}",

@@ -285,7 +285,7 @@ impl Loader {
         let control_socket = layers
             .pick("control_socket", |l| &l.control_socket)
             .map(|(path, _)| base.join(path));
-        let front = self.front_end(layers, &base)?;
+        let front = self.front_end(layers, &base, &binds)?;
         Ok(Settings {
             app: layers.value("app", |l| &l.app),
             config: layers.file.map(|f| f.path.clone()),
@@ -427,6 +427,7 @@ impl Loader {
             tls_min_version: front.tls_min_version,
             do_handshake_on_connect: layers.flag(|l| l.do_handshake_on_connect),
             tls_bind: front.tls_bind,
+            tls_binds: front.tls_binds,
             tls: front.tls,
             proxy_protocol: layers.value_or(
                 "proxy_protocol",
@@ -454,7 +455,12 @@ impl Loader {
     /// paths from `base`, the files read and checked (so that a reload with
     /// a broken certificate fails and the running one stays), the
     /// `FORWARDED_ALLOW_IPS` default.
-    fn front_end(&self, layers: &Layers<'_>, base: &Path) -> Result<FrontEnd, ConfigError> {
+    fn front_end(
+        &self,
+        layers: &Layers<'_>,
+        base: &Path,
+        binds: &[BindAddr],
+    ) -> Result<FrontEnd, ConfigError> {
         use crate::tls::{Acceptor, ListenerTls, TlsFiles};
         let path = |key: &str, get: fn(&Cli) -> &Option<PathBuf>| {
             layers.value(key, get).map(|p| base.join(p))
@@ -470,6 +476,56 @@ impl Loader {
             Default::default(),
         );
         let tls_bind = layers.value_or("tls_bind", |l| &l.tls_bind, Vec::new());
+        let load = |cert: &PathBuf, key: Option<&PathBuf>| {
+            Acceptor::load(&TlsFiles {
+                certfile: cert.clone(),
+                keyfile: key.unwrap_or(cert).clone(),
+                ca_certs: ca_certs.clone(),
+                cert_reqs,
+                ciphers: ciphers.clone(),
+                min_version: tls_min_version,
+            })
+            .map_err(|e| ConfigError::new(format!("TLS: {e}")))
+        };
+        // A bind named for TLS must be one that is bound.
+        let bound = |text: &str, key: &str| -> Result<BindAddr, ConfigError> {
+            let addr = parse_address(text, values::DEFAULT_PORT)
+                .map(|addr| match addr {
+                    BindAddr::Unix(path) => BindAddr::Unix(base.join(path)),
+                    other => other,
+                })
+                .map_err(|reason| ConfigError::new(format!("invalid {key} '{text}': {reason}")))?;
+            if !binds.contains(&addr) {
+                return Err(ConfigError::new(format!(
+                    "{key} '{text}' is not one of the binds ({})",
+                    binds
+                        .iter()
+                        .map(|b| b.to_string())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )));
+            }
+            Ok(addr)
+        };
+        let tls_binds: Vec<crate::tls::TlsBind> = layers
+            .value("tls_binds", |l| &l.tls_binds)
+            .unwrap_or_default()
+            .into_iter()
+            .map(|entry| crate::tls::TlsBind {
+                certfile: base.join(&entry.certfile),
+                keyfile: entry.keyfile.map(|k| base.join(k)),
+                bind: entry.bind,
+            })
+            .collect();
+        let per_bind = tls_binds
+            .iter()
+            .map(|entry| {
+                Ok((
+                    bound(&entry.bind, "tls_binds")?,
+                    load(&entry.certfile, entry.keyfile.as_ref())?,
+                ))
+            })
+            .collect::<Result<Vec<_>, ConfigError>>()?;
         let acceptor = match (&certfile, &keyfile) {
             (None, None) => None,
             (None, Some(key)) => {
@@ -480,28 +536,16 @@ impl Loader {
             }
             // As in gunicorn (Python's load_cert_chain), the key may be in
             // the certificate file.
-            (Some(cert), key) => Some(
-                Acceptor::load(&TlsFiles {
-                    certfile: cert.clone(),
-                    keyfile: key.clone().unwrap_or_else(|| cert.clone()),
-                    ca_certs: ca_certs.clone(),
-                    cert_reqs,
-                    ciphers: ciphers.clone(),
-                    min_version: tls_min_version,
-                })
-                .map_err(|e| ConfigError::new(format!("TLS: {e}")))?,
-            ),
+            (Some(cert), key) => Some(load(cert, key.as_ref())?),
         };
+        if acceptor.is_none() && !tls_bind.is_empty() {
+            return Err(ConfigError::new(
+                "tls_bind without certfile: which certificate should those binds serve?",
+            ));
+        }
         let only = tls_bind
             .iter()
-            .map(|b| {
-                parse_address(b, values::DEFAULT_PORT)
-                    .map(|addr| match addr {
-                        BindAddr::Unix(path) => BindAddr::Unix(base.join(path)),
-                        other => other,
-                    })
-                    .map_err(|reason| ConfigError::new(format!("invalid tls_bind '{b}': {reason}")))
-            })
+            .map(|b| bound(b, "tls_bind"))
             .collect::<Result<Vec<_>, ConfigError>>()?;
         let forwarded_allow_ips =
             match layers.value("forwarded_allow_ips", |l| &l.forwarded_allow_ips) {
@@ -526,7 +570,12 @@ impl Loader {
             ciphers,
             tls_min_version,
             tls_bind,
-            tls: ListenerTls { acceptor, only },
+            tls_binds,
+            tls: ListenerTls {
+                acceptor,
+                only,
+                per_bind,
+            },
             forwarded_allow_ips,
         })
     }
@@ -569,6 +618,7 @@ struct FrontEnd {
     ciphers: Option<String>,
     tls_min_version: crate::tls::MinVersion,
     tls_bind: Vec<String>,
+    tls_binds: Vec<crate::tls::TlsBind>,
     tls: crate::tls::ListenerTls,
     forwarded_allow_ips: crate::http::forwarded::AllowList,
 }

@@ -213,6 +213,9 @@ pub struct Settings {
     pub do_handshake_on_connect: bool,
     /// The binds that get TLS; empty: every one (gunicorn's way).
     pub tls_bind: Vec<String>,
+    /// Binds with a certificate of their own (config file only); paths
+    /// absolute.
+    pub tls_binds: Vec<crate::tls::TlsBind>,
     /// The files read and the rustls configuration built (at every load).
     #[serde(skip)]
     pub tls: crate::tls::ListenerTls,

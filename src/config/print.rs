@@ -157,6 +157,12 @@ impl Settings {
         for (name, command) in &self.hooks {
             out.str(name, command);
         }
+        for entry in &self.tls_binds {
+            let name = Value::String(entry.bind.clone());
+            out.text.push_str(&format!("\n[tls_binds.{name}]\n"));
+            out.opt_path("certfile", Some(&entry.certfile));
+            out.opt_path("keyfile", entry.keyfile.as_deref());
+        }
         out.text
     }
 }

@@ -122,26 +122,49 @@ impl Acceptor {
     }
 }
 
-/// Which listeners speak TLS: every one when TLS is configured and
-/// `tls_bind` is empty (gunicorn's way), else those `tls_bind` names.
+/// Which listeners speak TLS, with which certificate: a bind of the
+/// `tls_binds` table with its own; else, when `certfile` is set, every
+/// listener (gunicorn's way) or those `tls_bind` names, with that one.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct ListenerTls {
+    /// From `certfile`/`keyfile`.
     pub acceptor: Option<Acceptor>,
-    /// The binds that get TLS; empty: all of them.
+    /// The binds that get `acceptor`; empty: all of them.
     pub only: Vec<BindAddr>,
+    /// Binds with a certificate of their own (`tls_binds`).
+    pub per_bind: Vec<(BindAddr, Acceptor)>,
 }
 
 impl ListenerTls {
     /// Whether connections to `addr` are TLS.
     pub fn is_tls(&self, addr: &ListenAddr) -> bool {
-        self.acceptor.is_some()
-            && (self.only.is_empty() || self.only.iter().any(|b| names(b, addr)))
+        self.for_listener(addr).is_some()
     }
 
     /// The acceptor for connections to `addr`, if they are TLS.
     pub fn for_listener(&self, addr: &ListenAddr) -> Option<&Acceptor> {
-        self.acceptor.as_ref().filter(|_| self.is_tls(addr))
+        if let Some((_, acceptor)) = self.per_bind.iter().find(|(b, _)| names(b, addr)) {
+            return Some(acceptor);
+        }
+        self.acceptor
+            .as_ref()
+            .filter(|_| self.only.is_empty() || self.only.iter().any(|b| names(b, addr)))
     }
+
+    /// Whether any listener may speak TLS.
+    pub fn any(&self) -> bool {
+        self.acceptor.is_some() || !self.per_bind.is_empty()
+    }
+}
+
+/// One entry of the `tls_binds` table: a bind with its own certificate.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct TlsBind {
+    /// As given (a `bind` value).
+    pub bind: String,
+    pub certfile: PathBuf,
+    /// `None`: the key is in `certfile`.
+    pub keyfile: Option<PathBuf>,
 }
 
 /// Whether the bind `bind` is the listener at `addr`: the same socket path,
