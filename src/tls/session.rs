@@ -126,14 +126,17 @@ impl Session {
                 Err(e) => return Err(e),
             }
             if let Err(e) = self.conn.process_new_packets() {
-                let handshaking = self.conn.is_handshaking();
+                // The alert, if the socket takes it; the caller logs.
                 let _ = self.flush_now(fd);
-                if handshaking {
-                    tracing::debug!("TLS handshake failed: {e}");
+                let what = if self.conn.is_handshaking() {
+                    "TLS handshake failed"
                 } else {
-                    tracing::debug!("TLS error: {e}");
-                }
-                return Err(io::Error::new(io::ErrorKind::InvalidData, e));
+                    "TLS error"
+                };
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("{what}: {e}"),
+                ));
             }
             if self.conn.wants_write() {
                 self.flush_now(fd)?;

@@ -94,8 +94,12 @@ impl<'s> Client<'s> {
             let n = match self.stream.read_now_append(&mut self.received, READ_CHUNK) {
                 Ok(Some(n)) => n,
                 Ok(None) => return self.progress(),
-                Err(_) => {
-                    // A reset or other failure: nobody to answer.
+                Err(e) => {
+                    // A reset or other failure: nobody to answer. A failed
+                    // handshake costs a debug line and nothing else.
+                    if e.kind() == std::io::ErrorKind::InvalidData {
+                        tracing::debug!("{e} (from ip={})", self.peer.host());
+                    }
                     return Progress::Finished;
                 }
             };
