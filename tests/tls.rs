@@ -591,3 +591,58 @@ fn a_bind_of_the_tls_binds_table_serves_its_own_certificate() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("is not one of the binds"));
 }
+
+#[test]
+fn a_large_file_goes_out_whole_through_tls() {
+    let ca = Ca::new();
+    let launch = Launch::new(&[]);
+    let dir = launch.path("");
+    write_files(
+        &dir,
+        &ca,
+        &ca.issue("localhost", 1, &rcgen::PKCS_ECDSA_P256_SHA256),
+    );
+    fs::create_dir(dir.join("www")).unwrap();
+    // More than the socket buffers hold: the server meets a full socket.
+    let content: Vec<u8> = (0..8 * 1024 * 1024u32).map(|i| (i % 251) as u8).collect();
+    fs::write(dir.join("www/big.bin"), &content).unwrap();
+    let mut launch = launch;
+    for arg in [
+        "-b",
+        "127.0.0.1:0",
+        "-w",
+        "1",
+        "--no-control-socket",
+        "--certfile",
+    ] {
+        launch = launch.arg(arg);
+    }
+    let srv = launch
+        .arg(dir.join("cert.pem"))
+        .arg("--keyfile")
+        .arg(dir.join("key.pem"))
+        .arg(format!("static:{}", dir.join("www").display()))
+        .booted(1)
+        .start();
+    let sock = TcpStream::connect(srv.addr()).unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let name = ServerName::try_from("localhost").unwrap();
+    let conn = rustls::ClientConnection::new(client_config(&ca, None), name).unwrap();
+    let mut tls = rustls::StreamOwned::new(conn, sock);
+    tls.write_all(b"GET /big.bin HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut out = Vec::new();
+    match tls.read_to_end(&mut out) {
+        Ok(_) => {}
+        Err(e) => assert_eq!(e.kind(), io::ErrorKind::UnexpectedEof, "{e}"),
+    }
+    let response = read_response(&mut &out[..]).unwrap();
+    assert_eq!(response.status, 200);
+    assert!(
+        response.body == content,
+        "{} bytes of {}",
+        response.body.len(),
+        content.len()
+    );
+}
