@@ -512,6 +512,11 @@ fn the_config_file_takes_the_tls_and_front_end_keys() {
         assert!(printed.contains(line), "{line} not in:\n{printed}");
     }
     let srv = launch.arg("--no-control-socket").booted(1).start();
+    assert!(
+        srv.log_contains("ssl_version is deprecated and ignored"),
+        "{}",
+        srv.log()
+    );
     let mut sock = TcpStream::connect(srv.addr()).unwrap();
     sock.write_all(b"PROXY TCP4 192.0.2.1 198.51.100.2 56324 443\r\n")
         .unwrap();

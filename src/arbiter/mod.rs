@@ -311,6 +311,10 @@ impl Arbiter {
             .map_err(|e| format!("cannot install signal handlers: {e}"))?;
         listeners::set_all_nonblocking(&listeners)?;
         listeners::log_listening(&listeners, pid, &settings.tls);
+        if settings.ssl_version.is_some() {
+            // As gunicorn says it: the setting is accepted, and has no effect.
+            tracing::warn!("ssl_version is deprecated and ignored; use tls_min_version.");
+        }
         let kind = WorkerKind::from_settings(&settings)?;
         log_worker_kind(&kind, &settings);
         hooks.fire(
