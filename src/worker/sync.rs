@@ -428,21 +428,15 @@ impl<'a, 'b> Server<'a, 'b> {
         }
     }
 
-    /// A connection whose PROXY header is refused: the error page (on a
-    /// plain listener; a TLS one has no session to answer in yet), the
-    /// logs, a lingering close. Nothing reaches the app.
+    /// A connection whose PROXY header is refused: the logs, then the error
+    /// page and a lingering close on a plain listener, a close on a TLS one
+    /// (no session to answer in yet). Nothing reaches the app.
     fn refuse(&mut self, client: Client<'a>, slot: Option<usize>, err: &HttpError) {
         tracing::warn!(
             "Refused PROXY header from ip={}: {}",
             client.peer.host(),
             err.message
         );
-        if !client.stream.is_tls() {
-            let mut page = Vec::new();
-            if crate::http::write_error(&mut page, err).is_ok() {
-                let _ = client.stream.write_now(&page);
-            }
-        }
         crate::log::access(&crate::log::AccessRecord {
             peer: &client.peer,
             head: None,
@@ -452,6 +446,19 @@ impl<'a, 'b> Server<'a, 'b> {
             started: client.started,
             duration: client.accepted.elapsed(),
         });
+        if client.stream.is_tls() {
+            // No answer in flight to protect, and reading on would run the
+            // handshake for a source that was refused: close now.
+            if slot.is_some() {
+                self.release(client);
+            }
+            self.update_accepting();
+            return;
+        }
+        let mut page = Vec::new();
+        if crate::http::write_error(&mut page, err).is_ok() {
+            let _ = client.stream.write_now(&page);
+        }
         let mut client = client;
         client.stream.shutdown_write_now();
         client.linger(Instant::now());
