@@ -34,11 +34,19 @@ use crate::listeners::ListenAddr;
 /// `--cert-reqs`: whether clients must present a certificate (Python's
 /// `ssl.CERT_NONE`, `CERT_OPTIONAL`, `CERT_REQUIRED`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
+#[serde(into = "u8")]
 pub enum CertReqs {
     #[default]
     None = 0,
     Optional = 1,
     Required = 2,
+}
+
+impl From<CertReqs> for u8 {
+    /// gunicorn's number for it (what the settings say).
+    fn from(reqs: CertReqs) -> u8 {
+        reqs as u8
+    }
 }
 
 impl CertReqs {
