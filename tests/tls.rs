@@ -651,3 +651,36 @@ fn a_large_file_goes_out_whole_through_tls() {
         content.len()
     );
 }
+
+#[test]
+fn a_request_body_larger_than_the_buffered_one_is_read_through_tls() {
+    let ca = Ca::new();
+    let launch = Launch::new(&[]);
+    write_files(
+        &launch.path(""),
+        &ca,
+        &ca.issue("localhost", 1, &rcgen::PKCS_ECDSA_P256_SHA256),
+    );
+    let srv = tls_server(launch, &[]);
+    let sock = TcpStream::connect(srv.addr()).unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let name = ServerName::try_from("localhost").unwrap();
+    let conn = rustls::ClientConnection::new(client_config(&ca, None), name).unwrap();
+    let mut tls = rustls::StreamOwned::new(conn, sock);
+    // Over --body-buffer (64 KiB): the app reads it from the connection.
+    let body = "x".repeat(900 * 1024);
+    let head = format!(
+        "POST /up HTTP/1.1\r\nHost: localhost\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    tls.write_all(head.as_bytes()).unwrap();
+    tls.write_all(body.as_bytes()).unwrap();
+    let mut out = Vec::new();
+    if let Err(e) = tls.read_to_end(&mut out) {
+        assert_eq!(e.kind(), io::ErrorKind::UnexpectedEof, "{e}");
+    }
+    let response = read_response(&mut &out[..]).unwrap();
+    assert_eq!(response.status, 200);
+    assert_eq!(response.json()["body_length"], body.len());
+}
