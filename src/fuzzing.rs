@@ -1,5 +1,6 @@
 //! What the fuzz targets in `fuzz/` drive: the request head parser and the
-//! chunked body decoder of `crate::http`, over in-memory clients.
+//! chunked body decoder of `crate::http`, over in-memory clients, and the
+//! PROXY protocol parser (`crate::http::proxy`).
 //!
 //! Each function feeds its input twice, all of it at once and one byte per
 //! read (the most fragmented a client can be), checks that both runs agree
@@ -15,6 +16,7 @@ use std::io::{self, Read, Write};
 
 use crate::http::{http_error, Connection, HeadError, Limits};
 
+pub use crate::http::proxy::Parsed as ProxyParsed;
 pub use crate::http::BodyFraming;
 
 /// What [`parse_head`] made of its input.
@@ -369,6 +371,41 @@ impl Write for Client<'_> {
     }
 }
 
+/// Parses `input` as the first bytes of a connection with
+/// `--proxy-protocol auto`, and as every shorter prefix of it (up to 256
+/// bytes, the longest a header's decision needs but for v2's addresses).
+///
+/// Panics if a header takes more bytes than there are or reads
+/// differently from its own bytes alone, or if a prefix is decided (not
+/// `Incomplete`) otherwise than the whole input: fewer bytes may only
+/// mean "wait", never another answer, since the worker's loop decides on
+/// what has arrived so far.
+pub fn parse_proxy(input: &[u8]) -> ProxyParsed {
+    use crate::http::proxy::{parse, ProxyMode};
+    let whole = parse(input, ProxyMode::Auto, false);
+    if let ProxyParsed::Header { consumed, .. } = &whole {
+        assert!(
+            *consumed <= input.len(),
+            "a header of {consumed} bytes in {}",
+            input.len()
+        );
+        assert_eq!(
+            parse(&input[..*consumed], ProxyMode::Auto, false),
+            whole,
+            "the header read differently from its own bytes"
+        );
+    }
+    for n in 0..input.len().min(256) {
+        let early = parse(&input[..n], ProxyMode::Auto, false);
+        assert!(
+            early == ProxyParsed::Incomplete || early == whole,
+            "{n} bytes gave {early:?}, all {} gave {whole:?}",
+            input.len()
+        );
+    }
+    whole
+}
+
 #[cfg(test)]
 mod tests {
     use std::path::Path;
@@ -472,6 +509,20 @@ mod tests {
         }
     }
 
+    #[test]
+    fn proxy_headers() {
+        let v1 = b"PROXY TCP4 192.0.2.1 198.51.100.2 56324 443\r\nGET";
+        assert!(matches!(
+            parse_proxy(v1),
+            ProxyParsed::Header { consumed: 45, .. }
+        ));
+        assert_eq!(parse_proxy(b"GET / HTTP/1.1\r\n"), ProxyParsed::NotProxy);
+        assert!(matches!(
+            parse_proxy(b"PROXY UNKNOWN\r\n"),
+            ProxyParsed::Invalid(_)
+        ));
+    }
+
     /// The seed corpora pass the checks too (and stay readable inputs).
     #[test]
     fn seed_corpora() {
@@ -479,6 +530,7 @@ mod tests {
         for (target, run) in [
             ("request_head", (|b| drop(parse_head(b))) as fn(&[u8])),
             ("chunked", |b| drop(decode_chunked(b))),
+            ("proxy_header", |b| drop(parse_proxy(b))),
         ] {
             let mut seeds = 0;
             for entry in std::fs::read_dir(corpus.join(target)).unwrap() {

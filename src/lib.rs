@@ -28,4 +28,5 @@ mod python;
 mod scoreboard;
 mod signals;
 mod systemd;
+mod tls;
 mod worker;

@@ -103,13 +103,33 @@ impl AsFd for Listener {
 impl fmt::Display for Listener {
     /// gunicorn's form: `http://127.0.0.1:8000`, `http://[::1]:8000`, `unix:/path`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        // gunicorn shows `https://` with TLS, which gunicornd has not yet.
-        let scheme = "http";
+        self.show(f, "http")
+    }
+}
+
+impl Listener {
+    fn show(&self, f: &mut fmt::Formatter<'_>, scheme: &str) -> fmt::Result {
         match &self.addr {
             ListenAddr::Tcp(SocketAddr::V4(a)) => write!(f, "{scheme}://{}:{}", a.ip(), a.port()),
             ListenAddr::Tcp(SocketAddr::V6(a)) => write!(f, "{scheme}://[{}]:{}", a.ip(), a.port()),
             ListenAddr::Unix(p) => write!(f, "unix:{}", p.display()),
         }
+    }
+
+    /// As `Display` shows it, with `https://` for a TLS listener.
+    pub fn shown(&self, tls: &crate::tls::ListenerTls) -> String {
+        struct Shown<'a>(&'a Listener, &'static str);
+        impl fmt::Display for Shown<'_> {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                self.0.show(f, self.1)
+            }
+        }
+        let scheme = if tls.is_tls(&self.addr) {
+            "https"
+        } else {
+            "http"
+        };
+        Shown(self, scheme).to_string()
     }
 }
 
@@ -142,9 +162,10 @@ pub fn set_all_nonblocking(listeners: &[Listener]) -> Result<(), String> {
     Ok(())
 }
 
-/// The "Listening at" line, after startup and after every rebind.
-pub fn log_listening(listeners: &[Listener], pid: nix::unistd::Pid) {
-    let shown: Vec<String> = listeners.iter().map(|l| l.to_string()).collect();
+/// The "Listening at" line, after startup and after every rebind
+/// (`https://` for the listeners `tls` makes TLS ones).
+pub fn log_listening(listeners: &[Listener], pid: nix::unistd::Pid, tls: &crate::tls::ListenerTls) {
+    let shown: Vec<String> = listeners.iter().map(|l| l.shown(tls)).collect();
     tracing::info!("Listening at: {} ({})", shown.join(","), pid);
 }
 

@@ -23,7 +23,7 @@ _gunicornd() {
 
     case "${cmd}" in
         gunicornd)
-            opts="-c -b -w -k -t -e -u -g -m -n -D -p -h -V --config --bind --backlog --workers --worker-class --boot-grace --halt-on-boot-error --timeout --graceful-timeout --upgrade-timeout --upgrade-mode --header-timeout --body-timeout --body-buffer --worker-connections --max-requests --max-requests-jitter --limit-request-line --limit-request-fields --limit-request-field-size --limit-request-field_size --permit-unconventional-http-method --casefold-http-method --permit-unconventional-http-version --permit-obsolete-folding --header-map --forwarder-headers --env --chdir --pythonpath --preload --user --group --static-dotfiles --umask --name --worker-tmp-dir --access-logfile --access-logformat --log-file --error-logfile --log-level --hook --daemon --pid --control-socket --control-socket-mode --no-control-socket --control-socket-allow --control-socket-max-clients --check-config --upgrade-probe --print-config --help --version"
+            opts="-c -b -w -k -t -e -u -g -m -n -D -p -h -V --config --bind --backlog --workers --worker-class --boot-grace --halt-on-boot-error --timeout --graceful-timeout --upgrade-timeout --upgrade-mode --header-timeout --body-timeout --body-buffer --worker-connections --max-requests --max-requests-jitter --limit-request-line --limit-request-fields --limit-request-field-size --limit-request-field_size --permit-unconventional-http-method --casefold-http-method --permit-unconventional-http-version --permit-obsolete-folding --header-map --forwarder-headers --env --chdir --pythonpath --preload --user --group --static-dotfiles --umask --name --worker-tmp-dir --access-logfile --access-logformat --log-file --error-logfile --log-level --hook --daemon --pid --control-socket --control-socket-mode --no-control-socket --control-socket-allow --control-socket-max-clients --certfile --keyfile --ca-certs --cert-reqs --ciphers --ssl-version --tls-min-version --do-handshake-on-connect --tls-bind --proxy-protocol --proxy-allow-from --forwarded-allow-ips --secure-scheme-headers --check-config --upgrade-probe --print-config --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -241,6 +241,54 @@ _gunicornd() {
                     return 0
                     ;;
                 --control-socket-max-clients)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --certfile)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --keyfile)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --ca-certs)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --cert-reqs)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --ciphers)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --ssl-version)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --tls-min-version)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --tls-bind)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --proxy-protocol)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --proxy-allow-from)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --forwarded-allow-ips)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --secure-scheme-headers)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

@@ -38,6 +38,18 @@ complete -c gunicornd -l control-socket -d 'Path of the control socket used by g
 complete -c gunicornd -l control-socket-mode -d 'Permissions of the control socket, in octal [default: 0600]' -r
 complete -c gunicornd -l control-socket-allow -d 'Also let this user (a name or a uid) use the control socket; root and the server\'s own user always may, anyone else is refused as soon as it connects. Repeatable [default: none]' -r
 complete -c gunicornd -l control-socket-max-clients -d 'Most control socket connections open at once (never more than a quarter of the open-files limit); when all are taken, the one idle the longest is closed to make room [default: 256]' -r
+complete -c gunicornd -l certfile -d 'PEM certificate (chain) file; with --keyfile, the listeners speak TLS [default: none]' -r -F
+complete -c gunicornd -l keyfile -d 'PEM private key file for --certfile: PKCS#8, PKCS#1 (RSA) or SEC1 (EC); RSA, ECDSA or Ed25519 [default: none]' -r -F
+complete -c gunicornd -l ca-certs -d 'PEM CA certificates that client certificates must be signed by [default: none]' -r -F
+complete -c gunicornd -l cert-reqs -d 'Client certificates: 0 not asked for, 1 optional, 2 required (checked against --ca-certs) [default: 0]' -r
+complete -c gunicornd -l ciphers -d 'Cipher suites allowed, separated by : or , in OpenSSL\'s names (ECDHE-RSA-AES128-GCM-SHA256) or rustls\' (TLS13_AES_128_GCM_SHA256); a list without a TLS 1.3 suite keeps all of them, as OpenSSL does [default: all that rustls implements]' -r
+complete -c gunicornd -l ssl-version -d 'gunicorn\'s deprecated SSL version: accepted and ignored (see --tls-min-version) [default: none]' -r
+complete -c gunicornd -l tls-min-version -d 'The oldest TLS version offered: 1.2 or 1.3 [default: 1.2]' -r
+complete -c gunicornd -l tls-bind -d 'Only this bind (as given to --bind) speaks TLS; repeatable. Without it every listener does [default: all]' -r
+complete -c gunicornd -l proxy-protocol -d 'Read a PROXY protocol header at the start of each connection: off, v1, v2 or auto (either); alone, auto. A connection without one is served as it is [default: off]' -r
+complete -c gunicornd -l proxy-allow-from -d 'Comma-separated addresses and CIDR ranges that may send a PROXY header, or *; unix-socket peers always may [default: 127.0.0.1,::1]' -r
+complete -c gunicornd -l forwarded-allow-ips -d 'Comma-separated addresses and CIDR ranges of trusted front ends, or *: only they may mark a request https (--secure-scheme-headers) or send --forwarder-headers fields; unix-socket peers always are [default: $FORWARDED_ALLOW_IPS, else 127.0.0.1,::1]' -r
+complete -c gunicornd -l secure-scheme-headers -d 'NAME=VALUE,...: a request field NAME from a trusted front end with exactly VALUE means https, with another value http [default: X-FORWARDED-PROTOCOL=ssl,X-FORWARDED-PROTO=https,X-FORWARDED-SSL=on]' -r
 complete -c gunicornd -l upgrade-probe -d 'The probe of an in-place upgrade (src/arbiter/in_place.rs): check the configuration as --check-config does and whether this binary reads the state version given, then exit 0 or 1 with the reason. Only the old master passes it, on the command line' -r
 complete -c gunicornd -l permit-unconventional-http-method -d 'Accept any RFC 9110 token as the request method, not only 3 to 20 characters without lower case or \'#\' [default: off]'
 complete -c gunicornd -l casefold-http-method -d 'Upper-case the request method once it passed the checks (a lower-case method still needs --permit-unconventional-http-method) [default: off]'
@@ -47,6 +59,7 @@ complete -c gunicornd -l preload -d 'Load the application code before the worker
 complete -c gunicornd -l static-dotfiles -d 'Let static:DIR serve dotfiles: paths with a component that starts with a dot, such as .git/, .env or .well-known/ [default: off, they are answered 404]'
 complete -c gunicornd -s D -l daemon -d 'Detach from the terminal and run in the background [default: off]'
 complete -c gunicornd -l no-control-socket -d 'Do not open a control socket [default: off]'
+complete -c gunicornd -l do-handshake-on-connect -d 'Accepted for gunicorn\'s sake: the handshake always runs before the request is read, in the worker\'s loop, within --header-timeout [default: off]'
 complete -c gunicornd -l check-config -d 'Check the configuration and the app name, then exit: status 0 if valid, 1 (with the error) if not'
 complete -c gunicornd -l print-config -d 'Print the effective settings as a config file and exit'
 complete -c gunicornd -s h -l help -d 'Print help (see more with \'--help\')'

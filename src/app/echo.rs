@@ -39,6 +39,10 @@ pub struct EchoDocument<'a> {
     /// The listener it came in on: `host:port`, or `unix:PATH`.
     pub server: String,
     pub scheme: &'a str,
+    /// On a TLS listener: the protocol version, the cipher suite and the
+    /// client certificate's subject.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls: Option<&'a crate::tls::TlsInfo>,
 }
 
 impl<'a> EchoDocument<'a> {
@@ -66,6 +70,7 @@ impl<'a> EchoDocument<'a> {
                 crate::listeners::ListenAddr::Unix(path) => format!("unix:{}", path.display()),
             },
             scheme: req.scheme,
+            tls: req.tls,
         }
     }
 }
@@ -166,6 +171,7 @@ mod tests {
             peer: &PeerAddr::Unix,
             server: &crate::app::testing::listen_addr(),
             scheme: "https",
+            tls: None,
             body: &mut body,
         };
         EchoApp.call(req, &mut sink).unwrap();
@@ -186,6 +192,7 @@ mod tests {
             peer: &peer,
             server: &crate::app::testing::listen_addr(),
             scheme: "http",
+            tls: None,
             body: &mut body,
         };
         EchoApp.call(req, &mut sink).unwrap();

@@ -19,6 +19,8 @@ pub struct Request<'a> {
     pub server: &'a crate::listeners::ListenAddr,
     /// `http` or `https`.
     pub scheme: &'a str,
+    /// The connection's TLS parameters, on a TLS listener.
+    pub tls: Option<&'a crate::tls::TlsInfo>,
     /// The request body, already de-chunked; reads return 0 at its end.
     pub body: &'a mut dyn Read,
 }

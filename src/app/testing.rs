@@ -93,6 +93,7 @@ pub(crate) fn try_call(
         peer: &peer,
         server: &crate::app::testing::listen_addr(),
         scheme: "http",
+        tls: None,
         body: &mut body,
     };
     app.call(req, &mut sink)?;

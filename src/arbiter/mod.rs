@@ -314,7 +314,11 @@ impl Arbiter {
             .forward_to_pipe(MASTER_SIGNALS, true)
             .map_err(|e| format!("cannot install signal handlers: {e}"))?;
         listeners::set_all_nonblocking(&listeners)?;
-        listeners::log_listening(&listeners, pid);
+        listeners::log_listening(&listeners, pid, &settings.tls);
+        if settings.ssl_version.is_some() {
+            // As gunicorn says it: the setting is accepted, and has no effect.
+            tracing::warn!("ssl_version is deprecated and ignored; use tls_min_version.");
+        }
         let kind = WorkerKind::from_settings(&settings)?;
         log_worker_kind(&kind, &settings);
         hooks.fire(

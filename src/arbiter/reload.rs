@@ -60,6 +60,11 @@ impl Arbiter {
         if new.binds != self.settings.binds && self.listener_source.rebindable() {
             self.rebind(&new)?;
         }
+        if new.tls != self.settings.tls && new.tls.any() {
+            // The files were read and checked by the load: new workers serve
+            // them; a broken renewal failed the load and changed nothing.
+            tracing::info!("Reload: new TLS certificate; new workers serve it.");
+        }
         if let Err(e) = crate::log::reconfigure(&crate::log::LogConfig::from_settings(&new)) {
             tracing::error!(
                 "Reload: cannot apply the new log settings ({e}); keeping the previous ones."
@@ -121,7 +126,7 @@ impl Arbiter {
             self.listeners.extend(taken);
         }
         self.parked_listeners = parked.into_iter().chain(current).flatten().collect();
-        listeners::log_listening(&self.listeners, self.pid);
+        listeners::log_listening(&self.listeners, self.pid, &settings.tls);
         Ok(())
     }
 

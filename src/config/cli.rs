@@ -30,8 +30,10 @@ permit_unconventional_http_version, permit_obsolete_folding, header_map, \
 forwarder_headers, raw_env, chdir, pythonpath, preload_app, user, group, static_dotfiles, umask, \
 proc_name, worker_tmp_dir, accesslog, access_log_format, errorlog, loglevel, daemon, \
 pidfile, control_socket, control_socket_mode, control_socket_disable, \
-control_socket_allow, control_socket_max_clients and app, plus a [hooks] \
-table. --print-config prints one with every setting.
+control_socket_allow, control_socket_max_clients, certfile, keyfile, ca_certs, \
+cert_reqs, ciphers, ssl_version, tls_min_version, do_handshake_on_connect, tls_bind, \
+proxy_protocol, proxy_allow_ips, forwarded_allow_ips, secure_scheme_headers and app, \
+plus a [hooks] table and [tls_binds.\"ADDRESS\"] tables (certfile, keyfile). --print-config prints one with every setting.
 
 GUNICORN_CMD_ARGS holds more options in the command line's syntax, split like \
 a shell would (e.g. GUNICORN_CMD_ARGS=\"--workers 4 --bind 0.0.0.0:80\").";
@@ -373,6 +375,96 @@ pub struct Cli {
         value_parser = values::positive_count
     )]
     pub control_socket_max_clients: Option<usize>,
+
+    // TLS, the PROXY protocol and trusted front ends.
+    /// PEM certificate (chain) file; with --keyfile, the listeners speak
+    /// TLS [default: none]
+    #[arg(long = "certfile", value_name = "FILE")]
+    pub certfile: Option<PathBuf>,
+
+    /// PEM private key file for --certfile: PKCS#8, PKCS#1 (RSA) or SEC1
+    /// (EC); RSA, ECDSA or Ed25519 [default: none]
+    #[arg(long = "keyfile", value_name = "FILE")]
+    pub keyfile: Option<PathBuf>,
+
+    /// PEM CA certificates that client certificates must be signed by
+    /// [default: none]
+    #[arg(long = "ca-certs", value_name = "FILE")]
+    pub ca_certs: Option<PathBuf>,
+
+    /// Client certificates: 0 not asked for, 1 optional, 2 required
+    /// (checked against --ca-certs) [default: 0]
+    #[arg(long = "cert-reqs", value_name = "INT", value_parser = values::cert_reqs)]
+    pub cert_reqs: Option<crate::tls::CertReqs>,
+
+    /// Cipher suites allowed, separated by : or , in OpenSSL's names
+    /// (ECDHE-RSA-AES128-GCM-SHA256) or rustls' (TLS13_AES_128_GCM_SHA256);
+    /// a list without a TLS 1.3 suite keeps all of them, as OpenSSL does
+    /// [default: all that rustls implements]
+    #[arg(long = "ciphers", value_name = "LIST", value_parser = values::ciphers)]
+    pub ciphers: Option<String>,
+
+    /// gunicorn's deprecated SSL version: accepted and ignored (see
+    /// --tls-min-version) [default: none]
+    #[arg(long = "ssl-version", value_name = "VERSION", value_parser = values::non_empty)]
+    pub ssl_version: Option<String>,
+
+    /// The oldest TLS version offered: 1.2 or 1.3 [default: 1.2]
+    #[arg(long = "tls-min-version", value_name = "VERSION", value_parser = values::tls_min_version)]
+    pub tls_min_version: Option<crate::tls::MinVersion>,
+
+    /// Accepted for gunicorn's sake: the handshake always runs before the
+    /// request is read, in the worker's loop, within --header-timeout
+    /// [default: off]
+    #[arg(long = "do-handshake-on-connect", action = ArgAction::SetTrue)]
+    pub do_handshake_on_connect: bool,
+
+    /// Only this bind (as given to --bind) speaks TLS; repeatable. Without
+    /// it every listener does [default: all]
+    #[arg(long = "tls-bind", value_name = "ADDRESS", value_parser = values::bind)]
+    pub tls_bind: Option<Vec<String>>,
+
+    /// Read a PROXY protocol header at the start of each connection: off,
+    /// v1, v2 or auto (either); alone, auto. A connection without one is
+    /// served as it is [default: off]
+    #[arg(
+        long = "proxy-protocol",
+        value_name = "MODE",
+        num_args = 0..=1,
+        default_missing_value = "auto",
+        value_parser = values::proxy_mode
+    )]
+    pub proxy_protocol: Option<crate::http::proxy::ProxyMode>,
+
+    /// Comma-separated addresses and CIDR ranges that may send a PROXY
+    /// header, or *; unix-socket peers always may [default: 127.0.0.1,::1]
+    #[arg(long = "proxy-allow-from", value_name = "ADDRS", value_parser = values::allow_list)]
+    pub proxy_allow_ips: Option<crate::http::forwarded::AllowList>,
+
+    /// Comma-separated addresses and CIDR ranges of trusted front ends,
+    /// or *: only they may mark a request https (--secure-scheme-headers)
+    /// or send --forwarder-headers fields; unix-socket peers always are
+    /// [default: $FORWARDED_ALLOW_IPS, else 127.0.0.1,::1]
+    #[arg(
+        long = "forwarded-allow-ips",
+        value_name = "ADDRS",
+        value_parser = values::allow_list
+    )]
+    pub forwarded_allow_ips: Option<crate::http::forwarded::AllowList>,
+
+    /// NAME=VALUE,...: a request field NAME from a trusted front end with
+    /// exactly VALUE means https, with another value http [default:
+    /// X-FORWARDED-PROTOCOL=ssl,X-FORWARDED-PROTO=https,X-FORWARDED-SSL=on]
+    #[arg(
+        long = "secure-scheme-headers",
+        value_name = "PAIRS",
+        value_parser = values::scheme_headers
+    )]
+    pub secure_scheme_headers: Option<std::vec::Vec<(String, String)>>,
+
+    /// The config file's `[tls_binds."ADDRESS"]` tables (no option).
+    #[arg(skip)]
+    pub tls_binds: Option<Vec<crate::tls::TlsBind>>,
 
     /// Check the configuration and the app name, then exit: status 0 if
     /// valid, 1 (with the error) if not

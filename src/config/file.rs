@@ -285,6 +285,93 @@ impl Entry<'_> {
         }
     }
 
+    // TLS, the PROXY protocol and trusted front ends.
+
+    /// `proxy_protocol`: a mode's name, or a boolean (`true` is `auto`).
+    fn proxy_mode(&self) -> Result<crate::http::proxy::ProxyMode, ConfigError> {
+        match self.value {
+            Value::Boolean(true) => Ok(crate::http::proxy::ProxyMode::Auto),
+            Value::Boolean(false) => Ok(crate::http::proxy::ProxyMode::Off),
+            _ => self.string(values::proxy_mode),
+        }
+    }
+
+    /// An allow list: a comma-separated string, or an array of them.
+    fn allow_list(&self) -> Result<crate::http::forwarded::AllowList, ConfigError> {
+        let words = self.list(|s| Ok(s.to_owned()))?;
+        self.check(&words.join(","), values::allow_list)
+    }
+
+    /// `secure_scheme_headers`: a table of name = value (gunicorn's dict),
+    /// or the command line's `NAME=VALUE,...` string.
+    fn scheme_headers(&self) -> Result<Vec<(String, String)>, ConfigError> {
+        match self.value {
+            Value::Table(table) => table
+                .iter()
+                .map(|(name, value)| match value {
+                    Value::String(v) => {
+                        let pair = format!("{name}={v}");
+                        Ok(self.check(&pair, values::scheme_headers)?.remove(0))
+                    }
+                    other => Err(ConfigError::new(format!(
+                        "wrong type for {}.{name}{}: expected a string, found {}",
+                        self.key,
+                        self.origin,
+                        describe(other)
+                    ))),
+                })
+                .collect(),
+            _ => self.string(values::scheme_headers),
+        }
+    }
+
+    /// `[tls_binds."ADDRESS"]` tables: `certfile` (required) and `keyfile`.
+    fn tls_binds(&self) -> Result<Vec<crate::tls::TlsBind>, ConfigError> {
+        let Value::Table(table) = self.value else {
+            return Err(self.wrong_type("tables of certfile and keyfile, one per bind"));
+        };
+        table
+            .iter()
+            .map(|(bind, entry)| {
+                let key = format!("tls_binds.\"{bind}\"");
+                let bind = values::bind(bind)
+                    .map_err(|reason| ConfigError::invalid(bind, &key, &self.origin, &reason))?;
+                let Value::Table(entry) = entry else {
+                    return Err(ConfigError::new(format!(
+                        "wrong type for {key}{}: expected a table of certfile and keyfile, found {}",
+                        self.origin,
+                        describe(entry)
+                    )));
+                };
+                let path = |name: &str| -> Result<Option<PathBuf>, ConfigError> {
+                    match entry.get(name) {
+                        None => Ok(None),
+                        Some(Value::String(s)) if !s.is_empty() => Ok(Some(PathBuf::from(s))),
+                        Some(other) => Err(ConfigError::new(format!(
+                            "wrong type for {key}.{name}{}: expected a path, found {}",
+                            self.origin,
+                            describe(other)
+                        ))),
+                    }
+                };
+                if let Some(unknown) = entry.keys().find(|k| *k != "certfile" && *k != "keyfile") {
+                    return Err(ConfigError::new(format!(
+                        "unknown key '{unknown}' in [{key}]{}: expected certfile, keyfile",
+                        self.origin
+                    )));
+                }
+                let certfile = path("certfile")?.ok_or_else(|| {
+                    ConfigError::new(format!("[{key}]{} needs a certfile", self.origin))
+                })?;
+                Ok(crate::tls::TlsBind {
+                    bind,
+                    certfile,
+                    keyfile: path("keyfile")?,
+                })
+            })
+            .collect()
+    }
+
     /// The control socket's mode: an integer is the mode itself (write it as
     /// `0o600`); a string is read as octal, like `chmod`.
     fn mode(&self) -> Result<u32, ConfigError> {
@@ -396,6 +483,22 @@ fn apply(layer: &mut Cli, e: &Entry<'_>) -> Result<(), ConfigError> {
             layer.control_socket_max_clients = Some(e.number(values::positive_count)?)
         }
         "hooks" => layer.hooks = Some(e.hooks()?),
+        // TLS, the PROXY protocol and trusted front ends.
+        "certfile" => layer.certfile = Some(e.path()?),
+        "keyfile" => layer.keyfile = Some(e.path()?),
+        "ca_certs" => layer.ca_certs = Some(e.path()?),
+        "cert_reqs" => layer.cert_reqs = Some(e.number(values::cert_reqs)?),
+        "ciphers" => layer.ciphers = Some(e.string(values::ciphers)?),
+        "ssl_version" => layer.ssl_version = Some(e.number(values::non_empty)?),
+        "tls_min_version" => layer.tls_min_version = Some(e.string(values::tls_min_version)?),
+        "do_handshake_on_connect" => layer.do_handshake_on_connect = e.boolean()?,
+        "tls_bind" => layer.tls_bind = Some(e.list(values::bind)?),
+        "proxy_protocol" => layer.proxy_protocol = Some(e.proxy_mode()?),
+        // Each string is a comma-separated list, as on the command line.
+        "proxy_allow_ips" => layer.proxy_allow_ips = Some(e.allow_list()?),
+        "forwarded_allow_ips" => layer.forwarded_allow_ips = Some(e.allow_list()?),
+        "secure_scheme_headers" => layer.secure_scheme_headers = Some(e.scheme_headers()?),
+        "tls_binds" => layer.tls_binds = Some(e.tls_binds()?),
         _ => {
             return Err(ConfigError::new(format!(
                 "unknown setting '{}'{}",

@@ -16,7 +16,7 @@ use crate::app::AppSpec;
 
 /// Environment variables the configuration depends on; [`Loader`] keeps a
 /// snapshot of them so a reload sees the environment the server started in.
-pub const ENV_VARS: [&str; 6] = [
+pub const ENV_VARS: [&str; 7] = [
     "PORT",
     "WEB_CONCURRENCY",
     "GUNICORN_CMD_ARGS",
@@ -24,6 +24,8 @@ pub const ENV_VARS: [&str; 6] = [
     "HOME",
     // Where a command worker's PROGRAM is looked up.
     "PATH",
+    // gunicorn's default for forwarded_allow_ips.
+    "FORWARDED_ALLOW_IPS",
 ];
 
 /// What the program should do once the configuration is loaded.
@@ -283,6 +285,7 @@ impl Loader {
         let control_socket = layers
             .pick("control_socket", |l| &l.control_socket)
             .map(|(path, _)| base.join(path));
+        let front = self.front_end(layers, &base, &binds)?;
         Ok(Settings {
             app: layers.value("app", |l| &l.app),
             config: layers.file.map(|f| f.path.clone()),
@@ -415,6 +418,165 @@ impl Loader {
                 |l| &l.control_socket_max_clients,
                 defaults::CONTROL_SOCKET_MAX_CLIENTS,
             ),
+            certfile: front.certfile,
+            keyfile: front.keyfile,
+            ca_certs: front.ca_certs,
+            cert_reqs: front.cert_reqs,
+            ciphers: front.ciphers,
+            ssl_version: layers.value("ssl_version", |l| &l.ssl_version),
+            tls_min_version: front.tls_min_version,
+            do_handshake_on_connect: layers.flag(|l| l.do_handshake_on_connect),
+            tls_bind: front.tls_bind,
+            tls_binds: front.tls_binds,
+            tls: front.tls,
+            proxy_protocol: layers.value_or(
+                "proxy_protocol",
+                |l| &l.proxy_protocol,
+                crate::http::proxy::ProxyMode::Off,
+            ),
+            proxy_allow_ips: layers.value_or(
+                "proxy_allow_ips",
+                |l| &l.proxy_allow_ips,
+                crate::http::forwarded::AllowList::loopback(),
+            ),
+            forwarded_allow_ips: front.forwarded_allow_ips,
+            secure_scheme_headers: layers.value_or(
+                "secure_scheme_headers",
+                |l| &l.secure_scheme_headers,
+                crate::http::forwarded::DEFAULT_SECURE_SCHEME_HEADERS
+                    .iter()
+                    .map(|(n, v)| (n.to_string(), v.to_string()))
+                    .collect(),
+            ),
+        })
+    }
+
+    /// The TLS and trusted-front-end settings that need more than a value:
+    /// paths from `base`, the files read and checked (so that a reload with
+    /// a broken certificate fails and the running one stays), the
+    /// `FORWARDED_ALLOW_IPS` default.
+    fn front_end(
+        &self,
+        layers: &Layers<'_>,
+        base: &Path,
+        binds: &[BindAddr],
+    ) -> Result<FrontEnd, ConfigError> {
+        use crate::tls::{Acceptor, ListenerTls, TlsFiles};
+        let path = |key: &str, get: fn(&Cli) -> &Option<PathBuf>| {
+            layers.value(key, get).map(|p| base.join(p))
+        };
+        let certfile = path("certfile", |l| &l.certfile);
+        let keyfile = path("keyfile", |l| &l.keyfile);
+        let ca_certs = path("ca_certs", |l| &l.ca_certs);
+        let cert_reqs = layers.value_or("cert_reqs", |l| &l.cert_reqs, Default::default());
+        let ciphers = layers.value("ciphers", |l| &l.ciphers);
+        let tls_min_version = layers.value_or(
+            "tls_min_version",
+            |l| &l.tls_min_version,
+            Default::default(),
+        );
+        let tls_bind = layers.value_or("tls_bind", |l| &l.tls_bind, Vec::new());
+        let load = |cert: &PathBuf, key: Option<&PathBuf>| {
+            Acceptor::load(&TlsFiles {
+                certfile: cert.clone(),
+                keyfile: key.unwrap_or(cert).clone(),
+                ca_certs: ca_certs.clone(),
+                cert_reqs,
+                ciphers: ciphers.clone(),
+                min_version: tls_min_version,
+            })
+            .map_err(|e| ConfigError::new(format!("TLS: {e}")))
+        };
+        // A bind named for TLS must be one that is bound.
+        let bound = |text: &str, key: &str| -> Result<BindAddr, ConfigError> {
+            let addr = parse_address(text, values::DEFAULT_PORT)
+                .map(|addr| match addr {
+                    BindAddr::Unix(path) => BindAddr::Unix(base.join(path)),
+                    other => other,
+                })
+                .map_err(|reason| ConfigError::new(format!("invalid {key} '{text}': {reason}")))?;
+            if !binds.contains(&addr) {
+                return Err(ConfigError::new(format!(
+                    "{key} '{text}' is not one of the binds ({})",
+                    binds
+                        .iter()
+                        .map(|b| b.to_string())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )));
+            }
+            Ok(addr)
+        };
+        let tls_binds: Vec<crate::tls::TlsBind> = layers
+            .value("tls_binds", |l| &l.tls_binds)
+            .unwrap_or_default()
+            .into_iter()
+            .map(|entry| crate::tls::TlsBind {
+                certfile: base.join(&entry.certfile),
+                keyfile: entry.keyfile.map(|k| base.join(k)),
+                bind: entry.bind,
+            })
+            .collect();
+        let per_bind = tls_binds
+            .iter()
+            .map(|entry| {
+                Ok((
+                    bound(&entry.bind, "tls_binds")?,
+                    load(&entry.certfile, entry.keyfile.as_ref())?,
+                ))
+            })
+            .collect::<Result<Vec<_>, ConfigError>>()?;
+        let acceptor = match (&certfile, &keyfile) {
+            (None, None) => None,
+            (None, Some(key)) => {
+                return Err(ConfigError::new(format!(
+                    "--keyfile {} without --certfile: TLS needs a certificate",
+                    key.display()
+                )))
+            }
+            // As in gunicorn (Python's load_cert_chain), the key may be in
+            // the certificate file.
+            (Some(cert), key) => Some(load(cert, key.as_ref())?),
+        };
+        if acceptor.is_none() && !tls_bind.is_empty() {
+            return Err(ConfigError::new(
+                "tls_bind without certfile: which certificate should those binds serve?",
+            ));
+        }
+        let only = tls_bind
+            .iter()
+            .map(|b| bound(b, "tls_bind"))
+            .collect::<Result<Vec<_>, ConfigError>>()?;
+        let forwarded_allow_ips =
+            match layers.value("forwarded_allow_ips", |l| &l.forwarded_allow_ips) {
+                Some(list) => list,
+                None => match self.env.get("FORWARDED_ALLOW_IPS") {
+                    Some(text) => values::allow_list(text).map_err(|reason| {
+                        ConfigError::invalid(
+                            text,
+                            "FORWARDED_ALLOW_IPS",
+                            &Origin::EnvVar("FORWARDED_ALLOW_IPS"),
+                            &reason,
+                        )
+                    })?,
+                    None => crate::http::forwarded::AllowList::loopback(),
+                },
+            };
+        Ok(FrontEnd {
+            certfile,
+            keyfile,
+            ca_certs,
+            cert_reqs,
+            ciphers,
+            tls_min_version,
+            tls_bind,
+            tls_binds,
+            tls: ListenerTls {
+                acceptor,
+                only,
+                per_bind,
+            },
+            forwarded_allow_ips,
         })
     }
 
@@ -445,6 +607,20 @@ impl Loader {
             }),
         }
     }
+}
+
+/// What [`Loader::front_end`] works out.
+struct FrontEnd {
+    certfile: Option<PathBuf>,
+    keyfile: Option<PathBuf>,
+    ca_certs: Option<PathBuf>,
+    cert_reqs: crate::tls::CertReqs,
+    ciphers: Option<String>,
+    tls_min_version: crate::tls::MinVersion,
+    tls_bind: Vec<String>,
+    tls_binds: Vec<crate::tls::TlsBind>,
+    tls: crate::tls::ListenerTls,
+    forwarded_allow_ips: crate::http::forwarded::AllowList,
 }
 
 /// `base/dir`, which must be an existing directory.

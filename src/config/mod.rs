@@ -191,4 +191,41 @@ pub struct Settings {
     /// As configured; the control socket lowers it to what the open-files
     /// limit allows.
     pub control_socket_max_clients: usize,
+
+    // TLS, the PROXY protocol and trusted front ends (`crate::tls`,
+    // `crate::http::proxy`, `crate::http::forwarded`).
+    /// PEM certificate chain; TLS is on when it (and `keyfile`) is set.
+    pub certfile: Option<PathBuf>,
+    /// PEM private key (PKCS#8, PKCS#1 RSA, SEC1 EC; RSA, ECDSA, Ed25519).
+    pub keyfile: Option<PathBuf>,
+    /// PEM CA certificates client certificates are checked against.
+    pub ca_certs: Option<PathBuf>,
+    /// 0: no client certificate asked for; 1: optional; 2: required.
+    pub cert_reqs: crate::tls::CertReqs,
+    /// Cipher suites allowed (OpenSSL's or rustls' names), as given.
+    pub ciphers: Option<String>,
+    /// gunicorn's `ssl_version`: accepted and ignored (as in gunicorn,
+    /// where it is deprecated); `tls_min_version` says what is offered.
+    pub ssl_version: Option<String>,
+    pub tls_min_version: crate::tls::MinVersion,
+    /// Accepted for gunicorn's sake: the handshake always runs in the
+    /// worker's loop before the request is read.
+    pub do_handshake_on_connect: bool,
+    /// The binds that get TLS; empty: every one (gunicorn's way).
+    pub tls_bind: Vec<String>,
+    /// Binds with a certificate of their own (config file only); paths
+    /// absolute.
+    pub tls_binds: Vec<crate::tls::TlsBind>,
+    /// The files read and the rustls configuration built (at every load).
+    #[serde(skip)]
+    pub tls: crate::tls::ListenerTls,
+    /// Which PROXY protocol versions a connection may start with.
+    pub proxy_protocol: crate::http::proxy::ProxyMode,
+    /// Peers that may send a PROXY header (`proxy_allow_ips`).
+    pub proxy_allow_ips: crate::http::forwarded::AllowList,
+    /// Trusted front ends: peers whose scheme headers and forwarder
+    /// headers count.
+    pub forwarded_allow_ips: crate::http::forwarded::AllowList,
+    /// Header name (upper case) → the value that means https.
+    pub secure_scheme_headers: Vec<(String, String)>,
 }

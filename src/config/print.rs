@@ -121,10 +121,47 @@ impl Settings {
             "control_socket_max_clients",
             self.control_socket_max_clients as i64,
         );
+        // TLS, the PROXY protocol and trusted front ends.
+        out.opt_path("certfile", self.certfile.as_deref());
+        out.opt_path("keyfile", self.keyfile.as_deref());
+        out.opt_path("ca_certs", self.ca_certs.as_deref());
+        out.int("cert_reqs", self.cert_reqs as i64);
+        out.opt_str("ciphers", self.ciphers.as_deref());
+        out.opt_str("ssl_version", self.ssl_version.as_deref());
+        out.str("tls_min_version", self.tls_min_version.name());
+        out.value(
+            "do_handshake_on_connect",
+            Value::Boolean(self.do_handshake_on_connect),
+        );
+        out.value("tls_bind", strings(self.tls_bind.iter().cloned()));
+        out.str("proxy_protocol", self.proxy_protocol.name());
+        out.value(
+            "proxy_allow_ips",
+            strings(self.proxy_allow_ips.to_strings().into_iter()),
+        );
+        out.value(
+            "forwarded_allow_ips",
+            strings(self.forwarded_allow_ips.to_strings().into_iter()),
+        );
+        out.str(
+            "secure_scheme_headers",
+            &self
+                .secure_scheme_headers
+                .iter()
+                .map(|(n, v)| format!("{n}={v}"))
+                .collect::<Vec<_>>()
+                .join(","),
+        );
         // A table must come after the top-level keys.
         out.text.push_str("\n[hooks]\n");
         for (name, command) in &self.hooks {
             out.str(name, command);
+        }
+        for entry in &self.tls_binds {
+            let name = Value::String(entry.bind.clone());
+            out.text.push_str(&format!("\n[tls_binds.{name}]\n"));
+            out.opt_path("certfile", Some(&entry.certfile));
+            out.opt_path("keyfile", entry.keyfile.as_deref());
         }
         out.text
     }

@@ -359,6 +359,53 @@ pub fn boolean(s: &str) -> Result<bool, String> {
     }
 }
 
+// TLS, the PROXY protocol and trusted front ends.
+
+/// `--cert-reqs`: 0, 1 or 2 (Python's `CERT_NONE`, `CERT_OPTIONAL`,
+/// `CERT_REQUIRED`).
+pub fn cert_reqs(s: &str) -> Result<crate::tls::CertReqs, String> {
+    s.trim()
+        .parse::<u8>()
+        .ok()
+        .and_then(crate::tls::CertReqs::from_number)
+        .ok_or_else(|| "expected 0 (none), 1 (optional) or 2 (required)".to_owned())
+}
+
+/// `--ciphers`: checked now, kept as given.
+pub fn ciphers(s: &str) -> Result<String, String> {
+    crate::tls::cipher_suites(s)?;
+    Ok(s.to_owned())
+}
+
+/// `--tls-min-version`: `1.2` or `1.3` (also `TLSv1_2`, `TLSv1.3`).
+pub fn tls_min_version(s: &str) -> Result<crate::tls::MinVersion, String> {
+    match s.trim().to_ascii_lowercase().trim_start_matches("tlsv") {
+        "1.2" | "1_2" => Ok(crate::tls::MinVersion::Tls12),
+        "1.3" | "1_3" => Ok(crate::tls::MinVersion::Tls13),
+        _ => Err("expected 1.2 or 1.3".to_owned()),
+    }
+}
+
+/// `--proxy-protocol`: off, v1, v2 or auto (`true`/`false` too).
+pub fn proxy_mode(s: &str) -> Result<crate::http::proxy::ProxyMode, String> {
+    crate::http::proxy::ProxyMode::from_name(s.trim()).ok_or_else(|| {
+        format!(
+            "expected one of {}",
+            crate::http::proxy::ProxyMode::NAMES.join(", ")
+        )
+    })
+}
+
+/// `--proxy-allow-from`, `--forwarded-allow-ips`.
+pub fn allow_list(s: &str) -> Result<crate::http::forwarded::AllowList, String> {
+    crate::http::forwarded::AllowList::parse(s)
+}
+
+/// `--secure-scheme-headers`.
+pub fn scheme_headers(s: &str) -> Result<Vec<(String, String)>, String> {
+    crate::http::forwarded::parse_scheme_headers(s)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

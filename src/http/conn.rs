@@ -10,7 +10,7 @@ use super::parse::{
     EffectiveLimits, RequestLine, Section,
 };
 use super::text::{find_line_end, find_section_end, latin1, line_with_bare_lf};
-use super::{HeadError, HttpError, Limits, PeerAddr, RequestHead};
+use super::{HeadError, HttpError, Limits, RequestHead};
 
 /// Initial read buffer. Requests that fit (nearly all) never cause another
 /// allocation; longer heads grow it, bounded by the limits.
@@ -81,9 +81,10 @@ impl<S: Read + Write> Connection<S> {
         self.read_head_trusting(limits, false)
     }
 
-    /// Reads and validates the request line and header block sent by
-    /// `peer`, which decides whether the `--forwarder-headers` fields are
-    /// kept ([`PeerAddr::is_trusted_forwarder`]).
+    /// Reads and validates the request line and header block; `trusted`
+    /// is whether the peer is a trusted front end (`--forwarded-allow-ips`,
+    /// [`super::forwarded::AllowList::allows`]), which decides whether the
+    /// `--forwarder-headers` fields are kept.
     ///
     /// - `Ok(None)`: the peer closed before sending a byte (gunicorn logs
     ///   "Closing connection." at debug and closes).
@@ -92,15 +93,7 @@ impl<S: Read + Write> Connection<S> {
     /// - `Err(HeadError::Invalid(e))`: answer with [`super::write_error`].
     ///   A bare LF is refused as soon as it arrives, without waiting for
     ///   the rest of the head.
-    pub fn read_head_from(
-        &mut self,
-        limits: &Limits,
-        peer: &PeerAddr,
-    ) -> Result<Option<RequestHead>, HeadError> {
-        self.read_head_trusting(limits, peer.is_trusted_forwarder())
-    }
-
-    fn read_head_trusting(
+    pub fn read_head_trusting(
         &mut self,
         limits: &Limits,
         trusted: bool,

@@ -21,7 +21,8 @@
 //!
 //! fn serve(stream: &TcpStream, peer: &PeerAddr, limits: &Limits) -> std::io::Result<()> {
 //!     let mut conn = Connection::new(stream);
-//!     let head = match conn.read_head_from(limits, peer) {
+//!     let trusted = gunicornd::http::forwarded::AllowList::loopback().allows(peer);
+//!     let head = match conn.read_head_trusting(limits, trusted) {
 //!         Ok(Some(head)) => head,
 //!         Ok(None) => return Ok(()), // closed before sending anything
 //!         Err(HeadError::Invalid(e)) => return write_error(&mut conn.get_mut(), &e),
@@ -42,12 +43,14 @@
 
 use std::fmt;
 use std::io;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::SocketAddr;
 
 mod body;
 mod conn;
 mod error_page;
+pub mod forwarded;
 mod parse;
+pub mod proxy;
 mod response;
 mod status;
 #[cfg(test)]
@@ -111,7 +114,7 @@ pub struct Rules {
     /// `--header-map`: what happens to a field whose name has an underscore.
     pub header_map: HeaderMap,
     /// `--forwarder-headers`: underscore field names (upper case, `*` for
-    /// any) that a trusted peer ([`PeerAddr::is_trusted_forwarder`]) may send
+    /// any) that a trusted front end (`--forwarded-allow-ips`, [`forwarded::AllowList`]) may send
     /// whatever `header_map` says.
     pub forwarder_headers: Vec<String>,
 }
@@ -193,23 +196,6 @@ impl PeerAddr {
         match self {
             PeerAddr::Tcp(a) => a.ip().to_string(),
             PeerAddr::Unix => String::new(),
-        }
-    }
-
-    /// Whether this peer may send the `--forwarder-headers` fields: a
-    /// unix-socket peer, or loopback (gunicorn's default
-    /// `forwarded_allow_ips`, `127.0.0.1,::1`, also as an IPv4-mapped
-    /// address on a dual-stack listener; gunicornd has no setting for the
-    /// list).
-    pub fn is_trusted_forwarder(&self) -> bool {
-        match self {
-            PeerAddr::Unix => true,
-            PeerAddr::Tcp(addr) => match addr.ip() {
-                IpAddr::V4(ip) => ip == Ipv4Addr::LOCALHOST,
-                IpAddr::V6(ip) => {
-                    ip == Ipv6Addr::LOCALHOST || ip.to_ipv4_mapped() == Some(Ipv4Addr::LOCALHOST)
-                }
-            },
         }
     }
 }

@@ -501,7 +501,10 @@ fn forwarder_fields_depend_on_the_peer() {
     let raw = b"GET /app/x HTTP/1.1\r\nHost: h\r\nSCRIPT_NAME: /app\r\nX_Other: 1\r\n\r\n";
     let from = |peer: &PeerAddr| {
         Connection::new(Script::new(raw))
-            .read_head_from(&Limits::default(), peer)
+            .read_head_trusting(
+                &Limits::default(),
+                super::forwarded::AllowList::loopback().allows(peer),
+            )
             .unwrap()
             .unwrap()
             .headers

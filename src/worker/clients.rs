@@ -12,7 +12,8 @@
 use std::time::{Duration, Instant, SystemTime};
 
 use super::stream::Stream;
-use crate::http::PeerAddr;
+use crate::http::proxy::{self, ProxyMode};
+use crate::http::{HttpError, PeerAddr};
 
 /// A lingering close (RFC 9112 §9.6) reads and discards for at most this
 /// long and this much (gunicorn 26 does the same, in the worker itself).
@@ -30,6 +31,9 @@ const READ_CHUNK: usize = 16 * 1024;
 /// Where a held client is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Phase {
+    /// Reading the PROXY protocol header a connection may start with (its
+    /// bytes read off the socket, before any TLS).
+    Proxy { mode: ProxyMode, allowed: bool },
     /// Reading the request head.
     Head,
     /// Reading a body of up to `body_buffer` bytes: `missing` more to go.
@@ -42,7 +46,10 @@ pub enum Phase {
 /// One held connection.
 pub struct Client<'s> {
     pub stream: Stream<'s>,
+    /// The client: the socket's peer, or what a PROXY header said.
     pub peer: PeerAddr,
+    /// The socket's peer is a trusted front end (`--forwarded-allow-ips`).
+    pub trusted: bool,
     /// Index of the listener it came from.
     pub listener: usize,
     /// What the client sent so far (not kept while lingering).
@@ -57,7 +64,7 @@ pub struct Client<'s> {
 }
 
 /// What one read pass over a client's socket found.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Progress {
     /// The request (head, or head and buffered body) is there: serve it.
     Arrived,
@@ -65,12 +72,20 @@ pub enum Progress {
     Waiting,
     /// Nothing more to do with this client: close it.
     Finished,
+    /// A PROXY header that is malformed or from a source not allowed:
+    /// answer with this error (plain HTTP only) and close.
+    Refused(HttpError),
 }
 
 impl<'s> Client<'s> {
     /// Read what the socket has now, without waiting.
     pub fn read_available(&mut self, body_patience: Duration) -> Progress {
         loop {
+            if let Phase::Proxy { mode, allowed } = self.phase {
+                if let Some(progress) = self.read_proxy(mode, allowed) {
+                    return progress;
+                }
+            }
             // While lingering nothing is kept: read, count, discard.
             if matches!(self.phase, Phase::Linger { .. }) {
                 self.received.clear();
@@ -79,8 +94,12 @@ impl<'s> Client<'s> {
             let n = match self.stream.read_now_append(&mut self.received, READ_CHUNK) {
                 Ok(Some(n)) => n,
                 Ok(None) => return self.progress(),
-                Err(_) => {
-                    // A reset or other failure: nobody to answer.
+                Err(e) => {
+                    // A reset or other failure: nobody to answer. A failed
+                    // handshake costs a debug line and nothing else.
+                    if e.kind() == std::io::ErrorKind::InvalidData {
+                        tracing::debug!("{e} (from ip={})", self.peer.host());
+                    }
                     return Progress::Finished;
                 }
             };
@@ -89,7 +108,9 @@ impl<'s> Client<'s> {
                 return match self.phase {
                     Phase::Linger { .. } => Progress::Finished,
                     // Nothing sent at all: gunicorn closes silently.
-                    Phase::Head if self.received.is_empty() => Progress::Finished,
+                    Phase::Head | Phase::Proxy { .. } if self.received.is_empty() => {
+                        Progress::Finished
+                    }
                     _ => Progress::Arrived,
                 };
             }
@@ -107,6 +128,7 @@ impl<'s> Client<'s> {
                         return Progress::Arrived;
                     }
                 }
+                Phase::Proxy { .. } => {}
                 Phase::Head => {
                     // Only the new bytes (and the three before them) can
                     // complete the head.
@@ -120,6 +142,49 @@ impl<'s> Client<'s> {
                 return self.progress();
             }
         }
+    }
+
+    /// One raw read and a look at the PROXY header: `Some` to return,
+    /// `None` once the header (or its absence) is settled and the phase is
+    /// `Head`, its bytes gone (after TLS, what followed goes to the
+    /// handshake).
+    fn read_proxy(&mut self, mode: ProxyMode, allowed: bool) -> Option<Progress> {
+        match self
+            .stream
+            .read_raw_now_append(&mut self.received, READ_CHUNK)
+        {
+            Ok(Some(0)) => self.eof = true,
+            Ok(_) => {}
+            Err(_) => return Some(Progress::Finished),
+        }
+        if self.received.is_empty() {
+            return Some(if self.eof {
+                Progress::Finished
+            } else {
+                Progress::Waiting
+            });
+        }
+        match proxy::parse(&self.received, mode, self.eof) {
+            proxy::Parsed::Incomplete if self.eof => return Some(Progress::Finished),
+            proxy::Parsed::Incomplete => return Some(Progress::Waiting),
+            proxy::Parsed::NotProxy => {}
+            _ if !allowed => {
+                return Some(Progress::Refused(HttpError::new(403, "Request forbidden")))
+            }
+            proxy::Parsed::Invalid(err) => return Some(Progress::Refused(err)),
+            proxy::Parsed::Header { header, consumed } => {
+                if let Some(source) = header.source {
+                    self.peer = PeerAddr::Tcp(source);
+                }
+                self.received.drain(..consumed);
+            }
+        }
+        self.phase = Phase::Head;
+        if self.stream.is_tls() {
+            self.stream.push_tls_prefix(&self.received);
+            self.received.clear();
+        }
+        None
     }
 
     fn progress(&self) -> Progress {

@@ -15,6 +15,8 @@ pub struct Options<'a> {
     pub limits: &'a Limits,
     /// Content-Length bodies up to this size are read before the app runs.
     pub body_buffer: u64,
+    /// `--secure-scheme-headers` (for trusted front ends).
+    pub secure_scheme_headers: &'a [(String, String)],
 }
 
 /// Where a connection stands after [`serve`].
@@ -41,6 +43,9 @@ pub struct Arrived<'a, 's> {
     /// `100 Continue` was already sent for this request.
     pub continue_sent: bool,
     pub peer: &'a PeerAddr,
+    /// The socket's peer is a trusted front end (`--forwarded-allow-ips`):
+    /// its scheme and forwarder headers count.
+    pub trusted: bool,
     pub server: &'a ListenAddr,
     /// When the connection was accepted (the access log's times).
     pub started: SystemTime,
@@ -55,12 +60,13 @@ pub fn serve(arrived: Arrived<'_, '_>, app: &mut dyn App, opts: &Options<'_>) ->
         eof,
         continue_sent,
         peer,
+        trusted,
         server,
         started,
         clock,
     } = arrived;
     let mut conn = http::Connection::with_received(stream, received);
-    let head = conn.read_head_from(opts.limits, peer);
+    let head = conn.read_head_trusting(opts.limits, trusted);
     // The head deadline bounded the head only.
     stream.set_deadline(None);
     let mut head = match head {
@@ -88,6 +94,26 @@ pub fn serve(arrived: Arrived<'_, '_>, app: &mut dyn App, opts: &Options<'_>) ->
             return Served::Done { linger: true };
         }
     };
+    let scheme = match http::forwarded::scheme(&head, opts.secure_scheme_headers, trusted) {
+        Ok(Some(scheme)) => scheme,
+        Ok(None) if stream.is_tls() => "https",
+        Ok(None) => "http",
+        Err(err) => {
+            let err = err.for_method(&head.method);
+            tracing::warn!("Invalid request from ip={}: {}", peer.host(), err.message);
+            let _ = http::write_error(&mut &*stream, &err);
+            log_access(
+                peer,
+                Some(&head),
+                err.status,
+                0,
+                &[],
+                started,
+                clock.elapsed(),
+            );
+            return Served::Done { linger: true };
+        }
+    };
     if let http::BodyFraming::Length(n) = head.framing {
         let have = conn.buffered_len() as u64;
         if have < n && n <= opts.body_buffer && !eof {
@@ -105,11 +131,13 @@ pub fn serve(arrived: Arrived<'_, '_>, app: &mut dyn App, opts: &Options<'_>) ->
     let mut resp =
         ResponseWriter::new(&mut out, head.version, head.method == "HEAD").with_sendfile(stream);
     let mut body = conn.body(&head);
+    let tls = stream.tls_info();
     let req = Request {
         head: &head,
         peer,
         server,
-        scheme: "http",
+        scheme,
+        tls: tls.as_ref(),
         body: &mut body,
     };
     let outcome = app.call(req, &mut resp).and_then(|()| {

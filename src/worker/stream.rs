@@ -6,12 +6,18 @@
 //! Non-blocking rather than `SO_RCVTIMEO`/`SO_SNDTIMEO`: the worker's event
 //! loop (`super::clients`) reads the heads of many connections at once
 //! with the same descriptors, and a fast request costs no `setsockopt`.
+//!
+//! On a TLS listener the stream holds the connection's `tls::Session` and
+//! every read and write goes through it: the handshake happens inside the
+//! first reads, under the same deadlines.
 
+use std::cell::RefCell;
 use std::io::{self, Read, Write};
-use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::time::Duration;
 
 use crate::scoreboard::Slot;
+use crate::tls::{Session, TlsInfo};
 
 /// An accepted connection (TCP or Unix).
 pub struct Stream<'s> {
@@ -23,6 +29,8 @@ pub struct Stream<'s> {
     /// An absolute limit on any wait, whatever the progress (the head
     /// deadline while a long head is parsed).
     deadline: std::cell::Cell<Option<std::time::Instant>>,
+    /// The TLS session, on a TLS listener.
+    tls: Option<RefCell<Session>>,
 }
 
 impl<'s> Stream<'s> {
@@ -33,7 +41,36 @@ impl<'s> Stream<'s> {
             patience,
             slot,
             deadline: std::cell::Cell::new(None),
+            tls: None,
         }
+    }
+
+    /// Speak TLS through `session` from now on.
+    pub fn start_tls(&mut self, session: Session) {
+        self.tls = Some(RefCell::new(session));
+    }
+
+    /// Bytes read before TLS began (after a PROXY header): the handshake
+    /// reads them first. Without TLS they are the caller's to keep.
+    pub fn push_tls_prefix(&self, bytes: &[u8]) {
+        if let Some(tls) = &self.tls {
+            tls.borrow_mut().push_prefix(bytes);
+        }
+    }
+
+    pub fn is_tls(&self) -> bool {
+        self.tls.is_some()
+    }
+
+    /// The connection's TLS parameters, once its handshake is done.
+    pub fn tls_info(&self) -> Option<TlsInfo> {
+        self.tls.as_ref().and_then(|t| t.borrow().info())
+    }
+
+    /// Read the socket itself, never through TLS (what comes before the
+    /// handshake: a PROXY header). Never waits.
+    pub fn read_raw_now_append(&self, buf: &mut Vec<u8>, max: usize) -> io::Result<Option<usize>> {
+        self.read_plain_append(buf, max)
     }
 
     /// From now on no wait goes past `deadline` (`None`: only the
@@ -48,6 +85,9 @@ impl<'s> Stream<'s> {
 
     /// One read that never waits: `Ok(None)` when nothing is there yet.
     pub fn read_now(&self, buf: &mut [u8]) -> io::Result<Option<usize>> {
+        if let Some(tls) = &self.tls {
+            return tls.borrow_mut().read_now(self.fd.as_fd(), buf);
+        }
         loop {
             // SAFETY: `buf` is a writable buffer of `buf.len()` bytes.
             let n = unsafe { libc::read(self.raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
@@ -66,6 +106,21 @@ impl<'s> Stream<'s> {
     /// One read that never waits, appending up to `max` bytes to `buf`
     /// (into its spare capacity: nothing is zeroed first).
     pub fn read_now_append(&self, buf: &mut Vec<u8>, max: usize) -> io::Result<Option<usize>> {
+        if self.tls.is_some() {
+            let start = buf.len();
+            buf.resize(start + max, 0);
+            let read = self.read_now(&mut buf[start..]);
+            let n = match &read {
+                Ok(Some(n)) => *n,
+                _ => 0,
+            };
+            buf.truncate(start + n);
+            return read;
+        }
+        self.read_plain_append(buf, max)
+    }
+
+    fn read_plain_append(&self, buf: &mut Vec<u8>, max: usize) -> io::Result<Option<usize>> {
         buf.reserve(max);
         let spare = &mut buf.spare_capacity_mut()[..max];
         loop {
@@ -89,6 +144,9 @@ impl<'s> Stream<'s> {
 
     /// One write that never waits: `Ok(None)` when the socket buffer is full.
     pub fn write_now(&self, buf: &[u8]) -> io::Result<Option<usize>> {
+        if let Some(tls) = &self.tls {
+            return tls.borrow_mut().write_now(self.fd.as_fd(), buf);
+        }
         loop {
             // SAFETY: `buf` is a readable buffer of `buf.len()` bytes.
             let n = unsafe { libc::write(self.raw_fd(), buf.as_ptr().cast(), buf.len()) };
@@ -137,10 +195,50 @@ impl<'s> Stream<'s> {
         }
     }
 
-    /// Half-close: the client sees the end of the response.
+    /// Half-close: the client sees the end of the response (with TLS,
+    /// after `close_notify` and whatever was still buffered, waiting for
+    /// the socket as a write would).
     pub fn shutdown_write(&self) {
+        if let Some(tls) = &self.tls {
+            tls.borrow_mut().close_notify();
+            while let Ok(false) = self.flush_tls() {
+                if self.wait(libc::POLLOUT).is_err() {
+                    break;
+                }
+            }
+        }
         // SAFETY: shutdown(2) on our own descriptor.
         unsafe { libc::shutdown(self.raw_fd(), libc::SHUT_WR) };
+    }
+
+    /// [`Stream::shutdown_write`] without waiting: what the socket does not
+    /// take at once is dropped (for a client given up on).
+    pub fn shutdown_write_now(&self) {
+        if let Some(tls) = &self.tls {
+            tls.borrow_mut().close_notify();
+            let _ = self.flush_tls();
+        }
+        // SAFETY: shutdown(2) on our own descriptor.
+        unsafe { libc::shutdown(self.raw_fd(), libc::SHUT_WR) };
+    }
+
+    /// Write out buffered TLS bytes without waiting; true when none is left
+    /// (always, without TLS).
+    fn flush_tls(&self) -> io::Result<bool> {
+        match &self.tls {
+            Some(tls) => tls.borrow_mut().flush_now(self.fd.as_fd()),
+            None => Ok(true),
+        }
+    }
+
+    /// What a read that found nothing waits for: the socket's readiness to
+    /// read, and to write too while TLS has bytes to send (a handshake
+    /// message the socket did not take).
+    fn read_events(&self) -> libc::c_short {
+        match &self.tls {
+            Some(tls) if tls.borrow().wants_write() => libc::POLLIN | libc::POLLOUT,
+            _ => libc::POLLIN,
+        }
     }
 }
 
@@ -153,7 +251,10 @@ impl Read for &Stream<'_> {
                 }
                 return Ok(n);
             }
-            self.wait(libc::POLLIN)?;
+            if self.flush_tls().is_err() {
+                return Err(io::ErrorKind::BrokenPipe.into());
+            }
+            self.wait(self.read_events())?;
         }
     }
 }
@@ -170,6 +271,16 @@ impl Write for &Stream<'_> {
     }
 
     fn write_vectored(&mut self, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
+        if let Some(tls) = &self.tls {
+            loop {
+                let written = tls.borrow_mut().write_vectored_now(self.fd.as_fd(), bufs)?;
+                if let Some(n) = written {
+                    self.slot.beat();
+                    return Ok(n);
+                }
+                self.wait(libc::POLLOUT)?;
+            }
+        }
         loop {
             let count = bufs.len().min(libc::UIO_MAXIOV as usize) as libc::c_int;
             // SAFETY: IoSlice is ABI-compatible with iovec; `count` of them.
@@ -188,12 +299,18 @@ impl Write for &Stream<'_> {
     }
 
     fn flush(&mut self) -> io::Result<()> {
+        while !self.flush_tls()? {
+            self.wait(libc::POLLOUT)?;
+        }
         Ok(())
     }
 }
 
 impl crate::http::SendFile for Stream<'_> {
     fn send_file(&self, file: BorrowedFd<'_>, offset: u64, len: u64) -> io::Result<()> {
+        if self.tls.is_some() {
+            return self.copy_file(file, offset, len);
+        }
         let mut off = libc::off_t::try_from(offset).map_err(io::Error::other)?;
         let mut left = len;
         while left > 0 {
@@ -217,6 +334,43 @@ impl crate::http::SendFile for Stream<'_> {
                         io::ErrorKind::Interrupted => {}
                         io::ErrorKind::WouldBlock => self.wait(libc::POLLOUT)?,
                         _ => return Err(e),
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Stream<'_> {
+    /// `sendfile(2)` for TLS, which must encrypt in user space: read the
+    /// file a piece at a time and write it through the session.
+    fn copy_file(&self, file: BorrowedFd<'_>, offset: u64, len: u64) -> io::Result<()> {
+        let mut buf = vec![0u8; 64 * 1024];
+        let mut off = offset;
+        let mut left = len;
+        while left > 0 {
+            let want = usize::try_from(left).unwrap_or(usize::MAX).min(buf.len());
+            let pos = libc::off_t::try_from(off).map_err(io::Error::other)?;
+            // SAFETY: `buf` is writable memory of at least `want` bytes.
+            let n = unsafe { libc::pread(file.as_raw_fd(), buf.as_mut_ptr().cast(), want, pos) };
+            match n {
+                0 => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        format!("the file ended {left} bytes before the length sent"),
+                    ))
+                }
+                n if n > 0 => {
+                    let n = n as usize;
+                    (&mut &*self).write_all(&buf[..n])?;
+                    off += n as u64;
+                    left -= n as u64;
+                }
+                _ => {
+                    let e = io::Error::last_os_error();
+                    if e.kind() != io::ErrorKind::Interrupted {
+                        return Err(e);
                     }
                 }
             }

@@ -132,6 +132,8 @@ struct Server<'a, 'b> {
     /// Heartbeat period: the longest the loop sleeps.
     beat_every: Duration,
     clients: Clients<'a>,
+    /// Each listener's TLS acceptor, if it is a TLS one.
+    tls: Vec<Option<&'a crate::tls::Acceptor>>,
     /// Whether the listeners are in the epoll set (not while the worker
     /// holds `worker_connections` clients, nor once it stops).
     accepting: bool,
@@ -162,11 +164,17 @@ impl<'a, 'b> Server<'a, 'b> {
             opts: Options {
                 limits,
                 body_buffer: s.body_buffer,
+                secure_scheme_headers: &s.secure_scheme_headers,
             },
             patience: connection::patience(s.body_timeout, s.timeout),
             header_timeout: Duration::from_secs(s.header_timeout),
             beat_every,
             clients: Clients::new(),
+            tls: setup
+                .listeners
+                .iter()
+                .map(|l| s.tls.for_listener(l.addr()))
+                .collect(),
             accepting: true,
             stopping: false,
             recycle_requested: false,
@@ -213,13 +221,32 @@ impl<'a, 'b> Server<'a, 'b> {
     /// the whole request (the usual case), else hold it.
     fn take(&mut self, fd: OwnedFd, peer: PeerAddr, listener: usize) {
         let now = Instant::now();
+        let s = self.setup.settings;
+        let mut stream = Stream::new(fd, self.patience, self.setup.slot);
+        if let Some(acceptor) = self.tls[listener] {
+            match acceptor.session() {
+                Ok(session) => stream.start_tls(session),
+                Err(e) => {
+                    tracing::error!("cannot start a TLS session: {e}");
+                    return;
+                }
+            }
+        }
+        let phase = match s.proxy_protocol {
+            crate::http::proxy::ProxyMode::Off => Phase::Head,
+            mode => Phase::Proxy {
+                mode,
+                allowed: s.proxy_allow_ips.allows(&peer),
+            },
+        };
         let mut client = Client {
-            stream: Stream::new(fd, self.patience, self.setup.slot),
+            stream,
+            trusted: s.forwarded_allow_ips.allows(&peer),
             peer,
             listener,
             received: Vec::new(),
             eof: false,
-            phase: Phase::Head,
+            phase,
             deadline: now + self.header_timeout,
             body_deadline: now + self.header_timeout + self.patience,
             started: SystemTime::now(),
@@ -229,6 +256,7 @@ impl<'a, 'b> Server<'a, 'b> {
             Progress::Arrived => self.serve_client(client, None),
             Progress::Waiting => self.hold(client, None),
             Progress::Finished => {}
+            Progress::Refused(err) => self.refuse(client, None, &err),
         }
     }
 
@@ -277,6 +305,7 @@ impl<'a, 'b> Server<'a, 'b> {
                 eof: client.eof,
                 continue_sent,
                 peer: &client.peer,
+                trusted: client.trusted,
                 server: self.setup.listeners[client.listener].addr(),
                 started: client.started,
                 clock: client.accepted,
@@ -391,7 +420,49 @@ impl<'a, 'b> Server<'a, 'b> {
                 }
                 self.update_accepting();
             }
+            Progress::Refused(err) => {
+                if let Some(client) = self.clients.remove(slot) {
+                    self.refuse(client, Some(slot), &err);
+                }
+            }
         }
+    }
+
+    /// A connection whose PROXY header is refused: the logs, then the error
+    /// page and a lingering close on a plain listener, a close on a TLS one
+    /// (no session to answer in yet). Nothing reaches the app.
+    fn refuse(&mut self, client: Client<'a>, slot: Option<usize>, err: &HttpError) {
+        tracing::warn!(
+            "Refused PROXY header from ip={}: {}",
+            client.peer.host(),
+            err.message
+        );
+        crate::log::access(&crate::log::AccessRecord {
+            peer: &client.peer,
+            head: None,
+            status: err.status,
+            body_bytes: 0,
+            response_headers: &[],
+            started: client.started,
+            duration: client.accepted.elapsed(),
+        });
+        if client.stream.is_tls() {
+            // No answer in flight to protect, and reading on would run the
+            // handshake for a source that was refused: close now.
+            if slot.is_some() {
+                self.release(client);
+            }
+            self.update_accepting();
+            return;
+        }
+        let mut page = Vec::new();
+        if crate::http::write_error(&mut page, err).is_ok() {
+            let _ = client.stream.write_now(&page);
+        }
+        let mut client = client;
+        client.stream.shutdown_write_now();
+        client.linger(Instant::now());
+        self.hold(client, slot);
     }
 
     /// Let go of a client that was in the epoll set. Explicitly out of the
@@ -418,7 +489,9 @@ impl<'a, 'b> Server<'a, 'b> {
             if !client.received.is_empty() {
                 request_timeout(&client);
             }
-            client.stream.shutdown_write();
+            // A client that did not send its request in time is not
+            // waited for: what the socket does not take is dropped.
+            client.stream.shutdown_write_now();
             client.linger(now);
             self.hold(client, Some(slot));
         }

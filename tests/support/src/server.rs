@@ -266,10 +266,15 @@ impl Drop for Server {
     }
 }
 
-/// The first TCP address in a `Listening at:` line of `log`.
+/// The first TCP address in a `Listening at:` line of `log` (`http://` or
+/// `https://`).
 pub fn listening_addr_in(log: &str) -> Option<String> {
     let line = log.lines().find(|l| l.contains("Listening at: "))?;
     let rest = line.split("Listening at: ").nth(1)?;
-    let first = rest.split([',', ' ']).next()?;
-    first.strip_prefix("http://").map(|s| s.to_string())
+    rest.split([',', ' '])
+        .find_map(|a| {
+            a.strip_prefix("http://")
+                .or_else(|| a.strip_prefix("https://"))
+        })
+        .map(|s| s.to_string())
 }
