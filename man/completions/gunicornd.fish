@@ -15,6 +15,8 @@ complete -c gunicornd -l body-buffer -d 'Request bodies with a Content-Length of
 complete -c gunicornd -l worker-connections -d 'Connections a worker reads requests from at once (a slow client waits in this set without holding the worker) [default: 1000]' -r
 complete -c gunicornd -l max-requests -d 'Requests a worker serves before it is replaced; 0 disables [default: 0]' -r
 complete -c gunicornd -l max-requests-jitter -d 'Add a random 0..=INT to each worker\'s --max-requests so workers are not replaced all at once [default: 0]' -r
+complete -c gunicornd -l threads -d 'Threads that run requests in each gthread worker; above 1 with the sync worker class, the class becomes gthread (as in gunicorn) [default: 1]' -r
+complete -c gunicornd -l keep-alive -l keepalive -d 'Seconds a gthread worker keeps an idle connection open waiting for its next request; 0 closes every connection after its response [default: 2]' -r
 complete -c gunicornd -l limit-request-line -d 'Maximum size of the HTTP request line in bytes; 0 means unlimited, values above 8190 mean 8190 [default: 4094]' -r
 complete -c gunicornd -l limit-request-fields -d 'Maximum number of HTTP request header fields; 0 or above 32768 means 32768 [default: 100]' -r
 complete -c gunicornd -l limit-request-field_size -l limit-request-field-size -d 'Maximum size of one HTTP request header field in bytes; 0 means 8190 [default: 8190]' -r

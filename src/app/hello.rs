@@ -37,6 +37,10 @@ impl App for HelloApp {
         resp.start(200, &self.headers)?;
         resp.write(BODY)
     }
+
+    fn for_thread(&self) -> io::Result<Box<dyn App + Send>> {
+        Ok(Box::new(HelloApp::new()))
+    }
 }
 
 #[cfg(test)]

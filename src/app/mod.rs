@@ -48,6 +48,15 @@ pub trait ResponseSink {
 /// An application hosted by a worker. Loaded once per worker, after fork.
 pub trait App {
     fn call(&mut self, req: Request<'_>, resp: &mut dyn ResponseSink) -> io::Result<()>;
+
+    /// The same app for another thread of the worker (the gthread worker's
+    /// pool), sharing what was loaded: loading happens once per worker.
+    fn for_thread(&self) -> io::Result<Box<dyn App + Send>> {
+        Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            "this app cannot run on several threads",
+        ))
+    }
 }
 
 /// Why an app could not be loaded: the worker exits with code 4 after

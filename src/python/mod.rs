@@ -151,6 +151,22 @@ impl App for WsgiApp {
             })
         })
     }
+
+    /// The same callable for another thread, whose environ says
+    /// `wsgi.multithread`: the threads share the app object (the GIL is
+    /// released while a thread reads from or writes to its client).
+    fn for_thread(&self) -> io::Result<Box<dyn App + Send>> {
+        Python::attach(|py| {
+            let base_environ = self.base_environ.bind(py).copy()?;
+            base_environ.set_item("wsgi.multithread", true)?;
+            Ok(Box::new(WsgiApp {
+                app: self.app.clone_ref(py),
+                base_environ: base_environ.unbind(),
+                file_wrapper: self.file_wrapper.clone_ref(py),
+            }) as Box<dyn App + Send>)
+        })
+        .map_err(|e: PyErr| io::Error::other(e.to_string()))
+    }
 }
 
 impl WsgiApp {

@@ -1,6 +1,9 @@
 //! One request on one connection (gunicorn's sync worker,
 //! `gunicorn/workers/sync.py`), once the worker's event loop
 //! (`super::clients`) has the request head, and a small body, in hand.
+//! Both worker kinds serve through [`serve`]: the sync worker closes after
+//! each response, the gthread worker may keep the connection
+//! ([`Arrived::keep_alive`], [`Served::Kept`]).
 
 use std::io;
 use std::time::{Duration, Instant, SystemTime};
@@ -18,7 +21,7 @@ pub struct Options<'a> {
 }
 
 /// Where a connection stands after [`serve`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Served {
     /// The response is out. `linger`: the client may still be sending
     /// (a body the app did not read, a pipelined request, a refused head,
@@ -29,6 +32,10 @@ pub enum Served {
     /// for `missing` more bytes, then call [`serve`] again with them.
     /// `continue_sent`: `100 Continue` went out for it.
     NeedBody { missing: u64, continue_sent: bool },
+    /// The response is out and said `Connection: keep-alive`; the request
+    /// was read to its end. `pipelined`: what the client sent after it
+    /// (the beginning of its next request, if anything).
+    Kept { pipelined: Vec<u8> },
 }
 
 /// One connection's request as the event loop hands it over.
@@ -42,9 +49,13 @@ pub struct Arrived<'a, 's> {
     pub continue_sent: bool,
     pub peer: &'a PeerAddr,
     pub server: &'a ListenAddr,
-    /// When the connection was accepted (the access log's times).
+    /// When the connection was accepted, or its request began (the access
+    /// log's times).
     pub started: SystemTime,
     pub clock: Instant,
+    /// The worker would keep the connection for another request (the
+    /// client's wishes and the response's framing decide the rest).
+    pub keep_alive: bool,
 }
 
 /// Parse the request, run the app, write the response.
@@ -58,6 +69,7 @@ pub fn serve(arrived: Arrived<'_, '_>, app: &mut dyn App, opts: &Options<'_>) ->
         server,
         started,
         clock,
+        keep_alive,
     } = arrived;
     let mut conn = http::Connection::with_received(stream, received);
     let head = conn.read_head_from(opts.limits, peer);
@@ -102,8 +114,9 @@ pub fn serve(arrived: Arrived<'_, '_>, app: &mut dyn App, opts: &Options<'_>) ->
         head.expect_continue = false;
     }
     let mut out = stream;
-    let mut resp =
-        ResponseWriter::new(&mut out, head.version, head.method == "HEAD").with_sendfile(stream);
+    let mut resp = ResponseWriter::new(&mut out, head.version, head.method == "HEAD")
+        .with_sendfile(stream)
+        .with_keep_alive(keep_alive && may_send_more(&head));
     let mut body = conn.body(&head);
     let req = Request {
         head: &head,
@@ -123,6 +136,7 @@ pub fn serve(arrived: Arrived<'_, '_>, app: &mut dyn App, opts: &Options<'_>) ->
     let mut status = resp.status().unwrap_or(500);
     let body_bytes = resp.body_bytes();
     let headers_sent = resp.headers_sent();
+    let keeps_alive = resp.keeps_alive();
     let response_headers: Vec<(String, String)> = if crate::log::access_enabled() {
         resp.headers()
             .map(|(n, v)| (n.to_string(), v.into_owned()))
@@ -153,6 +167,11 @@ pub fn serve(arrived: Arrived<'_, '_>, app: &mut dyn App, opts: &Options<'_>) ->
         started,
         clock.elapsed(),
     );
+    if keeps_alive && !failed && !unread_body {
+        return Served::Kept {
+            pipelined: conn.unread().to_vec(),
+        };
+    }
     let linger = failed || unread_body || conn.buffered_len() > 0 || may_send_more(&head);
     Served::Done { linger }
 }

@@ -56,20 +56,7 @@ pub fn serve(setup: &WorkerSetup<'_>, app: &mut dyn App, sigpipe: &SignalPipe) -
             return super::WORKER_BOOT_ERROR;
         }
     };
-    let s = setup.settings;
-    let limits = crate::http::Limits {
-        request_line: s.limit_request_line,
-        fields: s.limit_request_fields,
-        field_size: s.limit_request_field_size,
-        rules: crate::http::Rules {
-            permit_unconventional_method: s.permit_unconventional_http_method,
-            casefold_method: s.casefold_http_method,
-            permit_unconventional_version: s.permit_unconventional_http_version,
-            permit_obsolete_folding: s.permit_obsolete_folding,
-            header_map: s.header_map,
-            forwarder_headers: s.forwarder_headers.clone(),
-        },
-    };
+    let limits = limits(setup.settings);
     let mut server = Server::new(setup, app, &epoll, &limits);
     let mut events = [EpollEvent::empty(); 64];
     loop {
@@ -98,6 +85,23 @@ pub fn serve(setup: &WorkerSetup<'_>, app: &mut dyn App, sigpipe: &SignalPipe) -
             tracing::error!("epoll_wait failed: {e}");
             return super::EXIT_ABORTED;
         }
+    }
+}
+
+/// The HTTP parser's limits and rules, from the settings.
+pub(super) fn limits(s: &crate::config::Settings) -> crate::http::Limits {
+    crate::http::Limits {
+        request_line: s.limit_request_line,
+        fields: s.limit_request_fields,
+        field_size: s.limit_request_field_size,
+        rules: crate::http::Rules {
+            permit_unconventional_method: s.permit_unconventional_http_method,
+            casefold_method: s.casefold_http_method,
+            permit_unconventional_version: s.permit_unconventional_http_version,
+            permit_obsolete_folding: s.permit_obsolete_folding,
+            header_map: s.header_map,
+            forwarder_headers: s.forwarder_headers.clone(),
+        },
     }
 }
 
@@ -175,21 +179,7 @@ impl<'a, 'b> Server<'a, 'b> {
 
     /// Act on queued signals; false once a graceful stop was requested.
     fn handle_signals(&mut self, sigpipe: &SignalPipe) -> bool {
-        let mut alive = true;
-        for sig in sigpipe.drain() {
-            match sig {
-                Signal::SIGTERM => alive = false,
-                Signal::SIGUSR1 => {
-                    if let Err(e) = crate::log::reopen() {
-                        tracing::error!("Cannot reopen log files: {e}");
-                    }
-                }
-                // Only a hooked quick stop reaches the pipe.
-                sig if super::signals::quick_stop_code(sig).is_some() => super::quit(sig),
-                _ => {}
-            }
-        }
-        alive
+        handle_signals(sigpipe)
     }
 
     /// Accept one connection from each ready listener and serve it if its
@@ -280,6 +270,7 @@ impl<'a, 'b> Server<'a, 'b> {
                 server: self.setup.listeners[client.listener].addr(),
                 started: client.started,
                 clock: client.accepted,
+                keep_alive: false,
             },
             self.app,
             &self.opts,
@@ -298,7 +289,10 @@ impl<'a, 'b> Server<'a, 'b> {
                 client.deadline = (now + self.patience).min(client.body_deadline);
                 self.hold(client, slot);
             }
-            Served::Done { linger } => {
+            served => {
+                // `Kept` is never offered here (`keep_alive: false`); it
+                // would be a client that may send more: linger.
+                let linger = matches!(served, Served::Done { linger: true } | Served::Kept { .. });
                 client.stream.shutdown_write();
                 if linger {
                     client.linger(now);
@@ -481,9 +475,29 @@ impl<'a, 'b> Server<'a, 'b> {
     }
 }
 
+/// Act on queued signals (a log reopen, a hooked quick stop); false once a
+/// graceful stop was requested.
+pub(super) fn handle_signals(sigpipe: &SignalPipe) -> bool {
+    let mut alive = true;
+    for sig in sigpipe.drain() {
+        match sig {
+            Signal::SIGTERM => alive = false,
+            Signal::SIGUSR1 => {
+                if let Err(e) = crate::log::reopen() {
+                    tracing::error!("Cannot reopen log files: {e}");
+                }
+            }
+            // Only a hooked quick stop reaches the pipe.
+            sig if super::signals::quick_stop_code(sig).is_some() => super::quit(sig),
+            _ => {}
+        }
+    }
+    alive
+}
+
 /// A 408 for a client whose request did not arrive in time (best effort:
 /// written only if the socket takes it at once).
-fn request_timeout(client: &Client<'_>) {
+pub(super) fn request_timeout(client: &Client<'_>) {
     let err = HttpError::new(408, "The request did not arrive in time.");
     tracing::debug!(
         "Request timed out from ip={}: {}",
@@ -507,7 +521,7 @@ fn request_timeout(client: &Client<'_>) {
 
 /// One non-blocking accept; `None` when nothing is queued (or on a benign
 /// error such as a connection reset before it was accepted).
-fn accept(listener: RawFd) -> Option<(OwnedFd, PeerAddr)> {
+pub(super) fn accept(listener: RawFd) -> Option<(OwnedFd, PeerAddr)> {
     // SAFETY: zeroed storage is a valid sockaddr_storage; accept4 fills it.
     let mut storage: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
     let mut len = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
