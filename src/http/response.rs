@@ -7,6 +7,7 @@ use std::borrow::Cow;
 use std::cell::Cell;
 use std::io::{self, IoSlice, Write};
 use std::os::fd::BorrowedFd;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use super::status::reason_phrase;
@@ -86,8 +87,11 @@ pub struct ResponseWriter<'a, W: Write> {
     scratch: Vec<u8>,
     /// The socket under `out`, when `sendfile(2)` may write to it directly.
     sendfile_to: Option<&'a dyn SendFile>,
-    /// The worker offers to keep the connection after this response.
+    /// The worker offers to keep the connection after this response...
     keep_alive: bool,
+    /// ...unless this is false when the head is built (the worker began
+    /// to stop while the app ran).
+    still_offered: Option<&'a AtomicBool>,
 }
 
 impl<'a, W: Write> ResponseWriter<'a, W> {
@@ -111,14 +115,17 @@ impl<'a, W: Write> ResponseWriter<'a, W> {
             scratch: Vec::new(),
             sendfile_to: None,
             keep_alive: false,
+            still_offered: None,
         }
     }
 
-    /// Offer to keep the connection open after this response: it then says
+    /// Offer to keep the connection open after this response, as long as
+    /// `offered` is true when the head is built: it then says
     /// `Connection: keep-alive`, unless its body can only end with the
     /// connection (HTTP/1.0 without Content-Length). See [`keeps_alive`](Self::keeps_alive).
-    pub fn with_keep_alive(mut self, keep_alive: bool) -> Self {
-        self.keep_alive = keep_alive;
+    pub fn with_keep_alive(mut self, offered: &'a AtomicBool) -> Self {
+        self.keep_alive = true;
+        self.still_offered = Some(offered);
         self
     }
 
@@ -221,6 +228,12 @@ impl<'a, W: Write> ResponseWriter<'a, W> {
         };
         self.content_length = content_length.filter(|_| keep_length);
 
+        if self
+            .still_offered
+            .is_some_and(|offered| !offered.load(Ordering::Relaxed))
+        {
+            self.keep_alive = false;
+        }
         let connection: &[u8] = if self.keeps_alive() {
             b"\r\nConnection: keep-alive\r\n"
         } else {

@@ -1057,9 +1057,10 @@ fn http10_body_is_close_delimited_and_the_status_line_says_http11() {
 
 #[test]
 fn keep_alive_is_offered_unless_the_body_ends_with_the_connection() {
+    let offered = std::sync::atomic::AtomicBool::new(true);
     let keep = |version, headers: &[(&str, &str)]| {
         let mut wire = Wire::default();
-        let mut resp = ResponseWriter::new(&mut wire, version, false).with_keep_alive(true);
+        let mut resp = ResponseWriter::new(&mut wire, version, false).with_keep_alive(&offered);
         resp.start(200, &fields(headers)).unwrap();
         resp.write(b"abc").unwrap();
         resp.finish().unwrap();
@@ -1076,6 +1077,9 @@ fn keep_alive_is_offered_unless_the_body_ends_with_the_connection() {
     assert_eq!(keep((1, 0), &[]), close);
     // An app's own Connection field is the server's to set.
     assert_eq!(keep((1, 1), &[("Connection", "close")]), alive);
+    // Withdrawn before the head is built (the worker began to stop).
+    offered.store(false, std::sync::atomic::Ordering::Relaxed);
+    assert_eq!(keep((1, 1), &[("Content-Length", "3")]), close);
 }
 
 #[test]

@@ -6,6 +6,7 @@
 //! ([`Arrived::keep_alive`], [`Served::Kept`]).
 
 use std::io;
+use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant, SystemTime};
 
 use super::stream::Stream;
@@ -53,9 +54,11 @@ pub struct Arrived<'a, 's> {
     /// log's times).
     pub started: SystemTime,
     pub clock: Instant,
-    /// The worker would keep the connection for another request (the
-    /// client's wishes and the response's framing decide the rest).
-    pub keep_alive: bool,
+    /// The worker would keep the connection for another request while
+    /// this is true (it reads it when the response head is built; the
+    /// client's wishes and the response's framing decide the rest); `None`:
+    /// close after the response.
+    pub keep_alive: Option<&'a AtomicBool>,
 }
 
 /// Parse the request, run the app, write the response.
@@ -114,9 +117,11 @@ pub fn serve(arrived: Arrived<'_, '_>, app: &mut dyn App, opts: &Options<'_>) ->
         head.expect_continue = false;
     }
     let mut out = stream;
-    let mut resp = ResponseWriter::new(&mut out, head.version, head.method == "HEAD")
-        .with_sendfile(stream)
-        .with_keep_alive(keep_alive && may_send_more(&head));
+    let mut resp =
+        ResponseWriter::new(&mut out, head.version, head.method == "HEAD").with_sendfile(stream);
+    if let Some(offered) = keep_alive.filter(|_| may_send_more(&head)) {
+        resp = resp.with_keep_alive(offered);
+    }
     let mut body = conn.body(&head);
     let req = Request {
         head: &head,

@@ -28,6 +28,7 @@
 //! protocol header): [`Worker::take`], between `accept` and the first read.
 
 use std::os::fd::OwnedFd;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
@@ -119,6 +120,9 @@ pub fn serve(setup: &WorkerSetup<'_>, app: &mut dyn App, sigpipe: &SignalPipe) -
         body_buffer: setup.settings.body_buffer,
     };
     let servers: Vec<ListenAddr> = setup.listeners.iter().map(|l| l.addr().clone()).collect();
+    // Cleared when the worker starts to leave (a stop, a recycle): the
+    // responses whose head is not out yet then say `Connection: close`.
+    let offered = AtomicBool::new(true);
     let (job_tx, job_rx) = mpsc::channel::<Job<'_>>();
     let (done_tx, done_rx) = mpsc::channel::<Finished<'_>>();
     let job_rx = Mutex::new(job_rx);
@@ -137,7 +141,7 @@ pub fn serve(setup: &WorkerSetup<'_>, app: &mut dyn App, sigpipe: &SignalPipe) -
             }
         }
         drop(done_tx);
-        let mut worker = Worker::new(setup, poll, job_tx, done_rx);
+        let mut worker = Worker::new(setup, poll, job_tx, done_rx, &offered);
         let code = worker.run(sigpipe);
         // The threads may be in an app that does not return: leave without
         // joining them (the scope would).
@@ -159,7 +163,7 @@ fn watch(poll: &Poll, setup: &WorkerSetup<'_>, sigpipe: &SignalPipe) -> std::io:
 struct Job<'s> {
     slot: usize,
     client: Client<'s>,
-    keep_alive: bool,
+    keep_alive: Option<&'s AtomicBool>,
 }
 
 /// A connection handed back to the loop.
@@ -213,7 +217,7 @@ fn serve_one(
     app: &mut dyn App,
     opts: &Options<'_>,
     server: &ListenAddr,
-    keep_alive: bool,
+    keep_alive: Option<&AtomicBool>,
 ) -> Served {
     let continue_sent = matches!(
         client.phase,
@@ -259,6 +263,8 @@ struct Worker<'a> {
     poll: Poll,
     jobs: Sender<Job<'a>>,
     done: Receiver<Finished<'a>>,
+    /// Shared with the threads: see [`serve`].
+    offered: &'a AtomicBool,
     conns: Vec<Entry<'a>>,
     free: Vec<usize>,
     /// Connections in `conns` (held or busy), and of those the busy ones.
@@ -283,6 +289,7 @@ impl<'a> Worker<'a> {
         poll: Poll,
         jobs: Sender<Job<'a>>,
         done: Receiver<Finished<'a>>,
+        offered: &'a AtomicBool,
     ) -> Self {
         let s = setup.settings;
         Worker {
@@ -290,6 +297,7 @@ impl<'a> Worker<'a> {
             poll,
             jobs,
             done,
+            offered,
             conns: Vec::new(),
             free: Vec::new(),
             open: 0,
@@ -377,6 +385,7 @@ impl<'a> Worker<'a> {
     /// connections; busy ones close after their response.
     fn begin_stop(&mut self, now: Instant, graceful: Duration) {
         self.stopping = true;
+        self.offered.store(false, Ordering::Relaxed);
         // During a binary upgrade the new master's workers accept from the
         // same queue: nothing queued is lost without us.
         self.accept_until = (!self.setup.slot.queue_served_elsewhere())
@@ -512,7 +521,8 @@ impl<'a> Worker<'a> {
             recycling: self.recycle_requested,
             connections: self.open,
             limit: self.setup.settings.worker_connections,
-        });
+        })
+        .then_some(self.offered);
         self.busy += 1;
         if let Err(mpsc::SendError(job)) = self.jobs.send(Job {
             slot,
@@ -607,6 +617,7 @@ impl<'a> Worker<'a> {
         {
             tracing::info!("Autorestarting worker after {served} requests: asking the master for a replacement.");
             self.recycle_requested = true;
+            self.offered.store(false, Ordering::Relaxed);
             if let Err(e) = notify::send(self.setup.notify_fd, WorkerMsg::Recycle) {
                 tracing::error!("Cannot reach the master ({e}); exiting to be replaced.");
                 // Without the master's help, fall back to gunicorn's way.

@@ -260,6 +260,8 @@ impl<'a, 'b> Server<'a, 'b> {
         if client.phase == Phase::Head {
             client.stream.set_deadline(Some(client.deadline));
         }
+        // For `gunicornctl workers`: this client is in the app.
+        self.setup.slot.set_connections(self.clients.len() + 1, 1);
         let served = connection::serve(
             Arrived {
                 stream: &client.stream,
@@ -270,7 +272,7 @@ impl<'a, 'b> Server<'a, 'b> {
                 server: self.setup.listeners[client.listener].addr(),
                 started: client.started,
                 clock: client.accepted,
-                keep_alive: false,
+                keep_alive: None,
             },
             self.app,
             &self.opts,
@@ -290,7 +292,7 @@ impl<'a, 'b> Server<'a, 'b> {
                 self.hold(client, slot);
             }
             served => {
-                // `Kept` is never offered here (`keep_alive: false`); it
+                // `Kept` is never offered here (`keep_alive: None`); it
                 // would be a client that may send more: linger.
                 let linger = matches!(served, Served::Done { linger: true } | Served::Kept { .. });
                 client.stream.shutdown_write();
@@ -306,6 +308,7 @@ impl<'a, 'b> Server<'a, 'b> {
                 self.count_request();
             }
         }
+        self.setup.slot.set_connections(self.clients.len(), 0);
     }
 
     fn count_request(&mut self) {
@@ -364,6 +367,7 @@ impl<'a, 'b> Server<'a, 'b> {
         if !self.clients.is_empty() {
             self.expire(Instant::now());
         }
+        self.setup.slot.set_connections(self.clients.len(), 0);
         Ok(())
     }
 
