@@ -38,6 +38,11 @@ impl App for HelloApp {
         resp.write(BODY)
     }
 
+    /// A fixed answer, written in one `write`.
+    fn runs_inline(&self) -> bool {
+        true
+    }
+
     fn for_thread(&self) -> io::Result<Box<dyn App + Send>> {
         Ok(Box::new(HelloApp::new()))
     }

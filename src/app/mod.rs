@@ -49,6 +49,13 @@ pub trait ResponseSink {
 pub trait App {
     fn call(&mut self, req: Request<'_>, resp: &mut dyn ResponseSink) -> io::Result<()>;
 
+    /// Whether a call always answers at once, never waiting for anything
+    /// (no body to read, no I/O, no sleep): the gthread worker then calls
+    /// it on its event loop, sparing a hand-over to a thread per request.
+    fn runs_inline(&self) -> bool {
+        false
+    }
+
     /// The same app for another thread of the worker (the gthread worker's
     /// pool), sharing what was loaded: loading happens once per worker.
     fn for_thread(&self) -> io::Result<Box<dyn App + Send>> {

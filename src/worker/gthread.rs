@@ -89,7 +89,13 @@ pub fn keep_alive(k: KeepAlive) -> bool {
 
 /// Serve until told to stop; returns the exit code (or exits).
 pub fn serve(setup: &WorkerSetup<'_>, app: &mut dyn App, sigpipe: &SignalPipe) -> i32 {
-    let threads = setup.settings.threads.max(1);
+    // An app that never waits runs on the loop: no thread hop per request.
+    let inline = app.runs_inline();
+    let threads = if inline {
+        0
+    } else {
+        setup.settings.threads.max(1)
+    };
     let mut apps = Vec::with_capacity(threads);
     for _ in 0..threads {
         match app.for_thread() {
@@ -141,7 +147,8 @@ pub fn serve(setup: &WorkerSetup<'_>, app: &mut dyn App, sigpipe: &SignalPipe) -
             }
         }
         drop(done_tx);
-        let mut worker = Worker::new(setup, poll, job_tx, done_rx, &offered);
+        let mut worker = Worker::new(setup, poll, job_tx, done_rx, &offered, &opts);
+        worker.inline = inline.then_some(app);
         let code = worker.run(sigpipe);
         // The threads may be in an app that does not return: leave without
         // joining them (the scope would).
@@ -254,8 +261,11 @@ enum Entry<'s> {
     /// In the loop: its request arriving, idle between requests, or
     /// lingering on its way out.
     Held(Client<'s>),
-    /// Its request is with a thread.
-    Busy,
+    /// Its request is with a thread; `woke`: the socket became readable
+    /// meanwhile (the edge is spent: the loop reads when it comes back).
+    Busy {
+        woke: bool,
+    },
 }
 
 struct Worker<'a> {
@@ -265,6 +275,9 @@ struct Worker<'a> {
     done: Receiver<Finished<'a>>,
     /// Shared with the threads: see [`serve`].
     offered: &'a AtomicBool,
+    /// The app, when it runs on the loop (`App::runs_inline`).
+    inline: Option<&'a mut dyn App>,
+    opts: &'a Options<'a>,
     conns: Vec<Entry<'a>>,
     free: Vec<usize>,
     /// Connections in `conns` (held or busy), and of those the busy ones.
@@ -290,6 +303,7 @@ impl<'a> Worker<'a> {
         jobs: Sender<Job<'a>>,
         done: Receiver<Finished<'a>>,
         offered: &'a AtomicBool,
+        opts: &'a Options<'a>,
     ) -> Self {
         let s = setup.settings;
         Worker {
@@ -298,6 +312,8 @@ impl<'a> Worker<'a> {
             jobs,
             done,
             offered,
+            inline: None,
+            opts,
             conns: Vec::new(),
             free: Vec::new(),
             open: 0,
@@ -373,7 +389,7 @@ impl<'a> Worker<'a> {
                 match event.token() {
                     SIGNAL | WAKE => {}
                     Token(i) if i < self.ready.len() => self.ready[i] = true,
-                    Token(t) => self.on_readable(t - CONN),
+                    Token(t) => self.service(t - CONN),
                 }
             }
             self.expire(Instant::now());
@@ -397,7 +413,7 @@ impl<'a> Worker<'a> {
             );
             if idle {
                 // A request that arrived meanwhile is still answered.
-                self.on_readable(slot);
+                self.service(slot);
                 if let Entry::Held(c) = &self.conns[slot] {
                     if c.phase == Phase::Head && c.received.is_empty() {
                         self.close(slot);
@@ -468,7 +484,7 @@ impl<'a> Worker<'a> {
             self.open -= 1;
             return;
         }
-        self.on_readable(slot);
+        self.service(slot);
     }
 
     fn insert(&mut self, client: Client<'a>) -> usize {
@@ -485,13 +501,19 @@ impl<'a> Worker<'a> {
         }
     }
 
-    /// Read what a held connection has; serve, keep or close it.
-    fn on_readable(&mut self, slot: usize) {
+    /// Read what a held connection has; true when its request has
+    /// arrived (the caller then dispatches it), else it is kept or closed.
+    fn on_readable(&mut self, slot: usize) -> bool {
         let patience = self.patience;
         let header_timeout = self.header_timeout;
-        let Some(Entry::Held(client)) = self.conns.get_mut(slot) else {
-            // Busy: its thread has it; the loop reads again when it returns.
-            return;
+        let client = match self.conns.get_mut(slot) {
+            Some(Entry::Held(client)) => client,
+            Some(Entry::Busy { woke }) => {
+                // Its thread has it; the loop reads when it comes back.
+                *woke = true;
+                return false;
+            }
+            _ => return false,
         };
         let idle = client.phase == Phase::Head && client.received.is_empty();
         let progress = client.read_available(patience);
@@ -504,36 +526,60 @@ impl<'a> Worker<'a> {
             client.body_deadline = now + header_timeout + patience;
         }
         match progress {
-            Progress::Waiting => {}
-            Progress::Arrived => self.dispatch(slot),
-            Progress::Finished => self.close(slot),
+            Progress::Waiting => false,
+            Progress::Arrived => true,
+            Progress::Finished => {
+                self.close(slot);
+                false
+            }
         }
     }
 
-    /// Hand a held connection whose request has arrived to the pool.
+    /// Read a held connection and serve what arrived.
+    fn service(&mut self, slot: usize) {
+        if self.on_readable(slot) {
+            self.dispatch(slot);
+        }
+    }
+
+    /// Serve a held connection whose request has arrived: on the loop for
+    /// an app that never waits ([`App::runs_inline`]), else by the pool.
+    /// Pipelined requests follow one another here, in order.
     fn dispatch(&mut self, slot: usize) {
-        let Entry::Held(client) = std::mem::replace(&mut self.conns[slot], Entry::Busy) else {
+        loop {
+            let busy = Entry::Busy { woke: false };
+            let Entry::Held(client) = std::mem::replace(&mut self.conns[slot], busy) else {
+                return;
+            };
+            let keep_alive = keep_alive(KeepAlive {
+                seconds: self.setup.settings.keepalive,
+                stopping: self.stopping,
+                recycling: self.recycle_requested,
+                connections: self.open,
+                limit: self.setup.settings.worker_connections,
+            })
+            .then_some(self.offered);
+            self.busy += 1;
+            if let Some(app) = self.inline.as_deref_mut() {
+                let server = self.setup.listeners[client.listener].addr();
+                let served = serve_one(&client, app, self.opts, server, keep_alive);
+                if self.finished(slot, client, served) {
+                    continue;
+                }
+                return;
+            }
+            if let Err(mpsc::SendError(job)) = self.jobs.send(Job {
+                slot,
+                client,
+                keep_alive,
+            }) {
+                // No thread left (they only end with the loop): drop it.
+                tracing::error!("no thread to serve a request");
+                self.busy -= 1;
+                self.conns[slot] = Entry::Held(job.client);
+                self.close(slot);
+            }
             return;
-        };
-        let keep_alive = keep_alive(KeepAlive {
-            seconds: self.setup.settings.keepalive,
-            stopping: self.stopping,
-            recycling: self.recycle_requested,
-            connections: self.open,
-            limit: self.setup.settings.worker_connections,
-        })
-        .then_some(self.offered);
-        self.busy += 1;
-        if let Err(mpsc::SendError(job)) = self.jobs.send(Job {
-            slot,
-            client,
-            keep_alive,
-        }) {
-            // No thread left (they only end with the loop): drop it.
-            tracing::error!("no thread to serve a request");
-            self.busy -= 1;
-            self.conns[slot] = Entry::Held(job.client);
-            self.close(slot);
         }
     }
 
@@ -541,70 +587,87 @@ impl<'a> Worker<'a> {
     fn take_finished(&mut self) {
         while let Ok(Finished {
             slot,
-            mut client,
+            client,
             served,
         }) = self.done.try_recv()
         {
-            self.busy -= 1;
-            let now = Instant::now();
-            match served {
-                Served::NeedBody {
+            if self.finished(slot, client, served) {
+                self.dispatch(slot);
+            }
+        }
+    }
+
+    /// A connection back from its request: wait for the rest of a small
+    /// body, close it (lingering if the client may still send), or keep it
+    /// for the next request. True when that next request has arrived
+    /// already (the caller dispatches it).
+    fn finished(&mut self, slot: usize, mut client: Client<'a>, served: Served) -> bool {
+        self.busy -= 1;
+        let now = Instant::now();
+        // Bytes may wait that no edge will announce: the socket became
+        // readable while the request was served, or the request read it
+        // itself (not to a short read).
+        let woke = matches!(self.conns[slot], Entry::Busy { woke: true });
+        let look_again = client.stream.take_read_blocking() || woke;
+        match served {
+            Served::NeedBody {
+                missing,
+                continue_sent,
+            } => {
+                client.phase = Phase::Body {
                     missing,
                     continue_sent,
-                } => {
-                    client.phase = Phase::Body {
-                        missing,
-                        continue_sent,
-                    };
-                    // However it trickles, a buffered body has a last moment.
-                    client.deadline = (now + self.patience).min(client.body_deadline);
+                };
+                // However it trickles, a buffered body has a last moment.
+                client.deadline = (now + self.patience).min(client.body_deadline);
+                self.conns[slot] = Entry::Held(client);
+                look_again && self.on_readable(slot)
+            }
+            Served::Done { linger } => {
+                self.count_request();
+                client.stream.shutdown_write();
+                if linger {
+                    client.linger(now);
                     self.conns[slot] = Entry::Held(client);
-                    // What came while the thread had it raised no new event.
-                    self.on_readable(slot);
+                    if look_again {
+                        self.on_readable(slot);
+                    }
+                } else {
+                    self.conns[slot] = Entry::Held(client);
+                    self.close(slot);
                 }
-                Served::Done { linger } => {
-                    self.count_request();
-                    client.stream.shutdown_write();
-                    self.conns[slot] = Entry::Held(client);
-                    if linger {
-                        if let Entry::Held(c) = &mut self.conns[slot] {
-                            c.linger(now);
+                false
+            }
+            Served::Kept { pipelined } => {
+                self.count_request();
+                client.phase = Phase::Head;
+                client.eof = false;
+                // The buffer is kept: its capacity serves the next read.
+                client.received.clear();
+                client.received.extend_from_slice(&pipelined);
+                if client.received.is_empty() {
+                    client.deadline = now + self.keepalive;
+                } else {
+                    client.started = SystemTime::now();
+                    client.accepted = now;
+                    client.deadline = now + self.header_timeout;
+                    client.body_deadline = now + self.header_timeout + self.patience;
+                }
+                let pipelined_head = super::clients::head_arrived(&client.received, 0);
+                self.conns[slot] = Entry::Held(client);
+                if pipelined_head {
+                    return true;
+                }
+                let arrived = (look_again || self.stopping) && self.on_readable(slot);
+                if self.stopping && !arrived {
+                    // Leaving: close now unless a request is on its way.
+                    if let Entry::Held(c) = &self.conns[slot] {
+                        if c.phase == Phase::Head && c.received.is_empty() {
+                            self.close(slot);
                         }
-                        self.on_readable(slot);
-                    } else {
-                        self.close(slot);
                     }
                 }
-                Served::Kept { pipelined } => {
-                    self.count_request();
-                    client.phase = Phase::Head;
-                    client.eof = false;
-                    client.received = pipelined;
-                    if client.received.is_empty() {
-                        client.deadline = now + self.keepalive;
-                    } else {
-                        client.started = SystemTime::now();
-                        client.accepted = now;
-                        client.deadline = now + self.header_timeout;
-                        client.body_deadline = now + self.header_timeout + self.patience;
-                    }
-                    let pipelined_head = super::clients::head_arrived(&client.received, 0);
-                    self.conns[slot] = Entry::Held(client);
-                    if pipelined_head {
-                        self.dispatch(slot);
-                    } else if self.stopping {
-                        // Leaving: one last look for a request sent
-                        // already, else close now.
-                        self.on_readable(slot);
-                        if let Entry::Held(c) = &self.conns[slot] {
-                            if c.phase == Phase::Head && c.received.is_empty() {
-                                self.close(slot);
-                            }
-                        }
-                    } else {
-                        self.on_readable(slot);
-                    }
-                }
+                arrived
             }
         }
     }
@@ -656,6 +719,9 @@ impl<'a> Worker<'a> {
     /// request that did not arrive in time gets a 408, a lingering close
     /// ends.
     fn expire(&mut self, now: Instant) {
+        if !self.held().any(|(_, c)| c.deadline <= now) {
+            return;
+        }
         let expired: Vec<usize> = self
             .held()
             .filter(|(_, c)| c.deadline <= now)

@@ -23,6 +23,9 @@ pub struct Stream<'s> {
     /// An absolute limit on any wait, whatever the progress (the head
     /// deadline while a long head is parsed).
     deadline: std::cell::Cell<Option<std::time::Instant>>,
+    /// Set by every blocking-style read ([`Read`]): the event loop then
+    /// cannot know whether the socket was drained.
+    read_blocking: std::cell::Cell<bool>,
 }
 
 impl<'s> Stream<'s> {
@@ -33,6 +36,7 @@ impl<'s> Stream<'s> {
             patience,
             slot,
             deadline: std::cell::Cell::new(None),
+            read_blocking: std::cell::Cell::new(false),
         }
     }
 
@@ -40,6 +44,14 @@ impl<'s> Stream<'s> {
     /// patience applies).
     pub fn set_deadline(&self, deadline: Option<std::time::Instant>) {
         self.deadline.set(deadline);
+    }
+
+    /// Whether a blocking-style read ([`Read`]) happened since the last
+    /// call. The event loop reads until a short read itself; after a
+    /// request that read like this, it must look again before it waits
+    /// for an edge (edge-triggered readiness, `super::gthread`).
+    pub fn take_read_blocking(&self) -> bool {
+        self.read_blocking.replace(false)
     }
 
     pub fn raw_fd(&self) -> RawFd {
@@ -146,6 +158,7 @@ impl<'s> Stream<'s> {
 
 impl Read for &Stream<'_> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.read_blocking.set(true);
         loop {
             if let Some(n) = self.read_now(buf)? {
                 if n > 0 {
