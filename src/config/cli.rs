@@ -92,10 +92,11 @@ pub struct Cli {
     #[arg(short = 'w', long = "workers", value_name = "INT", value_parser = values::positive_int)]
     pub workers: Option<usize>,
 
-    /// What a worker is: sync (gunicornd's own worker serving APP) or
-    /// command (each worker runs PROGRAM, given after --, on the listeners
-    /// inherited from fd 3, with sd_notify for readiness and heartbeat)
-    /// [default: sync]
+    /// What a worker is: sync (gunicornd's own worker serving APP, one
+    /// request per connection), gthread (the same with keep-alive, requests
+    /// run by --threads threads) or command (each worker runs PROGRAM,
+    /// given after --, on the listeners inherited from fd 3, with sd_notify
+    /// for readiness and heartbeat) [default: sync]
     #[arg(
         short = 'k',
         long = "worker-class",

@@ -156,6 +156,7 @@ impl App for WsgiApp {
     /// `wsgi.multithread`: the threads share the app object (the GIL is
     /// released while a thread reads from or writes to its client).
     fn for_thread(&self) -> io::Result<Box<dyn App + Send>> {
+        objects::THREADED.store(true, std::sync::atomic::Ordering::Relaxed);
         Python::attach(|py| {
             let base_environ = self.base_environ.bind(py).copy()?;
             base_environ.set_item("wsgi.multithread", true)?;

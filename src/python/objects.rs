@@ -16,10 +16,17 @@ use pyo3::types::{PyBytes, PyList, PyTuple};
 use crate::app::ResponseSink;
 use crate::http::HOP_BY_HOP;
 
+/// Set once the app runs on several threads (`App::for_thread`): only then
+/// is the GIL worth releasing around the client's I/O.
+pub static THREADED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
 /// Run `io` (a read from or write to the client, which may wait for it)
 /// with the GIL released, so that the worker's other threads run Python
-/// meanwhile (the gthread worker).
+/// meanwhile (the gthread worker). A single-threaded worker keeps it.
 fn without_gil<T: Send>(io: impl FnOnce() -> T) -> T {
+    if !THREADED.load(std::sync::atomic::Ordering::Relaxed) {
+        return io();
+    }
     /// The closure touches no Python object, only the request's body reader
     /// or response sink, which this thread alone uses for the call; they
     /// are not `Send` only because they are borrowed through raw pointers.
