@@ -260,6 +260,30 @@ fn an_idle_connection_is_closed_after_keep_alive_seconds() {
 }
 
 #[test]
+fn the_head_deadline_applies_to_every_request_on_a_connection() {
+    let srv = gthread(
+        1,
+        &["--header-timeout", "2", "--keep-alive", "30"],
+        "builtin:hello",
+    );
+    let mut client = Client::connect(&srv);
+    assert!(client.get("/").unwrap().keeps_alive());
+    // Idle for longer than the head deadline: keep-alive's own deadline.
+    thread::sleep(Duration::from_millis(2500));
+    assert!(client.get("/").unwrap().keeps_alive());
+    // A second request that does not arrive whole gets its 408.
+    client.send(b"GET / HTTP/1.1\r\nHost: t\r\n").unwrap();
+    let started = Instant::now();
+    let answer = client.answer().unwrap();
+    assert_eq!(answer.status, 408, "{answer:?}");
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_millis(1500) && waited < Duration::from_secs(5),
+        "408 after {waited:?}"
+    );
+}
+
+#[test]
 fn worker_connections_bounds_the_connections_a_worker_keeps() {
     let srv = gthread(
         1,
