@@ -334,6 +334,7 @@ impl<'a> Worker<'a> {
         let mut events = Events::with_capacity(256);
         let graceful = Duration::from_secs(self.setup.settings.graceful_timeout);
         let mut stop_deadline = None;
+        let mut last_parent_check = Instant::now();
         loop {
             self.setup.slot.beat();
             if !self.stopping && !handle_signals(sigpipe) {
@@ -345,7 +346,9 @@ impl<'a> Worker<'a> {
                 handle_signals(sigpipe);
             }
             if let Some(deadline) = stop_deadline {
-                let draining = self.accept_until.is_some_and(|t| Instant::now() < t);
+                // The queue's drain ends early once the listeners are empty.
+                let draining = self.accept_until.is_some_and(|t| Instant::now() < t)
+                    && self.ready.iter().any(|&r| r);
                 if self.open == 0 && !draining {
                     return super::EXIT_OK;
                 }
@@ -359,12 +362,16 @@ impl<'a> Worker<'a> {
             }
             self.take_finished();
             let more = self.accept_ready();
-            if !more && nix::unistd::getppid() != self.setup.master_pid {
-                tracing::info!(
-                    "Parent changed, shutting down: <Worker {}>",
-                    std::process::id()
-                );
-                return super::EXIT_OK;
+            // Orphaned? Once a second at most: not a system call per pass.
+            if last_parent_check.elapsed() >= BEAT_EVERY {
+                last_parent_check = Instant::now();
+                if nix::unistd::getppid() != self.setup.master_pid {
+                    tracing::info!(
+                        "Parent changed, shutting down: <Worker {}>",
+                        std::process::id()
+                    );
+                    return super::EXIT_OK;
+                }
             }
             let now = Instant::now();
             let mut sleep = BEAT_EVERY;
