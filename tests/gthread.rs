@@ -429,6 +429,53 @@ fn max_requests_recycling_under_a_keep_alive_load_fails_no_request() {
     assert!(srv.log_contains("Autorestarting worker after 300 requests"));
 }
 
+#[test]
+fn scaling_down_under_a_keep_alive_load_fails_no_request() {
+    let srv = gthread(4, &["--threads", "2"], "builtin:echo");
+    let load = KeepAliveLoad::start(srv.addr(), 4, "/");
+    for _ in 0..3 {
+        srv.signal_delivered(libc::SIGTTOU);
+    }
+    expect_within(Duration::from_secs(20), "down to 1 worker", || {
+        srv.worker_pids().len() == 1
+    });
+    let (ok, failures) = load.finish();
+    assert!(failures.is_empty(), "{failures:?}\n{}", srv.log());
+    assert!(ok > 50, "only {ok} requests");
+}
+
+#[test]
+fn trickling_clients_hold_no_thread() {
+    let srv = gthread(
+        1,
+        &["--threads", "1", "--header-timeout", "10"],
+        "builtin:echo",
+    );
+    // Twenty connections, each with half a request head sent.
+    let mut tricklers: Vec<Client> = (0..20).map(|_| Client::connect(&srv)).collect();
+    for t in &mut tricklers {
+        t.send(b"GET /slow HTTP/1.1\r\nHost: t\r\n").unwrap();
+    }
+    // The one thread still answers others at once, on fresh and kept
+    // connections.
+    let started = Instant::now();
+    let mut client = Client::connect(&srv);
+    for _ in 0..10 {
+        let answer = client.get("/fast").unwrap();
+        assert_eq!(json(&answer)["path"], "/fast");
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+    // And each trickler is answered once its head is complete.
+    for t in &mut tricklers {
+        t.send(b"\r\n").unwrap();
+        assert_eq!(json(&t.answer().unwrap())["path"], "/slow");
+    }
+}
+
 #[cfg(feature = "python")]
 #[test]
 fn a_wsgi_app_runs_on_several_threads_at_once() {
