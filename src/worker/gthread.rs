@@ -352,7 +352,13 @@ impl<'a> Worker<'a> {
                 if self.open == 0 && !draining {
                     return super::EXIT_OK;
                 }
-                if Instant::now() >= deadline {
+                // Requests in the app get the whole graceful timeout (the
+                // master's SIGKILL ends it anyway); clients that are only
+                // sending theirs, half of it, as in the sync worker.
+                let held_only = self.busy == 0 && !draining;
+                if Instant::now() >= deadline
+                    || (held_only && Instant::now() >= deadline - graceful / 2)
+                {
                     tracing::info!(
                         "Graceful timeout: exiting with {} connection(s) open",
                         self.open
