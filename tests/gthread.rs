@@ -183,6 +183,15 @@ fn a_hundred_keep_alive_requests_on_one_connection_are_answered_by_one_worker() 
     assert_eq!(pids.len(), 1, "one connection, one worker: {pids:?}");
 }
 
+#[cfg(feature = "python")]
+#[test]
+fn one_thread_is_not_multithreaded() {
+    let srv = python(1, &["--threads", "1"]);
+    let answer = Client::connect(&srv).get("/").unwrap();
+    assert_eq!(json(&answer)["multithread"], false);
+    assert!(answer.keeps_alive());
+}
+
 #[test]
 fn pipelined_requests_are_answered_in_order() {
     let srv = gthread(1, &["--threads", "4"], "builtin:echo");

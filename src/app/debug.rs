@@ -78,7 +78,7 @@ impl App for DebugApp {
         echo(req, resp)
     }
 
-    fn for_thread(&self) -> io::Result<Box<dyn App + Send>> {
+    fn for_thread(&self, _threads: usize) -> io::Result<Box<dyn App + Send>> {
         Ok(Box::new(DebugApp { _private: () }))
     }
 }

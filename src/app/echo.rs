@@ -18,7 +18,7 @@ impl App for EchoApp {
         echo(req, resp)
     }
 
-    fn for_thread(&self) -> io::Result<Box<dyn App + Send>> {
+    fn for_thread(&self, _threads: usize) -> io::Result<Box<dyn App + Send>> {
         Ok(Box::new(EchoApp))
     }
 }

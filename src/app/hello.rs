@@ -43,7 +43,7 @@ impl App for HelloApp {
         true
     }
 
-    fn for_thread(&self) -> io::Result<Box<dyn App + Send>> {
+    fn for_thread(&self, _threads: usize) -> io::Result<Box<dyn App + Send>> {
         Ok(Box::new(HelloApp::new()))
     }
 }

@@ -56,9 +56,11 @@ pub trait App {
         false
     }
 
-    /// The same app for another thread of the worker (the gthread worker's
-    /// pool), sharing what was loaded: loading happens once per worker.
-    fn for_thread(&self) -> io::Result<Box<dyn App + Send>> {
+    /// The same app for one of the `threads` threads of the worker (the
+    /// gthread worker's pool), sharing what was loaded: loading happens once
+    /// per worker.
+    fn for_thread(&self, threads: usize) -> io::Result<Box<dyn App + Send>> {
+        let _ = threads;
         Err(io::Error::new(
             io::ErrorKind::Unsupported,
             "this app cannot run on several threads",

@@ -202,7 +202,7 @@ impl App for StaticApp {
         }
     }
 
-    fn for_thread(&self) -> io::Result<Box<dyn App + Send>> {
+    fn for_thread(&self, _threads: usize) -> io::Result<Box<dyn App + Send>> {
         Ok(Box::new(StaticApp {
             root: self.root.try_clone()?,
             dotfiles: self.dotfiles,

@@ -98,7 +98,7 @@ pub fn serve(setup: &WorkerSetup<'_>, app: &mut dyn App, sigpipe: &SignalPipe) -
     };
     let mut apps = Vec::with_capacity(threads);
     for _ in 0..threads {
-        match app.for_thread() {
+        match app.for_thread(threads) {
             Ok(app) => apps.push(app),
             Err(e) => {
                 tracing::error!("Exception in worker process: cannot run the app on threads: {e}");
