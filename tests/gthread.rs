@@ -241,6 +241,39 @@ fn http_1_0_keeps_the_connection_only_when_it_asks() {
 }
 
 #[test]
+fn a_client_that_closed_its_side_is_answered_and_closed_at_once() {
+    // Served by a thread (echo) and on the loop itself (hello).
+    for app in ["builtin:echo", "builtin:hello"] {
+        closed_side(app);
+    }
+}
+
+/// A request followed by the end of the client's stream, against `app`.
+fn closed_side(app: &str) {
+    let srv = gthread(1, &["--keep-alive", "30"], app);
+    let mut client = Client::connect(&srv);
+    client
+        .send(b"GET /last HTTP/1.1\r\nHost: t\r\n\r\n")
+        .unwrap();
+    client
+        .reader
+        .get_ref()
+        .shutdown(std::net::Shutdown::Write)
+        .unwrap();
+    let started = Instant::now();
+    let answer = client.answer().unwrap();
+    assert_eq!(answer.status, 200);
+    // Whether the answer says close depends on when the end of stream was
+    // read; either way the connection is not kept.
+    assert!(client.closed_within(Duration::from_secs(10)));
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "closed after {:?}",
+        started.elapsed()
+    );
+}
+
+#[test]
 fn an_idle_connection_is_closed_after_keep_alive_seconds() {
     let srv = gthread(1, &["--keep-alive", "1"], "builtin:hello");
     let mut client = Client::connect(&srv);

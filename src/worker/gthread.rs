@@ -564,14 +564,15 @@ impl<'a> Worker<'a> {
             let Entry::Held(client) = std::mem::replace(&mut self.conns[slot], busy) else {
                 return;
             };
-            let keep_alive = keep_alive(KeepAlive {
+            // A client that closed its side sends no next request.
+            let keep_alive = (keep_alive(KeepAlive {
                 seconds: self.setup.settings.keepalive,
                 stopping: self.stopping,
                 recycling: self.recycle_requested,
                 connections: self.open,
                 limit: self.setup.settings.worker_connections,
-            })
-            .then_some(self.offered);
+            }) && !client.eof)
+                .then_some(self.offered);
             self.busy += 1;
             if let Some(app) = self.inline.as_deref_mut() {
                 let server = self.setup.listeners[client.listener].addr();
@@ -640,11 +641,11 @@ impl<'a> Worker<'a> {
                 self.count_request();
                 client.stream.shutdown_write();
                 if linger {
+                    // Always read once: the client's end of stream may
+                    // have been seen already, and no edge repeats it.
                     client.linger(now);
                     self.conns[slot] = Entry::Held(client);
-                    if look_again {
-                        self.on_readable(slot);
-                    }
+                    self.on_readable(slot);
                 } else {
                     self.conns[slot] = Entry::Held(client);
                     self.close(slot);
