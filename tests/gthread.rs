@@ -221,6 +221,30 @@ fn pipelined_requests_are_answered_in_order() {
 }
 
 #[test]
+fn a_pipelined_burst_larger_than_one_read_is_answered_whole() {
+    for app in ["builtin:hello", "builtin:echo"] {
+        let srv = gthread(1, &["--threads", "2"], app);
+        let mut client = Client::connect(&srv);
+        // About 60 KiB at once: several of the loop's reads.
+        let burst: String = (0..2000)
+            .map(|i| format!("GET /{i} HTTP/1.1\r\nHost: t\r\n\r\n"))
+            .collect();
+        let writer = client.reader.get_ref().try_clone().unwrap();
+        let sender = thread::spawn(move || (&writer).write_all(burst.as_bytes()));
+        for i in 0..2000 {
+            let answer = client
+                .answer()
+                .unwrap_or_else(|e| panic!("{app}: response {i}: {e}"));
+            assert_eq!(answer.status, 200, "{app}: response {i}");
+            if app == "builtin:echo" {
+                assert_eq!(json(&answer)["path"], format!("/{i}"));
+            }
+        }
+        sender.join().unwrap().unwrap();
+    }
+}
+
+#[test]
 fn http_1_0_keeps_the_connection_only_when_it_asks() {
     let srv = gthread(1, &[], "builtin:hello");
     let mut client = Client::connect(&srv);

@@ -54,6 +54,10 @@ pub struct Client<'s> {
     pub body_deadline: Instant,
     pub started: SystemTime,
     pub accepted: Instant,
+    /// The last [`Client::read_available`] read the socket dry (it stops
+    /// early once a request has arrived). An edge-triggered loop must read
+    /// again before it waits on a socket that was not (`super::gthread`).
+    pub drained: bool,
 }
 
 /// What one read pass over a client's socket found.
@@ -70,6 +74,8 @@ pub enum Progress {
 impl<'s> Client<'s> {
     /// Read what the socket has now, without waiting.
     pub fn read_available(&mut self, body_patience: Duration) -> Progress {
+        // Until a read says otherwise (would block, short, end of stream).
+        self.drained = false;
         loop {
             // While lingering nothing is kept: read, count, discard.
             if matches!(self.phase, Phase::Linger { .. }) {
@@ -78,7 +84,10 @@ impl<'s> Client<'s> {
             let before = self.received.len();
             let n = match self.stream.read_now_append(&mut self.received, READ_CHUNK) {
                 Ok(Some(n)) => n,
-                Ok(None) => return self.progress(),
+                Ok(None) => {
+                    self.drained = true;
+                    return self.progress();
+                }
                 Err(_) => {
                     // A reset or other failure: nobody to answer.
                     return Progress::Finished;
@@ -86,6 +95,7 @@ impl<'s> Client<'s> {
             };
             if n == 0 {
                 self.eof = true;
+                self.drained = true;
                 return match self.phase {
                     Phase::Linger { .. } => Progress::Finished,
                     // Nothing sent at all: gunicorn closes silently.
@@ -117,6 +127,7 @@ impl<'s> Client<'s> {
             }
             if n < READ_CHUNK {
                 // A short read drained the socket: no need for the EAGAIN.
+                self.drained = true;
                 return self.progress();
             }
         }

@@ -483,6 +483,7 @@ impl<'a> Worker<'a> {
             body_deadline: now + self.header_timeout + self.patience,
             started: SystemTime::now(),
             accepted: now,
+            drained: false,
         };
         let raw = client.stream.raw_fd();
         let slot = self.insert(client);
@@ -618,11 +619,11 @@ impl<'a> Worker<'a> {
     fn finished(&mut self, slot: usize, mut client: Client<'a>, served: Served) -> bool {
         self.busy -= 1;
         let now = Instant::now();
-        // Bytes may wait that no edge will announce: the socket became
-        // readable while the request was served, or the request read it
-        // itself (not to a short read).
+        // Bytes may wait that no edge will announce: the loop's last read
+        // stopped at a complete request, the socket became readable while
+        // the request was served, or the request read it itself.
         let woke = matches!(self.conns[slot], Entry::Busy { woke: true });
-        let look_again = client.stream.take_read_blocking() || woke;
+        let look_again = !client.drained || client.stream.take_read_blocking() || woke;
         match served {
             Served::NeedBody {
                 missing,

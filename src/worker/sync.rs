@@ -214,6 +214,7 @@ impl<'a, 'b> Server<'a, 'b> {
             body_deadline: now + self.header_timeout + self.patience,
             started: SystemTime::now(),
             accepted: now,
+            drained: false,
         };
         match client.read_available(self.patience) {
             Progress::Arrived => self.serve_client(client, None),
