@@ -454,7 +454,9 @@ impl KeepAliveLoad {
 
 #[test]
 fn reloads_under_a_keep_alive_load_fail_no_request() {
-    let srv = gthread(2, &["--threads", "2"], "builtin:hello");
+    // builtin:echo runs on the threads (the max-requests test below has
+    // builtin:hello, which runs on the loop).
+    let srv = gthread(2, &["--threads", "2"], "builtin:echo");
     let load = KeepAliveLoad::start(srv.addr(), 4, "/");
     let mut pids = srv.worker_pids();
     for round in 0..3 {
