@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
 # HTTP throughput of gunicornd's builtin:hello against nginx returning the same
-# fixed body, each with 2 worker processes, on loopback, under the same wrk load.
+# fixed body, each with 2 worker processes, on loopback, under the same wrk load:
+# first one request per connection (gunicornd's sync worker), then keep-alive
+# (gunicornd's gthread worker, nginx, and gunicorn's gthread worker serving
+# the same body from bench/wsgi_hello.py).
 # Rounds are interleaved (gunicornd, nginx, gunicornd, ...) so that noise from
-# other work on the machine hits both servers alike. See bench/README.md.
+# other work on the machine hits the servers alike. See bench/README.md.
 #
 # Then the same over HTTPS: gunicornd's rustls against nginx's OpenSSL, on one
 # ECDSA P-256 certificate, TLS 1.3 with TLS_AES_128_GCM_SHA256 and X25519 on
@@ -15,12 +18,16 @@
 #   BENCH_DURATION seconds per wrk run (default 5)
 #   BENCH_CONNS    concurrent connections (default 32)
 #   BENCH_THREADS  wrk threads (default 2)
+#   BENCH_GTHREADS threads per gthread worker, gunicornd's and gunicorn's (default 2)
+#   BENCH_GUNICORN set to 0 to leave gunicorn (and its venv) out of the keep-alive rows
 set -euo pipefail
 
 readonly ROUNDS="${BENCH_ROUNDS:-3}"
 readonly DURATION="${BENCH_DURATION:-5}"
 readonly CONNS="${BENCH_CONNS:-32}"
 readonly THREADS="${BENCH_THREADS:-2}"
+readonly GTHREADS="${BENCH_GTHREADS:-2}"
+readonly WITH_GUNICORN="${BENCH_GUNICORN:-1}"
 readonly WORKERS=2
 
 # shellcheck source-path=SCRIPTDIR source=lib.sh
@@ -120,6 +127,19 @@ start_gunicornd_tls() {
         --keyfile "$tmp/key.pem" --tls-min-version 1.3 --ciphers TLS_AES_128_GCM_SHA256
 }
 
+start_gunicornd_gthread() {
+    local bin="$1" port="$2"
+    start_server gunicornd-gthread "$bin" builtin:hello -w "$WORKERS" -b "127.0.0.1:$port" \
+        -k gthread --threads "$GTHREADS" --no-control-socket
+}
+
+start_gunicorn_gthread() {
+    local python="$1" port="$2" opts=()
+    read -ra opts < <(gunicorn_quiet_opts "$python") || true
+    start_server gunicorn-gthread "$python" -m gunicorn -w "$WORKERS" -b "127.0.0.1:$port" \
+        -k gthread --threads "$GTHREADS" "${opts[@]}" --pythonpath "$lib_dir" wsgi_hello:app
+}
+
 start_nginx() {
     local bin="$1" port="$2" tls_port="$3" dir="$tmp/nginx"
     write_nginx_conf "$port" "$dir" "$tls_port"
@@ -186,8 +206,58 @@ main() {
     printf 'nginx HTTPS median: %s req/s\n' "$n_med"
     awk -v g="$g_med" -v n="$n_med" 'BEGIN {printf "ratio gunicornd/nginx (HTTPS): %.2f\n", g / n}'
 
+    keep_alive_rounds "$gunicornd_bin" "$n_port"
+
     if [[ -s $tmp/errors ]]; then
         die "some runs reported errors (see above); figures are not trustworthy"
+    fi
+}
+
+# The keep-alive rows: wrk reuses its connections (no Connection header),
+# against gunicornd's gthread worker, the same nginx, and gunicorn's gthread
+# worker.
+keep_alive_rounds() {
+    local gunicornd_bin="$1" n_port="$2" gt_port gu_port="" python=""
+    gt_port=$(free_port)
+    while [[ $gt_port == "$n_port" ]]; do gt_port=$(free_port); done
+    start_gunicornd_gthread "$gunicornd_bin" "$gt_port"
+    wait_ready gunicornd-gthread "$gt_port"
+    if [[ $WITH_GUNICORN != 0 ]]; then
+        install_gunicorn_bench_tools
+        python=$(gunicorn_python)
+        gu_port=$(free_port)
+        while [[ $gu_port == "$n_port" || $gu_port == "$gt_port" ]]; do gu_port=$(free_port); done
+        start_gunicorn_gthread "$python" "$gu_port"
+        wait_ready gunicorn-gthread "$gu_port"
+    fi
+
+    printf '\nkeep-alive: wrk -t%s -c%s -d%ss, %s rounds, %s workers each, gthread workers with %s threads\n' \
+        "$THREADS" "$CONNS" "$DURATION" "$ROUNDS" "$WORKERS" "$GTHREADS"
+    local g_rps=() n_rps=() u_rps=() r g n u line
+    for ((r = 1; r <= ROUNDS; r++)); do
+        g=$(run_wrk gunicornd-gthread "http://127.0.0.1:$gt_port/")
+        n=$(run_wrk nginx "http://127.0.0.1:$n_port/")
+        g_rps+=("$g")
+        n_rps+=("$n")
+        line="round $r: gunicornd gthread $g req/s, nginx $n req/s"
+        if [[ -n $gu_port ]]; then
+            u=$(run_wrk gunicorn-gthread "http://127.0.0.1:$gu_port/")
+            u_rps+=("$u")
+            line+=", gunicorn gthread $u req/s"
+        fi
+        echo "$line"
+    done
+
+    local g_med n_med u_med
+    g_med=$(median "${g_rps[@]}")
+    n_med=$(median "${n_rps[@]}")
+    printf '\ngunicornd gthread keep-alive median: %s req/s\n' "$g_med"
+    printf 'nginx keep-alive median: %s req/s\n' "$n_med"
+    awk -v g="$g_med" -v n="$n_med" 'BEGIN {printf "ratio gunicornd/nginx, keep-alive: %.2f\n", g / n}'
+    if ((${#u_rps[@]} > 0)); then
+        u_med=$(median "${u_rps[@]}")
+        printf 'gunicorn gthread keep-alive median: %s req/s\n' "$u_med"
+        awk -v g="$g_med" -v u="$u_med" 'BEGIN {printf "ratio gunicornd/gunicorn, keep-alive: %.2f\n", g / u}'
     fi
 }
 

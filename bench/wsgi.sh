@@ -17,6 +17,8 @@
 #   BENCH_DURATION  seconds per wrk run (default 5)
 #   BENCH_CONNS     concurrent connections (default 32)
 #   BENCH_THREADS   wrk threads (default 2)
+#   BENCH_GTHREADS  threads per gthread worker, gunicornd's and gunicorn's
+#                   (default 2): their keep-alive rows
 set -euo pipefail
 
 readonly SERVERS="${BENCH_SERVERS:-gunicornd gunicorn granian uwsgi}"
@@ -24,6 +26,7 @@ readonly ROUNDS="${BENCH_ROUNDS:-3}"
 readonly DURATION="${BENCH_DURATION:-5}"
 readonly CONNS="${BENCH_CONNS:-32}"
 readonly THREADS="${BENCH_THREADS:-2}"
+readonly GTHREADS="${BENCH_GTHREADS:-2}"
 readonly WORKERS=2
 readonly HELLO_APP=wsgi_hello:app
 readonly FLASK_APP=wsgi_flask:app
@@ -57,8 +60,9 @@ declare -A rounds_rps=()
 #
 # Each runs 2 worker processes on its own loopback port with access logging
 # off. Server names: the ones of BENCH_SERVERS, plus uwsgi-router (uWSGI's
-# HTTP router with keep-alive, for the keep-alive load) and gunicornd-flask
-# and gunicorn-flask (the Flask app).
+# HTTP router with keep-alive, for the keep-alive load), gunicornd-gthread
+# and gunicorn-gthread (their gthread workers, with GTHREADS threads, for the
+# keep-alive load) and gunicornd-flask and gunicorn-flask (the Flask app).
 
 # The app the named server runs, as module:callable.
 app_of() {
@@ -68,17 +72,26 @@ app_of() {
     esac
 }
 
+# The worker class options of the named server: gthread for *-gthread.
+worker_opts() {
+    case $1 in
+    *-gthread) echo -k gthread --threads "$GTHREADS" ;;
+    esac
+}
+
 start_gunicornd() {
-    local name="$1"
+    local name="$1" opts=()
+    read -ra opts < <(worker_opts "$name") || true
     start_server "$name" env PYTHONPATH="$site_packages" "$gunicornd_bin" \
-        -w "$WORKERS" -b "127.0.0.1:${ports[$name]}" --no-control-socket \
+        -w "$WORKERS" -b "127.0.0.1:${ports[$name]}" --no-control-socket "${opts[@]}" \
         --pythonpath "$lib_dir" "$(app_of "$name")"
 }
 
 start_gunicorn() {
-    local name="$1"
+    local name="$1" opts=()
+    read -ra opts < <(worker_opts "$name") || true
     start_server "$name" "$python" -m gunicorn -w "$WORKERS" -b "127.0.0.1:${ports[$name]}" \
-        "${gunicorn_opts[@]}" --pythonpath "$lib_dir" "$(app_of "$name")"
+        "${gunicorn_opts[@]}" "${opts[@]}" --pythonpath "$lib_dir" "$(app_of "$name")"
 }
 
 start_granian() {
@@ -140,8 +153,8 @@ start_servers() {
     for name in "$@"; do
         ports[$name]=$(new_port)
         case $name in
-        gunicornd | gunicornd-flask) start_gunicornd "$name" ;;
-        gunicorn | gunicorn-flask) start_gunicorn "$name" ;;
+        gunicornd | gunicornd-flask | gunicornd-gthread) start_gunicornd "$name" ;;
+        gunicorn | gunicorn-flask | gunicorn-gthread) start_gunicorn "$name" ;;
         granian) start_granian ;;
         uwsgi) start_uwsgi ;;
         uwsgi-router) start_uwsgi_router ;;
@@ -219,17 +232,17 @@ report_load() {
     local g_med gd_med
     g_med=$(median_rps "$load" "$gunicorn")
     gd_med=$(median_rps "$load" "$gunicornd")
-    printf '%-16s %14s %12s %13s' server "median req/s" "vs gunicorn" "vs gunicornd"
+    printf '%-18s %14s %12s %13s' server "median req/s" "vs gunicorn" "vs gunicornd"
     [[ $modes != yes ]] || printf '  %s' connection
     printf '\n'
     for name in "$@"; do
         if [[ -n ${missing[$name]:-} ]]; then
-            printf '%-16s %14s  (not measured: see the end)\n' "$name" -
+            printf '%-18s %14s  (not measured: see the end)\n' "$name" -
             continue
         fi
         med=$(median_rps "$load" "$name")
         [[ -n $med ]] || continue
-        printf '%-16s %14.2f %12s %13s' "$name" "$med" "$(ratio "$med" "$g_med")" \
+        printf '%-18s %14.2f %12s %13s' "$name" "$med" "$(ratio "$med" "$g_med")" \
             "$(ratio "$med" "$gd_med")"
         [[ $modes != yes ]] || printf '  %s' "$(connection_mode "$name" "$path")"
         printf '\n'
@@ -286,12 +299,12 @@ report_memory() {
     local gunicorn="$1" name workers rss procs pss g_rss=""
     shift
     [[ ! -s $tmp/$gunicorn.memory ]] || read -r _ g_rss _ _ <"$tmp/$gunicorn.memory"
-    printf '%-16s %8s %18s %12s %10s %12s\n' server workers "worker RSS median" "vs gunicorn" \
+    printf '%-18s %8s %18s %12s %10s %12s\n' server workers "worker RSS median" "vs gunicorn" \
         processes "total PSS"
     for name in "$@"; do
         [[ -s $tmp/$name.memory ]] || continue
         read -r workers rss procs pss <"$tmp/$name.memory"
-        printf '%-16s %8d %18s %12s %10d %12s\n' "$name" "$workers" "$(mib "$rss")" \
+        printf '%-18s %8d %18s %12s %10d %12s\n' "$name" "$workers" "$(mib "$rss")" \
             "$(ratio "$rss" "$g_rss")" "$procs" "$(mib "$pss")"
     done
 }
@@ -334,6 +347,10 @@ report_goals() {
     [[ ! -s $tmp/gunicorn.memory ]] || read -r _ g_rss _ _ <"$tmp/gunicorn.memory"
     goal "hello: worker RSS no higher than gunicorn's" "a <= b" "$gd_rss" "$g_rss" \
         "${gd_rss:-} KiB against ${g_rss:-} KiB"
+    gd=$(median_rps keepalive gunicornd-gthread)
+    g=$(median_rps keepalive granian)
+    goal "hello, keep-alive: gunicornd gthread at least granian" "a >= b" "$gd" "$g" \
+        "gunicornd gthread ${gd:-} req/s, granian ${g:-} req/s"
     gd=$(median_rps flask gunicornd-flask)
     g=$(median_rps flask gunicorn-flask)
     goal "Flask $FLASK_PATH: at least ${GOAL_FLASK_VS_GUNICORN}x gunicorn" \
@@ -368,6 +385,7 @@ main() {
     for name in "${hello[@]}"; do
         keepalive+=("$name")
         [[ $name != uwsgi ]] || keepalive+=(uwsgi-router)
+        [[ $name != gunicornd && $name != gunicorn ]] || keepalive+=("$name-gthread")
         [[ $name != gunicornd && $name != gunicorn ]] || flask+=("$name-flask")
     done
 

@@ -53,6 +53,11 @@ pub struct Slot {
     /// workers accept on the same sockets (a binary upgrade): the worker
     /// then need not drain the listen queue before it exits.
     served_elsewhere: AtomicU32,
+    /// Connections the worker holds (idle, reading, or being served), and
+    /// of those the ones whose request is in the app: `gunicornctl
+    /// workers`' idle/busy counts. Written by the worker only.
+    connections: AtomicU32,
+    in_flight: AtomicU32,
 }
 
 /// The shared table. Created once by the master; inherited by every worker.
@@ -189,6 +194,7 @@ impl Scoreboard {
         slot.booted.store(0, Ordering::Relaxed);
         slot.requests.store(0, Ordering::Relaxed);
         slot.served_elsewhere.store(0, Ordering::Relaxed);
+        slot.set_connections(0, 0);
         slot.heartbeat_ns.store(monotonic_ns(), Ordering::Release);
         Some(idx)
     }
@@ -280,6 +286,22 @@ impl Slot {
     /// Worker, stopping: must it serve what is queued on the listeners?
     pub fn queue_served_elsewhere(&self) -> bool {
         self.served_elsewhere.load(Ordering::Acquire) != 0
+    }
+
+    /// Worker: how many connections it holds, and how many of those have a
+    /// request in the app.
+    pub fn set_connections(&self, held: usize, in_flight: usize) {
+        let clamp = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
+        self.connections.store(clamp(held), Ordering::Relaxed);
+        self.in_flight.store(clamp(in_flight), Ordering::Relaxed);
+    }
+
+    /// Connections held and requests in flight, as last set.
+    pub fn connections(&self) -> (u32, u32) {
+        (
+            self.connections.load(Ordering::Relaxed),
+            self.in_flight.load(Ordering::Relaxed),
+        )
     }
 
     /// How long since the worker last reported.

@@ -3,7 +3,7 @@
 //! client deadlines, per-listener TLS.
 
 use std::fs;
-use std::io::{self, Read, Write};
+use std::io::{self, BufRead, Read, Write};
 use std::net::TcpStream;
 use std::path::Path;
 use std::sync::Arc;
@@ -683,4 +683,76 @@ fn a_request_body_larger_than_the_buffered_one_is_read_through_tls() {
     let response = read_response(&mut &out[..]).unwrap();
     assert_eq!(response.status, 200);
     assert_eq!(response.json()["body_length"], body.len());
+}
+
+/// One response off a kept TLS connection, framed by its Content-Length:
+/// its `Connection` header and its body.
+fn kept_answer(tls: &mut impl BufRead) -> (Option<String>, Vec<u8>) {
+    let mut connection = None;
+    let mut length = 0;
+    let mut line = String::new();
+    tls.read_line(&mut line).unwrap();
+    assert!(line.starts_with("HTTP/1.1 200"), "{line:?}");
+    loop {
+        line.clear();
+        tls.read_line(&mut line).unwrap();
+        let field = line.trim_end();
+        if field.is_empty() {
+            break;
+        }
+        let (name, value) = field.split_once(':').unwrap();
+        match name.to_ascii_lowercase().as_str() {
+            "connection" => connection = Some(value.trim().to_owned()),
+            "content-length" => length = value.trim().parse().unwrap(),
+            _ => {}
+        }
+    }
+    let mut body = vec![0; length];
+    tls.read_exact(&mut body).unwrap();
+    (connection, body)
+}
+
+#[test]
+fn the_gthread_worker_keeps_https_connections_alive_behind_a_proxy_header() {
+    let ca = Ca::new();
+    let launch = Launch::new(&[]);
+    write_files(
+        &launch.path(""),
+        &ca,
+        &ca.issue("localhost", 1, &rcgen::PKCS_ECDSA_P256_SHA256),
+    );
+    let srv = tls_server(
+        launch,
+        &["-k", "gthread", "--threads", "2", "--proxy-protocol", "v1"],
+    );
+    let mut sock = TcpStream::connect(srv.addr()).unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    sock.write_all(b"PROXY TCP4 192.0.2.1 198.51.100.2 56324 443\r\n")
+        .unwrap();
+    let name = ServerName::try_from("localhost").unwrap();
+    let conn = rustls::ClientConnection::new(client_config(&ca, None), name).unwrap();
+    let mut tls = io::BufReader::new(rustls::StreamOwned::new(conn, sock));
+    let request: &[u8] = b"GET /tls HTTP/1.1\r\nHost: localhost\r\n\r\n";
+    for round in 0..20 {
+        // One request at a time, then two pipelined in one TLS record.
+        let pipelined = round % 5 == 4;
+        let sent = if pipelined {
+            [request, request].concat()
+        } else {
+            request.to_vec()
+        };
+        tls.get_mut().write_all(&sent).unwrap();
+        for _ in 0..1 + usize::from(pipelined) {
+            let (connection, body) = kept_answer(&mut tls);
+            assert_eq!(connection.as_deref(), Some("keep-alive"), "round {round}");
+            let doc: serde_json::Value = serde_json::from_slice(&body).unwrap();
+            assert_eq!(
+                doc["peer"], "192.0.2.1:56324",
+                "the proxied peer, on every request"
+            );
+            assert_eq!(doc["scheme"], "https");
+            assert!(doc["tls"]["version"].is_string(), "{doc}");
+        }
+    }
 }

@@ -557,6 +557,7 @@ fn a_gunicorn_python_config_file_is_honoured() {
              bind = '127.0.0.1:{port}'\n\
              workers = 2\n\
              threads = 4\n\
+             spew = False\n\
              wsgi_app = 'apps:make(\"from the config\")'\n\
              def post_worker_init(worker):\n\
              \x20   with open({record:?}, 'a') as f:\n\
@@ -578,8 +579,10 @@ fn a_gunicorn_python_config_file_is_honoured() {
         .map(|l| l.split(' ').next().unwrap().parse().unwrap())
         .collect();
     assert_eq!(hooked, workers, "post_worker_init ran in each worker");
+    // threads = 4 with the default class: gthread, as in gunicorn.
+    assert!(srv.log_contains("Using worker: gthread"), "{}", srv.log());
     srv.expect_log(
-        "ignoring names gunicornd has no setting for: threads",
+        "ignoring names gunicornd has no setting for: spew",
         Duration::from_secs(5),
     );
 }

@@ -78,7 +78,8 @@ pub struct GlobalOpts {
 pub enum Cmd {
     /// Master pid, uptime, workers booted/target, generation, listeners
     Status,
-    /// Table of workers: pid, age, generation, state, requests, heartbeat, RSS
+    /// Table of workers: pid, age, generation, state, requests, connections
+    /// held (idle, busy), heartbeat, RSS
     Workers,
     /// Counters: uptime, workers spawned and killed, reloads
     Stats,

@@ -137,6 +137,8 @@ mod tests {
             kind: None,
             generation: None,
             requests: None,
+            connections: None,
+            in_flight: None,
             rss_kb: None,
             uptime: None,
             retiring: None,

@@ -226,7 +226,14 @@ pub fn workers(out: &mut dyn Write, reply: &WorkersReply) -> io::Result<()> {
 /// with sd_notify's `STATUS=`) only when one of them said something.
 fn worker_table(workers: &[WorkerInfo]) -> Table {
     let statuses = workers.iter().any(|w| w.status.is_some());
-    let mut headers = vec!["PID", "AGE", "GEN", "STATE", "REQUESTS", "LAST BEAT", "RSS"];
+    // Connections held, idle and busy (request in the app): gunicornd's
+    // forked workers report them, gunicorn's and command workers do not.
+    let connections = workers.iter().any(|w| w.connections.is_some());
+    let mut headers = vec!["PID", "AGE", "GEN", "STATE", "REQUESTS"];
+    if connections {
+        headers.extend(["CONNS", "IDLE", "BUSY"]);
+    }
+    headers.extend(["LAST BEAT", "RSS"]);
     if statuses {
         headers.push("STATUS");
     }
@@ -238,9 +245,18 @@ fn worker_table(workers: &[WorkerInfo]) -> Table {
             dash(w.generation),
             worker_state(w).to_string(),
             dash(w.requests),
+        ];
+        if connections {
+            let idle = w
+                .connections
+                .zip(w.in_flight)
+                .map(|(held, busy)| held.saturating_sub(busy));
+            row.extend([dash(w.connections), dash(idle), dash(w.in_flight)]);
+        }
+        row.extend([
             heartbeat(w.last_heartbeat),
             w.rss_kb.map_or_else(|| "-".to_string(), memory),
-        ];
+        ]);
         if statuses {
             row.push(dash(w.status.as_deref()));
         }
@@ -382,6 +398,8 @@ mod tests {
             kind: None,
             generation: None,
             requests: None,
+            connections: None,
+            in_flight: None,
             rss_kb: Some(2048),
             uptime: None,
             retiring: None,
@@ -400,12 +418,25 @@ mod tests {
             last_heartbeat: None,
             ..w.clone()
         };
-        let out = text(|o| workers(o, &WorkersReply::new(vec![w, said])));
+        let out = text(|o| workers(o, &WorkersReply::new(vec![w.clone(), said])));
         assert_eq!(
             out,
             "PID  AGE  GEN  STATE   REQUESTS  LAST BEAT  RSS      STATUS\n\
              101  1    -    booted  -         0.3s ago   2.0 MiB  -\n\
              102  1    -    booted  -         -          2.0 MiB  serving 3 clients\n"
+        );
+        // Connections held: how many are idle and how many busy.
+        let serving = WorkerInfo {
+            connections: Some(5),
+            in_flight: Some(2),
+            ..w.clone()
+        };
+        let out = text(|o| workers(o, &WorkersReply::new(vec![serving, w])));
+        assert_eq!(
+            out,
+            "PID  AGE  GEN  STATE   REQUESTS  CONNS  IDLE  BUSY  LAST BEAT  RSS\n\
+             101  1    -    booted  -         5      3     2     0.3s ago   2.0 MiB\n\
+             101  1    -    booted  -         -      -     -     0.3s ago   2.0 MiB\n"
         );
     }
 }

@@ -97,6 +97,8 @@ impl State {
             kind: None,
             generation: Some(self.generation),
             requests: Some(0),
+            connections: None,
+            in_flight: None,
             rss_kb: Some(1024),
             uptime: Some(1.0),
             retiring: Some(false),

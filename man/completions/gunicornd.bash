@@ -23,7 +23,7 @@ _gunicornd() {
 
     case "${cmd}" in
         gunicornd)
-            opts="-c -b -w -k -t -e -u -g -m -n -D -p -h -V --config --bind --backlog --workers --worker-class --boot-grace --halt-on-boot-error --timeout --graceful-timeout --upgrade-timeout --upgrade-mode --header-timeout --body-timeout --body-buffer --worker-connections --max-requests --max-requests-jitter --limit-request-line --limit-request-fields --limit-request-field-size --limit-request-field_size --permit-unconventional-http-method --casefold-http-method --permit-unconventional-http-version --permit-obsolete-folding --header-map --forwarder-headers --env --chdir --pythonpath --preload --user --group --static-dotfiles --umask --name --worker-tmp-dir --access-logfile --access-logformat --log-file --error-logfile --log-level --hook --daemon --pid --control-socket --control-socket-mode --no-control-socket --control-socket-allow --control-socket-max-clients --certfile --keyfile --ca-certs --cert-reqs --ciphers --ssl-version --tls-min-version --do-handshake-on-connect --tls-bind --proxy-protocol --proxy-allow-from --forwarded-allow-ips --secure-scheme-headers --check-config --upgrade-probe --print-config --help --version"
+            opts="-c -b -w -k -t -e -u -g -m -n -D -p -h -V --config --bind --backlog --workers --worker-class --boot-grace --halt-on-boot-error --timeout --graceful-timeout --upgrade-timeout --upgrade-mode --header-timeout --body-timeout --body-buffer --worker-connections --max-requests --max-requests-jitter --threads --keepalive --keep-alive --limit-request-line --limit-request-fields --limit-request-field-size --limit-request-field_size --permit-unconventional-http-method --casefold-http-method --permit-unconventional-http-version --permit-obsolete-folding --header-map --forwarder-headers --env --chdir --pythonpath --preload --user --group --static-dotfiles --umask --name --worker-tmp-dir --access-logfile --access-logformat --log-file --error-logfile --log-level --hook --daemon --pid --control-socket --control-socket-mode --no-control-socket --control-socket-allow --control-socket-max-clients --certfile --keyfile --ca-certs --cert-reqs --ciphers --ssl-version --tls-min-version --do-handshake-on-connect --tls-bind --proxy-protocol --proxy-allow-from --forwarded-allow-ips --secure-scheme-headers --check-config --upgrade-probe --print-config --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -114,6 +114,18 @@ _gunicornd() {
                     return 0
                     ;;
                 --max-requests-jitter)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --threads)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --keep-alive)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --keepalive)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

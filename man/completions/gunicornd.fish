@@ -2,7 +2,7 @@ complete -c gunicornd -s c -l config -d 'The config file to read: TOML, or a gun
 complete -c gunicornd -s b -l bind -d 'Address to listen on: HOST, HOST:PORT, [IPV6]:PORT, unix:PATH or fd://FD. Repeat to listen on several [default: 127.0.0.1:8000, or 0.0.0.0:$PORT if PORT is set]' -r
 complete -c gunicornd -l backlog -d 'Maximum number of pending connections (the listen() backlog) [default: 2048]' -r
 complete -c gunicornd -s w -l workers -d 'Number of worker processes [default: 1, or $WEB_CONCURRENCY if set]' -r
-complete -c gunicornd -s k -l worker-class -d 'What a worker is: sync (gunicornd\'s own worker serving APP) or command (each worker runs PROGRAM, given after --, on the listeners inherited from fd 3, with sd_notify for readiness and heartbeat) [default: sync]' -r
+complete -c gunicornd -s k -l worker-class -d 'What a worker is: sync (gunicornd\'s own worker serving APP, one request per connection), gthread (the same with keep-alive, requests run by --threads threads) or command (each worker runs PROGRAM, given after --, on the listeners inherited from fd 3, with sd_notify for readiness and heartbeat) [default: sync]' -r
 complete -c gunicornd -l boot-grace -d 'Seconds after which a command worker that has sent nothing on its NOTIFY_SOCKET counts as booted (a program that ignores the protocol); one that sent anything is booted only by READY=1. 0: only READY=1 boots a worker [default: 1]' -r
 complete -c gunicornd -l halt-on-boot-error -d 'Halt the server when a worker exits with code 3 (failed to boot) or 4 (app failed to load), or roll a reload back, as gunicorn does; --halt-on-boot-error=false restarts such workers like any crash, with crash-loop backoff [default: true]' -r
 complete -c gunicornd -s t -l timeout -d 'Seconds a worker may go silent before it is killed and replaced; 0 disables the check [default: 30]' -r
@@ -15,6 +15,8 @@ complete -c gunicornd -l body-buffer -d 'Request bodies with a Content-Length of
 complete -c gunicornd -l worker-connections -d 'Connections a worker reads requests from at once (a slow client waits in this set without holding the worker) [default: 1000]' -r
 complete -c gunicornd -l max-requests -d 'Requests a worker serves before it is replaced; 0 disables [default: 0]' -r
 complete -c gunicornd -l max-requests-jitter -d 'Add a random 0..=INT to each worker\'s --max-requests so workers are not replaced all at once [default: 0]' -r
+complete -c gunicornd -l threads -d 'Threads that run requests in each gthread worker; above 1 with the sync worker class, the class becomes gthread (as in gunicorn) [default: 1]' -r
+complete -c gunicornd -l keep-alive -l keepalive -d 'Seconds a gthread worker keeps an idle connection open waiting for its next request; 0 closes every connection after its response [default: 2]' -r
 complete -c gunicornd -l limit-request-line -d 'Maximum size of the HTTP request line in bytes; 0 means unlimited, values above 8190 mean 8190 [default: 4094]' -r
 complete -c gunicornd -l limit-request-fields -d 'Maximum number of HTTP request header fields; 0 or above 32768 means 32768 [default: 100]' -r
 complete -c gunicornd -l limit-request-field_size -l limit-request-field-size -d 'Maximum size of one HTTP request header field in bytes; 0 means 8190 [default: 8190]' -r

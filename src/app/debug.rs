@@ -77,6 +77,10 @@ impl App for DebugApp {
         }
         echo(req, resp)
     }
+
+    fn for_thread(&self, _threads: usize) -> io::Result<Box<dyn App + Send>> {
+        Ok(Box::new(DebugApp { _private: () }))
+    }
 }
 
 impl DebugOptions {

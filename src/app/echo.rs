@@ -17,6 +17,10 @@ impl App for EchoApp {
     fn call(&mut self, req: Request<'_>, resp: &mut dyn ResponseSink) -> io::Result<()> {
         echo(req, resp)
     }
+
+    fn for_thread(&self, _threads: usize) -> io::Result<Box<dyn App + Send>> {
+        Ok(Box::new(EchoApp))
+    }
 }
 
 /// The JSON document the echo app sends. Field order is the output order.

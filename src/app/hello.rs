@@ -37,6 +37,15 @@ impl App for HelloApp {
         resp.start(200, &self.headers)?;
         resp.write(BODY)
     }
+
+    /// A fixed answer, written in one `write`.
+    fn runs_inline(&self) -> bool {
+        true
+    }
+
+    fn for_thread(&self, _threads: usize) -> io::Result<Box<dyn App + Send>> {
+        Ok(Box::new(HelloApp::new()))
+    }
 }
 
 #[cfg(test)]

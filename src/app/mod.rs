@@ -50,6 +50,24 @@ pub trait ResponseSink {
 /// An application hosted by a worker. Loaded once per worker, after fork.
 pub trait App {
     fn call(&mut self, req: Request<'_>, resp: &mut dyn ResponseSink) -> io::Result<()>;
+
+    /// Whether a call always answers at once, never waiting for anything
+    /// (no body to read, no I/O, no sleep): the gthread worker then calls
+    /// it on its event loop, sparing a hand-over to a thread per request.
+    fn runs_inline(&self) -> bool {
+        false
+    }
+
+    /// The same app for one of the `threads` threads of the worker (the
+    /// gthread worker's pool), sharing what was loaded: loading happens once
+    /// per worker.
+    fn for_thread(&self, threads: usize) -> io::Result<Box<dyn App + Send>> {
+        let _ = threads;
+        Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            "this app cannot run on several threads",
+        ))
+    }
 }
 
 /// Why an app could not be loaded: the worker exits with code 4 after

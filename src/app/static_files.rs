@@ -201,6 +201,14 @@ impl App for StaticApp {
             ),
         }
     }
+
+    fn for_thread(&self, _threads: usize) -> io::Result<Box<dyn App + Send>> {
+        Ok(Box::new(StaticApp {
+            root: self.root.try_clone()?,
+            dotfiles: self.dotfiles,
+            buf: vec![0; self.buf.len()].into_boxed_slice(),
+        }))
+    }
 }
 
 /// Open `relative` for reading beneath `root`, never outside it (module

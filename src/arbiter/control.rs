@@ -238,6 +238,15 @@ impl Arbiter {
                         None,
                     ),
                 };
+                // Connections held and requests in the app, as the worker
+                // last published them (forked workers only).
+                let (connections, in_flight) = match &w.notify {
+                    Some(_) => (None, None),
+                    None => {
+                        let (held, busy) = slot.connections();
+                        (Some(u64::from(held)), Some(u64::from(busy)))
+                    }
+                };
                 WorkerInfo {
                     pid: w.pid.as_raw(),
                     age: w.age,
@@ -247,6 +256,8 @@ impl Arbiter {
                     kind: None,
                     generation: Some(w.generation),
                     requests,
+                    connections,
+                    in_flight,
                     status,
                     rss_kb: rss_kb(w.pid),
                     uptime: Some(w.spawned_at.elapsed().as_secs_f64()),

@@ -37,7 +37,7 @@ impl Arbiter {
                 }
                 let spawned = match self.kind.clone() {
                     WorkerKind::Command(program) => self.spawn_program(&program, age, generation),
-                    WorkerKind::Sync => self.spawn_worker(age, generation),
+                    WorkerKind::Sync | WorkerKind::Gthread => self.spawn_worker(age, generation),
                 };
                 match spawned {
                     Ok(()) => {}

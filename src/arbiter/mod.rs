@@ -364,7 +364,7 @@ impl Arbiter {
         }
         let notices = match &kind {
             WorkerKind::Command(_) => Some(open_notify_socket(&settings, poll.registry())?),
-            WorkerKind::Sync => None,
+            WorkerKind::Sync | WorkerKind::Gthread => None,
         };
         let mut pool = Pool::new(settings.workers, limits(&settings));
         // A new master says nothing to systemd until it takes over: the old
@@ -984,7 +984,9 @@ fn log_worker_kind(kind: &WorkerKind, settings: &Settings) {
                 );
             }
         }
-        WorkerKind::Sync => tracing::info!("Using worker: {}", kind.name()),
+        WorkerKind::Sync | WorkerKind::Gthread => {
+            tracing::info!("Using worker: {}", kind.name())
+        }
     }
 }
 

@@ -23,7 +23,7 @@ GUNICORN_CMD_ARGS), else ./gunicornd.toml if it exists. It is TOML, and its \
 keys are gunicorn's setting names: bind, backlog, workers, timeout, \
 graceful_timeout, upgrade_timeout, upgrade_mode, worker_class, command, boot_grace, \
 halt_on_boot_error, header_timeout, body_timeout, body_buffer, \
-worker_connections, max_requests, max_requests_jitter, \
+worker_connections, max_requests, max_requests_jitter, threads, keepalive, \
 limit_request_line, limit_request_fields, limit_request_field_size, \
 permit_unconventional_http_method, casefold_http_method, \
 permit_unconventional_http_version, permit_obsolete_folding, header_map, \
@@ -94,10 +94,11 @@ pub struct Cli {
     #[arg(short = 'w', long = "workers", value_name = "INT", value_parser = values::positive_int)]
     pub workers: Option<usize>,
 
-    /// What a worker is: sync (gunicornd's own worker serving APP) or
-    /// command (each worker runs PROGRAM, given after --, on the listeners
-    /// inherited from fd 3, with sd_notify for readiness and heartbeat)
-    /// [default: sync]
+    /// What a worker is: sync (gunicornd's own worker serving APP, one
+    /// request per connection), gthread (the same with keep-alive, requests
+    /// run by --threads threads) or command (each worker runs PROGRAM,
+    /// given after --, on the listeners inherited from fd 3, with sd_notify
+    /// for readiness and heartbeat) [default: sync]
     #[arg(
         short = 'k',
         long = "worker-class",
@@ -183,6 +184,18 @@ pub struct Cli {
     /// not replaced all at once [default: 0]
     #[arg(long = "max-requests-jitter", value_name = "INT", value_parser = values::non_negative_int)]
     pub max_requests_jitter: Option<u64>,
+
+    /// Threads that run requests in each gthread worker; above 1 with the
+    /// sync worker class, the class becomes gthread (as in gunicorn)
+    /// [default: 1]
+    #[arg(long = "threads", value_name = "INT", value_parser = values::positive_int)]
+    pub threads: Option<usize>,
+
+    /// Seconds a gthread worker keeps an idle connection open waiting for
+    /// its next request; 0 closes every connection after its response
+    /// [default: 2]
+    #[arg(long = "keep-alive", visible_alias = "keepalive", value_name = "INT", value_parser = values::seconds)]
+    pub keepalive: Option<u64>,
 
     /// Maximum size of the HTTP request line in bytes; 0 means unlimited,
     /// values above 8190 mean 8190 [default: 4094]
@@ -552,6 +565,8 @@ mod tests {
             "max_requests_jitter",
             defaults::MAX_REQUESTS_JITTER.to_string(),
         );
+        expect("threads", defaults::THREADS.to_string());
+        expect("keepalive", defaults::KEEPALIVE.to_string());
         expect(
             "limit_request_line",
             defaults::LIMIT_REQUEST_LINE.to_string(),

@@ -37,6 +37,9 @@ pub const BODY_BUFFER: u64 = 64 * 1024;
 pub const WORKER_CONNECTIONS: usize = 1000;
 pub const MAX_REQUESTS: u64 = 0;
 pub const MAX_REQUESTS_JITTER: u64 = 0;
+/// gunicorn's `threads` and `keepalive` defaults.
+pub const THREADS: usize = 1;
+pub const KEEPALIVE: u64 = 2;
 pub const LIMIT_REQUEST_LINE: usize = 4094;
 pub const LIMIT_REQUEST_FIELDS: usize = 100;
 pub const LIMIT_REQUEST_FIELD_SIZE: usize = 8190;

@@ -440,6 +440,8 @@ fn apply(layer: &mut Cli, e: &Entry<'_>) -> Result<(), ConfigError> {
         "max_requests_jitter" => {
             layer.max_requests_jitter = Some(e.number(values::non_negative_int)?)
         }
+        "threads" => layer.threads = Some(e.number(values::positive_int)?),
+        "keepalive" => layer.keepalive = Some(e.number(values::seconds)?),
         "limit_request_line" => layer.limit_request_line = Some(e.number(values::limit)?),
         "limit_request_fields" => layer.limit_request_fields = Some(e.number(values::limit)?),
         "limit_request_field_size" => {

@@ -118,13 +118,14 @@ impl Loader {
             file: file.as_ref(),
         };
         let mut settings = self.merge(&layers)?;
+        settings.worker_class = settings.worker_class.with_threads(settings.threads);
         let probe = cli.upgrade_probe;
         let check = layers.flag(|l| l.check_config) || probe.is_some();
         let print = layers.flag(|l| l.print_config);
         self.check_worker_class(&settings, &layers)?;
         if check || !print {
             match settings.worker_class {
-                WorkerClass::Sync => {
+                WorkerClass::Sync | WorkerClass::Gthread => {
                     // The grammar the workers load with: a spec that passes
                     // here cannot fail to parse in a worker (only
                     // `static:DIR` can still be missing there).
@@ -183,14 +184,15 @@ impl Loader {
             format!("{}{origin}", origin.name_of(flag, key))
         };
         match settings.worker_class {
-            WorkerClass::Sync if !settings.command.is_empty() => {
+            WorkerClass::Sync | WorkerClass::Gthread if !settings.command.is_empty() => {
                 let given = origin_of(
                     "command",
                     "a command after --",
                     layers.pick("command", |l| &l.command).map(|(_, o)| o),
                 );
                 Err(ConfigError::new(format!(
-                    "{given} runs only with -k command (worker_class = \"command\"); the worker class is sync"
+                    "{given} runs only with -k command (worker_class = \"command\"); the worker class is {}",
+                    settings.worker_class.name()
                 )))
             }
             WorkerClass::Command if settings.app.is_some() => {
@@ -348,6 +350,8 @@ impl Loader {
                 |l| &l.max_requests_jitter,
                 defaults::MAX_REQUESTS_JITTER,
             ),
+            threads: layers.value_or("threads", |l| &l.threads, defaults::THREADS),
+            keepalive: layers.value_or("keepalive", |l| &l.keepalive, defaults::KEEPALIVE),
             limit_request_line: values::normalize_limit_request_line(layers.value_or(
                 "limit_request_line",
                 |l| &l.limit_request_line,
@@ -1276,7 +1280,7 @@ mod tests {
             .unwrap_err();
         assert_eq!(
             err.message,
-            "invalid value 'gevent' for --worker-class: expected one of sync, command"
+            "invalid value 'gevent' for --worker-class: expected one of sync, gthread, command"
         );
         std::fs::write(
             dir.path().join("gunicornd.toml"),
@@ -1290,7 +1294,7 @@ mod tests {
             err.message,
             format!(
                 "invalid value 'eventlet' for worker_class (in {}, line 1): expected one of sync, \
-                 command",
+                 gthread, command",
                 dir.path().join("gunicornd.toml").display()
             )
         );
@@ -1301,6 +1305,48 @@ mod tests {
             &[],
         ));
         assert_eq!((s.worker_class, s.program), (WorkerClass::Sync, None));
+    }
+
+    #[test]
+    fn threads_and_keepalive_from_each_source_and_threads_select_gthread() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = run_settings(&loader(dir.path(), &["builtin:hello"], &[]));
+        assert_eq!(
+            (s.worker_class, s.threads, s.keepalive),
+            (WorkerClass::Sync, 1, 2)
+        );
+        let s = run_settings(&loader(
+            dir.path(),
+            &["--threads", "4", "builtin:hello"],
+            &[],
+        ));
+        assert_eq!((s.worker_class, s.threads), (WorkerClass::Gthread, 4));
+        let s = run_settings(&loader(
+            dir.path(),
+            &["-k", "gthread", "--keep-alive", "7", "builtin:hello"],
+            &[],
+        ));
+        assert_eq!(
+            (s.worker_class, s.threads, s.keepalive),
+            (WorkerClass::Gthread, 1, 7)
+        );
+        std::fs::write(
+            dir.path().join("gunicornd.toml"),
+            "worker_class = \"gthread\"\nthreads = 3\nkeepalive = 0\n",
+        )
+        .unwrap();
+        let s = run_settings(&loader(dir.path(), &["builtin:hello"], &[]));
+        assert_eq!(
+            (s.worker_class, s.threads, s.keepalive),
+            (WorkerClass::Gthread, 3, 0)
+        );
+        let s = run_settings(&loader(
+            dir.path(),
+            &["builtin:hello"],
+            &[("GUNICORN_CMD_ARGS", "--threads 5 --keep-alive 1")],
+        ));
+        assert_eq!((s.threads, s.keepalive), (5, 1));
+        std::fs::remove_file(dir.path().join("gunicornd.toml")).unwrap();
     }
 
     #[test]

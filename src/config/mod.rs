@@ -47,16 +47,29 @@ pub enum WorkerClass {
     /// Any program (`command`), exec'd by the master's fork, serving on the
     /// inherited listeners and speaking sd_notify.
     Command,
+    /// gunicornd's threaded worker (`worker/gthread.rs`): an event loop
+    /// holding keep-alive connections, requests run by `threads` threads.
+    Gthread,
 }
 
 impl WorkerClass {
     /// The accepted names, as `-k` takes them.
-    pub const NAMES: [&'static str; 2] = ["sync", "command"];
+    pub const NAMES: [&'static str; 3] = ["sync", "gthread", "command"];
 
     pub fn name(self) -> &'static str {
         match self {
             WorkerClass::Sync => "sync",
             WorkerClass::Command => "command",
+            WorkerClass::Gthread => "gthread",
+        }
+    }
+
+    /// The class that runs, given `threads`: as in gunicorn, sync with more
+    /// than one thread is gthread.
+    pub fn with_threads(self, threads: usize) -> WorkerClass {
+        match self {
+            WorkerClass::Sync if threads > 1 => WorkerClass::Gthread,
+            class => class,
         }
     }
 
@@ -64,6 +77,7 @@ impl WorkerClass {
         match name {
             "sync" => Some(WorkerClass::Sync),
             "command" => Some(WorkerClass::Command),
+            "gthread" => Some(WorkerClass::Gthread),
             _ => None,
         }
     }
@@ -123,6 +137,12 @@ pub struct Settings {
     pub worker_connections: usize,
     pub max_requests: u64,
     pub max_requests_jitter: u64,
+    /// Threads running requests in a gthread worker (gunicorn's `threads`);
+    /// above 1 with the sync class, the class becomes gthread.
+    pub threads: usize,
+    /// Seconds a gthread worker keeps an idle connection open for its next
+    /// request (gunicorn's `keepalive`); 0 closes after each response.
+    pub keepalive: u64,
     /// Normalised the gunicorn way (0 = unlimited, capped at 8190).
     pub limit_request_line: usize,
     /// Normalised (<=0 or >32768 means 32768).

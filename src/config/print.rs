@@ -46,6 +46,8 @@ impl Settings {
         out.int("worker_connections", self.worker_connections as i64);
         out.int("max_requests", self.max_requests as i64);
         out.int("max_requests_jitter", self.max_requests_jitter as i64);
+        out.int("threads", self.threads as i64);
+        out.int("keepalive", self.keepalive as i64);
         out.int("limit_request_line", self.limit_request_line as i64);
         out.int("limit_request_fields", self.limit_request_fields as i64);
         out.int(

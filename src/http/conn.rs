@@ -61,6 +61,12 @@ impl<S: Read + Write> Connection<S> {
         self.end - self.pos
     }
 
+    /// The bytes read from the stream but not consumed yet (a pipelined
+    /// request's beginning, once a response is out).
+    pub fn unread(&self) -> &[u8] {
+        &self.buf[self.pos..self.end]
+    }
+
     #[cfg(test)]
     pub fn get_ref(&self) -> &S {
         &self.stream

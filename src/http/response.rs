@@ -1,11 +1,13 @@
-//! Writing a response for the sync worker (gunicorn's `Response` in
-//! `gunicorn/http/wsgi.py`): always `Connection: close`, framing chosen from
-//! the request and the app's headers.
+//! Writing a response (gunicorn's `Response` in `gunicorn/http/wsgi.py`):
+//! `Connection: close` unless the worker keeps the connection for another
+//! request ([`ResponseWriter::with_keep_alive`]), framing chosen from the
+//! request and the app's headers.
 
 use std::borrow::Cow;
 use std::cell::Cell;
 use std::io::{self, IoSlice, Write};
 use std::os::fd::BorrowedFd;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use super::status::reason_phrase;
@@ -85,6 +87,11 @@ pub struct ResponseWriter<'a, W: Write> {
     scratch: Vec<u8>,
     /// The socket under `out`, when `sendfile(2)` may write to it directly.
     sendfile_to: Option<&'a dyn SendFile>,
+    /// The worker offers to keep the connection after this response...
+    keep_alive: bool,
+    /// ...unless this is false when the head is built (the worker began
+    /// to stop while the app ran).
+    still_offered: Option<&'a AtomicBool>,
 }
 
 impl<'a, W: Write> ResponseWriter<'a, W> {
@@ -107,7 +114,24 @@ impl<'a, W: Write> ResponseWriter<'a, W> {
             truncated: false,
             scratch: Vec::new(),
             sendfile_to: None,
+            keep_alive: false,
+            still_offered: None,
         }
+    }
+
+    /// Offer to keep the connection open after this response, as long as
+    /// `offered` is true when the head is built: it then says
+    /// `Connection: keep-alive`, unless its body can only end with the
+    /// connection (HTTP/1.0 without Content-Length). See [`keeps_alive`](Self::keeps_alive).
+    pub fn with_keep_alive(mut self, offered: &'a AtomicBool) -> Self {
+        self.keep_alive = true;
+        self.still_offered = Some(offered);
+        self
+    }
+
+    /// Whether the response said the connection stays open.
+    pub fn keeps_alive(&self) -> bool {
+        self.keep_alive && self.framing != Framing::Close
     }
 
     /// Let [`ResponseSink::send_file`] use `sendfile(2)` into `socket`, the
@@ -204,6 +228,17 @@ impl<'a, W: Write> ResponseWriter<'a, W> {
         };
         self.content_length = content_length.filter(|_| keep_length);
 
+        if self
+            .still_offered
+            .is_some_and(|offered| !offered.load(Ordering::Relaxed))
+        {
+            self.keep_alive = false;
+        }
+        let connection: &[u8] = if self.keeps_alive() {
+            b"\r\nConnection: keep-alive\r\n"
+        } else {
+            b"\r\nConnection: close\r\n"
+        };
         let head = &mut self.head;
         head.clear();
         head.reserve(
@@ -224,7 +259,7 @@ impl<'a, W: Write> ResponseWriter<'a, W> {
         head.extend_from_slice(reason_phrase(status).as_bytes());
         head.extend_from_slice(b"\r\nServer: gunicornd\r\nDate: ");
         push_http_date(head);
-        head.extend_from_slice(b"\r\nConnection: close\r\n");
+        head.extend_from_slice(connection);
         if self.framing == Framing::Chunked {
             head.extend_from_slice(b"Transfer-Encoding: chunked\r\n");
         }

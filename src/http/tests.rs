@@ -1059,6 +1059,33 @@ fn http10_body_is_close_delimited_and_the_status_line_says_http11() {
 }
 
 #[test]
+fn keep_alive_is_offered_unless_the_body_ends_with_the_connection() {
+    let offered = std::sync::atomic::AtomicBool::new(true);
+    let keep = |version, headers: &[(&str, &str)]| {
+        let mut wire = Wire::default();
+        let mut resp = ResponseWriter::new(&mut wire, version, false).with_keep_alive(&offered);
+        resp.start(200, &fields(headers)).unwrap();
+        resp.write(b"abc").unwrap();
+        resp.finish().unwrap();
+        let kept = resp.keeps_alive();
+        let (lines, _) = split_response(&wire.data);
+        (kept, lines[2].clone())
+    };
+    let alive = (true, "Connection: keep-alive".to_string());
+    let close = (false, "Connection: close".to_string());
+    assert_eq!(keep((1, 1), &[]), alive);
+    assert_eq!(keep((1, 1), &[("Content-Length", "3")]), alive);
+    assert_eq!(keep((1, 0), &[("Content-Length", "3")]), alive);
+    // HTTP/1.0 has no chunking: the end of the body is the close.
+    assert_eq!(keep((1, 0), &[]), close);
+    // An app's own Connection field is the server's to set.
+    assert_eq!(keep((1, 1), &[("Connection", "close")]), alive);
+    // Withdrawn before the head is built (the worker began to stop).
+    offered.store(false, std::sync::atomic::Ordering::Relaxed);
+    assert_eq!(keep((1, 1), &[("Content-Length", "3")]), close);
+}
+
+#[test]
 fn responses_without_body() {
     // HEAD keeps the length of what GET would send, sends no body.
     let (lines, body, calls, sent) =

@@ -151,6 +151,27 @@ impl App for WsgiApp {
             })
         })
     }
+
+    /// The same callable for one of `threads` threads: they share the app
+    /// object, and with more than one, the environ says `wsgi.multithread`
+    /// (gunicorn's meaning) and the GIL is released while a thread reads
+    /// from or writes to its client.
+    fn for_thread(&self, threads: usize) -> io::Result<Box<dyn App + Send>> {
+        let multithread = threads > 1;
+        if multithread {
+            objects::THREADED.store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+        Python::attach(|py| {
+            let base_environ = self.base_environ.bind(py).copy()?;
+            base_environ.set_item("wsgi.multithread", multithread)?;
+            Ok(Box::new(WsgiApp {
+                app: self.app.clone_ref(py),
+                base_environ: base_environ.unbind(),
+                file_wrapper: self.file_wrapper.clone_ref(py),
+            }) as Box<dyn App + Send>)
+        })
+        .map_err(|e: PyErr| io::Error::other(e.to_string()))
+    }
 }
 
 impl WsgiApp {

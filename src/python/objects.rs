@@ -16,6 +16,33 @@ use pyo3::types::{PyBytes, PyList, PyTuple};
 use crate::app::ResponseSink;
 use crate::http::HOP_BY_HOP;
 
+/// Set once the app runs on several threads (`App::for_thread`): only then
+/// is the GIL worth releasing around the client's I/O.
+pub static THREADED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Run `io` (a read from or write to the client, which may wait for it)
+/// with the GIL released, so that the worker's other threads run Python
+/// meanwhile (the gthread worker). A single-threaded worker keeps it.
+fn without_gil<T: Send>(io: impl FnOnce() -> T) -> T {
+    if !THREADED.load(std::sync::atomic::Ordering::Relaxed) {
+        return io();
+    }
+    /// The closure touches no Python object, only the request's body reader
+    /// or response sink, which this thread alone uses for the call; they
+    /// are not `Send` only because they are borrowed through raw pointers.
+    struct OneThread<F>(F);
+    // SAFETY: see above: the value never leaves this thread, which runs it
+    // while `detach` waits.
+    unsafe impl<F> Send for OneThread<F> {}
+    let io = OneThread(io);
+    // SAFETY: only called from methods Python called, so the thread is attached.
+    let py = unsafe { Python::assume_attached() };
+    py.detach(move || {
+        let io = io;
+        (io.0)()
+    })
+}
+
 fn detached() -> PyErr {
     PyValueError::new_err("this object belongs to a request that is over")
 }
@@ -57,7 +84,8 @@ impl Input {
         let reader = self.reader.ok_or_else(detached)?;
         let mut chunk = [0u8; 8192];
         // SAFETY: valid until detach() (module doc); the GIL serialises use.
-        let n = unsafe { (*reader).read(&mut chunk) }.map_err(io_error)?;
+        let chunk_ref = &mut chunk;
+        let n = without_gil(move || unsafe { (*reader).read(chunk_ref) }).map_err(io_error)?;
         if n == 0 {
             self.eof = true;
             return Ok(false);
@@ -223,7 +251,8 @@ impl Responder {
 
     pub fn write(&mut self, data: &[u8]) -> PyResult<()> {
         self.send_headers()?;
-        self.sink()?.write(data).map_err(io_error)
+        let sink = self.sink()?;
+        without_gil(move || sink.write(data)).map_err(io_error)
     }
 
     /// `len` bytes of the file `fd` from `offset` with `sendfile(2)`;
@@ -232,7 +261,8 @@ impl Responder {
         self.send_headers()?;
         // SAFETY: the app's file object keeps `fd` open for the call.
         let file = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
-        self.sink()?.send_file(file, offset, len).map_err(io_error)
+        let sink = self.sink()?;
+        without_gil(move || sink.send_file(file, offset, len)).map_err(io_error)
     }
 }
 

@@ -61,6 +61,10 @@ pub struct Client<'s> {
     pub body_deadline: Instant,
     pub started: SystemTime,
     pub accepted: Instant,
+    /// The last [`Client::read_available`] read the socket dry (it stops
+    /// early once a request has arrived). An edge-triggered loop must read
+    /// again before it waits on a socket that was not (`super::gthread`).
+    pub drained: bool,
 }
 
 /// What one read pass over a client's socket found.
@@ -80,6 +84,8 @@ pub enum Progress {
 impl<'s> Client<'s> {
     /// Read what the socket has now, without waiting.
     pub fn read_available(&mut self, body_patience: Duration) -> Progress {
+        // Until a read says otherwise (would block, short, end of stream).
+        self.drained = false;
         loop {
             if let Phase::Proxy { mode, allowed } = self.phase {
                 if let Some(progress) = self.read_proxy(mode, allowed) {
@@ -93,7 +99,10 @@ impl<'s> Client<'s> {
             let before = self.received.len();
             let n = match self.stream.read_now_append(&mut self.received, READ_CHUNK) {
                 Ok(Some(n)) => n,
-                Ok(None) => return self.progress(),
+                Ok(None) => {
+                    self.drained = true;
+                    return self.progress();
+                }
                 Err(e) => {
                     // A reset or other failure: nobody to answer. A failed
                     // handshake costs a debug line and nothing else.
@@ -105,6 +114,7 @@ impl<'s> Client<'s> {
             };
             if n == 0 {
                 self.eof = true;
+                self.drained = true;
                 return match self.phase {
                     Phase::Linger { .. } => Progress::Finished,
                     // Nothing sent at all: gunicorn closes silently.
@@ -137,8 +147,11 @@ impl<'s> Client<'s> {
                     }
                 }
             }
-            if n < READ_CHUNK {
+            if n < READ_CHUNK && !self.stream.is_tls() {
                 // A short read drained the socket: no need for the EAGAIN.
+                // (Not through TLS: the session may have left records on
+                // the socket, so only its "would block" says drained.)
+                self.drained = true;
                 return self.progress();
             }
         }
@@ -192,6 +205,39 @@ impl<'s> Client<'s> {
             Phase::Head if head_arrived(&self.received, 0) => Progress::Arrived,
             _ => Progress::Waiting,
         }
+    }
+
+    /// Its PROXY header was refused: logged and access-logged; on a plain
+    /// listener the error page goes out (what the socket takes at once) and
+    /// the close lingers (true: keep it in the loop); on a TLS one it is
+    /// closed at once (false), as no session exists to answer in, and
+    /// reading on would run the handshake for a source that was refused.
+    /// Nothing reaches the app.
+    pub fn refuse(&mut self, err: &HttpError, now: Instant) -> bool {
+        tracing::warn!(
+            "Refused PROXY header from ip={}: {}",
+            self.peer.host(),
+            err.message
+        );
+        crate::log::access(&crate::log::AccessRecord {
+            peer: &self.peer,
+            head: None,
+            status: err.status,
+            body_bytes: 0,
+            response_headers: &[],
+            started: self.started,
+            duration: self.accepted.elapsed(),
+        });
+        if self.stream.is_tls() {
+            return false;
+        }
+        let mut page = Vec::new();
+        if crate::http::write_error(&mut page, err).is_ok() {
+            let _ = self.stream.write_now(&page);
+        }
+        self.stream.shutdown_write_now();
+        self.linger(now);
+        true
     }
 
     /// Switch to a lingering close (the write side is shut already).

@@ -1,8 +1,12 @@
 //! One request on one connection (gunicorn's sync worker,
 //! `gunicorn/workers/sync.py`), once the worker's event loop
 //! (`super::clients`) has the request head, and a small body, in hand.
+//! Both worker kinds serve through [`serve`]: the sync worker closes after
+//! each response, the gthread worker may keep the connection
+//! ([`Arrived::keep_alive`], [`Served::Kept`]).
 
 use std::io;
+use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant, SystemTime};
 
 use super::stream::Stream;
@@ -20,7 +24,7 @@ pub struct Options<'a> {
 }
 
 /// Where a connection stands after [`serve`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Served {
     /// The response is out. `linger`: the client may still be sending
     /// (a body the app did not read, a pipelined request, a refused head,
@@ -31,6 +35,10 @@ pub enum Served {
     /// for `missing` more bytes, then call [`serve`] again with them.
     /// `continue_sent`: `100 Continue` went out for it.
     NeedBody { missing: u64, continue_sent: bool },
+    /// The response is out and said `Connection: keep-alive`; the request
+    /// was read to its end. `pipelined`: what the client sent after it
+    /// (the beginning of its next request, if anything).
+    Kept { pipelined: Vec<u8> },
 }
 
 /// One connection's request as the event loop hands it over.
@@ -47,9 +55,15 @@ pub struct Arrived<'a, 's> {
     /// its scheme and forwarder headers count.
     pub trusted: bool,
     pub server: &'a ListenAddr,
-    /// When the connection was accepted (the access log's times).
+    /// When the connection was accepted, or its request began (the access
+    /// log's times).
     pub started: SystemTime,
     pub clock: Instant,
+    /// The worker would keep the connection for another request while
+    /// this is true (it reads it when the response head is built; the
+    /// client's wishes and the response's framing decide the rest); `None`:
+    /// close after the response.
+    pub keep_alive: Option<&'a AtomicBool>,
 }
 
 /// Parse the request, run the app, write the response.
@@ -64,6 +78,7 @@ pub fn serve(arrived: Arrived<'_, '_>, app: &mut dyn App, opts: &Options<'_>) ->
         server,
         started,
         clock,
+        keep_alive,
     } = arrived;
     let mut conn = http::Connection::with_received(stream, received);
     let head = conn.read_head_trusting(opts.limits, trusted);
@@ -130,6 +145,9 @@ pub fn serve(arrived: Arrived<'_, '_>, app: &mut dyn App, opts: &Options<'_>) ->
     let mut out = stream;
     let mut resp =
         ResponseWriter::new(&mut out, head.version, head.method == "HEAD").with_sendfile(stream);
+    if let Some(offered) = keep_alive.filter(|_| may_send_more(&head)) {
+        resp = resp.with_keep_alive(offered);
+    }
     let mut body = conn.body(&head);
     let tls = stream.tls_info();
     let req = Request {
@@ -151,6 +169,7 @@ pub fn serve(arrived: Arrived<'_, '_>, app: &mut dyn App, opts: &Options<'_>) ->
     let mut status = resp.status().unwrap_or(500);
     let body_bytes = resp.body_bytes();
     let headers_sent = resp.headers_sent();
+    let keeps_alive = resp.keeps_alive();
     let response_headers: Vec<(String, String)> = if crate::log::access_enabled() {
         resp.headers()
             .map(|(n, v)| (n.to_string(), v.into_owned()))
@@ -181,6 +200,11 @@ pub fn serve(arrived: Arrived<'_, '_>, app: &mut dyn App, opts: &Options<'_>) ->
         started,
         clock.elapsed(),
     );
+    if keeps_alive && !failed && !unread_body {
+        return Served::Kept {
+            pipelined: conn.unread().to_vec(),
+        };
+    }
     let linger = failed || unread_body || conn.buffered_len() > 0 || may_send_more(&head);
     Served::Done { linger }
 }

@@ -18,6 +18,9 @@ pub enum WorkerKind {
     /// One request at a time per process, in the forked copy of the master
     /// (no exec): `sync.rs`.
     Sync,
+    /// An event loop holding keep-alive connections, requests run by a
+    /// pool of threads, in the forked copy of the master: `gthread.rs`.
+    Gthread,
     /// A program of the user's, exec'd by the master's fork
     /// (`command.rs`): the executor starts it with `exec::spawn`, never
     /// with [`WorkerKind::run`].
@@ -29,6 +32,7 @@ impl WorkerKind {
     pub fn from_settings(settings: &Settings) -> Result<WorkerKind, String> {
         Ok(match settings.worker_class {
             WorkerClass::Sync => WorkerKind::Sync,
+            WorkerClass::Gthread => WorkerKind::Gthread,
             WorkerClass::Command => {
                 WorkerKind::Command(Arc::new(Program::from_settings(settings)?))
             }
@@ -39,6 +43,7 @@ impl WorkerKind {
     pub fn name(&self) -> &'static str {
         match self {
             WorkerKind::Sync => "sync",
+            WorkerKind::Gthread => "gthread",
             WorkerKind::Command(_) => "command",
         }
     }
@@ -48,6 +53,7 @@ impl WorkerKind {
     pub fn run(&self, setup: WorkerSetup<'_>) -> ! {
         match self {
             WorkerKind::Sync => super::run(setup, super::sync::serve),
+            WorkerKind::Gthread => super::run(setup, super::gthread::serve),
             WorkerKind::Command(program) => {
                 // The executor execs these (module documentation); a fork
                 // that got here has nothing to run.

@@ -7,6 +7,7 @@
 pub mod clients;
 pub mod command;
 pub mod connection;
+pub mod gthread;
 pub mod kind;
 pub mod notify;
 pub mod signals;

@@ -30,7 +30,10 @@ pub struct Stream<'s> {
     /// deadline while a long head is parsed).
     deadline: std::cell::Cell<Option<std::time::Instant>>,
     /// The TLS session, on a TLS listener.
-    tls: Option<RefCell<Session>>,
+    tls: Option<Box<RefCell<Session>>>,
+    /// Set by every blocking-style read ([`Read`]): the event loop then
+    /// cannot know whether the socket was drained.
+    read_blocking: std::cell::Cell<bool>,
 }
 
 impl<'s> Stream<'s> {
@@ -42,12 +45,13 @@ impl<'s> Stream<'s> {
             slot,
             deadline: std::cell::Cell::new(None),
             tls: None,
+            read_blocking: std::cell::Cell::new(false),
         }
     }
 
     /// Speak TLS through `session` from now on.
     pub fn start_tls(&mut self, session: Session) {
-        self.tls = Some(RefCell::new(session));
+        self.tls = Some(Box::new(RefCell::new(session)));
     }
 
     /// Bytes read before TLS began (after a PROXY header): the handshake
@@ -77,6 +81,14 @@ impl<'s> Stream<'s> {
     /// patience applies).
     pub fn set_deadline(&self, deadline: Option<std::time::Instant>) {
         self.deadline.set(deadline);
+    }
+
+    /// Whether a blocking-style read ([`Read`]) happened since the last
+    /// call. The event loop reads until a short read itself; after a
+    /// request that read like this, it must look again before it waits
+    /// for an edge (edge-triggered readiness, `super::gthread`).
+    pub fn take_read_blocking(&self) -> bool {
+        self.read_blocking.replace(false)
     }
 
     pub fn raw_fd(&self) -> RawFd {
@@ -244,6 +256,7 @@ impl<'s> Stream<'s> {
 
 impl Read for &Stream<'_> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.read_blocking.set(true);
         loop {
             if let Some(n) = self.read_now(buf)? {
                 if n > 0 {

@@ -56,20 +56,7 @@ pub fn serve(setup: &WorkerSetup<'_>, app: &mut dyn App, sigpipe: &SignalPipe) -
             return super::WORKER_BOOT_ERROR;
         }
     };
-    let s = setup.settings;
-    let limits = crate::http::Limits {
-        request_line: s.limit_request_line,
-        fields: s.limit_request_fields,
-        field_size: s.limit_request_field_size,
-        rules: crate::http::Rules {
-            permit_unconventional_method: s.permit_unconventional_http_method,
-            casefold_method: s.casefold_http_method,
-            permit_unconventional_version: s.permit_unconventional_http_version,
-            permit_obsolete_folding: s.permit_obsolete_folding,
-            header_map: s.header_map,
-            forwarder_headers: s.forwarder_headers.clone(),
-        },
-    };
+    let limits = limits(setup.settings);
     let mut server = Server::new(setup, app, &epoll, &limits);
     let mut events = [EpollEvent::empty(); 64];
     loop {
@@ -98,6 +85,23 @@ pub fn serve(setup: &WorkerSetup<'_>, app: &mut dyn App, sigpipe: &SignalPipe) -
             tracing::error!("epoll_wait failed: {e}");
             return super::EXIT_ABORTED;
         }
+    }
+}
+
+/// The HTTP parser's limits and rules, from the settings.
+pub(super) fn limits(s: &crate::config::Settings) -> crate::http::Limits {
+    crate::http::Limits {
+        request_line: s.limit_request_line,
+        fields: s.limit_request_fields,
+        field_size: s.limit_request_field_size,
+        rules: crate::http::Rules {
+            permit_unconventional_method: s.permit_unconventional_http_method,
+            casefold_method: s.casefold_http_method,
+            permit_unconventional_version: s.permit_unconventional_http_version,
+            permit_obsolete_folding: s.permit_obsolete_folding,
+            header_map: s.header_map,
+            forwarder_headers: s.forwarder_headers.clone(),
+        },
     }
 }
 
@@ -183,21 +187,7 @@ impl<'a, 'b> Server<'a, 'b> {
 
     /// Act on queued signals; false once a graceful stop was requested.
     fn handle_signals(&mut self, sigpipe: &SignalPipe) -> bool {
-        let mut alive = true;
-        for sig in sigpipe.drain() {
-            match sig {
-                Signal::SIGTERM => alive = false,
-                Signal::SIGUSR1 => {
-                    if let Err(e) = crate::log::reopen() {
-                        tracing::error!("Cannot reopen log files: {e}");
-                    }
-                }
-                // Only a hooked quick stop reaches the pipe.
-                sig if super::signals::quick_stop_code(sig).is_some() => super::quit(sig),
-                _ => {}
-            }
-        }
-        alive
+        handle_signals(sigpipe)
     }
 
     /// Accept one connection from each ready listener and serve it if its
@@ -251,6 +241,7 @@ impl<'a, 'b> Server<'a, 'b> {
             body_deadline: now + self.header_timeout + self.patience,
             started: SystemTime::now(),
             accepted: now,
+            drained: false,
         };
         match client.read_available(self.patience) {
             Progress::Arrived => self.serve_client(client, None),
@@ -298,6 +289,8 @@ impl<'a, 'b> Server<'a, 'b> {
         if client.phase == Phase::Head {
             client.stream.set_deadline(Some(client.deadline));
         }
+        // For `gunicornctl workers`: this client is in the app.
+        self.setup.slot.set_connections(self.clients.len() + 1, 1);
         let served = connection::serve(
             Arrived {
                 stream: &client.stream,
@@ -309,6 +302,7 @@ impl<'a, 'b> Server<'a, 'b> {
                 server: self.setup.listeners[client.listener].addr(),
                 started: client.started,
                 clock: client.accepted,
+                keep_alive: None,
             },
             self.app,
             &self.opts,
@@ -327,7 +321,10 @@ impl<'a, 'b> Server<'a, 'b> {
                 client.deadline = (now + self.patience).min(client.body_deadline);
                 self.hold(client, slot);
             }
-            Served::Done { linger } => {
+            served => {
+                // `Kept` is never offered here (`keep_alive: None`); it
+                // would be a client that may send more: linger.
+                let linger = matches!(served, Served::Done { linger: true } | Served::Kept { .. });
                 client.stream.shutdown_write();
                 if linger {
                     client.linger(now);
@@ -341,6 +338,7 @@ impl<'a, 'b> Server<'a, 'b> {
                 self.count_request();
             }
         }
+        self.setup.slot.set_connections(self.clients.len(), 0);
     }
 
     fn count_request(&mut self) {
@@ -399,6 +397,7 @@ impl<'a, 'b> Server<'a, 'b> {
         if !self.clients.is_empty() {
             self.expire(Instant::now());
         }
+        self.setup.slot.set_connections(self.clients.len(), 0);
         Ok(())
     }
 
@@ -431,38 +430,15 @@ impl<'a, 'b> Server<'a, 'b> {
     /// A connection whose PROXY header is refused: the logs, then the error
     /// page and a lingering close on a plain listener, a close on a TLS one
     /// (no session to answer in yet). Nothing reaches the app.
-    fn refuse(&mut self, client: Client<'a>, slot: Option<usize>, err: &HttpError) {
-        tracing::warn!(
-            "Refused PROXY header from ip={}: {}",
-            client.peer.host(),
-            err.message
-        );
-        crate::log::access(&crate::log::AccessRecord {
-            peer: &client.peer,
-            head: None,
-            status: err.status,
-            body_bytes: 0,
-            response_headers: &[],
-            started: client.started,
-            duration: client.accepted.elapsed(),
-        });
-        if client.stream.is_tls() {
-            // No answer in flight to protect, and reading on would run the
-            // handshake for a source that was refused: close now.
-            if slot.is_some() {
-                self.release(client);
-            }
-            self.update_accepting();
+    fn refuse(&mut self, mut client: Client<'a>, slot: Option<usize>, err: &HttpError) {
+        if client.refuse(err, Instant::now()) {
+            self.hold(client, slot);
             return;
         }
-        let mut page = Vec::new();
-        if crate::http::write_error(&mut page, err).is_ok() {
-            let _ = client.stream.write_now(&page);
+        if slot.is_some() {
+            self.release(client);
         }
-        let mut client = client;
-        client.stream.shutdown_write_now();
-        client.linger(Instant::now());
-        self.hold(client, slot);
+        self.update_accepting();
     }
 
     /// Let go of a client that was in the epoll set. Explicitly out of the
@@ -554,9 +530,29 @@ impl<'a, 'b> Server<'a, 'b> {
     }
 }
 
+/// Act on queued signals (a log reopen, a hooked quick stop); false once a
+/// graceful stop was requested.
+pub(super) fn handle_signals(sigpipe: &SignalPipe) -> bool {
+    let mut alive = true;
+    for sig in sigpipe.drain() {
+        match sig {
+            Signal::SIGTERM => alive = false,
+            Signal::SIGUSR1 => {
+                if let Err(e) = crate::log::reopen() {
+                    tracing::error!("Cannot reopen log files: {e}");
+                }
+            }
+            // Only a hooked quick stop reaches the pipe.
+            sig if super::signals::quick_stop_code(sig).is_some() => super::quit(sig),
+            _ => {}
+        }
+    }
+    alive
+}
+
 /// A 408 for a client whose request did not arrive in time (best effort:
 /// written only if the socket takes it at once).
-fn request_timeout(client: &Client<'_>) {
+pub(super) fn request_timeout(client: &Client<'_>) {
     let err = HttpError::new(408, "The request did not arrive in time.");
     tracing::debug!(
         "Request timed out from ip={}: {}",
@@ -580,7 +576,7 @@ fn request_timeout(client: &Client<'_>) {
 
 /// One non-blocking accept; `None` when nothing is queued (or on a benign
 /// error such as a connection reset before it was accepted).
-fn accept(listener: RawFd) -> Option<(OwnedFd, PeerAddr)> {
+pub(super) fn accept(listener: RawFd) -> Option<(OwnedFd, PeerAddr)> {
     // SAFETY: zeroed storage is a valid sockaddr_storage; accept4 fills it.
     let mut storage: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
     let mut len = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;

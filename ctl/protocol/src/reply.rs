@@ -40,6 +40,14 @@ pub struct WorkerInfo {
     /// gunicornd: requests served so far.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub requests: Option<u64>,
+    /// gunicornd: connections the worker holds (idle between requests,
+    /// arriving, or being answered).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connections: Option<u64>,
+    /// gunicornd: of those, the ones whose request is in the app (busy);
+    /// the others are idle.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub in_flight: Option<u64>,
     /// gunicornd: resident set size in KiB.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rss_kb: Option<u64>,
@@ -468,6 +476,8 @@ mod tests {
             kind: None,
             generation: Some(2),
             requests: Some(10),
+            connections: None,
+            in_flight: None,
             rss_kb: Some(2048),
             uptime: Some(3.0),
             retiring: Some(false),
