@@ -588,6 +588,25 @@ fn a_wsgi_app_runs_on_several_threads_at_once() {
     assert_eq!(threads.len(), 4, "four requests at once on four threads");
 }
 
+/// A thread keeps its Python thread state from one request to the next:
+/// what the app keeps in a `threading.local` (a database connection, a
+/// cache) is still there, rather than gone with a thread state made and
+/// dropped per request.
+#[cfg(feature = "python")]
+#[test]
+fn a_threading_local_lives_from_one_request_to_the_next() {
+    let srv = python(1, &["--threads", "1"]);
+    let mut client = Client::connect(&srv);
+    let counts: Vec<u64> = (0..5)
+        .map(|_| {
+            json(&client.get("/").unwrap())["served_by_thread"]
+                .as_u64()
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(counts, [1, 2, 3, 4, 5], "{}", srv.log());
+}
+
 /// What `gunicornctl workers` says of the one worker: (connections, busy).
 fn connections(srv: &Server) -> (u64, u64) {
     let workers = ctl_json(&["-s", srv.sock(), "workers"]);

@@ -484,6 +484,20 @@ fn arm(py: Python<'_>, sig: Signal) -> PyResult<()> {
 /// From the worker's signal handler: have Python run the handler `arm`
 /// set for `sig` at its next bytecode. Async-signal-safe
 /// (`PyErr_SetInterruptEx` is documented so).
+/// Runs `f`, a pool thread's whole life, with a Python thread state of its
+/// own kept throughout (and the GIL released): otherwise each call into the
+/// app from a thread that has none creates and destroys one
+/// (`PyGILState_Ensure`), an mmap and a munmap of its 16 KiB frame stack
+/// per request, each munmap a TLB shootdown across the worker's threads.
+/// Without a running interpreter (a built-in app) it just runs `f`.
+pub fn with_thread_state<F: FnOnce() + Send>(f: F) {
+    // SAFETY: a query of the interpreter's state, valid without the GIL.
+    if unsafe { pyo3::ffi::Py_IsInitialized() } == 0 {
+        return f();
+    }
+    Python::attach(|py| py.detach(f));
+}
+
 pub fn interrupt(sig: Signal) {
     // SAFETY: called only for an armed signal, so Python is initialised.
     unsafe { pyo3::ffi::PyErr_SetInterruptEx(sig as libc::c_int) };

@@ -140,7 +140,9 @@ pub fn serve(setup: &WorkerSetup<'_>, app: &mut dyn App, sigpipe: &SignalPipe) -
             let spawned = std::thread::Builder::new()
                 .name(format!("gthread-{i}"))
                 .spawn_scoped(scope, move || {
-                    run_thread(app.as_mut(), job_rx, &done_tx, &waker, opts, servers)
+                    thread_life(move || {
+                        run_thread(app.as_mut(), job_rx, &done_tx, &waker, opts, servers)
+                    })
                 });
             if let Err(e) = spawned {
                 tracing::error!("Exception in worker process: cannot start a thread: {e}");
@@ -165,6 +167,15 @@ fn watch(poll: &Poll, setup: &WorkerSetup<'_>, sigpipe: &SignalPipe) -> std::io:
     poll.registry()
         .register(&mut SourceFd(&sigpipe.raw_fd()), SIGNAL, Interest::READABLE)?;
     Waker::new(poll.registry(), WAKE)
+}
+
+/// A pool thread's whole life, with what the app's language keeps per
+/// thread held for it (Python's thread state: `python::with_thread_state`).
+fn thread_life(f: impl FnOnce() + Send) {
+    #[cfg(feature = "python")]
+    crate::python::with_thread_state(f);
+    #[cfg(not(feature = "python"))]
+    f();
 }
 
 /// A request handed to the pool.
