@@ -190,6 +190,9 @@ struct Finished<'s> {
     slot: usize,
     client: Client<'s>,
     served: Served,
+    /// When its response was out: its keep-alive time counts from then,
+    /// however late the loop takes it (a kept connection wakes nobody).
+    at: Instant,
 }
 
 /// One thread of the pool: serve what the loop hands over, one request at
@@ -216,18 +219,53 @@ fn run_thread<'s>(
             return;
         };
         let served = serve_one(&client, app, opts, &servers[client.listener], keep_alive);
+        // A connection kept for its next request needs nothing from the
+        // loop until that request's edge wakes it (the loop takes finished
+        // connections first thing after each wait): no wake-up, and no
+        // context switch, per request. Everything else wakes it now, and so
+        // do bytes that may wait with no edge to come: unread by the loop
+        // (not drained, read by the request itself, or kept by TLS), or
+        // arrived while the request was served (looked at after the
+        // connection is handed back, so that what comes later has its edge).
+        let quiet = matches!(&served, Served::Kept { pipelined } if pipelined.is_empty())
+            && client.drained
+            && !client.stream.read_blocking()
+            && !client.stream.is_tls();
+        let fd = client.stream.raw_fd();
         if done
             .send(Finished {
                 slot,
                 client,
                 served,
+                at: Instant::now(),
             })
             .is_err()
         {
             return;
         }
-        let _ = waker.wake();
+        if !quiet || readable_now(fd) {
+            let _ = waker.wake();
+        }
     }
+}
+
+/// Whether bytes (or the end of the stream) wait on socket `fd` now,
+/// without reading them. The connection may be the loop's again by then:
+/// a look at a descriptor it closed meanwhile only costs a spurious wake.
+fn readable_now(fd: std::os::fd::RawFd) -> bool {
+    let mut byte = [0u8; 1];
+    // SAFETY: a one-byte buffer of ours; MSG_PEEK leaves the data; a
+    // closed or reused descriptor makes it fail or look elsewhere, both
+    // harmless here.
+    let n = unsafe {
+        libc::recv(
+            fd,
+            byte.as_mut_ptr().cast(),
+            1,
+            libc::MSG_PEEK | libc::MSG_DONTWAIT,
+        )
+    };
+    n >= 0 || std::io::Error::last_os_error().kind() != std::io::ErrorKind::WouldBlock
 }
 
 /// Serve `client`'s request (it has arrived: `Progress::Arrived`).
@@ -422,6 +460,9 @@ impl<'a> Worker<'a> {
                     return super::EXIT_ABORTED;
                 }
             }
+            // Kept connections come back without a wake-up: take them
+            // before their next request's edge is looked at.
+            self.take_finished();
             for event in events.iter() {
                 match event.token() {
                     SIGNAL | WAKE => {}
@@ -629,7 +670,7 @@ impl<'a> Worker<'a> {
             if let Some(app) = self.inline.as_deref_mut() {
                 let server = self.setup.listeners[client.listener].addr();
                 let served = serve_one(&client, app, self.opts, server, keep_alive);
-                if self.finished(slot, client, served) {
+                if self.finished(slot, client, served, Instant::now()) {
                     continue;
                 }
                 return;
@@ -655,9 +696,10 @@ impl<'a> Worker<'a> {
             slot,
             client,
             served,
+            at,
         }) = self.done.try_recv()
         {
-            if self.finished(slot, client, served) {
+            if self.finished(slot, client, served, at) {
                 self.dispatch(slot);
             }
         }
@@ -667,9 +709,14 @@ impl<'a> Worker<'a> {
     /// body, close it (lingering if the client may still send), or keep it
     /// for the next request. True when that next request has arrived
     /// already (the caller dispatches it).
-    fn finished(&mut self, slot: usize, mut client: Client<'a>, served: Served) -> bool {
+    fn finished(
+        &mut self,
+        slot: usize,
+        mut client: Client<'a>,
+        served: Served,
+        now: Instant,
+    ) -> bool {
         self.busy -= 1;
-        let now = Instant::now();
         // Bytes may wait that no edge will announce: the loop's last read
         // stopped at a complete request, the socket became readable while
         // the request was served, or the request read it itself.

@@ -91,6 +91,12 @@ impl<'s> Stream<'s> {
         self.read_blocking.replace(false)
     }
 
+    /// Whether a blocking-style read happened since the last
+    /// [`Stream::take_read_blocking`] (which it does not reset).
+    pub fn read_blocking(&self) -> bool {
+        self.read_blocking.get()
+    }
+
     pub fn raw_fd(&self) -> RawFd {
         self.fd.as_raw_fd()
     }
