@@ -9,9 +9,11 @@
 //! progress every `body_timeout`; a lingering close lasts at most
 //! [`LINGER_TIME`] and reads at most [`LINGER_BYTES`].
 
+use std::os::fd::OwnedFd;
 use std::time::{Duration, Instant, SystemTime};
 
 use super::stream::Stream;
+use super::WorkerSetup;
 use crate::http::proxy::{self, ProxyMode};
 use crate::http::{HttpError, PeerAddr};
 
@@ -65,6 +67,71 @@ pub struct Client<'s> {
     /// early once a request has arrived). An edge-triggered loop must read
     /// again before it waits on a socket that was not (`super::gthread`).
     pub drained: bool,
+}
+
+/// How a worker starts the connections it accepts (both kinds alike).
+pub struct Intake<'s> {
+    setup: &'s WorkerSetup<'s>,
+    /// Each listener's TLS acceptor, if it is a TLS one.
+    tls: Vec<Option<&'s crate::tls::Acceptor>>,
+    patience: Duration,
+    header_timeout: Duration,
+}
+
+impl<'s> Intake<'s> {
+    pub fn new(setup: &'s WorkerSetup<'s>, patience: Duration, header_timeout: Duration) -> Self {
+        let s = setup.settings;
+        Intake {
+            setup,
+            tls: setup
+                .listeners
+                .iter()
+                .map(|l| s.tls.for_listener(l.addr()))
+                .collect(),
+            patience,
+            header_timeout,
+        }
+    }
+
+    /// A connection just accepted on `listener`: its TLS session started
+    /// on a TLS listener (the handshake runs in its first reads), its PROXY
+    /// phase and its peer's trust set, its head deadline running. `None`
+    /// (logged) when no TLS session can be made for it.
+    pub fn client(&self, fd: OwnedFd, peer: PeerAddr, listener: usize) -> Option<Client<'s>> {
+        let now = Instant::now();
+        let s = self.setup.settings;
+        let mut stream = Stream::new(fd, self.patience, self.setup.slot);
+        if let Some(acceptor) = self.tls[listener] {
+            match acceptor.session() {
+                Ok(session) => stream.start_tls(session),
+                Err(e) => {
+                    tracing::error!("cannot start a TLS session: {e}");
+                    return None;
+                }
+            }
+        }
+        let phase = match s.proxy_protocol {
+            ProxyMode::Off => Phase::Head,
+            mode => Phase::Proxy {
+                mode,
+                allowed: s.proxy_allow_ips.allows(&peer),
+            },
+        };
+        Some(Client {
+            stream,
+            trusted: s.forwarded_allow_ips.allows(&peer),
+            peer,
+            listener,
+            received: Vec::new(),
+            eof: false,
+            phase,
+            deadline: now + self.header_timeout,
+            body_deadline: now + self.header_timeout + self.patience,
+            started: SystemTime::now(),
+            accepted: now,
+            drained: false,
+        })
+    }
 }
 
 /// What one read pass over a client's socket found.

@@ -36,10 +36,9 @@ use std::time::{Duration, Instant, SystemTime};
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token, Waker};
 
-use super::clients::{Client, Phase, Progress};
+use super::clients::{Client, Intake, Phase, Progress};
 use super::connection::{self, Arrived, Options, Served};
 use super::notify::{self, WorkerMsg};
-use super::stream::Stream;
 use super::sync::{accept, handle_signals, limits, request_timeout};
 use super::WorkerSetup;
 use crate::app::App;
@@ -341,8 +340,7 @@ struct Worker<'a> {
     patience: Duration,
     header_timeout: Duration,
     keepalive: Duration,
-    /// Each listener's TLS acceptor, if it is a TLS one.
-    tls: Vec<Option<&'a crate::tls::Acceptor>>,
+    intake: Intake<'a>,
     /// Listeners that may have connections queued (mio is edge-triggered:
     /// a listener is accepted from until it says `EAGAIN`).
     ready: Vec<bool>,
@@ -378,11 +376,11 @@ impl<'a> Worker<'a> {
             patience: connection::patience(s.body_timeout, s.timeout),
             header_timeout: Duration::from_secs(s.header_timeout),
             keepalive: Duration::from_secs(s.keepalive),
-            tls: setup
-                .listeners
-                .iter()
-                .map(|l| s.tls.for_listener(l.addr()))
-                .collect(),
+            intake: Intake::new(
+                setup,
+                connection::patience(s.body_timeout, s.timeout),
+                Duration::from_secs(s.header_timeout),
+            ),
             // Something may be queued already.
             ready: vec![true; setup.listeners.len()],
             accept_until: None,
@@ -535,38 +533,8 @@ impl<'a> Worker<'a> {
     /// A new connection: watch it, read what it sent (a PROXY header, the
     /// TLS handshake, the request), serve it if that is its whole request.
     fn take(&mut self, fd: OwnedFd, peer: PeerAddr, listener: usize) {
-        let now = Instant::now();
-        let s = self.setup.settings;
-        let mut stream = Stream::new(fd, self.patience, self.setup.slot);
-        if let Some(acceptor) = self.tls[listener] {
-            match acceptor.session() {
-                Ok(session) => stream.start_tls(session),
-                Err(e) => {
-                    tracing::error!("cannot start a TLS session: {e}");
-                    return;
-                }
-            }
-        }
-        let phase = match s.proxy_protocol {
-            crate::http::proxy::ProxyMode::Off => Phase::Head,
-            mode => Phase::Proxy {
-                mode,
-                allowed: s.proxy_allow_ips.allows(&peer),
-            },
-        };
-        let client = Client {
-            stream,
-            trusted: s.forwarded_allow_ips.allows(&peer),
-            peer,
-            listener,
-            received: Vec::new(),
-            eof: false,
-            phase,
-            deadline: now + self.header_timeout,
-            body_deadline: now + self.header_timeout + self.patience,
-            started: SystemTime::now(),
-            accepted: now,
-            drained: false,
+        let Some(client) = self.intake.client(fd, peer, listener) else {
+            return;
         };
         let raw = client.stream.raw_fd();
         let slot = self.insert(client);

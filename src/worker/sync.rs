@@ -22,16 +22,15 @@
 //!   replacement boots).
 
 use std::os::fd::{AsFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
 use nix::sys::signal::Signal;
 use nix::sys::socket::{SockaddrLike, SockaddrStorage};
 
-use super::clients::{Client, Clients, Phase, Progress};
+use super::clients::{Client, Clients, Intake, Phase, Progress};
 use super::connection::{self, Arrived, Options, Served};
 use super::notify::{self, WorkerMsg};
-use super::stream::Stream;
 use super::WorkerSetup;
 use crate::app::App;
 use crate::http::{HttpError, PeerAddr};
@@ -132,12 +131,10 @@ struct Server<'a, 'b> {
     opts: Options<'a>,
     /// Longest wait for a client's next bytes once its request is served.
     patience: Duration,
-    header_timeout: Duration,
     /// Heartbeat period: the longest the loop sleeps.
     beat_every: Duration,
     clients: Clients<'a>,
-    /// Each listener's TLS acceptor, if it is a TLS one.
-    tls: Vec<Option<&'a crate::tls::Acceptor>>,
+    intake: Intake<'a>,
     /// Whether the listeners are in the epoll set (not while the worker
     /// holds `worker_connections` clients, nor once it stops).
     accepting: bool,
@@ -171,14 +168,13 @@ impl<'a, 'b> Server<'a, 'b> {
                 secure_scheme_headers: &s.secure_scheme_headers,
             },
             patience: connection::patience(s.body_timeout, s.timeout),
-            header_timeout: Duration::from_secs(s.header_timeout),
             beat_every,
             clients: Clients::new(),
-            tls: setup
-                .listeners
-                .iter()
-                .map(|l| s.tls.for_listener(l.addr()))
-                .collect(),
+            intake: Intake::new(
+                setup,
+                connection::patience(s.body_timeout, s.timeout),
+                Duration::from_secs(s.header_timeout),
+            ),
             accepting: true,
             stopping: false,
             recycle_requested: false,
@@ -210,38 +206,8 @@ impl<'a, 'b> Server<'a, 'b> {
     /// A new connection: read what it sent already; serve it when that is
     /// the whole request (the usual case), else hold it.
     fn take(&mut self, fd: OwnedFd, peer: PeerAddr, listener: usize) {
-        let now = Instant::now();
-        let s = self.setup.settings;
-        let mut stream = Stream::new(fd, self.patience, self.setup.slot);
-        if let Some(acceptor) = self.tls[listener] {
-            match acceptor.session() {
-                Ok(session) => stream.start_tls(session),
-                Err(e) => {
-                    tracing::error!("cannot start a TLS session: {e}");
-                    return;
-                }
-            }
-        }
-        let phase = match s.proxy_protocol {
-            crate::http::proxy::ProxyMode::Off => Phase::Head,
-            mode => Phase::Proxy {
-                mode,
-                allowed: s.proxy_allow_ips.allows(&peer),
-            },
-        };
-        let mut client = Client {
-            stream,
-            trusted: s.forwarded_allow_ips.allows(&peer),
-            peer,
-            listener,
-            received: Vec::new(),
-            eof: false,
-            phase,
-            deadline: now + self.header_timeout,
-            body_deadline: now + self.header_timeout + self.patience,
-            started: SystemTime::now(),
-            accepted: now,
-            drained: false,
+        let Some(mut client) = self.intake.client(fd, peer, listener) else {
+            return;
         };
         match client.read_available(self.patience) {
             Progress::Arrived => self.serve_client(client, None),
