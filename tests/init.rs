@@ -743,6 +743,25 @@ fn pidfile_in_a_missing_directory_is_an_error() {
 // systemd notifications
 // ---------------------------------------------------------------------------
 
+/// What systemd saw of a run with one reload (or in-place upgrade) in it:
+/// READY=1, RELOADING=1, READY=1, STOPPING=1, in that order, nothing more.
+#[track_caller]
+fn assert_one_reload_seen(notify: &NotifySocket) {
+    let milestones: Vec<&str> = notify
+        .seen
+        .iter()
+        .flat_map(|n| n.lines.iter())
+        .map(String::as_str)
+        .filter(|l| matches!(*l, "READY=1" | "RELOADING=1" | "STOPPING=1"))
+        .collect();
+    assert_eq!(
+        milestones,
+        ["READY=1", "RELOADING=1", "READY=1", "STOPPING=1"],
+        "datagrams: {:?}",
+        notify.lines()
+    );
+}
+
 /// An in-place upgrade is one continuous service to systemd (what
 /// `Type=notify-reload` expects): the same process throughout, RELOADING=1
 /// with MONOTONIC_USEC when it starts, READY=1 from the new image only once
@@ -800,19 +819,7 @@ fn notify_in_place_upgrade_reloading_then_ready_from_the_same_pid() {
         "the same main pid throughout: {:?}",
         notify.lines()
     );
-    let milestones: Vec<&str> = notify
-        .seen
-        .iter()
-        .flat_map(|n| n.lines.iter())
-        .map(String::as_str)
-        .filter(|l| matches!(*l, "READY=1" | "RELOADING=1" | "STOPPING=1"))
-        .collect();
-    assert_eq!(
-        milestones,
-        ["READY=1", "RELOADING=1", "READY=1", "STOPPING=1"],
-        "datagrams: {:?}",
-        notify.lines()
-    );
+    assert_one_reload_seen(&notify);
 }
 
 #[test]
@@ -888,19 +895,7 @@ fn notify_ready_reloading_ready_stopping() {
     assert_eq!(srv.wait_exit(Duration::from_secs(30)), 0, "{}", srv.log());
     notify.drain();
 
-    let milestones: Vec<&str> = notify
-        .seen
-        .iter()
-        .flat_map(|n| n.lines.iter())
-        .map(String::as_str)
-        .filter(|l| matches!(*l, "READY=1" | "RELOADING=1" | "STOPPING=1"))
-        .collect();
-    assert_eq!(
-        milestones,
-        ["READY=1", "RELOADING=1", "READY=1", "STOPPING=1"],
-        "datagrams: {:?}",
-        notify.lines()
-    );
+    assert_one_reload_seen(&notify);
     assert!(
         notify
             .seen

@@ -57,6 +57,24 @@ fn write_files(dir: &Path, ca: &Ca, (cert, key): &(String, String)) {
     fs::write(dir.join("ca.pem"), &ca.pem).unwrap();
 }
 
+/// A launch whose directory holds a localhost ECDSA certificate (serial 1),
+/// its key and the CA that signed it.
+fn certified() -> (Ca, Launch) {
+    let ca = Ca::new();
+    let launch = certified_by(&ca);
+    (ca, launch)
+}
+
+fn certified_by(ca: &Ca) -> Launch {
+    let launch = Launch::new(&[]);
+    write_files(
+        &launch.path(""),
+        ca,
+        &ca.issue("localhost", 1, &rcgen::PKCS_ECDSA_P256_SHA256),
+    );
+    launch
+}
+
 fn client_config(ca: &Ca, client: Option<&(String, String)>) -> Arc<rustls::ClientConfig> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut roots = rustls::RootCertStore::empty();
@@ -201,14 +219,8 @@ fn an_rsa_key_from_openssl_is_served() {
 
 #[test]
 fn cert_reqs_2_refuses_a_client_without_a_certificate_and_takes_one_the_ca_signed() {
-    let ca = Ca::new();
-    let launch = Launch::new(&[]);
+    let (ca, launch) = certified();
     let dir = launch.path("");
-    write_files(
-        &dir,
-        &ca,
-        &ca.issue("localhost", 1, &rcgen::PKCS_ECDSA_P256_SHA256),
-    );
     let ca_file = dir.join("ca.pem");
     let srv = tls_server(
         launch,
@@ -235,14 +247,8 @@ fn cert_reqs_2_refuses_a_client_without_a_certificate_and_takes_one_the_ca_signe
 
 #[test]
 fn hup_serves_a_renewed_certificate_and_keeps_the_old_one_when_the_new_one_is_broken() {
-    let ca = Ca::new();
-    let launch = Launch::new(&[]);
+    let (ca, launch) = certified();
     let dir = launch.path("");
-    write_files(
-        &dir,
-        &ca,
-        &ca.issue("localhost", 1, &rcgen::PKCS_ECDSA_P256_SHA256),
-    );
     let srv = tls_server(launch, &[]);
     let config = client_config(&ca, None);
     assert_eq!(https_get(srv.addr(), config.clone()).unwrap().serial, [1]);
@@ -314,13 +320,7 @@ fn unusable_files_are_refused_at_startup_naming_the_file() {
 
 #[test]
 fn a_stalled_handshake_holds_no_worker_and_ends_at_the_head_deadline() {
-    let ca = Ca::new();
-    let launch = Launch::new(&[]);
-    write_files(
-        &launch.path(""),
-        &ca,
-        &ca.issue("localhost", 1, &rcgen::PKCS_ECDSA_P256_SHA256),
-    );
+    let (ca, launch) = certified();
     let srv = tls_server(launch, &["--header-timeout", "2"]);
     // Half a ClientHello, then nothing.
     let mut stalled = TcpStream::connect(srv.addr()).unwrap();
@@ -348,14 +348,8 @@ fn a_stalled_handshake_holds_no_worker_and_ends_at_the_head_deadline() {
 
 #[test]
 fn tls_bind_makes_one_listener_https_and_leaves_the_unix_socket_plain() {
-    let ca = Ca::new();
-    let launch = Launch::new(&[]);
+    let (ca, launch) = certified();
     let dir = launch.path("");
-    write_files(
-        &dir,
-        &ca,
-        &ca.issue("localhost", 1, &rcgen::PKCS_ECDSA_P256_SHA256),
-    );
     let sock = dir.join("plain.sock");
     let sock_bind = format!("unix:{}", sock.display());
     let srv = tls_server(launch, &["-b", &sock_bind, "--tls-bind", "127.0.0.1:0"]);
@@ -377,13 +371,7 @@ fn tls_bind_makes_one_listener_https_and_leaves_the_unix_socket_plain() {
 
 #[test]
 fn a_proxy_header_comes_before_the_handshake_on_a_tls_listener() {
-    let ca = Ca::new();
-    let launch = Launch::new(&[]);
-    write_files(
-        &launch.path(""),
-        &ca,
-        &ca.issue("localhost", 1, &rcgen::PKCS_ECDSA_P256_SHA256),
-    );
+    let (ca, launch) = certified();
     let srv = tls_server(launch, &["--proxy-protocol", "v1"]);
     let mut sock = TcpStream::connect(srv.addr()).unwrap();
     sock.write_all(b"PROXY TCP4 192.0.2.1 198.51.100.2 56324 443\r\n")
@@ -400,12 +388,7 @@ fn a_proxy_header_comes_before_the_handshake_on_a_tls_listener() {
         .starts_with("127.0.0.1:"));
     // A refused one closes the connection without a word in plain text.
     let srv = {
-        let launch = Launch::new(&[]);
-        write_files(
-            &launch.path(""),
-            &ca,
-            &ca.issue("localhost", 1, &rcgen::PKCS_ECDSA_P256_SHA256),
-        );
+        let launch = certified_by(&ca);
         tls_server(
             launch,
             &["--proxy-protocol", "v1", "--proxy-allow-from", "10.0.0.1"],
@@ -435,13 +418,7 @@ fn tls12_client(ca: &Ca) -> Arc<rustls::ClientConfig> {
 
 #[test]
 fn ciphers_and_the_minimum_version_are_what_is_negotiated() {
-    let ca = Ca::new();
-    let launch = Launch::new(&[]);
-    write_files(
-        &launch.path(""),
-        &ca,
-        &ca.issue("localhost", 1, &rcgen::PKCS_ECDSA_P256_SHA256),
-    );
+    let (ca, launch) = certified();
     let srv = tls_server(launch, &["--ciphers", "ECDHE-ECDSA-AES256-GCM-SHA384"]);
     let doc = https_get(srv.addr(), tls12_client(&ca))
         .unwrap()
@@ -599,14 +576,8 @@ fn a_bind_of_the_tls_binds_table_serves_its_own_certificate() {
 
 #[test]
 fn a_large_file_goes_out_whole_through_tls() {
-    let ca = Ca::new();
-    let launch = Launch::new(&[]);
+    let (ca, launch) = certified();
     let dir = launch.path("");
-    write_files(
-        &dir,
-        &ca,
-        &ca.issue("localhost", 1, &rcgen::PKCS_ECDSA_P256_SHA256),
-    );
     fs::create_dir(dir.join("www")).unwrap();
     // More than the socket buffers hold: the server meets a full socket.
     let content: Vec<u8> = (0..8 * 1024 * 1024u32).map(|i| (i % 251) as u8).collect();
@@ -654,13 +625,7 @@ fn a_large_file_goes_out_whole_through_tls() {
 
 #[test]
 fn a_request_body_larger_than_the_buffered_one_is_read_through_tls() {
-    let ca = Ca::new();
-    let launch = Launch::new(&[]);
-    write_files(
-        &launch.path(""),
-        &ca,
-        &ca.issue("localhost", 1, &rcgen::PKCS_ECDSA_P256_SHA256),
-    );
+    let (ca, launch) = certified();
     let srv = tls_server(launch, &[]);
     let sock = TcpStream::connect(srv.addr()).unwrap();
     sock.set_read_timeout(Some(Duration::from_secs(20)))
@@ -714,13 +679,7 @@ fn kept_answer(tls: &mut impl BufRead) -> (Option<String>, Vec<u8>) {
 
 #[test]
 fn the_gthread_worker_keeps_https_connections_alive_behind_a_proxy_header() {
-    let ca = Ca::new();
-    let launch = Launch::new(&[]);
-    write_files(
-        &launch.path(""),
-        &ca,
-        &ca.issue("localhost", 1, &rcgen::PKCS_ECDSA_P256_SHA256),
-    );
+    let (ca, launch) = certified();
     let srv = tls_server(
         launch,
         &["-k", "gthread", "--threads", "2", "--proxy-protocol", "v1"],
