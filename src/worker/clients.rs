@@ -274,6 +274,38 @@ impl<'s> Client<'s> {
         }
     }
 
+    /// Its request as `connection::serve` takes it (it has arrived:
+    /// `Progress::Arrived`). A head longer than the loop buffers is read to
+    /// its end by the parser, but not past the head deadline.
+    pub fn arrived<'c>(
+        &'c self,
+        server: &'c crate::listeners::ListenAddr,
+        keep_alive: Option<&'c std::sync::atomic::AtomicBool>,
+    ) -> super::connection::Arrived<'c, 's> {
+        let continue_sent = matches!(
+            self.phase,
+            Phase::Body {
+                continue_sent: true,
+                ..
+            }
+        );
+        if self.phase == Phase::Head {
+            self.stream.set_deadline(Some(self.deadline));
+        }
+        super::connection::Arrived {
+            stream: &self.stream,
+            received: &self.received,
+            eof: self.eof,
+            continue_sent,
+            peer: &self.peer,
+            trusted: self.trusted,
+            server,
+            started: self.started,
+            clock: self.accepted,
+            keep_alive,
+        }
+    }
+
     /// Its PROXY header was refused: logged and access-logged; on a plain
     /// listener the error page goes out (what the socket takes at once) and
     /// the close lingers (true: keep it in the loop); on a TLS one it is

@@ -37,7 +37,7 @@ use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token, Waker};
 
 use super::clients::{Client, Intake, Phase, Progress};
-use super::connection::{self, Arrived, Options, Served};
+use super::connection::{self, Options, Served};
 use super::notify::{self, WorkerMsg};
 use super::sync::{accept, handle_signals, limits, request_timeout};
 use super::WorkerSetup;
@@ -275,34 +275,7 @@ fn serve_one(
     server: &ListenAddr,
     keep_alive: Option<&AtomicBool>,
 ) -> Served {
-    let continue_sent = matches!(
-        client.phase,
-        Phase::Body {
-            continue_sent: true,
-            ..
-        }
-    );
-    // A head longer than the loop buffers is read to its end by the
-    // parser, but not past the head deadline.
-    if client.phase == Phase::Head {
-        client.stream.set_deadline(Some(client.deadline));
-    }
-    connection::serve(
-        Arrived {
-            stream: &client.stream,
-            received: &client.received,
-            eof: client.eof,
-            continue_sent,
-            peer: &client.peer,
-            trusted: client.trusted,
-            server,
-            started: client.started,
-            clock: client.accepted,
-            keep_alive,
-        },
-        app,
-        opts,
-    )
+    connection::serve(client.arrived(server, keep_alive), app, opts)
 }
 
 /// Where a connection is.

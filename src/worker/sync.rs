@@ -29,7 +29,7 @@ use nix::sys::signal::Signal;
 use nix::sys::socket::{SockaddrLike, SockaddrStorage};
 
 use super::clients::{Client, Clients, Intake, Phase, Progress};
-use super::connection::{self, Arrived, Options, Served};
+use super::connection::{self, Options, Served};
 use super::notify::{self, WorkerMsg};
 use super::WorkerSetup;
 use crate::app::App;
@@ -243,36 +243,10 @@ impl<'a, 'b> Server<'a, 'b> {
     /// Serve the request `client` sent, then close it (or linger, or wait
     /// for the rest of a small body).
     fn serve_client(&mut self, mut client: Client<'a>, slot: Option<usize>) {
-        let continue_sent = matches!(
-            client.phase,
-            Phase::Body {
-                continue_sent: true,
-                ..
-            }
-        );
-        // A head longer than the loop buffers is read to its end by the
-        // parser, but not past the head deadline.
-        if client.phase == Phase::Head {
-            client.stream.set_deadline(Some(client.deadline));
-        }
         // For `gunicornctl workers`: this client is in the app.
         self.setup.slot.set_connections(self.clients.len() + 1, 1);
-        let served = connection::serve(
-            Arrived {
-                stream: &client.stream,
-                received: &client.received,
-                eof: client.eof,
-                continue_sent,
-                peer: &client.peer,
-                trusted: client.trusted,
-                server: self.setup.listeners[client.listener].addr(),
-                started: client.started,
-                clock: client.accepted,
-                keep_alive: None,
-            },
-            self.app,
-            &self.opts,
-        );
+        let server = self.setup.listeners[client.listener].addr();
+        let served = connection::serve(client.arrived(server, None), self.app, &self.opts);
         let now = Instant::now();
         match served {
             Served::NeedBody {
