@@ -479,6 +479,35 @@ fn reloads_under_a_keep_alive_load_fail_no_request() {
 }
 
 #[test]
+fn in_place_upgrades_under_a_keep_alive_load_fail_no_request() {
+    let srv = gthread(
+        2,
+        &["--threads", "2", "--upgrade-mode", "in-place"],
+        "builtin:echo",
+    );
+    let load = KeepAliveLoad::start(srv.addr(), 4, "/");
+    let mut pids = srv.worker_pids();
+    for round in 0..2 {
+        srv.signal_delivered(libc::SIGUSR2);
+        let old = pids.clone();
+        expect_within(
+            Duration::from_secs(20),
+            &format!("round {round}: the workers replaced under the same master"),
+            || {
+                let now = srv.worker_pids();
+                now.len() == 2 && now.is_disjoint(&old)
+            },
+        );
+        assert!(process_alive(srv.pid));
+        pids = srv.worker_pids();
+    }
+    srv.expect_log("Upgraded in place", Duration::from_secs(5));
+    let (ok, failures) = load.finish();
+    assert!(failures.is_empty(), "{failures:?}\n{}", srv.log());
+    assert!(ok > 100, "only {ok} requests");
+}
+
+#[test]
 fn max_requests_recycling_under_a_keep_alive_load_fails_no_request() {
     let srv = gthread(
         2,
