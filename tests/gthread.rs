@@ -15,6 +15,10 @@ use gunicornd_test_support::*;
 
 /// `gunicornd -k gthread` on a loopback port with `options`, serving `app`.
 fn gthread(workers: usize, options: &[&str], app: &str) -> Server {
+    gthread_launch(workers, options, app).start()
+}
+
+fn gthread_launch(workers: usize, options: &[&str], app: &str) -> Launch {
     let workers_arg = workers.to_string();
     let mut args = vec![
         "-b",
@@ -27,7 +31,7 @@ fn gthread(workers: usize, options: &[&str], app: &str) -> Server {
     ];
     args.extend_from_slice(options);
     args.push(app);
-    Launch::new(&args).booted(workers).start()
+    Launch::new(&args).booted(workers)
 }
 
 /// One response read off a connection that stays open.
@@ -142,26 +146,15 @@ fn json(answer: &Answer) -> serde_json::Value {
         .unwrap_or_else(|e| panic!("not JSON ({e}): {:?}", answer.text()))
 }
 
+#[cfg(feature = "python")]
 const APP: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/gthread/app.py");
 
 /// gthread workers serving tests/gthread/app.py.
 #[cfg(feature = "python")]
 fn python(workers: usize, options: &[&str]) -> Server {
-    let workers_arg = workers.to_string();
-    let mut args = vec![
-        "-b",
-        "127.0.0.1:0",
-        "-w",
-        &workers_arg,
-        "-k",
-        "gthread",
-        "--no-control-socket",
-    ];
-    args.extend_from_slice(options);
-    args.push("app:application");
-    let launch = Launch::new(&args);
+    let launch = gthread_launch(workers, options, "app:application");
     std::fs::copy(APP, launch.path("app.py")).unwrap();
-    launch.booted(workers).start()
+    launch.start()
 }
 
 #[cfg(feature = "python")]
