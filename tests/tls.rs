@@ -139,12 +139,15 @@ fn https_get(addr: &str, config: Arc<rustls::ClientConfig>) -> io::Result<Answer
 }
 
 /// One worker of builtin:echo with TLS from the files in the launch's
-/// directory, plus `options`.
+/// directory, plus `options` (no control socket unless they name one).
 fn tls_server(launch: Launch, options: &[&str]) -> Server {
     let dir = launch.path("");
     let mut launch = launch;
-    for arg in ["-b", "127.0.0.1:0", "-w", "1", "--no-control-socket"] {
+    for arg in ["-b", "127.0.0.1:0", "-w", "1"] {
         launch = launch.arg(arg);
+    }
+    if !options.contains(&"--control-socket") {
+        launch = launch.arg("--no-control-socket");
     }
     launch = launch
         .arg("--certfile")
@@ -352,7 +355,30 @@ fn tls_bind_makes_one_listener_https_and_leaves_the_unix_socket_plain() {
     let dir = launch.path("");
     let sock = dir.join("plain.sock");
     let sock_bind = format!("unix:{}", sock.display());
-    let srv = tls_server(launch, &["-b", &sock_bind, "--tls-bind", "127.0.0.1:0"]);
+    let ctl_sock = dir.join("ctl.sock");
+    let ctl_sock = ctl_sock.to_str().unwrap();
+    let srv = tls_server(
+        launch,
+        &[
+            "-b",
+            &sock_bind,
+            "--tls-bind",
+            "127.0.0.1:0",
+            "--control-socket",
+            ctl_sock,
+        ],
+    );
+    // gunicornctl says which listener speaks TLS.
+    let listed = ctl_ok(&["-s", ctl_sock, "listeners"]);
+    let scheme_of = |address: &str| {
+        listed
+            .lines()
+            .find(|l| l.starts_with(address))
+            .and_then(|l| l.split_whitespace().nth(3))
+            .map(str::to_owned)
+    };
+    assert_eq!(scheme_of(srv.addr()).as_deref(), Some("https"), "{listed}");
+    assert_eq!(scheme_of(&sock_bind).as_deref(), Some("http"), "{listed}");
     let log = srv.log();
     assert!(
         log.contains("https://127.0.0.1:") && log.contains(&sock_bind),

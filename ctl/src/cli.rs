@@ -83,7 +83,7 @@ pub enum Cmd {
     Workers,
     /// Counters: uptime, workers spawned and killed, reloads
     Stats,
-    /// Bound sockets
+    /// Bound sockets: address, type, fd, scheme (https for TLS)
     Listeners,
     /// The effective configuration
     Config,

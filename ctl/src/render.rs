@@ -287,9 +287,15 @@ pub fn listeners(out: &mut dyn Write, reply: &ListenersReply) -> io::Result<()> 
     if reply.listeners.is_empty() {
         return writeln!(out, "no listeners");
     }
-    let mut table = Table::new(&["ADDRESS", "TYPE", "FD"]);
+    let mut table = Table::new(&["ADDRESS", "TYPE", "FD", "SCHEME"]);
     for l in &reply.listeners {
-        table.row(vec![l.address.clone(), l.kind.clone(), l.fd.to_string()]);
+        let scheme = if l.tls { "https" } else { "http" };
+        table.row(vec![
+            l.address.clone(),
+            l.kind.clone(),
+            l.fd.to_string(),
+            scheme.to_string(),
+        ]);
     }
     table.write(out, "")
 }

@@ -329,6 +329,7 @@ impl Arbiter {
                     address,
                     fd: l.raw_fd(),
                     kind: kind.to_string(),
+                    tls: self.settings.tls.for_listener(l.addr()).is_some(),
                 }
             })
             .collect()

@@ -139,6 +139,10 @@ pub struct ListenerInfo {
     /// `tcp`, `tcp6`, `unix` (or `unknown`).
     #[serde(rename = "type", default = "unknown")]
     pub kind: String,
+    /// It speaks TLS (HTTPS). Left out when false, so that a plain
+    /// listener reads as gunicorn's.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub tls: bool,
 }
 
 fn unknown() -> String {
@@ -594,6 +598,13 @@ mod tests {
             address: "unix:/tmp/s".into(),
             fd: 3,
             kind: "unix".into(),
+            tls: false,
+        }]));
+        rt(ListenersReply::new(vec![ListenerInfo {
+            address: "0.0.0.0:443".into(),
+            fd: 4,
+            kind: "tcp".into(),
+            tls: true,
         }]));
         rt(WorkerAddReply {
             added: 1,
