@@ -73,14 +73,18 @@ fn proxy_v1_and_v2_from_an_allowed_source_set_the_client_for_the_app_and_the_log
     );
     assert_eq!(answer.status, 200);
     assert_eq!(answer.json()["peer"], "192.0.2.1:56324");
+    assert_eq!(answer.json()["proxy"]["version"], 1);
+    assert_eq!(answer.json()["proxy"]["source"], "192.0.2.1:56324");
     let answer = exchange(
         srv.addr(),
         &[v2([203, 0, 113, 7], 4000), REQUEST.to_vec()].concat(),
     );
     assert_eq!(answer.status, 200);
     assert_eq!(answer.json()["peer"], "203.0.113.7:4000");
+    assert_eq!(answer.json()["proxy"]["version"], 2);
     // Without a header: served as it is, from its own address.
     let answer = exchange(srv.addr(), REQUEST);
+    assert!(answer.json().get("proxy").is_none());
     assert!(answer.json()["peer"]
         .as_str()
         .unwrap()

@@ -787,3 +787,37 @@ fn preload_with_a_python_config_file_runs_its_hooks_in_each_worker() {
             .any(|l| l.starts_with("pre ") && l.ends_with(" /p"))
     });
 }
+
+#[test]
+fn a_proxy_header_gives_gunicorns_proxy_keys() {
+    let launch = Launch::new(&[
+        "-b",
+        "127.0.0.1:0",
+        "-w",
+        "1",
+        "--no-control-socket",
+        "--proxy-protocol",
+        "v1",
+        "apps:environ",
+    ]);
+    fs::copy(APPS, launch.path("apps.py")).unwrap();
+    let srv = launch.booted(1).start();
+    let proxied = request(
+        &srv,
+        "PROXY TCP6 2001:db8::7 2001:db8::1 4242 443\r\nGET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    )
+    .json();
+    assert_eq!(proxied["PROXY_PROTOCOL"], "TCP6", "{proxied}");
+    assert_eq!(proxied["PROXY_ADDR"], "2001:db8::7");
+    assert_eq!(proxied["PROXY_PORT"], "4242");
+    assert_eq!(proxied["REMOTE_ADDR"], "2001:db8::7");
+    assert_eq!(proxied["REMOTE_PORT"], "4242");
+    // A connection without the header has none of the keys.
+    let direct = request(
+        &srv,
+        "GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    )
+    .json();
+    assert!(direct.get("PROXY_PROTOCOL").is_none(), "{direct}");
+    assert_eq!(direct["REMOTE_ADDR"], "127.0.0.1");
+}

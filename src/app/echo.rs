@@ -47,6 +47,17 @@ pub struct EchoDocument<'a> {
     /// client certificate's subject.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tls: Option<&'a crate::tls::TlsInfo>,
+    /// Behind a PROXY protocol header: its version and the addresses it
+    /// gave (`null` for a header without any).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub proxy: Option<ProxyDocument>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ProxyDocument {
+    pub version: u8,
+    pub source: Option<String>,
+    pub destination: Option<String>,
 }
 
 impl<'a> EchoDocument<'a> {
@@ -75,6 +86,11 @@ impl<'a> EchoDocument<'a> {
             },
             scheme: req.scheme,
             tls: req.tls,
+            proxy: req.proxied.map(|p| ProxyDocument {
+                version: p.version,
+                source: p.source.map(|a| a.to_string()),
+                destination: p.destination.map(|a| a.to_string()),
+            }),
         }
     }
 }
@@ -176,6 +192,7 @@ mod tests {
             server: &crate::app::testing::listen_addr(),
             scheme: "https",
             tls: None,
+            proxied: None,
             body: &mut body,
         };
         EchoApp.call(req, &mut sink).unwrap();
@@ -197,6 +214,7 @@ mod tests {
             server: &crate::app::testing::listen_addr(),
             scheme: "http",
             tls: None,
+            proxied: None,
             body: &mut body,
         };
         EchoApp.call(req, &mut sink).unwrap();

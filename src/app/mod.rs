@@ -21,6 +21,8 @@ pub struct Request<'a> {
     pub scheme: &'a str,
     /// The connection's TLS parameters, on a TLS listener.
     pub tls: Option<&'a crate::tls::TlsInfo>,
+    /// The PROXY protocol header the connection began with, if any.
+    pub proxied: Option<&'a crate::http::proxy::ProxyHeader>,
     /// The request body, already de-chunked; reads return 0 at its end.
     pub body: &'a mut dyn Read,
 }

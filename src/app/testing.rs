@@ -94,6 +94,7 @@ pub(crate) fn try_call(
         server: &crate::app::testing::listen_addr(),
         scheme: "http",
         tls: None,
+        proxied: None,
         body: &mut body,
     };
     app.call(req, &mut sink)?;

@@ -35,6 +35,31 @@ pub fn base<'py>(
     Ok(env)
 }
 
+/// gunicorn's keys for a connection that began with a PROXY header:
+/// `PROXY_PROTOCOL` (`TCP4`/`TCP6`), `PROXY_ADDR` and `PROXY_PORT` (the
+/// client's, as `REMOTE_ADDR`/`REMOTE_PORT`); a header without addresses
+/// (v2 `LOCAL`, `UNSPEC`) gives `None`s and the port `"None"`, as there.
+pub fn add_proxy(
+    py: Python<'_>,
+    env: &Bound<'_, PyDict>,
+    proxied: &crate::http::proxy::ProxyHeader,
+) -> PyResult<()> {
+    match proxied.source {
+        Some(addr) => {
+            let family = if addr.is_ipv4() { "TCP4" } else { "TCP6" };
+            env.set_item(intern!(py, "PROXY_PROTOCOL"), family)?;
+            env.set_item(intern!(py, "PROXY_ADDR"), addr.ip().to_string())?;
+            env.set_item(intern!(py, "PROXY_PORT"), addr.port().to_string())?;
+        }
+        None => {
+            env.set_item(intern!(py, "PROXY_PROTOCOL"), py.None())?;
+            env.set_item(intern!(py, "PROXY_ADDR"), py.None())?;
+            env.set_item(intern!(py, "PROXY_PORT"), "None")?;
+        }
+    }
+    Ok(())
+}
+
 /// A request's environ: a copy of `base` plus the CGI variables, the
 /// `HTTP_*` headers, `wsgi.input` and `wsgi.url_scheme`.
 pub fn build<'py>(

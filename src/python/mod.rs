@@ -191,6 +191,9 @@ impl WsgiApp {
             req.scheme,
             &input,
         )?;
+        if let Some(proxied) = req.proxied {
+            environ::add_proxy(py, &environ, proxied)?;
+        }
         let responder = objects::Responder::new(py, resp)?;
         let hooks = HOOKS
             .get()

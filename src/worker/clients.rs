@@ -67,6 +67,8 @@ pub struct Client<'s> {
     /// early once a request has arrived). An edge-triggered loop must read
     /// again before it waits on a socket that was not (`super::gthread`).
     pub drained: bool,
+    /// The PROXY header the connection began with (the app sees it).
+    pub proxied: Option<proxy::ProxyHeader>,
 }
 
 /// How a worker starts the connections it accepts (both kinds alike).
@@ -130,6 +132,7 @@ impl<'s> Intake<'s> {
             started: SystemTime::now(),
             accepted: now,
             drained: false,
+            proxied: None,
         })
     }
 }
@@ -256,6 +259,7 @@ impl<'s> Client<'s> {
                 if let Some(source) = header.source {
                     self.peer = PeerAddr::Tcp(source);
                 }
+                self.proxied = Some(header);
                 self.received.drain(..consumed);
             }
         }
@@ -303,6 +307,7 @@ impl<'s> Client<'s> {
             started: self.started,
             clock: self.accepted,
             keep_alive,
+            proxied: self.proxied.as_ref(),
         }
     }
 

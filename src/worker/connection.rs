@@ -64,6 +64,8 @@ pub struct Arrived<'a, 's> {
     /// client's wishes and the response's framing decide the rest); `None`:
     /// close after the response.
     pub keep_alive: Option<&'a AtomicBool>,
+    /// The PROXY header the connection began with.
+    pub proxied: Option<&'a crate::http::proxy::ProxyHeader>,
 }
 
 /// Parse the request, run the app, write the response.
@@ -79,6 +81,7 @@ pub fn serve(arrived: Arrived<'_, '_>, app: &mut dyn App, opts: &Options<'_>) ->
         started,
         clock,
         keep_alive,
+        proxied,
     } = arrived;
     let mut conn = http::Connection::with_received(stream, received);
     let head = conn.read_head_trusting(opts.limits, trusted);
@@ -156,6 +159,7 @@ pub fn serve(arrived: Arrived<'_, '_>, app: &mut dyn App, opts: &Options<'_>) ->
         server,
         scheme,
         tls: tls.as_ref(),
+        proxied,
         body: &mut body,
     };
     let outcome = app.call(req, &mut resp).and_then(|()| {
