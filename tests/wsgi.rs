@@ -20,7 +20,15 @@ fn serve(name: &str) -> Server {
 }
 
 fn serve_spec(spec: &str) -> Server {
-    let launch = Launch::new(&["-b", "127.0.0.1:0", "-w", "1", "--no-control-socket", spec]);
+    serve_with(spec, &[])
+}
+
+/// [`serve_spec`] with more `options` before the app.
+fn serve_with(spec: &str, options: &[&str]) -> Server {
+    let mut args = vec!["-b", "127.0.0.1:0", "-w", "1", "--no-control-socket"];
+    args.extend_from_slice(options);
+    args.push(spec);
+    let launch = Launch::new(&args);
     fs::copy(APPS, launch.path("apps.py")).unwrap();
     launch.booted(1).start()
 }
@@ -790,18 +798,7 @@ fn preload_with_a_python_config_file_runs_its_hooks_in_each_worker() {
 
 #[test]
 fn a_proxy_header_gives_gunicorns_proxy_keys() {
-    let launch = Launch::new(&[
-        "-b",
-        "127.0.0.1:0",
-        "-w",
-        "1",
-        "--no-control-socket",
-        "--proxy-protocol",
-        "v1",
-        "apps:environ",
-    ]);
-    fs::copy(APPS, launch.path("apps.py")).unwrap();
-    let srv = launch.booted(1).start();
+    let srv = serve_with("apps:environ", &["--proxy-protocol", "v1"]);
     let proxied = request(
         &srv,
         "PROXY TCP6 2001:db8::7 2001:db8::1 4242 443\r\nGET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",

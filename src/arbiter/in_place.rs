@@ -31,8 +31,8 @@ use nix::sys::wait::WaitStatus;
 use nix::unistd::Pid;
 
 use super::handover::{self, HandedState, HandedWorker, Unreadable};
-use super::probe::{Probe, PROBE_TIMEOUT};
-use super::upgrade::{HANDED_OVER_VARS, OWNED_VAR};
+use super::probe::Probe;
+use super::upgrade::OWNED_VAR;
 use super::workers::Worker;
 use super::{Arbiter, ListenerSource, Outcome};
 use crate::scoreboard::Scoreboard;
@@ -89,6 +89,10 @@ pub(super) fn scoreboard_for(
         }
     }
 }
+
+/// After SIGKILL to the workers of a previous image, how long until the
+/// master looks at them again (their exits are reaped meanwhile).
+const ADOPTED_KILL_RECHECK: std::time::Duration = std::time::Duration::from_secs(10);
 
 impl Arbiter {
     /// USR2 / `upgrade in-place`: start the probe of the new binary; once
@@ -240,13 +244,7 @@ impl Arbiter {
                 .collect::<Vec<_>>()
                 .join(",")
         };
-        let mut env: Vec<(OsString, OsString)> = self
-            .start
-            .env
-            .iter()
-            .filter(|(k, _)| !HANDED_OVER_VARS.iter().any(|v| k == v))
-            .cloned()
-            .collect();
+        let mut env = self.start.env_to_hand_on();
         let var = |k: &str, v: String| (OsString::from(k), OsString::from(v));
         env.push(var("GUNICORN_FD", list(&listener_fds)));
         env.push(var(handover::STATE_VAR, state_fd.as_raw_fd().to_string()));
@@ -437,7 +435,8 @@ impl Arbiter {
                     tracing::warn!("Killing worker {pid} of the previous image (graceful timeout)");
                     let _ = kill(pid, Signal::SIGKILL);
                 }
-                self.adopted_kill_at = Some(now + PROBE_TIMEOUT);
+                // Only their exits are awaited now; look again later.
+                self.adopted_kill_at = Some(now + ADOPTED_KILL_RECHECK);
             }
             Some(_) => {}
         }

@@ -86,6 +86,17 @@ pub(super) struct StartContext {
 }
 
 impl StartContext {
+    /// The environment the master started with, less what one master hands
+    /// the next ([`HANDED_OVER_VARS`]): the base of a new master's or a new
+    /// image's environment.
+    pub(super) fn env_to_hand_on(&self) -> Vec<(OsString, OsString)> {
+        self.env
+            .iter()
+            .filter(|(k, _)| !HANDED_OVER_VARS.iter().any(|v| k == v))
+            .cloned()
+            .collect()
+    }
+
     pub(super) fn capture() -> StartContext {
         let args: Vec<OsString> = std::env::args_os().collect();
         let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/"));
@@ -304,13 +315,7 @@ impl Arbiter {
         let mut fds: Vec<RawFd> = self.listeners.iter().map(|l| l.raw_fd()).collect();
         let count = fds.len();
         fds.push(theirs.as_raw_fd());
-        let mut env: Vec<(OsString, OsString)> = self
-            .start
-            .env
-            .iter()
-            .filter(|(k, _)| !HANDED_OVER_VARS.iter().any(|v| k == v))
-            .cloned()
-            .collect();
+        let mut env = self.start.env_to_hand_on();
         let var = |k: &str, v: String| (OsString::from(k), OsString::from(v));
         env.push(var(PARENT_VAR, self.pid.to_string()));
         env.push(var(CHANNEL_VAR, (3 + count).to_string()));
